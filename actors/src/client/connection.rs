@@ -1,0 +1,308 @@
+//! The client's connection actor: allocates serials, sends CALLs and CANCELs, and routes each
+//! REPLY to the call waiting for it and each event to its subscribers.
+
+use std::collections::HashMap;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use ferry_codec::proto::{ErrorBody, ErrorCode, Layer, Side};
+use ferry_codec::{DecodeError, Frame, FrameCodec, MessageType, Route, Status};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::codec::FramedRead;
+use tracing::{debug, info_span, warn};
+
+use crate::config::ClientConfig;
+use crate::connection::keepalive::{Keepalive, Tick};
+use crate::connection::transport::Transport;
+use crate::connection::writer::Outbox;
+use crate::control::ControlMessage;
+use crate::error::CallError;
+use crate::metrics::Counters;
+use std::sync::Arc;
+
+const READ_CAPACITY: usize = 512 * 1024;
+
+/// Where a REPLY goes. `None` once the call was cancelled: the serial stays reserved until
+/// its REPLY arrives, which is then dropped.
+type ReplySlot = Option<oneshot::Sender<Result<Bytes, CallError>>>;
+
+pub struct ClientConnection {
+    config: ClientConfig,
+    counters: Arc<Counters>,
+    outbox: Outbox,
+    pending: HashMap<u32, (Route, ReplySlot)>,
+    next_serial: u32,
+    subscribers: Vec<Subscriber>,
+    keepalive: Option<Keepalive>,
+    /// Set by the server's SHUTDOWN notice, or by a local close: no new calls.
+    refusing: Option<CallError>,
+    span: tracing::Span,
+}
+
+struct Subscriber {
+    program: u32,
+    procedure: u32,
+    tx: mpsc::Sender<Frame>,
+}
+
+impl ClientConnection {
+    pub fn start(transport: Transport, config: ClientConfig, counters: Arc<Counters>) -> Addr<Self> {
+        Self::create(move |ctx| {
+            let codec = FrameCodec::new(config.limits);
+            ctx.add_stream(FramedRead::with_capacity(transport.read, codec, READ_CAPACITY));
+            let (outbox, writer) = Outbox::new(transport.write, config.write_queue, counters.clone());
+            ctx.spawn(actix::fut::wrap_future::<_, Self>(writer).map(|result, act, ctx| {
+                if let Err(error) = result {
+                    debug!(parent: &act.span, %error, "writer stopped");
+                }
+                ctx.stop();
+            }));
+            Self {
+                keepalive: config.keepalive.map(Keepalive::new),
+                span: info_span!("client", peer = %transport.peer),
+                config,
+                counters,
+                outbox,
+                pending: HashMap::new(),
+                next_serial: 1,
+                subscribers: Vec::new(),
+                refusing: None,
+            }
+        })
+    }
+
+    fn send(&self, ctx: &mut Context<Self>, frame: Frame) {
+        if let Err(frame) = self.outbox.try_send(frame) {
+            let outbox = self.outbox.clone();
+            ctx.wait(actix::fut::wrap_future(async move {
+                let _ = outbox.send(frame).await;
+            }));
+        }
+    }
+
+    /// The next serial not in use, skipping 0.
+    fn allocate_serial(&mut self) -> u32 {
+        loop {
+            let serial = self.next_serial;
+            self.next_serial = self.next_serial.wrapping_add(1).max(1);
+            if !self.pending.contains_key(&serial) {
+                return serial;
+            }
+        }
+    }
+
+    fn on_reply(&mut self, frame: Frame) {
+        let Some((_, slot)) = self.pending.remove(&frame.header.serial) else {
+            self.counters.protocol_violations.inc();
+            debug!(parent: &self.span, serial = frame.header.serial, "REPLY for a serial not in flight");
+            return;
+        };
+        let Some(tx) = slot else { return };
+        let outcome = match frame.header.status {
+            Status::Ok => Ok(frame.payload),
+            Status::Error => Err(match ferry_codec::decode_message::<ErrorBody>(&frame.payload) {
+                Ok(body) => CallError::from_body(body),
+                Err(e) => CallError::new(ErrorCode::ProtocolViolation, Side::Client, Layer::Call, format!("bad error body: {e}")),
+            }),
+            Status::Continue => Err(CallError::new(
+                ErrorCode::ProtocolViolation,
+                Side::Client,
+                Layer::Call,
+                "REPLY with status CONTINUE",
+            )),
+        };
+        if outcome.is_err() {
+            self.counters.calls_failed.inc();
+        }
+        let _ = tx.send(outcome);
+    }
+
+    fn on_event(&mut self, frame: Frame) {
+        let (program, procedure) = (frame.header.program, frame.header.procedure);
+        self.subscribers.retain(|s| !s.tx.is_closed());
+        for subscriber in &self.subscribers {
+            if subscriber.program == program && subscriber.procedure == procedure {
+                if subscriber.tx.try_send(frame.clone()).is_err() {
+                    self.counters.events_dropped.inc();
+                }
+            }
+        }
+    }
+
+    fn on_control(&mut self, ctx: &mut Context<Self>, message: ControlMessage) {
+        match message {
+            ControlMessage::Ping => self.send(ctx, ControlMessage::Pong.to_frame()),
+            ControlMessage::Pong => {}
+            ControlMessage::Shutdown(notice) => {
+                debug!(parent: &self.span, drain_millis = notice.drain_millis, "server is shutting down");
+                self.refusing = Some(CallError::new(
+                    ErrorCode::ShuttingDown,
+                    Side::Server,
+                    Layer::Connection,
+                    format!("the server is shutting down: {}", notice.reason),
+                ));
+            }
+            ControlMessage::GoAway(body) => {
+                let error = CallError::from_body(body);
+                debug!(parent: &self.span, %error, "server said GOAWAY");
+                self.fail_all(CallError::connection_lost(Side::Server, format!("server closed the connection: {error}")));
+                ctx.stop();
+            }
+        }
+    }
+
+    fn fail_all(&mut self, error: CallError) {
+        for (_, (_, slot)) in self.pending.drain() {
+            if let Some(tx) = slot {
+                let _ = tx.send(Err(error.clone()));
+            }
+        }
+        self.refusing.get_or_insert(error);
+    }
+}
+
+impl Actor for ClientConnection {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        if let Some(keepalive) = &self.keepalive {
+            ctx.run_interval(keepalive.config().interval, |act, ctx| {
+                let Some(keepalive) = act.keepalive.as_mut() else { return };
+                match keepalive.tick() {
+                    Tick::Quiet => {}
+                    Tick::Ping => act.send(ctx, ControlMessage::Ping.to_frame()),
+                    Tick::Dead => {
+                        act.counters.keepalive_timeouts.inc();
+                        warn!(parent: &act.span, "keepalive: server silent, closing");
+                        act.fail_all(CallError::connection_lost(
+                            Side::Client,
+                            "keepalive: no sign of life from the server",
+                        ));
+                        ctx.stop();
+                    }
+                }
+            });
+        }
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.fail_all(CallError::connection_lost(Side::Client, "the connection was closed"));
+    }
+}
+
+impl StreamHandler<Result<Frame, DecodeError>> for ClientConnection {
+    fn handle(&mut self, item: Result<Frame, DecodeError>, ctx: &mut Self::Context) {
+        let frame = match item {
+            Ok(frame) => frame,
+            Err(error) => {
+                warn!(parent: &self.span, %error, "reading from the server failed");
+                self.fail_all(CallError::connection_lost(Side::Client, format!("reading from the server: {error}")));
+                return ctx.stop();
+            }
+        };
+        if let Some(keepalive) = &mut self.keepalive {
+            keepalive.received();
+        }
+        self.counters.frames_in.inc();
+        self.counters.bytes_in.add(frame.wire_len() as u64);
+        if let Some(message) = ControlMessage::parse(&frame) {
+            return self.on_control(ctx, message);
+        }
+        match frame.header.kind {
+            MessageType::Reply => self.on_reply(frame),
+            MessageType::Message => self.on_event(frame),
+            kind => {
+                self.counters.protocol_violations.inc();
+                debug!(parent: &self.span, ?kind, serial = frame.header.serial, "unexpected frame from the server");
+            }
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        self.fail_all(CallError::connection_lost(Side::Client, "the server closed the connection"));
+        ctx.stop();
+    }
+}
+
+/// Start a call: allocate a serial, remember where its REPLY goes, queue the CALL.
+#[derive(Message)]
+#[rtype(result = "Result<u32, CallError>")]
+pub struct Begin {
+    pub route: Route,
+    pub payload: Bytes,
+    pub reply: oneshot::Sender<Result<Bytes, CallError>>,
+}
+
+impl Handler<Begin> for ClientConnection {
+    type Result = Result<u32, CallError>;
+
+    fn handle(&mut self, begin: Begin, ctx: &mut Self::Context) -> Self::Result {
+        if let Some(error) = &self.refusing {
+            return Err(error.clone());
+        }
+        let serial = self.allocate_serial();
+        self.pending.insert(serial, (begin.route, Some(begin.reply)));
+        self.counters.calls_total.inc();
+        self.send(ctx, Frame::call(begin.route, serial, begin.payload));
+        Ok(serial)
+    }
+}
+
+/// The caller gave up on a call (dropped its future, or its deadline passed): send CANCEL and
+/// keep the serial until the REPLY comes.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Cancel {
+    pub serial: u32,
+}
+
+impl Handler<Cancel> for ClientConnection {
+    type Result = ();
+
+    fn handle(&mut self, cancel: Cancel, ctx: &mut Self::Context) {
+        let Some((route, slot)) = self.pending.get_mut(&cancel.serial) else {
+            return;
+        };
+        if slot.take().is_some() {
+            let frame = Frame::cancel(*route, cancel.serial);
+            self.counters.calls_cancelled.inc();
+            self.send(ctx, frame);
+        }
+    }
+}
+
+/// Receive MESSAGE frames of one program and procedure.
+#[derive(Message)]
+#[rtype(result = "Result<mpsc::Receiver<Frame>, CallError>")]
+pub struct Subscribe {
+    pub program: u32,
+    pub procedure: u32,
+}
+
+impl Handler<Subscribe> for ClientConnection {
+    type Result = Result<mpsc::Receiver<Frame>, CallError>;
+
+    fn handle(&mut self, msg: Subscribe, _: &mut Self::Context) -> Self::Result {
+        let (tx, rx) = mpsc::channel(self.config.subscriber_queue);
+        self.subscribers.push(Subscriber {
+            program: msg.program,
+            procedure: msg.procedure,
+            tx,
+        });
+        Ok(rx)
+    }
+}
+
+/// Close the connection: calls in flight fail with CONNECTION_LOST.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Close;
+
+impl Handler<Close> for ClientConnection {
+    type Result = ();
+
+    fn handle(&mut self, _: Close, ctx: &mut Self::Context) {
+        self.fail_all(CallError::connection_lost(Side::Client, "the client closed the connection"));
+        ctx.stop();
+    }
+}

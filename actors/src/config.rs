@@ -1,0 +1,87 @@
+//! Every limit and timer of the runtime, with the defaults docs/PROTOCOL.md promises.
+
+use std::time::Duration;
+
+use ferry_codec::Limits;
+
+/// Keepalive: a PING after `interval` of silence; the peer is dead after `count` silent
+/// intervals, so a silent peer is detected within `interval × (count + 1)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeepaliveConfig {
+    pub interval: Duration,
+    pub count: u32,
+}
+
+impl Default for KeepaliveConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(5),
+            count: 5,
+        }
+    }
+}
+
+/// How a server treats its connections.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Frame and chunk size limits.
+    pub limits: Limits,
+    /// CALLs beyond this many open calls on one connection are answered RESOURCE_EXHAUSTED
+    /// at once; the socket keeps being read, so other calls' cancels and keepalives flow.
+    pub max_in_flight_calls: usize,
+    /// Connections beyond this many are sent GOAWAY RESOURCE_EXHAUSTED and closed.
+    pub max_connections: usize,
+    /// A connection must send its first frame within this time.
+    pub handshake_timeout: Duration,
+    /// A connection with no open call and no CALL received for this long is closed.
+    pub idle_timeout: Duration,
+    /// `None` turns keepalive off (the peer may still ping; it is always answered).
+    pub keepalive: Option<KeepaliveConfig>,
+    /// Actix arbiters (threads) that connections are spread over.
+    pub arbiters: usize,
+    /// Frames queued for one connection's writer before senders wait.
+    pub write_queue: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            limits: Limits::default(),
+            max_in_flight_calls: 1024,
+            max_connections: 1024,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+            keepalive: Some(KeepaliveConfig::default()),
+            arbiters: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            write_queue: 1024,
+        }
+    }
+}
+
+/// How a client treats its connection.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub limits: Limits,
+    /// Calls beyond this many wait locally for a free slot instead of being sent.
+    pub max_in_flight_calls: usize,
+    /// Default deadline of every call; `None` means calls wait as long as the connection lives.
+    pub default_deadline: Option<Duration>,
+    pub keepalive: Option<KeepaliveConfig>,
+    pub write_queue: usize,
+    /// MESSAGE frames queued per event subscriber; further events are dropped for that
+    /// subscriber (and counted) so a slow subscriber never stalls the connection.
+    pub subscriber_queue: usize,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            limits: Limits::default(),
+            max_in_flight_calls: 1024,
+            default_deadline: None,
+            keepalive: Some(KeepaliveConfig::default()),
+            write_queue: 1024,
+            subscriber_queue: 256,
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! A connected socket, split into owned halves so the reader and the writer never contend.
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpStream, UnixStream};
+
+/// The two halves of a socket plus a printable peer name for logs and admin views.
+pub struct Transport {
+    pub read: Box<dyn AsyncRead + Unpin>,
+    pub write: Box<dyn AsyncWrite + Unpin>,
+    pub peer: String,
+}
+
+impl Transport {
+    pub fn tcp(stream: TcpStream) -> Self {
+        // Small frames (replies, credits) must not wait for Nagle's timer.
+        let _ = stream.set_nodelay(true);
+        let peer = stream
+            .peer_addr()
+            .map_or_else(|_| "tcp:?".to_owned(), |a| format!("tcp:{a}"));
+        let (read, write) = stream.into_split();
+        Self {
+            read: Box::new(read),
+            write: Box::new(write),
+            peer,
+        }
+    }
+
+    pub fn unix(stream: UnixStream) -> Self {
+        let peer = match stream.peer_cred() {
+            Ok(cred) => format!("unix:uid={}", cred.uid()),
+            Err(_) => "unix:?".to_owned(),
+        };
+        let (read, write) = stream.into_split();
+        Self {
+            read: Box::new(read),
+            write: Box::new(write),
+            peer,
+        }
+    }
+}

@@ -1,0 +1,288 @@
+//! The server: listeners on TCP and unix sockets, connections spread over arbiters, and the
+//! handle that shuts it all down gracefully.
+
+mod call;
+pub(crate) mod connection;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use actix::Addr;
+use actix_rt::{Arbiter, ArbiterHandle};
+use ferry_codec::proto::{ErrorCode, Layer, Side};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::config::ServerConfig;
+use crate::connection::transport::Transport;
+use crate::connection::writer::write_frames;
+use crate::control::ControlMessage;
+use crate::error::{CallError, ListenError};
+use crate::metrics::Counters;
+use crate::program::{ProgramService, Registry};
+use connection::{BeginShutdown, ServerConnection};
+
+/// State every connection of a server shares.
+pub(crate) struct ServerShared {
+    pub config: ServerConfig,
+    pub registry: Registry,
+    pub counters: Arc<Counters>,
+    pub connections: Mutex<HashMap<u64, Addr<ServerConnection>>>,
+    /// Set once shutdown began, to the drain time; connections that start later drain at once.
+    pub shutdown: OnceLock<Duration>,
+}
+
+/// Builds and starts a server. Must be started inside an actix `System`.
+pub struct Server {
+    config: ServerConfig,
+    registry: Registry,
+    tcp: Vec<String>,
+    unix: Vec<PathBuf>,
+}
+
+impl Server {
+    pub fn new(config: ServerConfig) -> Self {
+        Self {
+            config,
+            registry: Registry::default(),
+            tcp: Vec::new(),
+            unix: Vec::new(),
+        }
+    }
+
+    pub fn program(mut self, program: ProgramService) -> Self {
+        self.registry.add(program);
+        self
+    }
+
+    /// Listens on a TCP address such as `127.0.0.1:0` (port 0 picks a free port).
+    pub fn listen_tcp(mut self, address: impl Into<String>) -> Self {
+        self.tcp.push(address.into());
+        self
+    }
+
+    /// Listens on a unix socket; a stale socket file left by a dead server is replaced.
+    pub fn listen_unix(mut self, path: impl Into<PathBuf>) -> Self {
+        self.unix.push(path.into());
+        self
+    }
+
+    pub async fn start(self) -> Result<ServerHandle, ListenError> {
+        let arbiters: Vec<Arbiter> = (0..self.config.arbiters.max(1)).map(|_| Arbiter::new()).collect();
+        let shared = Arc::new(ServerShared {
+            config: self.config,
+            registry: self.registry,
+            counters: Arc::default(),
+            connections: Mutex::default(),
+            shutdown: OnceLock::new(),
+        });
+        let token = CancellationToken::new();
+        let acceptor = Acceptor {
+            shared: shared.clone(),
+            arbiters: arbiters.iter().map(Arbiter::handle).collect(),
+            next: Arc::default(),
+            next_id: Arc::default(),
+        };
+        let mut tcp_addrs = Vec::new();
+        for address in self.tcp {
+            let listener = TcpListener::bind(&address)
+                .await
+                .map_err(|source| ListenError::Io { address: address.clone(), source })?;
+            let local = listener.local_addr().map_err(|source| ListenError::Io { address, source })?;
+            info!(%local, "listening on tcp");
+            tcp_addrs.push(local);
+            actix_rt::spawn(acceptor.clone().run_tcp(listener, token.clone()));
+        }
+        for path in &self.unix {
+            let listener = bind_unix(path).await?;
+            info!(path = %path.display(), "listening on unix socket");
+            actix_rt::spawn(acceptor.clone().run_unix(listener, path.clone(), token.clone()));
+        }
+        Ok(ServerHandle {
+            tcp_addrs,
+            unix_paths: self.unix,
+            shared,
+            token,
+            arbiters: Mutex::new(arbiters),
+        })
+    }
+}
+
+async fn bind_unix(path: &Path) -> Result<UnixListener, ListenError> {
+    let error = |source| ListenError::Io {
+        address: path.display().to_string(),
+        source,
+    };
+    if path.exists() && UnixStream::connect(path).await.is_err() {
+        debug!(path = %path.display(), "removing stale unix socket");
+        std::fs::remove_file(path).map_err(error)?;
+    }
+    UnixListener::bind(path).map_err(error)
+}
+
+/// Accepts sockets and hands each to an arbiter, round robin.
+#[derive(Clone)]
+struct Acceptor {
+    shared: Arc<ServerShared>,
+    arbiters: Vec<ArbiterHandle>,
+    next: Arc<AtomicUsize>,
+    next_id: Arc<AtomicU64>,
+}
+
+/// A socket on its way to an arbiter; std sockets can cross threads, tokio ones cannot.
+enum Accepted {
+    Tcp(std::net::TcpStream),
+    Unix(std::os::unix::net::UnixStream),
+}
+
+impl Acceptor {
+    async fn run_tcp(self, listener: TcpListener, token: CancellationToken) {
+        loop {
+            let stream = tokio::select! {
+                _ = token.cancelled() => return,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(error) => { warn!(%error, "accept failed"); continue; }
+                },
+            };
+            if let Some(mut stream) = self.admit(stream) {
+                self.reject(&mut stream).await;
+            }
+        }
+    }
+
+    async fn run_unix(self, listener: UnixListener, path: PathBuf, token: CancellationToken) {
+        loop {
+            let stream = tokio::select! {
+                _ = token.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(error) => { warn!(%error, "accept failed"); continue; }
+                },
+            };
+            if let Some(mut stream) = self.admit(stream) {
+                self.reject(&mut stream).await;
+            }
+        }
+        let _ = std::fs::remove_file(path);
+    }
+
+    /// Starts a connection on the next arbiter, or gives the socket back when the server is
+    /// at `max_connections`.
+    fn admit<S: IntoAccepted>(&self, stream: S) -> Option<S> {
+        let counters = &self.shared.counters;
+        if counters.connections_open.get() >= self.shared.config.max_connections as u64 {
+            counters.limit_rejections.inc();
+            return Some(stream);
+        }
+        let accepted = match stream.into_accepted() {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                warn!(%error, "could not hand the socket over");
+                return None;
+            }
+        };
+        counters.connections_open.inc();
+        counters.connections_total.inc();
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let arbiter = &self.arbiters[self.next.fetch_add(1, Ordering::Relaxed) % self.arbiters.len()];
+        let shared = self.shared.clone();
+        let started = arbiter.spawn(async move {
+            let transport = match accepted {
+                Accepted::Tcp(s) => TcpStream::from_std(s).map(Transport::tcp),
+                Accepted::Unix(s) => UnixStream::from_std(s).map(Transport::unix),
+            };
+            match transport {
+                Ok(transport) => {
+                    ServerConnection::start(id, transport, shared);
+                }
+                Err(error) => {
+                    warn!(%error, "could not register the socket");
+                    shared.counters.connections_open.dec();
+                }
+            }
+        });
+        if !started {
+            self.shared.counters.connections_open.dec();
+        }
+        None
+    }
+
+    /// Tells a connection over the limit why it is refused, then drops it.
+    async fn reject<S: tokio::io::AsyncWrite + Unpin>(&self, stream: &mut S) {
+        let error = CallError::new(
+            ErrorCode::ResourceExhausted,
+            Side::Server,
+            Layer::Connection,
+            format!("server is at max_connections ({})", self.shared.config.max_connections),
+        );
+        let goaway = ControlMessage::GoAway(error.to_body()).to_frame();
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            write_frames(stream, &[goaway], &self.shared.counters),
+        )
+        .await;
+    }
+}
+
+trait IntoAccepted {
+    fn into_accepted(self) -> std::io::Result<Accepted>;
+}
+
+impl IntoAccepted for TcpStream {
+    fn into_accepted(self) -> std::io::Result<Accepted> {
+        self.into_std().map(Accepted::Tcp)
+    }
+}
+
+impl IntoAccepted for UnixStream {
+    fn into_accepted(self) -> std::io::Result<Accepted> {
+        self.into_std().map(Accepted::Unix)
+    }
+}
+
+/// A running server.
+pub struct ServerHandle {
+    tcp_addrs: Vec<SocketAddr>,
+    unix_paths: Vec<PathBuf>,
+    shared: Arc<ServerShared>,
+    token: CancellationToken,
+    arbiters: Mutex<Vec<Arbiter>>,
+}
+
+impl ServerHandle {
+    /// The bound TCP addresses, in the order they were asked for.
+    pub fn tcp_addrs(&self) -> &[SocketAddr] {
+        &self.tcp_addrs
+    }
+
+    pub fn unix_paths(&self) -> &[PathBuf] {
+        &self.unix_paths
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.shared.counters
+    }
+
+    /// Stops accepting, sends every client the shutdown notice, lets open calls finish for up
+    /// to `drain`, then closes every connection and stops the arbiters.
+    pub async fn shutdown(&self, drain: Duration) {
+        self.token.cancel();
+        let _ = self.shared.shutdown.set(drain);
+        for connection in self.shared.connections.lock().unwrap().values() {
+            connection.do_send(BeginShutdown { drain });
+        }
+        let closed = self.shared.counters.connections_open.wait_for(|n| *n == 0);
+        if tokio::time::timeout(drain + Duration::from_secs(2), closed).await.is_err() {
+            warn!("connections still open after the drain time");
+        }
+        for arbiter in self.arbiters.lock().unwrap().drain(..) {
+            arbiter.stop();
+        }
+    }
+}

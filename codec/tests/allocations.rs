@@ -1,0 +1,179 @@
+//! Counts heap allocations to prove that decoding stream data and preparing it for a vectored
+//! write copy no payload bytes. This file is its own test binary, so the counting global
+//! allocator below affects no other test.
+//!
+//! Only allocations made by the measuring thread while a measurement is running are counted
+//! (a const-initialised thread-local flag), so the test harness's other threads cannot
+//! disturb the figures.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::hint::black_box;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::{Bytes, BytesMut};
+use ferry_codec::{Frame, FrameCodec, MIN_FRAME_LEN, Route};
+use tokio_util::codec::{Decoder, Encoder};
+
+/// Blocks at least this big count as payload-sized.
+const LARGE: usize = 4096;
+
+struct Counting;
+
+static COUNT: AtomicUsize = AtomicUsize::new(0);
+static BYTES: AtomicUsize = AtomicUsize::new(0);
+static LARGE_BLOCKS: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static MEASURING: Cell<bool> = const { Cell::new(false) };
+}
+
+fn record(size: usize) {
+    if MEASURING.try_with(Cell::get).unwrap_or(false) {
+        COUNT.fetch_add(1, Ordering::Relaxed);
+        BYTES.fetch_add(size, Ordering::Relaxed);
+        if size >= LARGE {
+            LARGE_BLOCKS.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+// SAFETY: every call is forwarded unchanged to the system allocator; `record` only touches
+// atomics and a const thread-local, neither of which allocates.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        record(layout.size());
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        record(layout.size());
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        record(new_size);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+#[derive(Debug)]
+struct Allocated {
+    count: usize,
+    bytes: usize,
+    large: usize,
+}
+
+/// Runs `f` with counting switched on for this thread only.
+fn measure<R>(f: impl FnOnce() -> R) -> (R, Allocated) {
+    let before = (
+        COUNT.load(Ordering::Relaxed),
+        BYTES.load(Ordering::Relaxed),
+        LARGE_BLOCKS.load(Ordering::Relaxed),
+    );
+    MEASURING.with(|m| m.set(true));
+    let result = f();
+    MEASURING.with(|m| m.set(false));
+    let allocated = Allocated {
+        count: COUNT.load(Ordering::Relaxed) - before.0,
+        bytes: BYTES.load(Ordering::Relaxed) - before.1,
+        large: LARGE_BLOCKS.load(Ordering::Relaxed) - before.2,
+    };
+    (result, allocated)
+}
+
+const ROUTE: Route = Route::new(0x7465_7374, 1, 4);
+const CHUNK: usize = 256 * 1024;
+const FRAMES: usize = 32;
+
+/// A read buffer holding `FRAMES` whole 256 KiB STREAM frames, as after a large read.
+fn prefilled() -> BytesMut {
+    let mut codec = FrameCodec::default();
+    let mut buf = BytesMut::with_capacity(FRAMES * (MIN_FRAME_LEN + CHUNK));
+    for i in 0..FRAMES {
+        let data = Bytes::from(vec![i as u8; CHUNK]);
+        codec
+            .encode(Frame::stream_data(ROUTE, 7, data), &mut buf)
+            .expect("encode");
+    }
+    buf
+}
+
+/// Guards the guard: a payload copy made inside `measure` is seen, so the zero counts below
+/// mean something.
+#[test]
+fn the_counter_sees_a_payload_copy() {
+    let buf = prefilled();
+    let (copy, allocated) = measure(|| Bytes::copy_from_slice(&buf[MIN_FRAME_LEN..][..CHUNK]));
+    assert_eq!(copy.len(), CHUNK);
+    assert!(allocated.large >= 1, "{allocated:?}");
+    assert!(allocated.bytes >= CHUNK, "{allocated:?}");
+
+    // The copying Encoder is seen as well.
+    let frame = Frame::stream_data(ROUTE, 7, copy);
+    let (dst, allocated) = measure(|| {
+        let mut dst = BytesMut::new();
+        FrameCodec::default().encode(frame, &mut dst).expect("encode");
+        dst
+    });
+    assert_eq!(dst.len(), MIN_FRAME_LEN + CHUNK);
+    assert!(allocated.bytes >= CHUNK, "{allocated:?}");
+}
+
+#[test]
+fn decoding_stream_chunks_allocates_no_payload_sized_blocks() {
+    let mut buf = prefilled();
+    let mut codec = FrameCodec::default();
+    let mut frames = Vec::with_capacity(FRAMES + 1);
+
+    let ((), allocated) = measure(|| {
+        while let Some(frame) = codec.decode(&mut buf).expect("decode") {
+            frames.push(frame);
+        }
+    });
+
+    assert_eq!(frames.len(), FRAMES);
+    for (i, frame) in frames.iter().enumerate() {
+        assert_eq!(frame.payload.len(), CHUNK);
+        assert_eq!(frame.payload[CHUNK - 1], i as u8);
+    }
+    let payload_bytes = FRAMES * CHUNK;
+    assert_eq!(allocated.large, 0, "payload-sized blocks allocated: {allocated:?}");
+    assert!(
+        allocated.count <= FRAMES,
+        "more than one allocation per frame: {allocated:?}"
+    );
+    // Sharing the read buffer costs one small reference-count block, not the payload.
+    assert!(
+        allocated.bytes <= 64 * FRAMES && allocated.bytes * 1000 < payload_bytes,
+        "{} bytes allocated to decode {payload_bytes} payload bytes: {allocated:?}",
+        allocated.bytes
+    );
+}
+
+#[test]
+fn wire_parts_allocates_nothing() {
+    let frames: Vec<Frame> = (0..FRAMES)
+        .map(|i| Frame::stream_data(ROUTE, 7, Bytes::from(vec![i as u8; CHUNK])))
+        .collect();
+
+    let (total, allocated) = measure(|| {
+        let mut total = 0;
+        for frame in &frames {
+            let (head, payload) = black_box(frame.wire_parts());
+            total += head.len() + payload.len();
+        }
+        total
+    });
+
+    assert_eq!(total, FRAMES * (MIN_FRAME_LEN + CHUNK));
+    assert_eq!(allocated.count, 0, "{allocated:?}");
+    assert_eq!(allocated.bytes, 0, "{allocated:?}");
+}
