@@ -9,6 +9,7 @@ use ferry_codec::proto::{ErrorCode, Layer, Side};
 use ferry_codec::{Frame, Route};
 use futures::future::LocalBoxFuture;
 
+use crate::connection::writer::Outbox;
 use crate::error::CallError;
 
 /// What a handler knows about the call it serves.
@@ -18,6 +19,20 @@ pub struct CallContext {
     pub route: Route,
     /// The peer, as `tcp:ADDR` or `unix:uid=N`.
     pub peer: Arc<str>,
+    pub(crate) outbox: Outbox,
+}
+
+impl CallContext {
+    /// Sends an event (a MESSAGE frame bound to this call's serial) to the client. Waits while
+    /// the connection's write queue is full, so a client that does not read slows the handler
+    /// rather than growing memory.
+    pub async fn emit<M: prost::Message>(&self, program: u32, event: u32, message: &M) -> Result<(), CallError> {
+        let route = Route::new(program, self.route.version, event);
+        self.outbox
+            .send(Frame::message(route, self.serial, ferry_codec::encode_message(message)))
+            .await
+            .map_err(|_| CallError::connection_lost(Side::Server, "the connection is closed"))
+    }
 }
 
 /// The encoded outcome of a handler.

@@ -14,7 +14,13 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/ferry.test.v1.rs"));
 }
 
-use proto::{EchoReply, EchoRequest, FailReply, FailRequest, SleepReply, SleepRequest};
+use proto::{
+    EchoReply, EchoRequest, FailReply, FailRequest, SleepReply, SleepRequest, Tick, TicksReply,
+    TicksRequest,
+};
+
+/// Event number of [`Tick`] events (the procedure field of their MESSAGE frames).
+pub const TICK_EVENT: u32 = 100;
 
 program! {
     /// The test program.
@@ -27,6 +33,8 @@ program! {
         2 => sleep(SleepRequest) -> SleepReply;
         /// Fails with the requested error code and message.
         3 => fail(FailRequest) -> FailReply;
+        /// Emits `count` Tick events, then replies.
+        7 => ticks(TicksRequest) -> TicksReply;
     }
 }
 
@@ -82,5 +90,14 @@ impl TestHandler for TestService {
     async fn fail(&self, request: FailRequest, _: CallContext) -> Result<FailReply, CallError> {
         let code = ErrorCode::try_from(request.code).unwrap_or(ErrorCode::Internal);
         Err(CallError::application(code, request.message))
+    }
+
+    async fn ticks(&self, request: TicksRequest, context: CallContext) -> Result<TicksReply, CallError> {
+        for n in 0..request.count {
+            context.emit(TestProgram::NUMBER, TICK_EVENT, &Tick { n }).await?;
+        }
+        Ok(TicksReply {
+            sent: request.count,
+        })
     }
 }

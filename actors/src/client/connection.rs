@@ -22,16 +22,23 @@ use std::sync::Arc;
 
 const READ_CAPACITY: usize = 512 * 1024;
 
-/// Where a REPLY goes. `None` once the call was cancelled: the serial stays reserved until
-/// its REPLY arrives, which is then dropped.
-type ReplySlot = Option<oneshot::Sender<Result<Bytes, CallError>>>;
+/// A call whose REPLY has not arrived yet.
+struct Pending {
+    route: Route,
+    /// Tells this call apart from a later call that reuses the serial.
+    id: u64,
+    /// Where the REPLY goes; `None` once the caller gave up: the serial stays reserved until
+    /// its REPLY arrives, which is then dropped.
+    reply: Option<oneshot::Sender<Result<Bytes, CallError>>>,
+}
 
 pub struct ClientConnection {
     config: ClientConfig,
     counters: Arc<Counters>,
     outbox: Outbox,
-    pending: HashMap<u32, (Route, ReplySlot)>,
+    pending: HashMap<u32, Pending>,
     next_serial: u32,
+    next_call_id: u64,
     subscribers: Vec<Subscriber>,
     keepalive: Option<Keepalive>,
     /// Set by the server's SHUTDOWN notice, or by a local close: no new calls.
@@ -65,6 +72,7 @@ impl ClientConnection {
                 outbox,
                 pending: HashMap::new(),
                 next_serial: 1,
+                next_call_id: 0,
                 subscribers: Vec::new(),
                 refusing: None,
             }
@@ -92,7 +100,7 @@ impl ClientConnection {
     }
 
     fn on_reply(&mut self, frame: Frame) {
-        let Some((_, slot)) = self.pending.remove(&frame.header.serial) else {
+        let Some(Pending { reply: slot, .. }) = self.pending.remove(&frame.header.serial) else {
             self.counters.protocol_violations.inc();
             debug!(parent: &self.span, serial = frame.header.serial, "REPLY for a serial not in flight");
             return;
@@ -152,8 +160,8 @@ impl ClientConnection {
     }
 
     fn fail_all(&mut self, error: CallError) {
-        for (_, (_, slot)) in self.pending.drain() {
-            if let Some(tx) = slot {
+        for (_, pending) in self.pending.drain() {
+            if let Some(tx) = pending.reply {
                 let _ = tx.send(Err(error.clone()));
             }
         }
@@ -226,48 +234,57 @@ impl StreamHandler<Result<Frame, DecodeError>> for ClientConnection {
 
 /// Start a call: allocate a serial, remember where its REPLY goes, queue the CALL.
 #[derive(Message)]
-#[rtype(result = "Result<u32, CallError>")]
+#[rtype(result = "Result<(), CallError>")]
 pub struct Begin {
     pub route: Route,
     pub payload: Bytes,
     pub reply: oneshot::Sender<Result<Bytes, CallError>>,
+    /// Resolves when the caller stops waiting (its future completed or was dropped); if the
+    /// REPLY has not come by then, the call is cancelled.
+    pub caller_gone: oneshot::Receiver<()>,
 }
 
 impl Handler<Begin> for ClientConnection {
-    type Result = Result<u32, CallError>;
+    type Result = Result<(), CallError>;
 
     fn handle(&mut self, begin: Begin, ctx: &mut Self::Context) -> Self::Result {
         if let Some(error) = &self.refusing {
             return Err(error.clone());
         }
         let serial = self.allocate_serial();
-        self.pending.insert(serial, (begin.route, Some(begin.reply)));
+        let id = self.next_call_id;
+        self.next_call_id += 1;
+        self.pending.insert(
+            serial,
+            Pending {
+                route: begin.route,
+                id,
+                reply: Some(begin.reply),
+            },
+        );
         self.counters.calls_total.inc();
         self.send(ctx, Frame::call(begin.route, serial, begin.payload));
-        Ok(serial)
+        ctx.spawn(
+            actix::fut::wrap_future::<_, Self>(begin.caller_gone)
+                .map(move |_, act, ctx| act.abandon(ctx, serial, id)),
+        );
+        Ok(())
     }
 }
 
-/// The caller gave up on a call (dropped its future, or its deadline passed): send CANCEL and
-/// keep the serial until the REPLY comes.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Cancel {
-    pub serial: u32,
-}
-
-impl Handler<Cancel> for ClientConnection {
-    type Result = ();
-
-    fn handle(&mut self, cancel: Cancel, ctx: &mut Self::Context) {
-        let Some((route, slot)) = self.pending.get_mut(&cancel.serial) else {
+impl ClientConnection {
+    /// The caller stopped waiting: if the call is still open, send CANCEL and keep the serial
+    /// until the REPLY comes.
+    fn abandon(&mut self, ctx: &mut Context<Self>, serial: u32, id: u64) {
+        let Some(pending) = self.pending.get_mut(&serial) else {
             return;
         };
-        if slot.take().is_some() {
-            let frame = Frame::cancel(*route, cancel.serial);
-            self.counters.calls_cancelled.inc();
-            self.send(ctx, frame);
+        if pending.id != id || pending.reply.take().is_none() {
+            return;
         }
+        let frame = Frame::cancel(pending.route, serial);
+        self.counters.calls_cancelled.inc();
+        self.send(ctx, frame);
     }
 }
 

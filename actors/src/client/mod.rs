@@ -20,7 +20,7 @@ use crate::config::ClientConfig;
 use crate::connection::transport::Transport;
 use crate::error::{CallError, ConnectError};
 use crate::metrics::Counters;
-use connection::{Begin, Cancel, ClientConnection, Close, Subscribe};
+use connection::{Begin, ClientConnection, Close, Subscribe};
 
 /// Per-call options.
 #[derive(Debug, Clone, Copy, Default)]
@@ -105,17 +105,19 @@ impl Client {
         let lost = || CallError::connection_lost(Side::Client, "the connection is closed");
         let _permit = self.inner.permits.acquire().await.map_err(|_| lost())?;
         let (reply, response) = oneshot::channel();
-        let serial = self
-            .inner
+        // Dropped when this future ends, however it ends; the connection then cancels the
+        // call unless its REPLY already came.
+        let (_waiting, caller_gone) = oneshot::channel::<()>();
+        self.inner
             .addr
-            .send(Begin { route, payload, reply })
+            .send(Begin {
+                route,
+                payload,
+                reply,
+                caller_gone,
+            })
             .await
             .map_err(|_| lost())??;
-        let guard = CancelOnDrop {
-            addr: &self.inner.addr,
-            serial,
-            armed: true,
-        };
         let deadline = options.deadline.or(self.inner.config.default_deadline);
         let outcome = match deadline {
             None => response.await,
@@ -131,7 +133,6 @@ impl Client {
                 }
             },
         };
-        guard.disarm();
         outcome.unwrap_or_else(|_| Err(lost()))
     }
 
@@ -150,26 +151,5 @@ impl Client {
     pub fn close(&self) {
         self.inner.permits.close();
         self.inner.addr.do_send(Close);
-    }
-}
-
-/// Sends CANCEL for a call whose caller stopped waiting before its REPLY.
-struct CancelOnDrop<'a> {
-    addr: &'a Addr<ClientConnection>,
-    serial: u32,
-    armed: bool,
-}
-
-impl CancelOnDrop<'_> {
-    fn disarm(mut self) {
-        self.armed = false;
-    }
-}
-
-impl Drop for CancelOnDrop<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            self.addr.do_send(Cancel { serial: self.serial });
-        }
     }
 }

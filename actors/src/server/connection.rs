@@ -150,6 +150,7 @@ impl ServerConnection {
             serial,
             route,
             peer: self.peer.clone(),
+            outbox: self.outbox.clone(),
         };
         let handler = match self.shared.registry.dispatch(&frame, context) {
             Ok(handler) => handler,
