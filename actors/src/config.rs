@@ -41,7 +41,13 @@ pub struct ServerConfig {
     pub arbiters: usize,
     /// Frames queued for one connection's writer before senders wait.
     pub write_queue: usize,
+    /// Credit granted to the client per upload stream: the most the server buffers for it.
+    pub stream_window: u32,
 }
+
+/// Default stream window: 1 MiB. A window should be at least the connection's round-trip
+/// time multiplied by the rate one stream should reach (1 MiB covers 1 GB/s at 1 ms).
+pub const DEFAULT_STREAM_WINDOW: u32 = 1024 * 1024;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -54,6 +60,7 @@ impl Default for ServerConfig {
             keepalive: Some(KeepaliveConfig::default()),
             arbiters: std::thread::available_parallelism().map_or(1, |n| n.get()),
             write_queue: 1024,
+            stream_window: DEFAULT_STREAM_WINDOW,
         }
     }
 }
@@ -71,6 +78,8 @@ pub struct ClientConfig {
     /// MESSAGE frames queued per event subscriber; further events are dropped for that
     /// subscriber (and counted) so a slow subscriber never stalls the connection.
     pub subscriber_queue: usize,
+    /// Credit granted to the server per download stream.
+    pub stream_window: u32,
 }
 
 impl Default for ClientConfig {
@@ -82,6 +91,7 @@ impl Default for ClientConfig {
             keepalive: Some(KeepaliveConfig::default()),
             write_queue: 1024,
             subscriber_queue: 256,
+            stream_window: DEFAULT_STREAM_WINDOW,
         }
     }
 }

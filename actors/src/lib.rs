@@ -10,9 +10,10 @@ pub mod error;
 pub mod metrics;
 pub mod program;
 pub mod server;
+pub mod stream;
 pub mod test_program;
 
-pub use client::{CallOptions, Client};
+pub use client::{CallOptions, Client, ClientStream};
 pub use config::{ClientConfig, KeepaliveConfig, ServerConfig};
 pub use error::{CallError, ConnectError, ListenError};
 pub use ferry_codec as codec;

@@ -35,11 +35,19 @@ impl Default for Gauge {
 
 impl Gauge {
     pub fn inc(&self) {
-        self.0.send_modify(|n| *n += 1);
+        self.add(1);
     }
 
     pub fn dec(&self) {
-        self.0.send_modify(|n| *n -= 1);
+        self.sub(1);
+    }
+
+    pub fn add(&self, n: u64) {
+        self.0.send_modify(|level| *level += n);
+    }
+
+    pub fn sub(&self, n: u64) {
+        self.0.send_modify(|level| *level -= n);
     }
 
     pub fn get(&self) -> u64 {
@@ -67,6 +75,11 @@ pub struct Counters {
     pub limit_rejections: Counter,
     pub protocol_violations: Counter,
     pub keepalive_timeouts: Counter,
+    pub streams_open: Gauge,
+    /// Stream bytes (counted as credit: whole frames) received and not yet consumed.
+    pub stream_buffered_bytes: Gauge,
+    /// Times a stream's sender had data but no credit and had to wait.
+    pub credit_stalls: Counter,
     /// MESSAGE frames dropped because a subscriber's queue was full.
     pub events_dropped: Counter,
     pub frames_in: Counter,

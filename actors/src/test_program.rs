@@ -14,10 +14,14 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/ferry.test.v1.rs"));
 }
 
+use bytes::Bytes;
 use proto::{
-    EchoReply, EchoRequest, FailReply, FailRequest, SleepReply, SleepRequest, Tick, TicksReply,
-    TicksRequest,
+    EchoReply, EchoRequest, EchoStreamReply, EchoStreamRequest, FailReply, FailRequest,
+    SinkReply, SinkRequest, SleepReply, SleepRequest, SourceReply, SourceRequest, Tick,
+    TicksReply, TicksRequest,
 };
+
+use crate::stream::{Chunk, Incoming, Outgoing};
 
 /// Event number of [`Tick`] events (the procedure field of their MESSAGE frames).
 pub const TICK_EVENT: u32 = 100;
@@ -33,6 +37,12 @@ program! {
         2 => sleep(SleepRequest) -> SleepReply;
         /// Fails with the requested error code and message.
         3 => fail(FailRequest) -> FailReply;
+        /// Consumes an upload and reports its size and checksum.
+        4 => sink(SinkRequest) -> SinkReply [upload];
+        /// Sends a deterministic pattern, optionally sparse.
+        5 => source(SourceRequest) -> SourceReply [download];
+        /// Sends every chunk straight back.
+        6 => echo_stream(EchoStreamRequest) -> EchoStreamReply [both];
         /// Emits `count` Tick events, then replies.
         7 => ticks(TicksRequest) -> TicksReply;
     }
@@ -44,6 +54,76 @@ pub struct TestObservations {
     /// Sleep handlers whose future was dropped before it finished (cancelled calls).
     pub sleeps_dropped: Counter,
     pub sleeps_dropped_signal: tokio::sync::Notify,
+    /// Sink handlers dropped before the upload finished: their partial data was discarded.
+    pub sinks_discarded: Counter,
+    pub sinks_discarded_signal: tokio::sync::Notify,
+}
+
+/// The byte at `offset` of the Source pattern.
+pub fn pattern_byte(offset: u64) -> u8 {
+    (offset % 251) as u8
+}
+
+/// The pattern's bytes from offset 0, long enough to slice any chunk out of.
+static PATTERN: [u8; PATTERN_LEN] = {
+    let mut bytes = [0u8; PATTERN_LEN];
+    let mut i = 0;
+    while i < PATTERN_LEN {
+        bytes[i] = (i % 251) as u8;
+        i += 1;
+    }
+    bytes
+};
+const MAX_PATTERN_CHUNK: usize = 1024 * 1024;
+const PATTERN_LEN: usize = MAX_PATTERN_CHUNK + 251;
+
+/// `len` bytes (at most 1 MiB) of the Source pattern starting at `offset`, sliced out of a
+/// static buffer: producing them allocates and copies nothing.
+pub fn pattern(offset: u64, len: usize) -> Bytes {
+    assert!(len <= MAX_PATTERN_CHUNK, "pattern chunks are at most 1 MiB");
+    let start = (offset % 251) as usize;
+    Bytes::from_static(&PATTERN[start..start + len])
+}
+
+/// BLAKE3 over a stream's logical content: data as is, holes as zeros.
+#[derive(Default)]
+pub struct ContentHash {
+    hasher: blake3::Hasher,
+    bytes: u64,
+    hole_bytes: u64,
+}
+
+impl ContentHash {
+    pub fn update(&mut self, chunk: &Chunk) {
+        match chunk {
+            Chunk::Data(bytes) => {
+                self.hasher.update(bytes);
+            }
+            Chunk::Hole(length) => {
+                const ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+                let mut left = *length;
+                while left > 0 {
+                    let n = left.min(ZEROS.len() as u64) as usize;
+                    self.hasher.update(&ZEROS[..n]);
+                    left -= n as u64;
+                }
+                self.hole_bytes += length;
+            }
+        }
+        self.bytes += chunk.len();
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    pub fn hole_bytes(&self) -> u64 {
+        self.hole_bytes
+    }
+
+    pub fn finish(&self) -> Bytes {
+        Bytes::copy_from_slice(self.hasher.finalize().as_bytes())
+    }
 }
 
 /// The server side of the test program.
@@ -52,17 +132,28 @@ pub struct TestService {
     pub observations: Arc<TestObservations>,
 }
 
-/// Counts a Sleep handler that is dropped before it completes.
-struct DropWatch {
-    observations: Arc<TestObservations>,
+/// Counts a handler that is dropped before it completes.
+struct DropWatch<'a> {
+    counter: &'a Counter,
+    signal: &'a tokio::sync::Notify,
     finished: bool,
 }
 
-impl Drop for DropWatch {
+impl<'a> DropWatch<'a> {
+    fn new(counter: &'a Counter, signal: &'a tokio::sync::Notify) -> Self {
+        Self {
+            counter,
+            signal,
+            finished: false,
+        }
+    }
+}
+
+impl Drop for DropWatch<'_> {
     fn drop(&mut self) {
         if !self.finished {
-            self.observations.sleeps_dropped.inc();
-            self.observations.sleeps_dropped_signal.notify_waiters();
+            self.counter.inc();
+            self.signal.notify_waiters();
         }
     }
 }
@@ -75,10 +166,8 @@ impl TestHandler for TestService {
     }
 
     async fn sleep(&self, request: SleepRequest, _: CallContext) -> Result<SleepReply, CallError> {
-        let mut watch = DropWatch {
-            observations: self.observations.clone(),
-            finished: false,
-        };
+        let observations = &self.observations;
+        let mut watch = DropWatch::new(&observations.sleeps_dropped, &observations.sleeps_dropped_signal);
         let started = Instant::now();
         actix_rt::time::sleep(Duration::from_millis(request.millis)).await;
         watch.finished = true;
@@ -99,5 +188,70 @@ impl TestHandler for TestService {
         Ok(TicksReply {
             sent: request.count,
         })
+    }
+
+    async fn sink(&self, request: SinkRequest, _: CallContext, mut incoming: Incoming) -> Result<SinkReply, CallError> {
+        let observations = &self.observations;
+        let mut watch = DropWatch::new(&observations.sinks_discarded, &observations.sinks_discarded_signal);
+        let mut hash = ContentHash::default();
+        while let Some(chunk) = incoming.recv().await? {
+            hash.update(&chunk);
+            if request.stall_after > 0 && hash.bytes() >= request.stall_after {
+                // A consumer that stops reading: only cancellation ends this.
+                std::future::pending::<()>().await;
+            }
+        }
+        watch.finished = true;
+        Ok(SinkReply {
+            bytes: hash.bytes(),
+            hole_bytes: hash.hole_bytes(),
+            checksum: hash.finish(),
+        })
+    }
+
+    async fn source(&self, request: SourceRequest, _: CallContext, mut outgoing: Outgoing) -> Result<SourceReply, CallError> {
+        let chunk = match request.chunk {
+            0 => 256 * 1024,
+            n => u64::from(n).min(MAX_PATTERN_CHUNK as u64),
+        };
+        let data_run = if request.data_run == 0 { request.length } else { request.data_run };
+        let mut hash = ContentHash::default();
+        let mut offset = 0;
+        while offset < request.length {
+            if request.fail_after > 0 && offset >= request.fail_after {
+                return Err(CallError::application(ErrorCode::Aborted, format!("source failed on purpose at byte {offset}")));
+            }
+            let in_run = offset % (data_run + request.hole_run);
+            let piece = if in_run < data_run {
+                let n = chunk.min(data_run - in_run).min(request.length - offset);
+                Chunk::Data(pattern(offset, n as usize))
+            } else {
+                Chunk::Hole((data_run + request.hole_run - in_run).min(request.length - offset))
+            };
+            hash.update(&piece);
+            offset += piece.len();
+            outgoing.send_chunk(piece).await?;
+        }
+        outgoing.finish().await?;
+        Ok(SourceReply {
+            bytes: hash.bytes(),
+            checksum: hash.finish(),
+        })
+    }
+
+    async fn echo_stream(
+        &self,
+        _: EchoStreamRequest,
+        _: CallContext,
+        mut incoming: Incoming,
+        mut outgoing: Outgoing,
+    ) -> Result<EchoStreamReply, CallError> {
+        let mut bytes = 0;
+        while let Some(chunk) = incoming.recv().await? {
+            bytes += chunk.len();
+            outgoing.send_chunk(chunk).await?;
+        }
+        outgoing.finish().await?;
+        Ok(EchoStreamReply { bytes })
     }
 }

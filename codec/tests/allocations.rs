@@ -120,7 +120,9 @@ fn the_counter_sees_a_payload_copy() {
     let frame = Frame::stream_data(ROUTE, 7, copy);
     let (dst, allocated) = measure(|| {
         let mut dst = BytesMut::new();
-        FrameCodec::default().encode(frame, &mut dst).expect("encode");
+        FrameCodec::default()
+            .encode(frame, &mut dst)
+            .expect("encode");
         dst
     });
     assert_eq!(dst.len(), MIN_FRAME_LEN + CHUNK);
@@ -145,7 +147,10 @@ fn decoding_stream_chunks_allocates_no_payload_sized_blocks() {
         assert_eq!(frame.payload[CHUNK - 1], i as u8);
     }
     let payload_bytes = FRAMES * CHUNK;
-    assert_eq!(allocated.large, 0, "payload-sized blocks allocated: {allocated:?}");
+    assert_eq!(
+        allocated.large, 0,
+        "payload-sized blocks allocated: {allocated:?}"
+    );
     assert!(
         allocated.count <= FRAMES,
         "more than one allocation per frame: {allocated:?}"

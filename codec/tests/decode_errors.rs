@@ -60,7 +60,11 @@ fn length_over_max_frame_is_rejected_without_growing_the_buffer() {
             }
             other => panic!("length {length}: expected FrameTooLarge, got {other:?}"),
         }
-        assert_eq!(buf.capacity(), capacity_before, "buffer grew for a rejected frame");
+        assert_eq!(
+            buf.capacity(),
+            capacity_before,
+            "buffer grew for a rejected frame"
+        );
         assert_eq!(buf.len(), 4);
     }
 }
@@ -94,7 +98,10 @@ fn a_frame_of_exactly_max_frame_is_accepted() {
 #[test]
 fn a_large_announced_frame_reserves_a_bounded_amount() {
     let mut buf = raw_head(Limits::DEFAULT_MAX_FRAME, 3, 2);
-    assert_eq!(FrameCodec::default().decode(&mut buf).expect("decode"), None);
+    assert_eq!(
+        FrameCodec::default().decode(&mut buf).expect("decode"),
+        None
+    );
     assert_eq!(buf.len(), MIN_FRAME_LEN);
     let bound = MIN_FRAME_LEN + 1024 * 1024 + 4096;
     assert!(
@@ -103,6 +110,34 @@ fn a_large_announced_frame_reserves_a_bounded_amount() {
         buf.capacity()
     );
     assert!(buf.capacity() < Limits::DEFAULT_MAX_FRAME as usize / 4);
+}
+
+/// A peer that trickles a large frame gets buffer space in proportion to what it has sent,
+/// never the announced 16 MiB up front. `BytesMut` grows by doubling, so the bound is twice
+/// (arrived + 1 MiB), not arrived + 1 MiB; the fuzzer found the first byte past the header
+/// already doubles the 1 MiB reservation.
+#[test]
+fn a_trickled_large_frame_grows_the_buffer_with_what_arrived() {
+    let mut codec = FrameCodec::default();
+    let mut buf = BytesMut::new();
+    let head = raw_head(Limits::DEFAULT_MAX_FRAME, 3, 2);
+    let body = vec![0u8; 3 * 1024 * 1024];
+    let bytes = head.iter().chain(&body).copied().collect::<Vec<u8>>();
+    let (first, rest) = bytes.split_at(100);
+    let pieces = first.chunks(1).chain(rest.chunks(4096));
+    for piece in pieces {
+        buf.extend_from_slice(piece);
+        assert_eq!(codec.decode(&mut buf).expect("a partial frame"), None);
+        let bound = 2 * (buf.len() + 1024 * 1024 + MIN_FRAME_LEN);
+        assert!(
+            buf.capacity() <= bound,
+            "capacity {} with {} bytes in",
+            buf.capacity(),
+            buf.len()
+        );
+    }
+    assert_eq!(buf.len(), bytes.len());
+    assert!(buf.capacity() < Limits::DEFAULT_MAX_FRAME as usize / 2);
 }
 
 #[test]
@@ -131,7 +166,8 @@ fn unknown_statuses_are_rejected() {
 /// only the 28 header bytes in; 27 bytes are not yet enough to judge it.
 #[test]
 fn header_errors_are_reported_before_the_payload_arrives() {
-    let cases: [(u32, u32, fn(&DecodeError) -> bool); 2] = [
+    type IsExpected = fn(&DecodeError) -> bool;
+    let cases: [(u32, u32, IsExpected); 2] = [
         (9, 0, |e| matches!(e, DecodeError::UnknownType(9))),
         (3, 7, |e| matches!(e, DecodeError::UnknownStatus(7))),
     ];
@@ -139,7 +175,12 @@ fn header_errors_are_reported_before_the_payload_arrives() {
         let head = raw_head(MIN_FRAME_LEN as u32 + 1000, kind, status);
 
         let mut partial = BytesMut::from(&head[..MIN_FRAME_LEN - 1]);
-        assert_eq!(FrameCodec::default().decode(&mut partial).expect("27 bytes"), None);
+        assert_eq!(
+            FrameCodec::default()
+                .decode(&mut partial)
+                .expect("27 bytes"),
+            None
+        );
 
         let mut buf = head.clone();
         let err = FrameCodec::default()

@@ -30,7 +30,11 @@ fn a_frame_over_max_frame_is_rejected_and_nothing_is_written() {
         }
         other => panic!("expected FrameTooLarge, got {other:?}"),
     }
-    assert_eq!(&dst[..], b"earlier", "a rejected frame must not leave bytes behind");
+    assert_eq!(
+        &dst[..],
+        b"earlier",
+        "a rejected frame must not leave bytes behind"
+    );
     assert!(matches!(
         codec().check_outgoing(&frame),
         Err(EncodeError::FrameTooLarge { .. })

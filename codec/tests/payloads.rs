@@ -54,7 +54,10 @@ fn protobuf_bodies_round_trip() {
         side: Side::Client as i32,
         layer: Layer::Stream as i32,
     };
-    assert_eq!(decode_message::<ErrorBody>(&encode_message(&error)).expect("decode"), error);
+    assert_eq!(
+        decode_message::<ErrorBody>(&encode_message(&error)).expect("decode"),
+        error
+    );
 
     let shutdown = Shutdown {
         drain_millis: 30_000,
@@ -69,7 +72,10 @@ fn protobuf_bodies_round_trip() {
 /// An empty payload is a valid protobuf message with every field at its default.
 #[test]
 fn an_empty_payload_decodes_to_defaults() {
-    assert_eq!(decode_message::<ErrorBody>(&[]).expect("empty"), ErrorBody::default());
+    assert_eq!(
+        decode_message::<ErrorBody>(&[]).expect("empty"),
+        ErrorBody::default()
+    );
 }
 
 #[test]

@@ -25,7 +25,11 @@ fn kind() -> impl Strategy<Value = MessageType> {
 }
 
 fn status() -> impl Strategy<Value = Status> {
-    prop_oneof![Just(Status::Ok), Just(Status::Error), Just(Status::Continue)]
+    prop_oneof![
+        Just(Status::Ok),
+        Just(Status::Error),
+        Just(Status::Continue)
+    ]
 }
 
 fn frame() -> impl Strategy<Value = Frame> {
@@ -36,17 +40,19 @@ fn frame() -> impl Strategy<Value = Frame> {
         status(),
         vec(any::<u8>(), 0..1500),
     )
-        .prop_map(|((program, version, procedure), kind, serial, status, payload)| {
-            let header = Header {
-                program,
-                version,
-                procedure,
-                kind,
-                serial,
-                status,
-            };
-            Frame::new(header, Bytes::from(payload))
-        })
+        .prop_map(
+            |((program, version, procedure), kind, serial, status, payload)| {
+                let header = Header {
+                    program,
+                    version,
+                    procedure,
+                    kind,
+                    serial,
+                    status,
+                };
+                Frame::new(header, Bytes::from(payload))
+            },
+        )
 }
 
 fn limits() -> impl Strategy<Value = Limits> {
@@ -93,7 +99,9 @@ struct Fed {
 /// and without an error every input byte is either consumed or still buffered.
 fn feed(codec: &mut FrameCodec, pieces: &[&[u8]]) -> Result<Fed, TestCaseError> {
     let input: Vec<u8> = pieces.concat();
-    let bound = 2 * input.len().max(RESERVE_AHEAD + 28);
+    // Reserving 1 MiB ahead goes through `BytesMut`'s amortised (doubling) growth, so the
+    // capacity may reach twice what has arrived plus the reserve; never the announced size.
+    let bound = 2 * (input.len() + RESERVE_AHEAD + 28);
     let mut buf = BytesMut::new();
     let mut consumed = 0;
     let mut frames = Vec::new();
@@ -132,9 +140,18 @@ fn feed(codec: &mut FrameCodec, pieces: &[&[u8]]) -> Result<Fed, TestCaseError> 
                 input.len()
             );
         }
-        prop_assert!(buf.capacity() <= bound, "capacity {} over {}", buf.capacity(), bound);
+        prop_assert!(
+            buf.capacity() <= bound,
+            "capacity {} over {}",
+            buf.capacity(),
+            bound
+        );
     }
-    prop_assert_eq!(consumed + buf.len(), input.len(), "bytes lost without an error");
+    prop_assert_eq!(
+        consumed + buf.len(),
+        input.len(),
+        "bytes lost without an error"
+    );
     Ok(Fed {
         frames,
         error: false,

@@ -31,7 +31,10 @@ fn round_trip(frame: &Frame) -> Frame {
     assert_eq!(&buf[..MIN_FRAME_LEN], &head[..]);
     assert_eq!(&buf[MIN_FRAME_LEN..], &payload[..]);
 
-    let decoded = codec.decode(&mut buf).expect("decode").expect("a whole frame");
+    let decoded = codec
+        .decode(&mut buf)
+        .expect("decode")
+        .expect("a whole frame");
     assert!(buf.is_empty(), "decoder left {} bytes behind", buf.len());
     assert_eq!(codec.decode(&mut buf).expect("decode empty"), None);
     decoded
@@ -120,7 +123,13 @@ fn hole() {
     assert_eq!(decoded, frame);
     assert_kind(&decoded, MessageType::StreamHole, 7, Status::Continue);
     assert_eq!(Hole::decode(&decoded.payload).expect("hole"), hole);
-    assert_eq!(Hole::new(42), Hole { length: 42, flags: 0 });
+    assert_eq!(
+        Hole::new(42),
+        Hole {
+            length: 42,
+            flags: 0
+        }
+    );
 }
 
 #[test]
@@ -129,7 +138,10 @@ fn credit() {
     let decoded = round_trip(&frame);
     assert_eq!(decoded, frame);
     assert_kind(&decoded, MessageType::Credit, 7, Status::Ok);
-    assert_eq!(Credit::decode(&decoded.payload).expect("credit"), Credit(1 << 20));
+    assert_eq!(
+        Credit::decode(&decoded.payload).expect("credit"),
+        Credit(1 << 20)
+    );
 }
 
 #[test]
@@ -146,7 +158,11 @@ fn cancel_is_empty() {
 #[test]
 fn sibling_keeps_routing_and_serial() {
     let call = Frame::call(ROUTE, 9, Bytes::from_static(b"open"));
-    let data = call.sibling(MessageType::Stream, Status::Continue, Bytes::from_static(b"x"));
+    let data = call.sibling(
+        MessageType::Stream,
+        Status::Continue,
+        Bytes::from_static(b"x"),
+    );
     assert_eq!(data, Frame::stream_data(ROUTE, 9, Bytes::from_static(b"x")));
     assert_eq!(round_trip(&data), data);
 }

@@ -17,7 +17,11 @@ fn encode(frame: &Frame) -> Vec<u8> {
 
 fn samples() -> Vec<Frame> {
     vec![
-        Frame::call(ROUTE, 1, Bytes::from_static(b"a call payload of some length")),
+        Frame::call(
+            ROUTE,
+            1,
+            Bytes::from_static(b"a call payload of some length"),
+        ),
         Frame::stream_data(ROUTE, 7, Bytes::from((0..=255u8).collect::<Vec<_>>())),
         Frame::hole(ROUTE, 7, Hole::new(1 << 30)),
         Frame::credit(ROUTE, 7, Credit(4096)),
@@ -50,7 +54,10 @@ fn completing_a_cut_frame_yields_it() {
             let mut buf = BytesMut::from(&wire[..cut]);
             assert_eq!(codec.decode(&mut buf).expect("prefix"), None);
             buf.extend_from_slice(&wire[cut..]);
-            let decoded = codec.decode(&mut buf).expect("decode").expect("whole frame");
+            let decoded = codec
+                .decode(&mut buf)
+                .expect("decode")
+                .expect("whole frame");
             assert_eq!(decoded, frame, "cut at {cut}");
             assert!(buf.is_empty());
         }

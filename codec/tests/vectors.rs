@@ -36,12 +36,10 @@ const CREDIT_1MIB: &str = "00000020 74657374 00000001 00000004 00000007 00000007
 const CANCEL: &str = "0000001c 74657374 00000001 00000002 00000008 00000003 00000000";
 
 /// STREAM OK (finish) test/1/4, serial 7, empty.
-const STREAM_FINISH: &str =
-    "0000001c 74657374 00000001 00000004 00000003 00000007 00000000";
+const STREAM_FINISH: &str = "0000001c 74657374 00000001 00000004 00000003 00000007 00000000";
 
 /// Keepalive PING: MESSAGE keep/1/1, serial 0, status OK, empty.
-const KEEPALIVE_PING: &str =
-    "0000001c 6b656570 00000001 00000001 00000002 00000000 00000000";
+const KEEPALIVE_PING: &str = "0000001c 6b656570 00000001 00000001 00000002 00000000 00000000";
 
 /// The test program, "test" in ASCII.
 const TEST_PROGRAM: u32 = 0x7465_7374;
@@ -68,13 +66,24 @@ fn check(frame: Frame, vector: &str) {
 
     let mut encoded = BytesMut::new();
     codec.encode(frame.clone(), &mut encoded).expect("encode");
-    assert_eq!(hex::encode(&encoded), hex::encode(&expected), "encoding of {frame:?}");
+    assert_eq!(
+        hex::encode(&encoded),
+        hex::encode(&expected),
+        "encoding of {frame:?}"
+    );
 
     let (head, payload) = frame.wire_parts();
-    assert_eq!([&head[..], &payload[..]].concat(), expected, "wire_parts of {frame:?}");
+    assert_eq!(
+        [&head[..], &payload[..]].concat(),
+        expected,
+        "wire_parts of {frame:?}"
+    );
 
     let mut wire = BytesMut::from(&expected[..]);
-    let decoded = codec.decode(&mut wire).expect("decode").expect("whole frame");
+    let decoded = codec
+        .decode(&mut wire)
+        .expect("decode")
+        .expect("whole frame");
     assert_eq!(decoded, frame);
     assert!(wire.is_empty());
 }
@@ -100,7 +109,10 @@ fn reply_error_not_found() {
     check(frame, REPLY_ERROR_NOT_FOUND);
 
     let payload = &unhex(REPLY_ERROR_NOT_FOUND)[28..];
-    assert_eq!(decode_message::<ErrorBody>(payload).expect("ErrorBody"), body);
+    assert_eq!(
+        decode_message::<ErrorBody>(payload).expect("ErrorBody"),
+        body
+    );
 }
 
 #[test]
@@ -132,7 +144,10 @@ fn cancel() {
 
 #[test]
 fn stream_finish() {
-    check(Frame::stream_finish(Route::new(TEST_PROGRAM, 1, 4), 7), STREAM_FINISH);
+    check(
+        Frame::stream_finish(Route::new(TEST_PROGRAM, 1, 4), 7),
+        STREAM_FINISH,
+    );
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use actix::prelude::*;
 use bytes::Bytes;
 use ferry_codec::proto::{ErrorBody, ErrorCode, Layer, Side};
-use ferry_codec::{DecodeError, Frame, FrameCodec, MessageType, Route, Status};
+use ferry_codec::{Credit, DecodeError, Frame, FrameCodec, MessageType, Route, Status};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::FramedRead;
 use tracing::{debug, info_span, warn};
@@ -14,13 +14,17 @@ use tracing::{debug, info_span, warn};
 use crate::config::ClientConfig;
 use crate::connection::keepalive::{Keepalive, Tick};
 use crate::connection::transport::Transport;
+use crate::connection::READ_CAPACITY;
 use crate::connection::writer::Outbox;
 use crate::control::ControlMessage;
 use crate::error::CallError;
 use crate::metrics::Counters;
+use crate::program::StreamEnds;
+use crate::stream::{
+    Direction, FromPeer, Incoming, Notice, Outgoing, StreamActor, StreamNotice, StreamSetup,
+    admit_inbound,
+};
 use std::sync::Arc;
-
-const READ_CAPACITY: usize = 512 * 1024;
 
 /// A call whose REPLY has not arrived yet.
 struct Pending {
@@ -30,6 +34,18 @@ struct Pending {
     /// Where the REPLY goes; `None` once the caller gave up: the serial stays reserved until
     /// its REPLY arrives, which is then dropped.
     reply: Option<oneshot::Sender<Result<Bytes, CallError>>>,
+    stream: Option<PendingStream>,
+}
+
+struct PendingStream {
+    actor: Addr<StreamActor>,
+    direction: Direction,
+    /// Credit the server may still spend on data for us.
+    allowance: u64,
+    /// STREAM/OK frames we sent (our finish, then our confirmation).
+    oks_sent: u8,
+    /// We have not sent our last frame for this serial yet.
+    open: bool,
 }
 
 pub struct ClientConnection {
@@ -99,13 +115,13 @@ impl ClientConnection {
         }
     }
 
-    fn on_reply(&mut self, frame: Frame) {
-        let Some(Pending { reply: slot, .. }) = self.pending.remove(&frame.header.serial) else {
+    fn on_reply(&mut self, ctx: &mut Context<Self>, frame: Frame) {
+        let serial = frame.header.serial;
+        let Some(pending) = self.pending.remove(&serial) else {
             self.counters.protocol_violations.inc();
-            debug!(parent: &self.span, serial = frame.header.serial, "REPLY for a serial not in flight");
+            debug!(parent: &self.span, serial, "REPLY for a serial not in flight");
             return;
         };
-        let Some(tx) = slot else { return };
         let outcome = match frame.header.status {
             Status::Ok => Ok(frame.payload),
             Status::Error => Err(match ferry_codec::decode_message::<ErrorBody>(&frame.payload) {
@@ -122,7 +138,77 @@ impl ClientConnection {
         if outcome.is_err() {
             self.counters.calls_failed.inc();
         }
-        let _ = tx.send(outcome);
+        if let Some(stream) = pending.stream {
+            if stream.open {
+                // Our side must close before the serial is reused (docs/PROTOCOL.md 5).
+                let error = CallError::new(ErrorCode::Aborted, Side::Client, Layer::Stream, "the server ended the call");
+                self.send(ctx, Frame::stream_abort(pending.route, serial, &error.to_body()));
+            }
+            stream.actor.do_send(FromPeer::End(outcome.as_ref().err().cloned()));
+        }
+        if let Some(tx) = pending.reply {
+            let _ = tx.send(outcome);
+        }
+    }
+
+    fn on_stream_frame(&mut self, ctx: &mut Context<Self>, frame: Frame) {
+        let serial = frame.header.serial;
+        let max_chunk = self.config.limits.max_chunk;
+        let Some(stream) = self.pending.get_mut(&serial).and_then(|p| p.stream.as_mut()) else {
+            // Data of a stream we aborted, still in flight: discard.
+            return;
+        };
+        match (frame.header.kind, frame.header.status) {
+            (MessageType::Credit, _) => match ferry_codec::Credit::decode(&frame.payload) {
+                Ok(credit) if stream.direction.client_sends() => stream.actor.do_send(FromPeer::Credit(credit.0)),
+                Ok(_) => {}
+                Err(e) => self.abort_stream(ctx, serial, e.to_string()),
+            },
+            (MessageType::Stream, Status::Ok) => stream.actor.do_send(FromPeer::Finish),
+            (MessageType::Stream, Status::Error) => {
+                let body: ErrorBody = ferry_codec::decode_message(&frame.payload).unwrap_or_default();
+                stream.actor.do_send(FromPeer::End(Some(CallError::from_body(body))));
+            }
+            _ if !stream.direction.server_sends() => {
+                self.abort_stream(ctx, serial, "stream data in a direction the server does not send".into())
+            }
+            _ => match admit_inbound(frame, &mut stream.allowance, max_chunk) {
+                Ok(event) => stream.actor.do_send(event),
+                Err(message) => self.abort_stream(ctx, serial, message),
+            },
+        }
+    }
+
+    /// The server broke the stream rules: abort the stream (the REPLY will still come).
+    fn abort_stream(&mut self, ctx: &mut Context<Self>, serial: u32, message: String) {
+        self.counters.protocol_violations.inc();
+        warn!(parent: &self.span, serial, "protocol violation by the server: {message}");
+        let error = CallError::new(ErrorCode::ProtocolViolation, Side::Client, Layer::Stream, message);
+        self.close_side(ctx, serial, Err(error));
+    }
+
+    /// Sends one of our closing STREAM frames: OK (finish or confirmation, after the data on
+    /// the stream's lane) or ERROR (abort, ahead of everything).
+    fn close_side(&mut self, ctx: &mut Context<Self>, serial: u32, frame: Result<(), CallError>) {
+        let Some(pending) = self.pending.get_mut(&serial) else {
+            return;
+        };
+        let route = pending.route;
+        let Some(stream) = pending.stream.as_mut().filter(|s| s.open) else {
+            return;
+        };
+        match frame {
+            Ok(()) => {
+                stream.oks_sent += 1;
+                stream.open = stream.oks_sent < stream.direction.client_oks();
+                let _ = self.outbox.send_data(Frame::stream_finish(route, serial));
+            }
+            Err(error) => {
+                stream.open = false;
+                stream.actor.do_send(FromPeer::End(Some(error.clone())));
+                self.send(ctx, Frame::stream_abort(route, serial, &error.to_body()));
+            }
+        }
     }
 
     fn on_event(&mut self, frame: Frame) {
@@ -161,6 +247,9 @@ impl ClientConnection {
 
     fn fail_all(&mut self, error: CallError) {
         for (_, pending) in self.pending.drain() {
+            if let Some(stream) = pending.stream {
+                stream.actor.do_send(FromPeer::End(Some(error.clone())));
+            }
             if let Some(tx) = pending.reply {
                 let _ = tx.send(Err(error.clone()));
             }
@@ -217,8 +306,9 @@ impl StreamHandler<Result<Frame, DecodeError>> for ClientConnection {
             return self.on_control(ctx, message);
         }
         match frame.header.kind {
-            MessageType::Reply => self.on_reply(frame),
+            MessageType::Reply => self.on_reply(ctx, frame),
             MessageType::Message => self.on_event(frame),
+            MessageType::Stream | MessageType::StreamHole | MessageType::Credit => self.on_stream_frame(ctx, frame),
             kind => {
                 self.counters.protocol_violations.inc();
                 debug!(parent: &self.span, ?kind, serial = frame.header.serial, "unexpected frame from the server");
@@ -234,9 +324,10 @@ impl StreamHandler<Result<Frame, DecodeError>> for ClientConnection {
 
 /// Start a call: allocate a serial, remember where its REPLY goes, queue the CALL.
 #[derive(Message)]
-#[rtype(result = "Result<(), CallError>")]
+#[rtype(result = "Result<StreamEnds, CallError>")]
 pub struct Begin {
     pub route: Route,
+    pub direction: Direction,
     pub payload: Bytes,
     pub reply: oneshot::Sender<Result<Bytes, CallError>>,
     /// Resolves when the caller stops waiting (its future completed or was dropped); if the
@@ -245,7 +336,7 @@ pub struct Begin {
 }
 
 impl Handler<Begin> for ClientConnection {
-    type Result = Result<(), CallError>;
+    type Result = Result<StreamEnds, CallError>;
 
     fn handle(&mut self, begin: Begin, ctx: &mut Self::Context) -> Self::Result {
         if let Some(error) = &self.refusing {
@@ -254,21 +345,52 @@ impl Handler<Begin> for ClientConnection {
         let serial = self.allocate_serial();
         let id = self.next_call_id;
         self.next_call_id += 1;
+        let (route, direction) = (begin.route, begin.direction);
+        self.counters.calls_total.inc();
+        self.send(ctx, Frame::call(route, serial, begin.payload));
+        let mut ends = StreamEnds::default();
+        let stream = direction.is_stream().then(|| {
+            let window = self.config.stream_window;
+            let actor = StreamActor::new(StreamSetup {
+                counters: self.counters.clone(),
+                serial,
+                route,
+                side: Side::Client,
+                outbox: self.outbox.clone(),
+                owner: ctx.address().recipient(),
+                window,
+                max_chunk: self.config.limits.max_chunk,
+                receives: direction.server_sends(),
+                sends: direction.client_sends(),
+            })
+            .start();
+            ends.incoming = direction.server_sends().then(|| Incoming::new(actor.clone()));
+            ends.outgoing = direction.client_sends().then(|| Outgoing::new(actor.clone()));
+            if direction.server_sends() {
+                self.send(ctx, Frame::credit(route, serial, Credit(window)));
+            }
+            PendingStream {
+                actor,
+                direction,
+                allowance: if direction.server_sends() { u64::from(window) } else { 0 },
+                oks_sent: 0,
+                open: true,
+            }
+        });
         self.pending.insert(
             serial,
             Pending {
-                route: begin.route,
+                route,
                 id,
                 reply: Some(begin.reply),
+                stream,
             },
         );
-        self.counters.calls_total.inc();
-        self.send(ctx, Frame::call(begin.route, serial, begin.payload));
         ctx.spawn(
             actix::fut::wrap_future::<_, Self>(begin.caller_gone)
                 .map(move |_, act, ctx| act.abandon(ctx, serial, id)),
         );
-        Ok(())
+        Ok(ends)
     }
 }
 
@@ -282,9 +404,36 @@ impl ClientConnection {
         if pending.id != id || pending.reply.take().is_none() {
             return;
         }
-        let frame = Frame::cancel(pending.route, serial);
         self.counters.calls_cancelled.inc();
+        if pending.stream.is_some() {
+            let error = CallError::new(ErrorCode::Cancelled, Side::Client, Layer::Stream, "the client gave up on the stream");
+            return self.close_side(ctx, serial, Err(error));
+        }
+        let frame = Frame::cancel(pending.route, serial);
         self.send(ctx, frame);
+    }
+}
+
+impl Handler<StreamNotice> for ClientConnection {
+    type Result = ();
+
+    fn handle(&mut self, msg: StreamNotice, ctx: &mut Self::Context) {
+        let serial = msg.serial;
+        match msg.notice {
+            Notice::Grant(grant) => {
+                let Some(pending) = self.pending.get_mut(&serial) else { return };
+                let route = pending.route;
+                if let Some(stream) = pending.stream.as_mut() {
+                    stream.allowance += u64::from(grant);
+                    self.send(ctx, Frame::credit(route, serial, Credit(grant)));
+                }
+            }
+            Notice::Finish | Notice::Confirm => self.close_side(ctx, serial, Ok(())),
+            Notice::Abort(error) => {
+                self.counters.calls_cancelled.inc();
+                self.close_side(ctx, serial, Err(error));
+            }
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 
 mod connection;
 
+use std::marker::PhantomData;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,13 +15,18 @@ use bytes::Bytes;
 use ferry_codec::proto::{ErrorCode, Layer, Side};
 use ferry_codec::{Frame, Route, encode_message};
 use tokio::net::{TcpStream, UnixStream};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use crate::config::ClientConfig;
 use crate::connection::transport::Transport;
 use crate::error::{CallError, ConnectError};
 use crate::metrics::Counters;
+use crate::stream::{Chunk, Direction, Incoming, Outgoing};
 use connection::{Begin, ClientConnection, Close, Subscribe};
+
+fn lost() -> CallError {
+    CallError::connection_lost(Side::Client, "the connection is closed")
+}
 
 /// Per-call options.
 #[derive(Debug, Clone, Copy, Default)]
@@ -39,7 +45,7 @@ pub struct Client {
 
 struct Inner {
     addr: Addr<ClientConnection>,
-    permits: Semaphore,
+    permits: Arc<Semaphore>,
     config: ClientConfig,
     counters: Arc<Counters>,
 }
@@ -74,7 +80,7 @@ impl Client {
         Self {
             inner: Arc::new(Inner {
                 addr,
-                permits: Semaphore::new(config.max_in_flight_calls),
+                permits: Arc::new(Semaphore::new(config.max_in_flight_calls)),
                 config,
                 counters,
             }),
@@ -102,7 +108,6 @@ impl Client {
     /// Dropping the returned future before it completes cancels the call: a CANCEL frame
     /// goes to the server, which stops the handler.
     pub async fn call_raw(&self, route: Route, payload: Bytes, options: CallOptions) -> Result<Bytes, CallError> {
-        let lost = || CallError::connection_lost(Side::Client, "the connection is closed");
         let _permit = self.inner.permits.acquire().await.map_err(|_| lost())?;
         let (reply, response) = oneshot::channel();
         // Dropped when this future ends, however it ends; the connection then cancels the
@@ -112,6 +117,7 @@ impl Client {
             .addr
             .send(Begin {
                 route,
+                direction: Direction::Unary,
                 payload,
                 reply,
                 caller_gone,
@@ -136,6 +142,43 @@ impl Client {
         outcome.unwrap_or_else(|_| Err(lost()))
     }
 
+    /// Opens a streaming call: sends the CALL and returns the stream. The call's result comes
+    /// with [`ClientStream::finish`]. Dropping the stream before that aborts it.
+    pub async fn open_stream<Req, Resp>(
+        &self,
+        route: Route,
+        direction: Direction,
+        request: &Req,
+    ) -> Result<ClientStream<Resp>, CallError>
+    where
+        Req: prost::Message,
+        Resp: prost::Message + Default,
+    {
+        let permit = self.inner.permits.clone().acquire_owned().await.map_err(|_| lost())?;
+        let (reply, response) = oneshot::channel();
+        let (waiting, caller_gone) = oneshot::channel::<()>();
+        let ends = self
+            .inner
+            .addr
+            .send(Begin {
+                route,
+                direction,
+                payload: encode_message(request),
+                reply,
+                caller_gone,
+            })
+            .await
+            .map_err(|_| lost())??;
+        Ok(ClientStream {
+            incoming: ends.incoming,
+            outgoing: ends.outgoing,
+            response,
+            _waiting: waiting,
+            _permit: permit,
+            _reply: PhantomData,
+        })
+    }
+
     /// Receives the MESSAGE frames (events) of one program and procedure. A subscriber that
     /// falls behind by more than `subscriber_queue` events loses the newest ones (counted in
     /// `events_dropped`); the connection never waits for it.
@@ -144,12 +187,86 @@ impl Client {
             .addr
             .send(Subscribe { program, procedure })
             .await
-            .map_err(|_| CallError::connection_lost(Side::Client, "the connection is closed"))?
+            .map_err(|_| lost())?
     }
 
     /// Closes the connection now; calls in flight fail with CONNECTION_LOST.
     pub fn close(&self) {
         self.inner.permits.close();
         self.inner.addr.do_send(Close);
+    }
+}
+
+/// A streaming call seen from the client: its data ends and, at the end, its result.
+///
+/// Upload: [`send`](Self::send) data, then [`finish`](Self::finish); the server's REPLY is
+/// the confirmation that its sink committed. Download: [`recv`](Self::recv) until `None`,
+/// commit what was received, then `finish` to confirm. Both directions: use
+/// [`ends`](Self::ends) to drive sending and receiving concurrently. Dropping the stream
+/// before `finish` returns aborts it; the server discards what it received.
+pub struct ClientStream<R> {
+    incoming: Option<Incoming>,
+    outgoing: Option<Outgoing>,
+    response: oneshot::Receiver<Result<Bytes, CallError>>,
+    _waiting: oneshot::Sender<()>,
+    _permit: OwnedSemaphorePermit,
+    _reply: PhantomData<fn() -> R>,
+}
+
+fn no_direction(which: &str) -> CallError {
+    CallError::new(ErrorCode::FailedPrecondition, Side::Client, Layer::Stream, format!("this procedure does not {which} data"))
+}
+
+impl<R: prost::Message + Default> ClientStream<R> {
+    /// The sending and receiving ends, borrowed separately so both can run at once.
+    pub fn ends(&mut self) -> (Option<&mut Outgoing>, Option<&mut Incoming>) {
+        (self.outgoing.as_mut(), self.incoming.as_mut())
+    }
+
+    fn outgoing(&mut self) -> Result<&mut Outgoing, CallError> {
+        self.outgoing.as_mut().ok_or_else(|| no_direction("upload"))
+    }
+
+    fn incoming(&mut self) -> Result<&mut Incoming, CallError> {
+        self.incoming.as_mut().ok_or_else(|| no_direction("download"))
+    }
+
+    pub async fn send(&mut self, data: Bytes) -> Result<(), CallError> {
+        self.outgoing()?.send(data).await
+    }
+
+    pub async fn send_hole(&mut self, length: u64) -> Result<(), CallError> {
+        self.outgoing()?.send_hole(length).await
+    }
+
+    pub async fn recv(&mut self) -> Result<Option<Chunk>, CallError> {
+        self.incoming()?.recv().await
+    }
+
+    pub async fn recv_bytes(&mut self) -> Result<Option<Bytes>, CallError> {
+        self.incoming()?.recv_bytes().await
+    }
+
+    /// Finishes what this side sends, confirms what it received (which must have been read
+    /// to its end), and returns the call's result: the server's word that its side committed.
+    pub async fn finish(mut self) -> Result<R, CallError> {
+        if let Some(outgoing) = self.outgoing.as_mut() {
+            outgoing.finish().await?;
+        }
+        if let Some(incoming) = self.incoming.as_mut() {
+            if !incoming.is_done() {
+                return Err(CallError::new(
+                    ErrorCode::FailedPrecondition,
+                    Side::Client,
+                    Layer::Stream,
+                    "read the stream to its end before finishing it",
+                ));
+            }
+            incoming.confirm().await?;
+        }
+        let payload = (&mut self.response).await.unwrap_or_else(|_| Err(lost()))?;
+        ferry_codec::decode_message(&payload).map_err(|e| {
+            CallError::new(ErrorCode::ProtocolViolation, Side::Client, Layer::Call, e.to_string())
+        })
     }
 }

@@ -1,35 +1,47 @@
 //! The one write path of a connection.
 //!
 //! Every actor of a connection sends its frames through an [`Outbox`]; a single writer future
-//! owns the socket's write half and turns queued frames into vectored writes: each frame is a
-//! 28-byte head and its payload `Bytes`, handed to the kernel as they are, never copied into an
-//! intermediate buffer.
+//! owns the socket's write half. It has two lanes:
+//!
+//! - the **control** lane (replies, calls, cancels, credits, keepalive, aborts): bounded, and
+//!   always written first;
+//! - the **data** lane (STREAM data, holes and finishes): one queue per stream, served round
+//!   robin, at most [`DATA_PER_WRITE`] bytes per write, so a control frame waits at most about
+//!   one chunk's write time behind bulk data. The data lane needs no bound of its own: a stream
+//!   only queues data it has credit for, so each stream's queue is bounded by its window.
+//!
+//! Each frame is written as a 28-byte head and its payload `Bytes` side by side in one vectored
+//! write; payloads are never copied into an intermediate buffer.
 
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice};
 use std::sync::Arc;
 
-use ferry_codec::{Frame, WireHead};
+use ferry_codec::{Frame, MessageType, Status, WireHead};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use crate::metrics::Counters;
 
-/// What the writer is asked to do, in order.
+/// What the control lane carries, in order.
 #[derive(Debug)]
-pub enum Outgoing {
+enum Control {
     Frame(Frame),
     /// Flush everything queued before this, shut the socket's write side down and stop.
     Close,
 }
 
-/// Frames written in one vectored write at most; bounds the iovec array.
+/// Control frames written in one vectored write at most; bounds the iovec array.
 const BATCH: usize = 64;
 
-/// A handle for queueing frames on a connection. The queue is bounded: senders wait when the
-/// peer does not read, which is the backpressure a non-reading peer deserves.
+/// Stream data written per write at most (when there is more than one chunk).
+pub const DATA_PER_WRITE: usize = 256 * 1024;
+
+/// A handle for queueing frames on a connection.
 #[derive(Debug, Clone)]
 pub struct Outbox {
-    tx: mpsc::Sender<Outgoing>,
+    control: mpsc::Sender<Control>,
+    data: mpsc::UnboundedSender<Frame>,
 }
 
 /// The connection's writer has stopped (socket closed or failed).
@@ -44,55 +56,143 @@ impl Outbox {
         capacity: usize,
         counters: Arc<Counters>,
     ) -> (Self, impl Future<Output = io::Result<()>>) {
-        let (tx, rx) = mpsc::channel(capacity);
-        (Self { tx }, run(io, rx, counters))
+        let (control, control_rx) = mpsc::channel(capacity);
+        let (data, data_rx) = mpsc::unbounded_channel();
+        let writer = Writer {
+            io,
+            control_rx,
+            data_rx,
+            lanes: HashMap::new(),
+            ready: VecDeque::new(),
+            counters,
+        };
+        (Self { control, data }, writer.run())
     }
 
+    /// Queues a control frame, waiting while the control lane is full.
     pub async fn send(&self, frame: Frame) -> Result<(), WriterGone> {
-        self.tx
-            .send(Outgoing::Frame(frame))
+        self.control
+            .send(Control::Frame(frame))
             .await
             .map_err(|_| WriterGone)
     }
 
-    /// Queues without waiting; gives the frame back if the queue is full or the writer gone.
+    /// Queues a control frame without waiting; gives it back if the lane is full or the writer
+    /// gone.
     pub fn try_send(&self, frame: Frame) -> Result<(), Frame> {
-        self.tx.try_send(Outgoing::Frame(frame)).map_err(|e| match e.into_inner() {
-            Outgoing::Frame(frame) => frame,
-            Outgoing::Close => unreachable!("only frames are sent here"),
-        })
+        self.control
+            .try_send(Control::Frame(frame))
+            .map_err(|e| match e.into_inner() {
+                Control::Frame(frame) => frame,
+                Control::Close => unreachable!("only frames are sent here"),
+            })
+    }
+
+    /// Queues a stream frame on its stream's data lane. The caller must hold credit for it.
+    pub fn send_data(&self, frame: Frame) -> Result<(), WriterGone> {
+        self.data.send(frame).map_err(|_| WriterGone)
     }
 
     pub async fn close(&self) {
-        let _ = self.tx.send(Outgoing::Close).await;
+        let _ = self.control.send(Control::Close).await;
     }
 }
 
-async fn run(
-    mut io: Box<dyn AsyncWrite + Unpin>,
-    mut rx: mpsc::Receiver<Outgoing>,
+struct Writer {
+    io: Box<dyn AsyncWrite + Unpin>,
+    control_rx: mpsc::Receiver<Control>,
+    data_rx: mpsc::UnboundedReceiver<Frame>,
+    /// Queued stream frames, per serial.
+    lanes: HashMap<u32, VecDeque<Frame>>,
+    /// Serials with queued frames, in round-robin order.
+    ready: VecDeque<u32>,
     counters: Arc<Counters>,
-) -> io::Result<()> {
-    let mut batch = Vec::with_capacity(BATCH);
-    let mut frames = Vec::with_capacity(BATCH);
-    loop {
-        if rx.recv_many(&mut batch, BATCH).await == 0 {
-            break;
-        }
-        let mut closing = false;
-        for item in batch.drain(..) {
-            match item {
-                Outgoing::Frame(frame) => frames.push(frame),
-                Outgoing::Close => closing = true,
+}
+
+impl Writer {
+    async fn run(mut self) -> io::Result<()> {
+        let mut control = Vec::with_capacity(BATCH);
+        let mut batch = Vec::with_capacity(BATCH + 8);
+        loop {
+            if self.ready.is_empty() {
+                // Nothing queued: wait for either lane.
+                tokio::select! {
+                    biased;
+                    n = self.control_rx.recv_many(&mut control, BATCH) => if n == 0 { break },
+                    frame = self.data_rx.recv() => match frame {
+                        Some(frame) => self.enqueue(frame),
+                        None => break,
+                    },
+                }
+            }
+            while let Ok(frame) = self.data_rx.try_recv() {
+                self.enqueue(frame);
+            }
+            while control.len() < BATCH {
+                match self.control_rx.try_recv() {
+                    Ok(item) => control.push(item),
+                    Err(_) => break,
+                }
+            }
+            let mut closing = false;
+            for item in control.drain(..) {
+                match item {
+                    Control::Frame(frame) => {
+                        self.purge_if_final(&frame);
+                        batch.push(frame);
+                    }
+                    Control::Close => closing = true,
+                }
+            }
+            if !closing {
+                self.take_data(&mut batch);
+            }
+            write_frames(&mut self.io, &batch, &self.counters).await?;
+            batch.clear();
+            if closing {
+                break;
             }
         }
-        write_frames(&mut io, &frames, &counters).await?;
-        frames.clear();
-        if closing {
-            break;
+        self.io.shutdown().await
+    }
+
+    fn enqueue(&mut self, frame: Frame) {
+        let serial = frame.header.serial;
+        let lane = self.lanes.entry(serial).or_default();
+        if lane.is_empty() {
+            self.ready.push_back(serial);
+        }
+        lane.push_back(frame);
+    }
+
+    /// A REPLY or an abort ends its serial's stream: data still queued for it must not follow.
+    fn purge_if_final(&mut self, frame: &Frame) {
+        let h = &frame.header;
+        let is_final = h.kind == MessageType::Reply
+            || (h.kind == MessageType::Stream && h.status == Status::Error);
+        if is_final && self.lanes.remove(&h.serial).is_some() {
+            self.ready.retain(|&s| s != h.serial);
         }
     }
-    io.shutdown().await
+
+    /// Moves stream frames into `batch`, one per stream in turn, up to [`DATA_PER_WRITE`].
+    fn take_data(&mut self, batch: &mut Vec<Frame>) {
+        let mut bytes = 0;
+        while bytes < DATA_PER_WRITE && batch.len() < BATCH {
+            let Some(serial) = self.ready.pop_front() else {
+                break;
+            };
+            let lane = self.lanes.get_mut(&serial).expect("ready serials have lanes");
+            let frame = lane.pop_front().expect("ready lanes are not empty");
+            bytes += frame.wire_len();
+            batch.push(frame);
+            if lane.is_empty() {
+                self.lanes.remove(&serial);
+            } else {
+                self.ready.push_back(serial);
+            }
+        }
+    }
 }
 
 /// Writes whole frames with vectored writes, heads and payloads side by side.

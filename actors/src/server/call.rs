@@ -5,7 +5,6 @@
 
 use actix::prelude::*;
 use bytes::Bytes;
-use ferry_codec::Route;
 use tracing::Instrument;
 
 use crate::error::CallError;
@@ -14,7 +13,6 @@ use crate::server::connection::ServerConnection;
 
 pub struct CallActor {
     serial: u32,
-    route: Route,
     connection: Addr<ServerConnection>,
     handler: Option<(HandlerFuture, tracing::Span)>,
 }
@@ -22,14 +20,12 @@ pub struct CallActor {
 impl CallActor {
     pub fn new(
         serial: u32,
-        route: Route,
         connection: Addr<ServerConnection>,
         handler: HandlerFuture,
         span: tracing::Span,
     ) -> Self {
         Self {
             serial,
-            route,
             connection,
             handler: Some((handler, span)),
         }
@@ -47,7 +43,6 @@ impl Actor for CallActor {
             |outcome, act, ctx| {
                 act.connection.do_send(CallDone {
                     serial: act.serial,
-                    route: act.route,
                     outcome,
                 });
                 ctx.stop();
@@ -61,7 +56,6 @@ impl Actor for CallActor {
 #[rtype(result = "()")]
 pub struct CallDone {
     pub serial: u32,
-    pub route: Route,
     pub outcome: Result<Bytes, CallError>,
 }
 

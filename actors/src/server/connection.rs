@@ -1,37 +1,60 @@
-//! The server's connection actor: decodes frames, routes them by serial to call actors, owns
-//! the serial table and sends every REPLY, so a serial is freed before its REPLY is queued.
+//! The server's connection actor: decodes frames, routes them by serial to call and stream
+//! actors, owns the serial table and sends every REPLY, so a serial is freed exactly when
+//! docs/PROTOCOL.md says.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use ferry_codec::proto::{ErrorCode, Layer, Shutdown, Side};
-use ferry_codec::{DecodeError, Frame, FrameCodec, MessageType, Status};
+use bytes::Bytes;
+use ferry_codec::proto::{ErrorBody, ErrorCode, Layer, Shutdown, Side};
+use ferry_codec::{Credit, DecodeError, Frame, FrameCodec, MessageType, Route, Status};
 use tokio_util::codec::FramedRead;
 use tracing::{debug, info_span, warn};
 
 use crate::connection::keepalive::{Keepalive, Tick};
 use crate::connection::transport::Transport;
+use crate::connection::READ_CAPACITY;
 use crate::connection::writer::Outbox;
 use crate::control::ControlMessage;
 use crate::error::CallError;
-use crate::program::CallContext;
+use crate::program::{CallContext, StreamEnds};
 use crate::server::ServerShared;
 use crate::server::call::{CallActor, CallDone, StopCall};
+use crate::stream::{
+    Direction, FromPeer, Incoming, Notice, Outgoing, StreamActor, StreamNotice, StreamSetup,
+    admit_inbound,
+};
 
 /// How long a closing connection waits for its last frames (GOAWAY) to be written.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
-/// Bytes the reader asks the kernel for at a time; large enough for a 256 KiB chunk.
-const READ_CAPACITY: usize = 512 * 1024;
+/// A serial the server has not freed yet.
+struct OpenCall {
+    route: Route,
+    /// The running handler; `None` once the REPLY was sent.
+    call: Option<Addr<CallActor>>,
+    stream: Option<OpenStream>,
+}
+
+struct OpenStream {
+    actor: Addr<StreamActor>,
+    direction: Direction,
+    /// Credit the client may still spend on data for us.
+    allowance: u64,
+    /// STREAM/OK frames received from the client (its finish, then its confirmation).
+    client_oks: u8,
+    /// The client has not sent its last frame for this serial yet.
+    client_open: bool,
+}
 
 pub struct ServerConnection {
     id: u64,
     peer: Arc<str>,
     shared: Arc<ServerShared>,
     outbox: Outbox,
-    calls: HashMap<u32, Addr<CallActor>>,
+    calls: HashMap<u32, OpenCall>,
     keepalive: Option<Keepalive>,
     got_first_frame: bool,
     last_call_activity: Instant,
@@ -71,9 +94,9 @@ impl ServerConnection {
         })
     }
 
-    /// Queues a frame without blocking the actor when there is room; otherwise pauses the
-    /// actor (and so the reader) until the writer catches up: a peer that does not read its
-    /// replies gets no more of its requests read.
+    /// Queues a control frame without blocking the actor when there is room; otherwise pauses
+    /// the actor (and so the reader) until the writer catches up: a peer that does not read
+    /// its replies gets no more of its requests read.
     fn send(&self, ctx: &mut Context<Self>, frame: Frame) {
         if let Err(frame) = self.outbox.try_send(frame) {
             let outbox = self.outbox.clone();
@@ -83,15 +106,14 @@ impl ServerConnection {
         }
     }
 
-    fn reply_error(&self, ctx: &mut Context<Self>, frame: &Frame, error: &CallError) {
+    fn refuse(&self, ctx: &mut Context<Self>, frame: &Frame, error: &CallError) {
         self.send(ctx, Frame::reply_error(frame.route(), frame.header.serial, &error.to_body()));
     }
 
-    fn violation(&self, ctx: &mut Context<Self>, frame: &Frame, message: String) {
+    fn violation_error(&self, serial: u32, message: String) -> CallError {
         self.shared.counters.protocol_violations.inc();
-        warn!(parent: &self.span, serial = frame.header.serial, "protocol violation: {message}");
-        let error = CallError::new(ErrorCode::ProtocolViolation, Side::Server, Layer::Call, message);
-        self.reply_error(ctx, frame, &error);
+        warn!(parent: &self.span, serial, "protocol violation: {message}");
+        CallError::new(ErrorCode::ProtocolViolation, Side::Server, Layer::Call, message)
     }
 
     /// Sends GOAWAY with `error`, flushes, and stops; the grace timer stops the actor even if
@@ -113,80 +135,224 @@ impl ServerConnection {
 
     fn on_call(&mut self, ctx: &mut Context<Self>, frame: Frame) {
         let serial = frame.header.serial;
-        if frame.header.status != Status::Ok {
-            return self.violation(ctx, &frame, "CALL must have status OK".into());
-        }
-        if serial == 0 {
-            return self.violation(ctx, &frame, "serial 0 is reserved for the connection".into());
-        }
-        if self.calls.contains_key(&serial) {
-            return self.violation(ctx, &frame, format!("serial {serial} is already in flight"));
-        }
-        if self.draining {
-            let error = CallError::new(
+        let refusal = if frame.header.status != Status::Ok {
+            Some(self.violation_error(serial, "CALL must have status OK".into()))
+        } else if serial == 0 {
+            Some(self.violation_error(serial, "serial 0 is reserved for the connection".into()))
+        } else if self.calls.contains_key(&serial) {
+            Some(self.violation_error(serial, format!("serial {serial} is already open")))
+        } else if self.draining {
+            Some(CallError::new(
                 ErrorCode::ShuttingDown,
                 Side::Server,
                 Layer::Connection,
                 "the server is shutting down and takes no new calls",
-            );
-            return self.reply_error(ctx, &frame, &error);
-        }
-        if self.calls.len() >= self.shared.config.max_in_flight_calls {
+            ))
+        } else if self.calls.len() >= self.shared.config.max_in_flight_calls {
             self.shared.counters.limit_rejections.inc();
-            let error = CallError::new(
+            Some(CallError::new(
                 ErrorCode::ResourceExhausted,
                 Side::Server,
                 Layer::Call,
                 format!(
-                    "{} calls already in flight on this connection (max_in_flight_calls)",
+                    "{} calls already open on this connection (max_in_flight_calls)",
                     self.calls.len()
                 ),
-            );
-            return self.reply_error(ctx, &frame, &error);
+            ))
+        } else {
+            None
+        };
+        if let Some(error) = refusal {
+            return self.refuse(ctx, &frame, &error);
         }
         self.last_call_activity = Instant::now();
         let route = frame.route();
+        let direction = self.shared.registry.direction(&frame);
+        let mut ends = StreamEnds::default();
+        let stream_actor = direction.is_stream().then(|| {
+            let actor = StreamActor::new(StreamSetup {
+                counters: self.shared.counters.clone(),
+                serial,
+                route,
+                side: Side::Server,
+                outbox: self.outbox.clone(),
+                owner: ctx.address().recipient(),
+                window: self.shared.config.stream_window,
+                max_chunk: self.shared.config.limits.max_chunk,
+                receives: direction.client_sends(),
+                sends: direction.server_sends(),
+            })
+            .start();
+            ends.incoming = direction.client_sends().then(|| Incoming::new(actor.clone()));
+            ends.outgoing = direction.server_sends().then(|| Outgoing::new(actor.clone()));
+            actor
+        });
         let context = CallContext {
             serial,
             route,
             peer: self.peer.clone(),
             outbox: self.outbox.clone(),
         };
-        let handler = match self.shared.registry.dispatch(&frame, context) {
+        let handler = match self.shared.registry.dispatch(&frame, context, ends) {
             Ok(handler) => handler,
-            Err(error) => return self.reply_error(ctx, &frame, &error),
+            Err(error) => return self.refuse(ctx, &frame, &error),
         };
         let span = info_span!(parent: &self.span, "call", serial, program = route.program, procedure = route.procedure);
-        let call = CallActor::new(serial, route, ctx.address(), handler, span).start();
-        self.calls.insert(serial, call);
+        let call = CallActor::new(serial, ctx.address(), handler, span).start();
+        let stream = stream_actor.map(|actor| {
+            let window = self.shared.config.stream_window;
+            if direction.client_sends() {
+                self.send(ctx, Frame::credit(route, serial, Credit(window)));
+            }
+            OpenStream {
+                actor,
+                direction,
+                allowance: if direction.client_sends() { u64::from(window) } else { 0 },
+                client_oks: 0,
+                client_open: true,
+            }
+        });
+        self.calls.insert(serial, OpenCall { route, call: Some(call), stream });
         self.shared.counters.calls_total.inc();
         self.shared.counters.calls_in_flight.inc();
     }
 
-    /// Forgets a serial; from here on its REPLY may be sent.
-    fn finish_call(&mut self, serial: u32) -> Option<Addr<CallActor>> {
-        let call = self.calls.remove(&serial)?;
-        self.shared.counters.calls_in_flight.dec();
-        self.last_call_activity = Instant::now();
-        Some(call)
-    }
-
-    fn on_cancel(&mut self, ctx: &mut Context<Self>, frame: Frame) {
-        let serial = frame.header.serial;
-        // A CANCEL for a serial that is not open raced with its REPLY: ignore it.
-        let Some(call) = self.finish_call(serial) else {
+    /// Sends the one REPLY of an open call, stops its handler and stream, and frees the
+    /// serial unless the client still owes its last frame.
+    fn conclude(&mut self, ctx: &mut Context<Self>, serial: u32, outcome: Result<Bytes, CallError>) {
+        let Some(open) = self.calls.get_mut(&serial) else {
+            return;
+        };
+        let Some(call) = open.call.take() else {
             return;
         };
         call.do_send(StopCall);
-        self.shared.counters.calls_cancelled.inc();
-        let error = CallError::new(
-            ErrorCode::Cancelled,
-            Side::Server,
-            Layer::Call,
-            "cancelled by the client",
-        );
-        self.reply_error(ctx, &frame, &error);
-        self.maybe_finish_drain(ctx);
+        if let Some(stream) = &open.stream {
+            stream.actor.do_send(FromPeer::End(outcome.as_ref().err().cloned()));
+        }
+        let route = open.route;
+        let frame = match outcome {
+            Ok(payload) => Frame::reply_ok(route, serial, payload),
+            Err(error) => {
+                self.shared.counters.calls_failed.inc();
+                Frame::reply_error(route, serial, &error.to_body())
+            }
+        };
+        self.send(ctx, frame);
+        self.release_if_done(ctx, serial);
+    }
+
+    /// Frees a serial once its REPLY is out and the client sent its last frame.
+    fn release_if_done(&mut self, ctx: &mut Context<Self>, serial: u32) {
+        let done = self.calls.get(&serial).is_some_and(|open| {
+            open.call.is_none() && open.stream.as_ref().is_none_or(|s| !s.client_open)
+        });
+        if done {
+            self.calls.remove(&serial);
+            self.shared.counters.calls_in_flight.dec();
+            self.last_call_activity = Instant::now();
+            self.maybe_finish_drain(ctx);
+        }
+    }
+
+    fn on_cancel(&mut self, ctx: &mut Context<Self>, frame: Frame) {
+        // A CANCEL for a serial that is not open raced with its REPLY: ignore it.
+        if self.calls.get(&frame.header.serial).is_some_and(|open| open.call.is_some()) {
+            self.shared.counters.calls_cancelled.inc();
+            let error = CallError::new(ErrorCode::Cancelled, Side::Server, Layer::Call, "cancelled by the client");
+            self.conclude(ctx, frame.header.serial, Err(error));
+        }
+    }
+
+    fn on_stream_frame(&mut self, ctx: &mut Context<Self>, frame: Frame) {
+        let serial = frame.header.serial;
+        let max_chunk = self.shared.config.limits.max_chunk;
+        let Some(open) = self.calls.get_mut(&serial) else {
+            // Data for a serial that is not open breaks section 5; OK and ERROR race with a
+            // refused CALL's REPLY by design.
+            if frame.header.status == Status::Continue {
+                self.shared.counters.protocol_violations.inc();
+                debug!(parent: &self.span, serial, "stream data for a serial that is not open");
+            }
+            return;
+        };
+        let replied = open.call.is_none();
+        let Some(stream) = open.stream.as_mut() else {
+            let error = self.violation_error(serial, "stream frame for a call that has no stream".into());
+            return self.conclude(ctx, serial, Err(error));
+        };
+        match (frame.header.kind, frame.header.status) {
+            (MessageType::Stream, Status::Error) => {
+                stream.client_open = false;
+                let body: ErrorBody = ferry_codec::decode_message(&frame.payload).unwrap_or_default();
+                let error = CallError::new(
+                    ErrorCode::Cancelled,
+                    Side::Server,
+                    Layer::Stream,
+                    format!("the client aborted the stream: {}", body.message),
+                );
+                self.shared.counters.calls_cancelled.inc();
+                if replied {
+                    self.release_if_done(ctx, serial);
+                } else {
+                    self.conclude(ctx, serial, Err(error));
+                }
+            }
+            (MessageType::Stream, Status::Ok) => {
+                stream.client_oks += 1;
+                let expected = stream.direction.client_oks();
+                if stream.client_oks > expected {
+                    let error = self.violation_error(serial, "more STREAM/OK frames than the direction allows".into());
+                    return self.conclude(ctx, serial, Err(error));
+                }
+                if stream.client_oks == expected {
+                    stream.client_open = false;
+                }
+                let event = if stream.direction.client_sends() && stream.client_oks == 1 {
+                    FromPeer::Finish
+                } else {
+                    FromPeer::Confirm
+                };
+                if replied {
+                    self.release_if_done(ctx, serial);
+                } else {
+                    stream.actor.do_send(event);
+                }
+            }
+            _ if replied => {} // draining an aborted stream: discard, bounded by credit
+            _ if !stream.direction.client_sends() || stream.client_oks > 0 => {
+                let error = self.violation_error(serial, "stream data in a direction that is closed".into());
+                self.conclude(ctx, serial, Err(error));
+            }
+            _ => match admit_inbound(frame, &mut stream.allowance, max_chunk) {
+                Ok(event) => stream.actor.do_send(event),
+                Err(message) => {
+                    let error = self.violation_error(serial, message);
+                    self.conclude(ctx, serial, Err(error));
+                }
+            },
+        }
+    }
+
+    fn on_credit(&mut self, ctx: &mut Context<Self>, frame: Frame) {
+        let serial = frame.header.serial;
+        // Credit for a serial that is not open (or already answered) raced with its end.
+        let Some(stream) = self
+            .calls
+            .get(&serial)
+            .filter(|open| open.call.is_some())
+            .and_then(|open| open.stream.as_ref())
+        else {
+            return;
+        };
+        match ferry_codec::Credit::decode(&frame.payload) {
+            Ok(Credit(grant)) if stream.direction.server_sends() => stream.actor.do_send(FromPeer::Credit(grant)),
+            Ok(_) => {}
+            Err(e) => {
+                let error = self.violation_error(serial, e.to_string());
+                self.conclude(ctx, serial, Err(error));
+            }
+        }
     }
 
     fn on_control(&mut self, ctx: &mut Context<Self>, message: ControlMessage) {
@@ -211,13 +377,8 @@ impl ServerConnection {
         match frame.header.kind {
             MessageType::Call => self.on_call(ctx, frame),
             MessageType::Cancel => self.on_cancel(ctx, frame),
-            // No stream is open on any serial yet: credit races are ignored, and stream data
-            // for a serial that has no stream is discarded and counted.
-            MessageType::Credit => {}
-            MessageType::Stream | MessageType::StreamHole => {
-                self.shared.counters.protocol_violations.inc();
-                debug!(parent: &self.span, serial = frame.header.serial, "stream frame for a serial with no stream");
-            }
+            MessageType::Credit => self.on_credit(ctx, frame),
+            MessageType::Stream | MessageType::StreamHole => self.on_stream_frame(ctx, frame),
             MessageType::Reply | MessageType::Message => {
                 self.shared.counters.protocol_violations.inc();
                 warn!(parent: &self.span, kind = ?frame.header.kind, "clients do not send this type");
@@ -238,7 +399,7 @@ impl ServerConnection {
             return self.close_with(ctx, ErrorCode::DeadlineExceeded, "no frame within the handshake timeout".into());
         }
         if self.calls.is_empty() && self.last_call_activity.elapsed() >= config.idle_timeout {
-            return self.close_with(ctx, ErrorCode::DeadlineExceeded, "idle timeout".into());
+            self.close_with(ctx, ErrorCode::DeadlineExceeded, "idle timeout".into());
         }
     }
 }
@@ -273,10 +434,15 @@ impl Actor for ServerConnection {
 
     fn stopped(&mut self, _: &mut Self::Context) {
         debug!(parent: &self.span, calls = self.calls.len(), "disconnected");
-        for serial in self.calls.keys().copied().collect::<Vec<_>>() {
-            if let Some(call) = self.finish_call(serial) {
+        let lost = CallError::connection_lost(Side::Server, "the connection to the client was lost");
+        for (_, open) in self.calls.drain() {
+            if let Some(call) = open.call {
                 call.do_send(StopCall);
             }
+            if let Some(stream) = open.stream {
+                stream.actor.do_send(FromPeer::End(Some(lost.clone())));
+            }
+            self.shared.counters.calls_in_flight.dec();
         }
         self.shared.connections.lock().unwrap().remove(&self.id);
         self.shared.counters.connections_open.dec();
@@ -320,21 +486,34 @@ impl Handler<CallDone> for ServerConnection {
     type Result = ();
 
     fn handle(&mut self, done: CallDone, ctx: &mut Self::Context) {
-        // A call cancelled meanwhile was already answered; its late outcome is dropped.
-        let Some(call) = self.finish_call(done.serial) else {
+        // A call answered meanwhile (cancelled, aborted) drops its late outcome.
+        self.conclude(ctx, done.serial, done.outcome);
+    }
+}
+
+impl Handler<StreamNotice> for ServerConnection {
+    type Result = ();
+
+    fn handle(&mut self, msg: StreamNotice, ctx: &mut Self::Context) {
+        let serial = msg.serial;
+        let Some(open) = self.calls.get(&serial).filter(|open| open.call.is_some()) else {
             return;
         };
-        drop(call);
-        let route = done.route;
-        let frame = match done.outcome {
-            Ok(payload) => Frame::reply_ok(route, done.serial, payload),
-            Err(error) => {
-                self.shared.counters.calls_failed.inc();
-                Frame::reply_error(route, done.serial, &error.to_body())
+        let route = open.route;
+        match msg.notice {
+            Notice::Grant(grant) => {
+                if let Some(stream) = self.calls.get_mut(&serial).and_then(|o| o.stream.as_mut()) {
+                    stream.allowance += u64::from(grant);
+                }
+                self.send(ctx, Frame::credit(route, serial, Credit(grant)));
             }
-        };
-        self.send(ctx, frame);
-        self.maybe_finish_drain(ctx);
+            Notice::Finish => {
+                // After the stream's data on its lane, so it never overtakes a chunk.
+                let _ = self.outbox.send_data(Frame::stream_finish(route, serial));
+            }
+            Notice::Confirm => {}
+            Notice::Abort(error) => self.conclude(ctx, serial, Err(error)),
+        }
     }
 }
 

@@ -1,0 +1,149 @@
+//! The handles user code holds: [`Incoming`] to read a stream, [`Outgoing`] to write one.
+//! Dropping either before its direction is done aborts the stream (on the client; on the
+//! server the handler's outcome settles the call).
+
+use actix::Addr;
+use bytes::Bytes;
+use ferry_codec::proto::Side;
+
+use crate::error::CallError;
+use crate::stream::Chunk;
+use crate::stream::actor::{Abandon, Confirm, Finish, Recv, StreamActor, Transmit};
+
+/// Zeros handed out for holes when a consumer asks for plain bytes; shared, never allocated.
+static ZEROS: [u8; 256 * 1024] = [0; 256 * 1024];
+
+fn lost() -> CallError {
+    CallError::connection_lost(Side::Unspecified, "the stream's connection is gone")
+}
+
+/// The receiving end of a stream.
+pub struct Incoming {
+    actor: Addr<StreamActor>,
+    /// The peer finished and everything was read.
+    done: bool,
+    /// Zeros of a hole still to hand out, when reading plain bytes.
+    zeros_left: u64,
+}
+
+impl Incoming {
+    pub(crate) fn new(actor: Addr<StreamActor>) -> Self {
+        Self {
+            actor,
+            done: false,
+            zeros_left: 0,
+        }
+    }
+
+    /// The next chunk (data or hole), or `None` once the sender finished. Data chunks are the
+    /// very buffers the decoder split off the socket.
+    pub async fn recv(&mut self) -> Result<Option<Chunk>, CallError> {
+        if self.done {
+            return Ok(None);
+        }
+        let outcome = self.actor.send(Recv).await.map_err(|_| lost())?.await.map_err(|_| lost())??;
+        if outcome.is_none() {
+            self.done = true;
+        }
+        Ok(outcome)
+    }
+
+    /// The next piece of plain bytes: holes come out as zeros (in pieces of at most 256 KiB,
+    /// from one shared static buffer), for consumers that do not care about sparseness.
+    pub async fn recv_bytes(&mut self) -> Result<Option<Bytes>, CallError> {
+        loop {
+            if self.zeros_left > 0 {
+                let n = self.zeros_left.min(ZEROS.len() as u64) as usize;
+                self.zeros_left -= n as u64;
+                return Ok(Some(Bytes::from_static(&ZEROS[..n])));
+            }
+            match self.recv().await? {
+                Some(Chunk::Data(bytes)) => return Ok(Some(bytes)),
+                Some(Chunk::Hole(length)) => self.zeros_left = length,
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// Whether the sender's finish was received and every chunk read.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// (Client) tells the server that the stream was received and committed.
+    pub(crate) async fn confirm(&mut self) -> Result<(), CallError> {
+        self.actor.send(Confirm).await.map_err(|_| lost())?
+    }
+}
+
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        if !self.done {
+            self.actor.do_send(Abandon::Receiving);
+        }
+    }
+}
+
+/// The sending end of a stream.
+pub struct Outgoing {
+    actor: Addr<StreamActor>,
+    finished: bool,
+}
+
+impl Outgoing {
+    pub(crate) fn new(actor: Addr<StreamActor>) -> Self {
+        Self {
+            actor,
+            finished: false,
+        }
+    }
+
+    /// Sends data; returns once all of it is queued for the socket, which waits for credit
+    /// from the receiver. The buffer is split into chunks and written as is: no copy.
+    pub async fn send(&mut self, data: Bytes) -> Result<(), CallError> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        self.transmit(Chunk::Data(data)).await
+    }
+
+    /// Sends a hole: `length` zero bytes that do not cross the wire.
+    pub async fn send_hole(&mut self, length: u64) -> Result<(), CallError> {
+        if length == 0 {
+            return Ok(());
+        }
+        self.transmit(Chunk::Hole(length)).await
+    }
+
+    /// Sends a chunk as it came (data or hole): relays keep sparseness this way.
+    pub async fn send_chunk(&mut self, chunk: Chunk) -> Result<(), CallError> {
+        match chunk {
+            Chunk::Data(bytes) => self.send(bytes).await,
+            Chunk::Hole(length) => self.send_hole(length).await,
+        }
+    }
+
+    async fn transmit(&mut self, chunk: Chunk) -> Result<(), CallError> {
+        self.actor
+            .send(Transmit(chunk))
+            .await
+            .map_err(|_| lost())?
+            .await
+            .map_err(|_| lost())?
+    }
+
+    /// Ends this direction (STREAM/OK). On the server this waits for the client's
+    /// confirmation that its sink committed, so the handler learns the real outcome.
+    pub async fn finish(&mut self) -> Result<(), CallError> {
+        self.finished = true;
+        self.actor.send(Finish).await.map_err(|_| lost())?.await.map_err(|_| lost())?
+    }
+}
+
+impl Drop for Outgoing {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.actor.do_send(Abandon::Sending);
+        }
+    }
+}
