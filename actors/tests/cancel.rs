@@ -44,6 +44,7 @@ async fn cancelling_one_call_leaves_concurrent_calls_running() {
     let mut victim = Box::pin(client.sleep(&SleepRequest { millis: 60_000 }));
     assert!(futures::poll!(survivor.as_mut()).is_pending());
     assert!(futures::poll!(victim.as_mut()).is_pending());
+    tokio::time::timeout(PROMPTLY, server.handle.counters().calls_in_flight.wait_for(|n| *n == 2)).await.unwrap();
     let dropped = server.service.observations.sleeps_dropped_signal.notified();
     futures::pin_mut!(dropped);
     dropped.as_mut().enable();

@@ -8,13 +8,12 @@ use bytes::Bytes;
 use ferry_codec::proto::{ErrorBody, ErrorCode, Layer, Side};
 use ferry_codec::{Credit, DecodeError, Frame, FrameCodec, MessageType, Route, Status};
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::codec::FramedRead;
 use tracing::{debug, info_span, warn};
 
 use crate::config::ClientConfig;
 use crate::connection::keepalive::{Keepalive, Tick};
 use crate::connection::transport::Transport;
-use crate::connection::READ_CAPACITY;
+use crate::connection::reader::FrameReader;
 use crate::connection::writer::Outbox;
 use crate::control::ControlMessage;
 use crate::error::CallError;
@@ -72,7 +71,7 @@ impl ClientConnection {
     pub fn start(transport: Transport, config: ClientConfig, counters: Arc<Counters>) -> Addr<Self> {
         Self::create(move |ctx| {
             let codec = FrameCodec::new(config.limits);
-            ctx.add_stream(FramedRead::with_capacity(transport.read, codec, READ_CAPACITY));
+            ctx.add_stream(FrameReader::new(transport.read, codec));
             let (outbox, writer) = Outbox::new(transport.write, config.write_queue, counters.clone());
             ctx.spawn(actix::fut::wrap_future::<_, Self>(writer).map(|result, act, ctx| {
                 if let Err(error) = result {

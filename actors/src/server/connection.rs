@@ -10,12 +10,11 @@ use actix::prelude::*;
 use bytes::Bytes;
 use ferry_codec::proto::{ErrorBody, ErrorCode, Layer, Shutdown, Side};
 use ferry_codec::{Credit, DecodeError, Frame, FrameCodec, MessageType, Route, Status};
-use tokio_util::codec::FramedRead;
 use tracing::{debug, info_span, warn};
 
 use crate::connection::keepalive::{Keepalive, Tick};
 use crate::connection::transport::Transport;
-use crate::connection::READ_CAPACITY;
+use crate::connection::reader::FrameReader;
 use crate::connection::writer::Outbox;
 use crate::control::ControlMessage;
 use crate::error::CallError;
@@ -69,7 +68,7 @@ impl ServerConnection {
         Self::create(move |ctx| {
             let config = &shared.config;
             let codec = FrameCodec::new(config.limits);
-            ctx.add_stream(FramedRead::with_capacity(transport.read, codec, READ_CAPACITY));
+            ctx.add_stream(FrameReader::new(transport.read, codec));
             let (outbox, writer) =
                 Outbox::new(transport.write, config.write_queue, shared.counters.clone());
             ctx.spawn(actix::fut::wrap_future::<_, Self>(writer).map(|result, act, ctx| {

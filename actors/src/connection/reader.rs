@@ -1,0 +1,136 @@
+//! Reads frames off a socket so that stream chunks are never copied after the socket read.
+//!
+//! `FramedRead` grows its buffer by reallocating, which moves the part of a frame already read
+//! into the new buffer: a copy of payload bytes. This reader instead keeps an invariant: every
+//! frame of up to `contiguous` bytes (a maximum stream chunk plus its header) that starts in
+//! the current block has room to end in it. Each read is therefore limited to the block's free
+//! space minus `contiguous`; near the end of a block the reader only completes the frame in
+//! progress, and a new block is started at a frame boundary, where there is nothing to move.
+//! Decoded payloads are slices of the block, exactly the bytes the kernel wrote.
+//!
+//! Only frames larger than `contiguous` (big CALL payloads, never stream data) may be moved
+//! once while they are assembled.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::BytesMut;
+use ferry_codec::{DecodeError, Frame, FrameCodec, MIN_FRAME_LEN};
+use futures::Stream;
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio_util::codec::Decoder;
+
+/// Block size while only small frames have been seen: what an idle connection costs.
+const SMALL_BLOCK: usize = 16 * 1024;
+/// Free space below which a small block is replaced at the next frame boundary.
+const MIN_SMALL_READ: usize = 1024;
+/// A read smaller than this near a block's end is not worth it: start a new block instead.
+const MIN_READ: usize = 64 * 1024;
+
+pub struct FrameReader<R> {
+    io: R,
+    codec: FrameCodec,
+    buf: BytesMut,
+    /// Largest frame that must arrive in one piece: max stream chunk plus its header.
+    contiguous: usize,
+    /// Size of blocks once bulk data flows.
+    big_block: usize,
+    /// Whether the last frame was big enough to call for big blocks.
+    bulk: bool,
+    eof: bool,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    pub fn new(io: R, codec: FrameCodec) -> Self {
+        let contiguous = codec.limits().max_chunk as usize + MIN_FRAME_LEN;
+        Self {
+            io,
+            codec,
+            buf: BytesMut::new(),
+            contiguous,
+            big_block: 8 * contiguous,
+            bulk: false,
+            eof: false,
+        }
+    }
+
+    /// How many bytes the next read may take, starting a new block when that is free.
+    fn read_limit(&mut self) -> usize {
+        let free = self.buf.capacity() - self.buf.len();
+        if self.buf.is_empty() {
+            // At a frame boundary: a fresh block costs no copy.
+            let (block, enough) = if self.bulk {
+                (self.big_block, self.contiguous + MIN_READ)
+            } else {
+                (SMALL_BLOCK, MIN_SMALL_READ)
+            };
+            if free < enough {
+                self.buf = BytesMut::with_capacity(block);
+            }
+            let free = self.buf.capacity();
+            return if free > self.contiguous + MIN_READ { free - self.contiguous } else { free };
+        }
+        if free > self.contiguous + MIN_READ {
+            return free - self.contiguous;
+        }
+        // Near the block's end with a frame in progress: read only up to its end (or up to
+        // its length word).
+        let want = match self.buf.get(..4) {
+            Some(word) => u32::from_be_bytes(word.try_into().unwrap()) as usize - self.buf.len(),
+            None => 4 - self.buf.len(),
+        };
+        if want > free {
+            // Only a frame larger than `contiguous` gets here; it is moved once.
+            self.buf.reserve(want);
+        }
+        want
+    }
+}
+
+impl<R: AsyncRead + Unpin> Stream for FrameReader<R> {
+    type Item = Result<Frame, DecodeError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            match this.codec.decode(&mut this.buf) {
+                Ok(Some(frame)) => {
+                    this.bulk = frame.wire_len() > SMALL_BLOCK / 2;
+                    return Poll::Ready(Some(Ok(frame)));
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    this.eof = true;
+                    return Poll::Ready(Some(Err(error)));
+                }
+            }
+            if this.eof {
+                if this.buf.is_empty() {
+                    return Poll::Ready(None);
+                }
+                this.buf.clear();
+                let error = io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed inside a frame");
+                return Poll::Ready(Some(Err(error.into())));
+            }
+            let limit = this.read_limit();
+            let spare = &mut this.buf.spare_capacity_mut()[..limit];
+            let mut read = ReadBuf::uninit(spare);
+            match Pin::new(&mut this.io).poll_read(cx, &mut read) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(error)) => {
+                    this.eof = true;
+                    return Poll::Ready(Some(Err(error.into())));
+                }
+                Poll::Ready(Ok(())) => {
+                    let n = read.filled().len();
+                    if n == 0 {
+                        this.eof = true;
+                    }
+                    // SAFETY: `poll_read` initialised the first `n` bytes of the spare capacity.
+                    unsafe { this.buf.set_len(this.buf.len() + n) };
+                }
+            }
+        }
+    }
+}
