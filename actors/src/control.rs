@@ -46,8 +46,20 @@ impl ControlMessage {
 
     pub fn to_frame(&self) -> Frame {
         let (program, version, procedure, status, payload) = match self {
-            Self::Ping => (KEEPALIVE_PROGRAM, KEEPALIVE_VERSION, PING, Status::Ok, Bytes::new()),
-            Self::Pong => (KEEPALIVE_PROGRAM, KEEPALIVE_VERSION, PONG, Status::Ok, Bytes::new()),
+            Self::Ping => (
+                KEEPALIVE_PROGRAM,
+                KEEPALIVE_VERSION,
+                PING,
+                Status::Ok,
+                Bytes::new(),
+            ),
+            Self::Pong => (
+                KEEPALIVE_PROGRAM,
+                KEEPALIVE_VERSION,
+                PONG,
+                Status::Ok,
+                Bytes::new(),
+            ),
             Self::Shutdown(body) => (
                 CONTROL_PROGRAM,
                 CONTROL_VERSION,

@@ -27,10 +27,19 @@ impl CallContext {
     /// Sends an event (a MESSAGE frame bound to this call's serial) to the client. Waits while
     /// the connection's write queue is full, so a client that does not read slows the handler
     /// rather than growing memory.
-    pub async fn emit<M: prost::Message>(&self, program: u32, event: u32, message: &M) -> Result<(), CallError> {
+    pub async fn emit<M: prost::Message>(
+        &self,
+        program: u32,
+        event: u32,
+        message: &M,
+    ) -> Result<(), CallError> {
         let route = Route::new(program, self.route.version, event);
         self.outbox
-            .send(Frame::message(route, self.serial, ferry_codec::encode_message(message)))
+            .send(Frame::message(
+                route,
+                self.serial,
+                ferry_codec::encode_message(message),
+            ))
             .await
             .map_err(|_| CallError::connection_lost(Side::Server, "the connection is closed"))
     }
@@ -53,11 +62,15 @@ pub struct StreamEnds {
 impl StreamEnds {
     /// Takes the handle the procedure's declaration promises.
     pub fn take_incoming(&mut self) -> Incoming {
-        self.incoming.take().expect("the runtime opens an incoming end for this direction")
+        self.incoming
+            .take()
+            .expect("the runtime opens an incoming end for this direction")
     }
 
     pub fn take_outgoing(&mut self) -> Outgoing {
-        self.outgoing.take().expect("the runtime opens an outgoing end for this direction")
+        self.outgoing
+            .take()
+            .expect("the runtime opens an outgoing end for this direction")
     }
 }
 
@@ -93,11 +106,20 @@ impl Registry {
     }
 
     /// Finds the handler for a CALL and starts it; the error is the REPLY/ERROR to send.
-    pub fn dispatch(&self, frame: &Frame, context: CallContext, ends: StreamEnds) -> Result<HandlerFuture, CallError> {
+    pub fn dispatch(
+        &self,
+        frame: &Frame,
+        context: CallContext,
+        ends: StreamEnds,
+    ) -> Result<HandlerFuture, CallError> {
         let h = &frame.header;
-        let refuse = |code, message: String| CallError::new(code, Side::Server, Layer::Call, message);
+        let refuse =
+            |code, message: String| CallError::new(code, Side::Server, Layer::Call, message);
         let program = self.programs.get(&h.program).ok_or_else(|| {
-            refuse(ErrorCode::UnknownProgram, format!("no program {:#010x}", h.program))
+            refuse(
+                ErrorCode::UnknownProgram,
+                format!("no program {:#010x}", h.program),
+            )
         })?;
         if program.version != h.version {
             return Err(refuse(
@@ -115,7 +137,12 @@ impl Registry {
 /// Decodes a request body, or explains why it is a BAD_REQUEST.
 pub fn decode_request<M: prost::Message + Default>(payload: &[u8]) -> Result<M, CallError> {
     ferry_codec::decode_message(payload).map_err(|e| {
-        CallError::new(ErrorCode::BadRequest, Side::Server, Layer::Call, e.to_string())
+        CallError::new(
+            ErrorCode::BadRequest,
+            Side::Server,
+            Layer::Call,
+            e.to_string(),
+        )
     })
 }
 
@@ -232,18 +259,32 @@ macro_rules! program {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __ferry_direction {
-    ([]) => { $crate::stream::Direction::Unary };
-    ([upload]) => { $crate::stream::Direction::Upload };
-    ([download]) => { $crate::stream::Direction::Download };
-    ([both]) => { $crate::stream::Direction::Both };
+    ([]) => {
+        $crate::stream::Direction::Unary
+    };
+    ([upload]) => {
+        $crate::stream::Direction::Upload
+    };
+    ([download]) => {
+        $crate::stream::Direction::Download
+    };
+    ([both]) => {
+        $crate::stream::Direction::Both
+    };
 }
 
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __ferry_invoke {
-    ([] $h:ident, $m:ident, $r:ident, $c:ident, $e:ident) => { $h.$m($r, $c) };
-    ([upload] $h:ident, $m:ident, $r:ident, $c:ident, $e:ident) => { $h.$m($r, $c, $e.take_incoming()) };
-    ([download] $h:ident, $m:ident, $r:ident, $c:ident, $e:ident) => { $h.$m($r, $c, $e.take_outgoing()) };
+    ([] $h:ident, $m:ident, $r:ident, $c:ident, $e:ident) => {
+        $h.$m($r, $c)
+    };
+    ([upload] $h:ident, $m:ident, $r:ident, $c:ident, $e:ident) => {
+        $h.$m($r, $c, $e.take_incoming())
+    };
+    ([download] $h:ident, $m:ident, $r:ident, $c:ident, $e:ident) => {
+        $h.$m($r, $c, $e.take_outgoing())
+    };
     ([both] $h:ident, $m:ident, $r:ident, $c:ident, $e:ident) => {
         $h.$m($r, $c, $e.take_incoming(), $e.take_outgoing())
     };

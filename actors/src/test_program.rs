@@ -16,12 +16,12 @@ pub mod proto {
 
 use bytes::Bytes;
 use proto::{
-    EchoReply, EchoRequest, EchoStreamReply, EchoStreamRequest, FailReply, FailRequest,
-    SinkReply, SinkRequest, SleepReply, SleepRequest, SourceReply, SourceRequest, Tick,
-    TicksReply, TicksRequest,
+    EchoReply, EchoRequest, EchoStreamReply, EchoStreamRequest, FailReply, FailRequest, SinkReply,
+    SinkRequest, SleepReply, SleepRequest, SourceReply, SourceRequest, Tick, TicksReply,
+    TicksRequest,
 };
 
-use crate::stream::{Chunk, Incoming, Outgoing};
+use crate::stream::{Chunk, Incoming, Outgoing, ZEROS};
 
 /// Event number of [`Tick`] events (the procedure field of their MESSAGE frames).
 pub const TICK_EVENT: u32 = 100;
@@ -100,7 +100,6 @@ impl ContentHash {
                 self.hasher.update(bytes);
             }
             Chunk::Hole(length) => {
-                const ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
                 let mut left = *length;
                 while left > 0 {
                     let n = left.min(ZEROS.len() as u64) as usize;
@@ -167,7 +166,10 @@ impl TestHandler for TestService {
 
     async fn sleep(&self, request: SleepRequest, _: CallContext) -> Result<SleepReply, CallError> {
         let observations = &self.observations;
-        let mut watch = DropWatch::new(&observations.sleeps_dropped, &observations.sleeps_dropped_signal);
+        let mut watch = DropWatch::new(
+            &observations.sleeps_dropped,
+            &observations.sleeps_dropped_signal,
+        );
         let started = Instant::now();
         actix_rt::time::sleep(Duration::from_millis(request.millis)).await;
         watch.finished = true;
@@ -181,18 +183,32 @@ impl TestHandler for TestService {
         Err(CallError::application(code, request.message))
     }
 
-    async fn ticks(&self, request: TicksRequest, context: CallContext) -> Result<TicksReply, CallError> {
+    async fn ticks(
+        &self,
+        request: TicksRequest,
+        context: CallContext,
+    ) -> Result<TicksReply, CallError> {
         for n in 0..request.count {
-            context.emit(TestProgram::NUMBER, TICK_EVENT, &Tick { n }).await?;
+            context
+                .emit(TestProgram::NUMBER, TICK_EVENT, &Tick { n })
+                .await?;
         }
         Ok(TicksReply {
             sent: request.count,
         })
     }
 
-    async fn sink(&self, request: SinkRequest, _: CallContext, mut incoming: Incoming) -> Result<SinkReply, CallError> {
+    async fn sink(
+        &self,
+        request: SinkRequest,
+        _: CallContext,
+        mut incoming: Incoming,
+    ) -> Result<SinkReply, CallError> {
         let observations = &self.observations;
-        let mut watch = DropWatch::new(&observations.sinks_discarded, &observations.sinks_discarded_signal);
+        let mut watch = DropWatch::new(
+            &observations.sinks_discarded,
+            &observations.sinks_discarded_signal,
+        );
         let mut hash = ContentHash::default();
         while let Some(chunk) = incoming.recv().await? {
             hash.update(&chunk);
@@ -209,17 +225,29 @@ impl TestHandler for TestService {
         })
     }
 
-    async fn source(&self, request: SourceRequest, _: CallContext, mut outgoing: Outgoing) -> Result<SourceReply, CallError> {
+    async fn source(
+        &self,
+        request: SourceRequest,
+        _: CallContext,
+        mut outgoing: Outgoing,
+    ) -> Result<SourceReply, CallError> {
         let chunk = match request.chunk {
             0 => 256 * 1024,
             n => u64::from(n).min(MAX_PATTERN_CHUNK as u64),
         };
-        let data_run = if request.data_run == 0 { request.length } else { request.data_run };
+        let data_run = if request.data_run == 0 {
+            request.length
+        } else {
+            request.data_run
+        };
         let mut hash = ContentHash::default();
         let mut offset = 0;
         while offset < request.length {
             if request.fail_after > 0 && offset >= request.fail_after {
-                return Err(CallError::application(ErrorCode::Aborted, format!("source failed on purpose at byte {offset}")));
+                return Err(CallError::application(
+                    ErrorCode::Aborted,
+                    format!("source failed on purpose at byte {offset}"),
+                ));
             }
             let in_run = offset % (data_run + request.hole_run);
             let piece = if in_run < data_run {

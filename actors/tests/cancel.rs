@@ -19,18 +19,29 @@ async fn dropping_a_sleep_call_drops_its_handler_and_frees_its_slot() {
         let client = server.test_client(via).await;
         let mut sleep = Box::pin(client.sleep(&SleepRequest { millis: 60_000 }));
         assert!(futures::poll!(sleep.as_mut()).is_pending());
-        tokio::time::timeout(PROMPTLY, counters.calls_in_flight.wait_for(|n| *n == 1)).await.unwrap();
+        tokio::time::timeout(PROMPTLY, counters.calls_in_flight.wait_for(|n| *n == 1))
+            .await
+            .unwrap();
 
         let dropped = observations.sleeps_dropped_signal.notified();
         futures::pin_mut!(dropped);
         dropped.as_mut().enable();
         drop(sleep);
-        tokio::time::timeout(PROMPTLY, dropped).await.expect("the handler was not dropped");
+        tokio::time::timeout(PROMPTLY, dropped)
+            .await
+            .expect("the handler was not dropped");
         assert_eq!(observations.sleeps_dropped.get(), round as u64 + 1);
-        tokio::time::timeout(PROMPTLY, counters.calls_in_flight.wait_for(|n| *n == 0)).await.unwrap();
+        tokio::time::timeout(PROMPTLY, counters.calls_in_flight.wait_for(|n| *n == 0))
+            .await
+            .unwrap();
 
         // The connection is unaffected.
-        let reply = client.echo(&EchoRequest { payload: Bytes::from_static(b"after") }).await.unwrap();
+        let reply = client
+            .echo(&EchoRequest {
+                payload: Bytes::from_static(b"after"),
+            })
+            .await
+            .unwrap();
         assert_eq!(&reply.payload[..], b"after");
     }
     assert_eq!(counters.calls_cancelled.get(), 2);
@@ -44,13 +55,27 @@ async fn cancelling_one_call_leaves_concurrent_calls_running() {
     let mut victim = Box::pin(client.sleep(&SleepRequest { millis: 60_000 }));
     assert!(futures::poll!(survivor.as_mut()).is_pending());
     assert!(futures::poll!(victim.as_mut()).is_pending());
-    tokio::time::timeout(PROMPTLY, server.handle.counters().calls_in_flight.wait_for(|n| *n == 2)).await.unwrap();
+    tokio::time::timeout(
+        PROMPTLY,
+        server
+            .handle
+            .counters()
+            .calls_in_flight
+            .wait_for(|n| *n == 2),
+    )
+    .await
+    .unwrap();
     let dropped = server.service.observations.sleeps_dropped_signal.notified();
     futures::pin_mut!(dropped);
     dropped.as_mut().enable();
     drop(victim);
-    tokio::time::timeout(PROMPTLY, dropped).await.expect("the victim's handler was not dropped");
-    let reply = tokio::time::timeout(PROMPTLY, survivor).await.unwrap().unwrap();
+    tokio::time::timeout(PROMPTLY, dropped)
+        .await
+        .expect("the victim's handler was not dropped");
+    let reply = tokio::time::timeout(PROMPTLY, survivor)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(reply.slept_millis >= 200, "the survivor was cut short");
     assert_eq!(server.service.observations.sleeps_dropped.get(), 1);
 }
@@ -63,11 +88,28 @@ async fn a_deadline_fails_the_call_locally_and_cancels_it_on_the_server() {
     futures::pin_mut!(dropped);
     dropped.as_mut().enable();
     let error = client
-        .with_options(CallOptions { deadline: Some(Duration::from_millis(100)) })
+        .with_options(CallOptions {
+            deadline: Some(Duration::from_millis(100)),
+        })
         .sleep(&SleepRequest { millis: 60_000 })
         .await
         .unwrap_err();
-    assert_eq!((error.code, error.side), (ErrorCode::DeadlineExceeded, Side::Client), "{error}");
-    tokio::time::timeout(PROMPTLY, dropped).await.expect("the server kept running the handler");
-    tokio::time::timeout(PROMPTLY, server.handle.counters().calls_in_flight.wait_for(|n| *n == 0)).await.unwrap();
+    assert_eq!(
+        (error.code, error.side),
+        (ErrorCode::DeadlineExceeded, Side::Client),
+        "{error}"
+    );
+    tokio::time::timeout(PROMPTLY, dropped)
+        .await
+        .expect("the server kept running the handler");
+    tokio::time::timeout(
+        PROMPTLY,
+        server
+            .handle
+            .counters()
+            .calls_in_flight
+            .wait_for(|n| *n == 0),
+    )
+    .await
+    .unwrap();
 }

@@ -12,7 +12,10 @@ use ferry_actors::{Client, ClientConfig, ErrorCode, KeepaliveConfig, ServerConfi
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 
-const KEEPALIVE: KeepaliveConfig = KeepaliveConfig { interval: Duration::from_millis(100), count: 2 };
+const KEEPALIVE: KeepaliveConfig = KeepaliveConfig {
+    interval: Duration::from_millis(100),
+    count: 2,
+};
 
 /// A fake server that accepts one connection and hands it to `behave`.
 async fn fake_server<F, Fut>(behave: F) -> String
@@ -35,11 +38,21 @@ async fn a_server_that_closes_its_socket_mid_call_fails_the_call_with_connection
         let _call = read_raw_frame(&mut stream).await.unwrap();
     })
     .await;
-    let client = TestClient::new(Client::connect_tcp(&address, ClientConfig::default()).await.unwrap());
-    let error = tokio::time::timeout(PROMPTLY, client.sleep(&SleepRequest { millis: 1 })).await.unwrap().unwrap_err();
+    let client = TestClient::new(
+        Client::connect_tcp(&address, ClientConfig::default())
+            .await
+            .unwrap(),
+    );
+    let error = tokio::time::timeout(PROMPTLY, client.sleep(&SleepRequest { millis: 1 }))
+        .await
+        .unwrap()
+        .unwrap_err();
     assert_eq!(error.code, ErrorCode::ConnectionLost, "{error}");
     // Calls after the loss fail at once too.
-    let again = tokio::time::timeout(PROMPTLY, client.sleep(&SleepRequest { millis: 1 })).await.unwrap().unwrap_err();
+    let again = tokio::time::timeout(PROMPTLY, client.sleep(&SleepRequest { millis: 1 }))
+        .await
+        .unwrap()
+        .unwrap_err();
     assert_eq!(again.code, ErrorCode::ConnectionLost, "{again}");
 }
 
@@ -51,26 +64,45 @@ async fn a_silent_server_is_detected_by_keepalive_within_its_bound() {
         while stream.read(&mut sink).await.is_ok_and(|n| n > 0) {}
     })
     .await;
-    let config = ClientConfig { keepalive: Some(KEEPALIVE), ..ClientConfig::default() };
+    let config = ClientConfig {
+        keepalive: Some(KEEPALIVE),
+        ..ClientConfig::default()
+    };
     let client = TestClient::new(Client::connect_tcp(&address, config).await.unwrap());
     let started = Instant::now();
-    let error = tokio::time::timeout(PROMPTLY, client.sleep(&SleepRequest { millis: 1 })).await.unwrap().unwrap_err();
+    let error = tokio::time::timeout(PROMPTLY, client.sleep(&SleepRequest { millis: 1 }))
+        .await
+        .unwrap()
+        .unwrap_err();
     let took = started.elapsed();
     assert_eq!(error.code, ErrorCode::ConnectionLost, "{error}");
     let bound = KEEPALIVE.interval * (KEEPALIVE.count + 1);
-    assert!(took >= KEEPALIVE.interval * KEEPALIVE.count, "declared dead too early: {took:?}");
+    assert!(
+        took >= KEEPALIVE.interval * KEEPALIVE.count,
+        "declared dead too early: {took:?}"
+    );
     // One tick of slack: the timer is not aligned with the last received frame.
-    assert!(took <= bound + KEEPALIVE.interval * 2, "took {took:?}, bound {bound:?}");
+    assert!(
+        took <= bound + KEEPALIVE.interval * 2,
+        "took {took:?}, bound {bound:?}"
+    );
 }
 
 #[actix_rt::test]
 async fn a_silent_client_is_closed_by_the_server_keepalive() {
-    let server = start(ServerConfig { keepalive: Some(KEEPALIVE), ..quick_server_config() }).await;
+    let server = start(ServerConfig {
+        keepalive: Some(KEEPALIVE),
+        ..quick_server_config()
+    })
+    .await;
     let mut stream = raw_connect(&server).await;
     send(&mut stream, &raw_frame(0x7465_7374, 1, 1, 0, 1, 0, &[])).await;
     let started = Instant::now();
     let mut pings = 0;
-    while let Some(frame) = tokio::time::timeout(PROMPTLY, read_raw_frame(&mut stream)).await.unwrap() {
+    while let Some(frame) = tokio::time::timeout(PROMPTLY, read_raw_frame(&mut stream))
+        .await
+        .unwrap()
+    {
         if frame.program == 0x6b65_6570 {
             pings += 1;
         }
@@ -78,7 +110,16 @@ async fn a_silent_client_is_closed_by_the_server_keepalive() {
     assert_eq!(pings, KEEPALIVE.count, "one PING per silent interval");
     assert!(started.elapsed() <= KEEPALIVE.interval * (KEEPALIVE.count + 3));
     assert_eq!(server.handle.counters().keepalive_timeouts.get(), 1);
-    tokio::time::timeout(PROMPTLY, server.handle.counters().connections_open.wait_for(|n| *n == 0)).await.unwrap();
+    tokio::time::timeout(
+        PROMPTLY,
+        server
+            .handle
+            .counters()
+            .connections_open
+            .wait_for(|n| *n == 0),
+    )
+    .await
+    .unwrap();
 }
 
 #[actix_rt::test]
@@ -89,9 +130,33 @@ async fn a_client_that_vanishes_mid_call_has_its_handler_dropped() {
     futures::pin_mut!(dropped);
     dropped.as_mut().enable();
     // Sleep 60 s, then hang up.
-    send(&mut stream, &raw_frame(0x7465_7374, 1, 2, 0, 1, 0, &[0x08, 0xe0, 0xd4, 0x03])).await;
-    tokio::time::timeout(PROMPTLY, server.handle.counters().calls_in_flight.wait_for(|n| *n == 1)).await.unwrap();
+    send(
+        &mut stream,
+        &raw_frame(0x7465_7374, 1, 2, 0, 1, 0, &[0x08, 0xe0, 0xd4, 0x03]),
+    )
+    .await;
+    tokio::time::timeout(
+        PROMPTLY,
+        server
+            .handle
+            .counters()
+            .calls_in_flight
+            .wait_for(|n| *n == 1),
+    )
+    .await
+    .unwrap();
     drop(stream);
-    tokio::time::timeout(PROMPTLY, dropped).await.expect("handler kept running");
-    tokio::time::timeout(PROMPTLY, server.handle.counters().calls_in_flight.wait_for(|n| *n == 0)).await.unwrap();
+    tokio::time::timeout(PROMPTLY, dropped)
+        .await
+        .expect("handler kept running");
+    tokio::time::timeout(
+        PROMPTLY,
+        server
+            .handle
+            .counters()
+            .calls_in_flight
+            .wait_for(|n| *n == 0),
+    )
+    .await
+    .unwrap();
 }

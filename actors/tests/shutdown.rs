@@ -19,7 +19,16 @@ async fn shutdown_lets_open_calls_finish_and_refuses_new_ones() {
     let client = server.test_client(common::Via::Tcp).await;
     let mut in_flight = Box::pin(client.sleep(&SleepRequest { millis: 500 }));
     assert!(futures::poll!(in_flight.as_mut()).is_pending());
-    tokio::time::timeout(PROMPTLY, server.handle.counters().calls_in_flight.wait_for(|n| *n == 1)).await.unwrap();
+    tokio::time::timeout(
+        PROMPTLY,
+        server
+            .handle
+            .counters()
+            .calls_in_flight
+            .wait_for(|n| *n == 1),
+    )
+    .await
+    .unwrap();
 
     let shutdown = server.handle.shutdown(Duration::from_secs(5));
     futures::pin_mut!(shutdown);
@@ -39,10 +48,19 @@ async fn shutdown_lets_open_calls_finish_and_refuses_new_ones() {
     let refusal = refusal.expect("new calls were never refused");
     assert_eq!(refusal.code, ErrorCode::ShuttingDown, "{refusal}");
 
-    let slept = tokio::time::timeout(PROMPTLY, in_flight).await.unwrap().expect("the open call was cut short");
+    let slept = tokio::time::timeout(PROMPTLY, in_flight)
+        .await
+        .unwrap()
+        .expect("the open call was cut short");
     assert!(slept.slept_millis >= 500);
     tokio::time::timeout(PROMPTLY, shutdown).await.unwrap();
     assert_eq!(server.handle.counters().connections_open.get(), 0);
     let after = client.echo(&EchoRequest::default()).await.unwrap_err();
-    assert!(matches!(after.code, ErrorCode::ShuttingDown | ErrorCode::ConnectionLost), "{after}");
+    assert!(
+        matches!(
+            after.code,
+            ErrorCode::ShuttingDown | ErrorCode::ConnectionLost
+        ),
+        "{after}"
+    );
 }

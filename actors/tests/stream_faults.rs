@@ -17,14 +17,19 @@ use tokio::net::TcpListener;
 const WINDOW: u32 = 256 * 1024;
 
 fn small_window() -> ServerConfig {
-    ServerConfig { stream_window: WINDOW, ..quick_server_config() }
+    ServerConfig {
+        stream_window: WINDOW,
+        ..quick_server_config()
+    }
 }
 
 #[actix_rt::test]
 async fn a_stalled_consumer_stalls_only_its_own_stream_and_holds_at_most_its_window() {
     let server = start(small_window()).await;
     let counters = server.handle.counters();
-    let raw = server.client(common::Via::Tcp, ClientConfig::default()).await;
+    let raw = server
+        .client(common::Via::Tcp, ClientConfig::default())
+        .await;
     let client = TestClient::new(raw.clone());
 
     let mut stalled = client.sink(&SinkRequest { stall_after: 1 }).await.unwrap();
@@ -44,30 +49,57 @@ async fn a_stalled_consumer_stalls_only_its_own_stream_and_holds_at_most_its_win
     }
     // The sender runs out of credit and waits; give it a moment to (wrongly) push more.
     let _ = tokio::time::timeout(Duration::from_millis(200), &mut stalled_send).await;
-    assert!(raw.counters().credit_stalls.get() > 0, "the sender never waited for credit");
+    assert!(
+        raw.counters().credit_stalls.get() > 0,
+        "the sender never waited for credit"
+    );
     let held = counters.stream_buffered_bytes.get();
-    assert!(held <= u64::from(WINDOW), "server holds {held} bytes for a {WINDOW}-byte window");
+    assert!(
+        held <= u64::from(WINDOW),
+        "server holds {held} bytes for a {WINDOW}-byte window"
+    );
 
     // Meanwhile another stream and calls on the same connection run at full speed.
     let mut other = client.sink(&SinkRequest::default()).await.unwrap();
     for i in 0..64u64 {
-        other.send(pattern(i * 256 * 1024, 256 * 1024)).await.unwrap();
+        other
+            .send(pattern(i * 256 * 1024, 256 * 1024))
+            .await
+            .unwrap();
     }
     assert_eq!(other.finish().await.unwrap().bytes, 64 * 256 * 1024);
     for _ in 0..50 {
-        client.echo(&EchoRequest { payload: Bytes::from_static(b"x") }).await.unwrap();
+        client
+            .echo(&EchoRequest {
+                payload: Bytes::from_static(b"x"),
+            })
+            .await
+            .unwrap();
     }
     assert!(counters.stream_buffered_bytes.get() <= u64::from(WINDOW));
 
     // Dropping the stalled stream aborts it; the server discards what it held.
-    let discarded = server.service.observations.sinks_discarded_signal.notified();
+    let discarded = server
+        .service
+        .observations
+        .sinks_discarded_signal
+        .notified();
     futures::pin_mut!(discarded);
     discarded.as_mut().enable();
     drop(stalled_send);
     drop(stalled);
-    tokio::time::timeout(PROMPTLY, discarded).await.expect("the stalled sink was not discarded");
-    tokio::time::timeout(PROMPTLY, counters.stream_buffered_bytes.wait_for(|n| *n == 0)).await.unwrap();
-    tokio::time::timeout(PROMPTLY, counters.calls_in_flight.wait_for(|n| *n == 0)).await.unwrap();
+    tokio::time::timeout(PROMPTLY, discarded)
+        .await
+        .expect("the stalled sink was not discarded");
+    tokio::time::timeout(
+        PROMPTLY,
+        counters.stream_buffered_bytes.wait_for(|n| *n == 0),
+    )
+    .await
+    .unwrap();
+    tokio::time::timeout(PROMPTLY, counters.calls_in_flight.wait_for(|n| *n == 0))
+        .await
+        .unwrap();
 }
 
 #[actix_rt::test]
@@ -79,16 +111,31 @@ async fn a_client_abort_mid_upload_is_seen_by_the_server_which_discards_the_part
 
     let mut victim = client.sink(&SinkRequest::default()).await.unwrap();
     victim.send(pattern(0, 500_000)).await.unwrap();
-    let discarded = server.service.observations.sinks_discarded_signal.notified();
+    let discarded = server
+        .service
+        .observations
+        .sinks_discarded_signal
+        .notified();
     futures::pin_mut!(discarded);
     discarded.as_mut().enable();
     drop(victim);
-    tokio::time::timeout(PROMPTLY, discarded).await.expect("the server did not see the abort");
+    tokio::time::timeout(PROMPTLY, discarded)
+        .await
+        .expect("the server did not see the abort");
     assert_eq!(server.service.observations.sinks_discarded.get(), 1);
 
     survivor.send(pattern(100_000, 100_000)).await.unwrap();
     assert_eq!(survivor.finish().await.unwrap().bytes, 200_000);
-    tokio::time::timeout(PROMPTLY, server.handle.counters().calls_in_flight.wait_for(|n| *n == 0)).await.unwrap();
+    tokio::time::timeout(
+        PROMPTLY,
+        server
+            .handle
+            .counters()
+            .calls_in_flight
+            .wait_for(|n| *n == 0),
+    )
+    .await
+    .unwrap();
 }
 
 #[actix_rt::test]
@@ -96,10 +143,21 @@ async fn a_server_abort_mid_download_reaches_the_client_and_spares_other_streams
     let server = start(quick_server_config()).await;
     let client = server.test_client(common::Via::Tcp).await;
     let mut failing = client
-        .source(&SourceRequest { length: 64 << 20, fail_after: 1 << 20, chunk: 64 * 1024, ..Default::default() })
+        .source(&SourceRequest {
+            length: 64 << 20,
+            fail_after: 1 << 20,
+            chunk: 64 * 1024,
+            ..Default::default()
+        })
         .await
         .unwrap();
-    let mut healthy = client.source(&SourceRequest { length: 4 << 20, ..Default::default() }).await.unwrap();
+    let mut healthy = client
+        .source(&SourceRequest {
+            length: 4 << 20,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     let error = tokio::time::timeout(PROMPTLY, async {
         loop {
             match failing.recv().await {
@@ -119,7 +177,16 @@ async fn a_server_abort_mid_download_reaches_the_client_and_spares_other_streams
     }
     assert_eq!(received, 4 << 20);
     healthy.finish().await.unwrap();
-    tokio::time::timeout(PROMPTLY, server.handle.counters().calls_in_flight.wait_for(|n| *n == 0)).await.unwrap();
+    tokio::time::timeout(
+        PROMPTLY,
+        server
+            .handle
+            .counters()
+            .calls_in_flight
+            .wait_for(|n| *n == 0),
+    )
+    .await
+    .unwrap();
 }
 
 #[actix_rt::test]
@@ -130,7 +197,11 @@ async fn a_raw_peer_that_overruns_its_window_gets_that_stream_aborted_only() {
     const SINK: u32 = 4;
     // SinkRequest { stall_after: 1 }: the sink consumes one chunk, so the server grants
     // back that chunk's credit once and then no more.
-    send(&mut stream, &raw_frame(TEST, 1, SINK, 0, 1, 0, &[0x08, 0x01])).await;
+    send(
+        &mut stream,
+        &raw_frame(TEST, 1, SINK, 0, 1, 0, &[0x08, 0x01]),
+    )
+    .await;
     let credit = read_non_ping(&mut stream).await.unwrap();
     assert_eq!((credit.kind, credit.serial), (7, 1));
     let window = u32::from_be_bytes(credit.payload[..4].try_into().unwrap());
@@ -149,14 +220,40 @@ async fn a_raw_peer_that_overruns_its_window_gets_that_stream_aborted_only() {
     };
     assert_eq!((reply.kind, reply.serial, reply.status), (1, 1, 1));
     let body = ErrorBody::decode(&reply.payload[..]).unwrap();
-    assert_eq!(body.code, ErrorCode::ProtocolViolation as i32, "{}", body.message);
+    assert_eq!(
+        body.code,
+        ErrorCode::ProtocolViolation as i32,
+        "{}",
+        body.message
+    );
     assert!(body.message.contains("credit"), "{}", body.message);
     // The client closes its side; the serial is free and the connection keeps serving.
     send(&mut stream, &raw_frame(TEST, 1, SINK, 3, 1, 1, &[])).await;
-    tokio::time::timeout(PROMPTLY, server.handle.counters().calls_in_flight.wait_for(|n| *n == 0)).await.unwrap();
-    send(&mut stream, &raw_frame(TEST, 1, 1, 0, 1, 0, &[0x0a, 1, b'k'])).await;
+    tokio::time::timeout(
+        PROMPTLY,
+        server
+            .handle
+            .counters()
+            .calls_in_flight
+            .wait_for(|n| *n == 0),
+    )
+    .await
+    .unwrap();
+    send(
+        &mut stream,
+        &raw_frame(TEST, 1, 1, 0, 1, 0, &[0x0a, 1, b'k']),
+    )
+    .await;
     let echoed = read_non_ping(&mut stream).await.unwrap();
-    assert_eq!((echoed.kind, echoed.serial, echoed.status, echoed.payload.as_slice()), (1, 1, 0, &[0x0a, 1, b'k'][..]));
+    assert_eq!(
+        (
+            echoed.kind,
+            echoed.serial,
+            echoed.status,
+            echoed.payload.as_slice()
+        ),
+        (1, 1, 0, &[0x0a, 1, b'k'][..])
+    );
     assert_eq!(server.handle.counters().stream_buffered_bytes.get(), 0);
 }
 
@@ -176,14 +273,37 @@ async fn a_connection_killed_mid_stream_fails_both_sides_with_connection_lost() 
             _ = cut_rx => {}
         }
     });
-    let client = TestClient::new(Client::connect_tcp(&proxy, ClientConfig::default()).await.unwrap());
+    let client = TestClient::new(
+        Client::connect_tcp(&proxy, ClientConfig::default())
+            .await
+            .unwrap(),
+    );
     let mut upload = client.sink(&SinkRequest::default()).await.unwrap();
     upload.send(pattern(0, 1 << 20)).await.unwrap();
-    let mut download = client.source(&SourceRequest { length: 1 << 30, ..Default::default() }).await.unwrap();
+    let mut download = client
+        .source(&SourceRequest {
+            length: 1 << 30,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert!(download.recv().await.unwrap().is_some());
-    tokio::time::timeout(PROMPTLY, server.handle.counters().calls_in_flight.wait_for(|n| *n == 2)).await.unwrap();
+    tokio::time::timeout(
+        PROMPTLY,
+        server
+            .handle
+            .counters()
+            .calls_in_flight
+            .wait_for(|n| *n == 2),
+    )
+    .await
+    .unwrap();
 
-    let discarded = server.service.observations.sinks_discarded_signal.notified();
+    let discarded = server
+        .service
+        .observations
+        .sinks_discarded_signal
+        .notified();
     futures::pin_mut!(discarded);
     discarded.as_mut().enable();
     cut.send(()).unwrap();
@@ -198,9 +318,28 @@ async fn a_connection_killed_mid_stream_fails_both_sides_with_connection_lost() 
     .await
     .unwrap();
     assert_eq!(error.code, ErrorCode::ConnectionLost, "{error}");
-    let error = tokio::time::timeout(PROMPTLY, upload.finish()).await.unwrap().unwrap_err();
+    let error = tokio::time::timeout(PROMPTLY, upload.finish())
+        .await
+        .unwrap()
+        .unwrap_err();
     assert_eq!(error.code, ErrorCode::ConnectionLost, "{error}");
-    tokio::time::timeout(PROMPTLY, discarded).await.expect("the server kept the partial upload");
-    tokio::time::timeout(PROMPTLY, server.handle.counters().calls_in_flight.wait_for(|n| *n == 0)).await.unwrap();
-    tokio::time::timeout(PROMPTLY, server.handle.counters().streams_open.wait_for(|n| *n == 0)).await.unwrap();
+    tokio::time::timeout(PROMPTLY, discarded)
+        .await
+        .expect("the server kept the partial upload");
+    tokio::time::timeout(
+        PROMPTLY,
+        server
+            .handle
+            .counters()
+            .calls_in_flight
+            .wait_for(|n| *n == 0),
+    )
+    .await
+    .unwrap();
+    tokio::time::timeout(
+        PROMPTLY,
+        server.handle.counters().streams_open.wait_for(|n| *n == 0),
+    )
+    .await
+    .unwrap();
 }

@@ -5,7 +5,9 @@ mod common;
 use bytes::Bytes;
 use common::{BOTH, PROMPTLY, quick_server_config, start};
 use ferry_actors::stream::Chunk;
-use ferry_actors::test_program::proto::{EchoRequest, EchoStreamRequest, SinkRequest, SourceRequest};
+use ferry_actors::test_program::proto::{
+    EchoRequest, EchoStreamRequest, SinkRequest, SourceRequest,
+};
 use ferry_actors::test_program::{ContentHash, pattern};
 use futures::stream::{self, StreamExt};
 
@@ -23,17 +25,28 @@ async fn upload(client: &ferry_actors::test_program::TestClient, len: u64, chunk
     }
     let reply = stream.finish().await.unwrap();
     assert_eq!(reply.bytes, len);
-    assert_eq!(reply.checksum, hash.finish(), "upload of {len} bytes arrived changed");
+    assert_eq!(
+        reply.checksum,
+        hash.finish(),
+        "upload of {len} bytes arrived changed"
+    );
 }
 
 /// Downloads from Source and checks content against the server's checksum and the pattern.
-async fn download(client: &ferry_actors::test_program::TestClient, request: SourceRequest) -> (u64, u64) {
+async fn download(
+    client: &ferry_actors::test_program::TestClient,
+    request: SourceRequest,
+) -> (u64, u64) {
     let mut stream = client.source(&request).await.unwrap();
     let mut hash = ContentHash::default();
     let mut offset = 0;
     while let Some(chunk) = stream.recv().await.unwrap() {
         if let Chunk::Data(bytes) = &chunk {
-            assert_eq!(bytes, &pattern(offset, bytes.len()), "wrong bytes at {offset}");
+            assert_eq!(
+                bytes,
+                &pattern(offset, bytes.len()),
+                "wrong bytes at {offset}"
+            );
         }
         hash.update(&chunk);
         offset += chunk.len();
@@ -50,9 +63,21 @@ async fn upload_and_download_round_trip_with_checksums_over_tcp_and_unix() {
     for via in BOTH {
         let client = server.test_client(via).await;
         upload(&client, 8 * 1024 * 1024 + 17, 300 * 1024).await;
-        download(&client, SourceRequest { length: 8 * 1024 * 1024 + 5, ..Default::default() }).await;
+        download(
+            &client,
+            SourceRequest {
+                length: 8 * 1024 * 1024 + 5,
+                ..Default::default()
+            },
+        )
+        .await;
     }
-    tokio::time::timeout(PROMPTLY, server.handle.counters().streams_open.wait_for(|n| *n == 0)).await.unwrap();
+    tokio::time::timeout(
+        PROMPTLY,
+        server.handle.counters().streams_open.wait_for(|n| *n == 0),
+    )
+    .await
+    .unwrap();
     assert_eq!(server.handle.counters().stream_buffered_bytes.get(), 0);
 }
 
@@ -82,7 +107,9 @@ async fn echo_stream_sends_every_chunk_back_while_both_directions_run() {
         }
         hash
     };
-    let (sent, received) = tokio::time::timeout(PROMPTLY, async { tokio::join!(send, receive) }).await.unwrap();
+    let (sent, received) = tokio::time::timeout(PROMPTLY, async { tokio::join!(send, receive) })
+        .await
+        .unwrap();
     assert_eq!(received.bytes(), sent);
     assert!(received.hole_bytes() > 0, "holes came back as data");
     assert_eq!(stream.finish().await.unwrap().bytes, sent);
@@ -101,7 +128,17 @@ async fn a_thousand_concurrent_streams_on_one_connection_while_calls_are_answere
                     upload(&client, len, 16 * 1024).await;
                 } else {
                     let hole_run = if i % 3 == 0 { 4096 } else { 0 };
-                    download(&client, SourceRequest { length: len, data_run: 8192, hole_run, chunk: 16 * 1024, ..Default::default() }).await;
+                    download(
+                        &client,
+                        SourceRequest {
+                            length: len,
+                            data_run: 8192,
+                            hole_run,
+                            chunk: 16 * 1024,
+                            ..Default::default()
+                        },
+                    )
+                    .await;
                 }
             }
         })
@@ -111,14 +148,35 @@ async fn a_thousand_concurrent_streams_on_one_connection_while_calls_are_answere
         let mut answered = 0;
         for i in 0..200u32 {
             let payload = Bytes::from(i.to_be_bytes().to_vec());
-            assert_eq!(client.echo(&EchoRequest { payload: payload.clone() }).await.unwrap().payload, payload);
+            assert_eq!(
+                client
+                    .echo(&EchoRequest {
+                        payload: payload.clone()
+                    })
+                    .await
+                    .unwrap()
+                    .payload,
+                payload
+            );
             answered += 1;
         }
         answered
     };
-    let (streamed, answered) = tokio::time::timeout(PROMPTLY * 6, async { tokio::join!(streams, calls) }).await.unwrap();
+    let (streamed, answered) =
+        tokio::time::timeout(PROMPTLY * 6, async { tokio::join!(streams, calls) })
+            .await
+            .unwrap();
     assert_eq!((streamed, answered), (1000, 200));
-    tokio::time::timeout(PROMPTLY, server.handle.counters().calls_in_flight.wait_for(|n| *n == 0)).await.unwrap();
+    tokio::time::timeout(
+        PROMPTLY,
+        server
+            .handle
+            .counters()
+            .calls_in_flight
+            .wait_for(|n| *n == 0),
+    )
+    .await
+    .unwrap();
 }
 
 #[actix_rt::test]
@@ -128,14 +186,22 @@ async fn a_sparse_download_moves_its_holes_without_their_zeros() {
     let test = ferry_actors::test_program::TestClient::new(client.clone());
     let length = 256 * 1024 * 1024;
     // 64 KiB of data every 16 MiB: about 0.4% data.
-    let request = SourceRequest { length, data_run: 64 * 1024, hole_run: 16 * 1024 * 1024 - 64 * 1024, ..Default::default() };
+    let request = SourceRequest {
+        length,
+        data_run: 64 * 1024,
+        hole_run: 16 * 1024 * 1024 - 64 * 1024,
+        ..Default::default()
+    };
     let before = client.counters().bytes_in.get();
     let (bytes, hole_bytes) = download(&test, request).await;
     let on_wire = client.counters().bytes_in.get() - before;
     assert_eq!(bytes, length);
     let data = length - hole_bytes;
     assert_eq!(data, 16 * 64 * 1024);
-    assert!(on_wire < data + 64 * 1024, "{on_wire} bytes on the wire for {data} bytes of data");
+    assert!(
+        on_wire < data + 64 * 1024,
+        "{on_wire} bytes on the wire for {data} bytes of data"
+    );
 }
 
 #[actix_rt::test]
@@ -146,7 +212,12 @@ async fn a_sparse_file_arrives_identical_with_its_holes_preserved() {
     let server = start(quick_server_config()).await;
     let client = server.test_client(common::Via::Unix).await;
     let length = 64 * 1024 * 1024u64;
-    let request = SourceRequest { length, data_run: 128 * 1024, hole_run: 8 * 1024 * 1024, ..Default::default() };
+    let request = SourceRequest {
+        length,
+        data_run: 128 * 1024,
+        hole_run: 8 * 1024 * 1024,
+        ..Default::default()
+    };
     let mut stream = client.source(&request).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sparse.img");
@@ -164,11 +235,21 @@ async fn a_sparse_file_arrives_identical_with_its_holes_preserved() {
     let reply = stream.finish().await.unwrap();
 
     let mut content = Vec::new();
-    std::fs::File::open(&path).unwrap().read_to_end(&mut content).unwrap();
+    std::fs::File::open(&path)
+        .unwrap()
+        .read_to_end(&mut content)
+        .unwrap();
     assert_eq!(content.len() as u64, length);
-    assert_eq!(blake3::hash(&content).as_bytes()[..], reply.checksum[..], "file content differs");
+    assert_eq!(
+        blake3::hash(&content).as_bytes()[..],
+        reply.checksum[..],
+        "file content differs"
+    );
     let allocated = std::fs::metadata(&path).unwrap().blocks() * 512;
-    assert!(allocated < length / 4, "holes were written out: {allocated} bytes allocated");
+    assert!(
+        allocated < length / 4,
+        "holes were written out: {allocated} bytes allocated"
+    );
 }
 
 #[actix_rt::test]
@@ -180,16 +261,30 @@ async fn tokio_io_copy_works_in_both_directions() {
     let mut upload = client.sink(&SinkRequest::default()).await.unwrap();
     let (outgoing, _) = upload.ends();
     let mut writer = outgoing.unwrap().writer();
-    tokio::io::copy(&mut &source[..], &mut writer).await.unwrap();
-    tokio::io::AsyncWriteExt::shutdown(&mut writer).await.unwrap();
+    tokio::io::copy(&mut &source[..], &mut writer)
+        .await
+        .unwrap();
+    tokio::io::AsyncWriteExt::shutdown(&mut writer)
+        .await
+        .unwrap();
     drop(writer);
     let reply = upload.finish().await.unwrap();
     assert_eq!(reply.checksum[..], blake3::hash(&source).as_bytes()[..]);
 
-    let mut download = client.source(&SourceRequest { length: 3_000_000, data_run: 100_000, hole_run: 50_000, ..Default::default() }).await.unwrap();
+    let mut download = client
+        .source(&SourceRequest {
+            length: 3_000_000,
+            data_run: 100_000,
+            hole_run: 50_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     let (_, incoming) = download.ends();
     let mut received = Vec::new();
-    tokio::io::copy(&mut incoming.unwrap().reader(), &mut received).await.unwrap();
+    tokio::io::copy(&mut incoming.unwrap().reader(), &mut received)
+        .await
+        .unwrap();
     let reply = download.finish().await.unwrap();
     assert_eq!(received.len(), 3_000_000);
     assert_eq!(reply.checksum[..], blake3::hash(&received).as_bytes()[..]);

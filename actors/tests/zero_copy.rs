@@ -28,7 +28,10 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATED.fetch_add(new_size.saturating_sub(layout.size()) as u64, Ordering::Relaxed);
+        ALLOCATED.fetch_add(
+            new_size.saturating_sub(layout.size()) as u64,
+            Ordering::Relaxed,
+        );
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
@@ -67,7 +70,13 @@ async fn streams_allocate_about_one_read_buffer_per_payload_byte_and_copy_nothin
     })
     .await;
     let download = allocated_per_byte(async {
-        let mut stream = client.source(&SourceRequest { length: TOTAL, ..Default::default() }).await.unwrap();
+        let mut stream = client
+            .source(&SourceRequest {
+                length: TOTAL,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
         let mut received = 0;
         while let Some(chunk) = stream.recv().await.unwrap() {
             received += chunk.len();
@@ -78,6 +87,12 @@ async fn streams_allocate_about_one_read_buffer_per_payload_byte_and_copy_nothin
     .await;
     println!("bytes allocated per payload byte: upload {upload:.3}, download {download:.3}");
     // The read blocks account for 1.0; block ends left unused for up to 1/8.
-    assert!(upload < 1.3, "upload allocated {upload:.3} bytes per payload byte: a copy crept in");
-    assert!(download < 1.3, "download allocated {download:.3} bytes per payload byte: a copy crept in");
+    assert!(
+        upload < 1.3,
+        "upload allocated {upload:.3} bytes per payload byte: a copy crept in"
+    );
+    assert!(
+        download < 1.3,
+        "download allocated {download:.3} bytes per payload byte: a copy crept in"
+    );
 }

@@ -31,8 +31,9 @@ impl Default for Limits {
     }
 }
 
-/// Most the decoder reserves ahead of bytes that have actually arrived: a peer that announces a
-/// large frame and then stalls pins at most this much, not the announced size.
+/// Most the decoder reserves ahead of bytes that have actually arrived, so a peer that announces
+/// a large frame and then stalls cannot make it allocate the announced size. (`BytesMut` grows
+/// by doubling, so the buffer stays within about 2 × (bytes received + this).)
 const RESERVE_AHEAD: usize = 1024 * 1024;
 
 /// Splits frames out of a byte stream and writes them back.

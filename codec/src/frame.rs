@@ -34,16 +34,17 @@ impl Frame {
     /// Same header routing fields, another type, status and payload: stream, credit and cancel
     /// frames repeat the program, version, procedure and serial of the call they belong to.
     pub fn sibling(&self, kind: MessageType, status: Status, payload: Bytes) -> Self {
-        Self::new(Header { kind, status, ..self.header }, payload)
+        Self::new(
+            Header {
+                kind,
+                status,
+                ..self.header
+            },
+            payload,
+        )
     }
 
-    fn build(
-        route: Route,
-        kind: MessageType,
-        serial: u32,
-        status: Status,
-        payload: Bytes,
-    ) -> Self {
+    fn build(route: Route, kind: MessageType, serial: u32, status: Status, payload: Bytes) -> Self {
         Self::new(
             Header {
                 program: route.program,
@@ -66,7 +67,13 @@ impl Frame {
     }
 
     pub fn reply_error(route: Route, serial: u32, error: &ErrorBody) -> Self {
-        Self::build(route, MessageType::Reply, serial, Status::Error, encode_message(error))
+        Self::build(
+            route,
+            MessageType::Reply,
+            serial,
+            Status::Error,
+            encode_message(error),
+        )
     }
 
     pub fn message(route: Route, serial: u32, payload: Bytes) -> Self {
@@ -84,15 +91,33 @@ impl Frame {
     }
 
     pub fn stream_abort(route: Route, serial: u32, error: &ErrorBody) -> Self {
-        Self::build(route, MessageType::Stream, serial, Status::Error, encode_message(error))
+        Self::build(
+            route,
+            MessageType::Stream,
+            serial,
+            Status::Error,
+            encode_message(error),
+        )
     }
 
     pub fn hole(route: Route, serial: u32, hole: Hole) -> Self {
-        Self::build(route, MessageType::StreamHole, serial, Status::Continue, hole.encode())
+        Self::build(
+            route,
+            MessageType::StreamHole,
+            serial,
+            Status::Continue,
+            hole.encode(),
+        )
     }
 
     pub fn credit(route: Route, serial: u32, credit: Credit) -> Self {
-        Self::build(route, MessageType::Credit, serial, Status::Ok, credit.encode())
+        Self::build(
+            route,
+            MessageType::Credit,
+            serial,
+            Status::Ok,
+            credit.encode(),
+        )
     }
 
     pub fn cancel(route: Route, serial: u32) -> Self {
@@ -118,6 +143,10 @@ pub struct Route {
 
 impl Route {
     pub const fn new(program: u32, version: u32, procedure: u32) -> Self {
-        Self { program, version, procedure }
+        Self {
+            program,
+            version,
+            procedure,
+        }
     }
 }

@@ -12,8 +12,8 @@ use tracing::{debug, info_span, warn};
 
 use crate::config::ClientConfig;
 use crate::connection::keepalive::{Keepalive, Tick};
-use crate::connection::transport::Transport;
 use crate::connection::reader::FrameReader;
+use crate::connection::transport::Transport;
 use crate::connection::writer::Outbox;
 use crate::control::ControlMessage;
 use crate::error::CallError;
@@ -68,17 +68,24 @@ struct Subscriber {
 }
 
 impl ClientConnection {
-    pub fn start(transport: Transport, config: ClientConfig, counters: Arc<Counters>) -> Addr<Self> {
+    pub fn start(
+        transport: Transport,
+        config: ClientConfig,
+        counters: Arc<Counters>,
+    ) -> Addr<Self> {
         Self::create(move |ctx| {
             let codec = FrameCodec::new(config.limits);
             ctx.add_stream(FrameReader::new(transport.read, codec));
-            let (outbox, writer) = Outbox::new(transport.write, config.write_queue, counters.clone());
-            ctx.spawn(actix::fut::wrap_future::<_, Self>(writer).map(|result, act, ctx| {
-                if let Err(error) = result {
-                    debug!(parent: &act.span, %error, "writer stopped");
-                }
-                ctx.stop();
-            }));
+            let (outbox, writer) =
+                Outbox::new(transport.write, config.write_queue, counters.clone());
+            ctx.spawn(
+                actix::fut::wrap_future::<_, Self>(writer).map(|result, act, ctx| {
+                    if let Err(error) = result {
+                        debug!(parent: &act.span, %error, "writer stopped");
+                    }
+                    ctx.stop();
+                }),
+            );
             Self {
                 keepalive: config.keepalive.map(Keepalive::new),
                 span: info_span!("client", peer = %transport.peer),
@@ -123,10 +130,17 @@ impl ClientConnection {
         };
         let outcome = match frame.header.status {
             Status::Ok => Ok(frame.payload),
-            Status::Error => Err(match ferry_codec::decode_message::<ErrorBody>(&frame.payload) {
-                Ok(body) => CallError::from_body(body),
-                Err(e) => CallError::new(ErrorCode::ProtocolViolation, Side::Client, Layer::Call, format!("bad error body: {e}")),
-            }),
+            Status::Error => Err(
+                match ferry_codec::decode_message::<ErrorBody>(&frame.payload) {
+                    Ok(body) => CallError::from_body(body),
+                    Err(e) => CallError::new(
+                        ErrorCode::ProtocolViolation,
+                        Side::Client,
+                        Layer::Call,
+                        format!("bad error body: {e}"),
+                    ),
+                },
+            ),
             Status::Continue => Err(CallError::new(
                 ErrorCode::ProtocolViolation,
                 Side::Client,
@@ -140,10 +154,20 @@ impl ClientConnection {
         if let Some(stream) = pending.stream {
             if stream.open {
                 // Our side must close before the serial is reused (docs/PROTOCOL.md 5).
-                let error = CallError::new(ErrorCode::Aborted, Side::Client, Layer::Stream, "the server ended the call");
-                self.send(ctx, Frame::stream_abort(pending.route, serial, &error.to_body()));
+                let error = CallError::new(
+                    ErrorCode::Aborted,
+                    Side::Client,
+                    Layer::Stream,
+                    "the server ended the call",
+                );
+                self.send(
+                    ctx,
+                    Frame::stream_abort(pending.route, serial, &error.to_body()),
+                );
             }
-            stream.actor.do_send(FromPeer::End(outcome.as_ref().err().cloned()));
+            stream
+                .actor
+                .do_send(FromPeer::End(outcome.as_ref().err().cloned()));
         }
         if let Some(tx) = pending.reply {
             let _ = tx.send(outcome);
@@ -153,24 +177,35 @@ impl ClientConnection {
     fn on_stream_frame(&mut self, ctx: &mut Context<Self>, frame: Frame) {
         let serial = frame.header.serial;
         let max_chunk = self.config.limits.max_chunk;
-        let Some(stream) = self.pending.get_mut(&serial).and_then(|p| p.stream.as_mut()) else {
+        let Some(stream) = self
+            .pending
+            .get_mut(&serial)
+            .and_then(|p| p.stream.as_mut())
+        else {
             // Data of a stream we aborted, still in flight: discard.
             return;
         };
         match (frame.header.kind, frame.header.status) {
             (MessageType::Credit, _) => match ferry_codec::Credit::decode(&frame.payload) {
-                Ok(credit) if stream.direction.client_sends() => stream.actor.do_send(FromPeer::Credit(credit.0)),
+                Ok(credit) if stream.direction.client_sends() => {
+                    stream.actor.do_send(FromPeer::Credit(credit.0))
+                }
                 Ok(_) => {}
                 Err(e) => self.abort_stream(ctx, serial, e.to_string()),
             },
             (MessageType::Stream, Status::Ok) => stream.actor.do_send(FromPeer::Finish),
             (MessageType::Stream, Status::Error) => {
-                let body: ErrorBody = ferry_codec::decode_message(&frame.payload).unwrap_or_default();
-                stream.actor.do_send(FromPeer::End(Some(CallError::from_body(body))));
+                let body: ErrorBody =
+                    ferry_codec::decode_message(&frame.payload).unwrap_or_default();
+                stream
+                    .actor
+                    .do_send(FromPeer::End(Some(CallError::from_body(body))));
             }
-            _ if !stream.direction.server_sends() => {
-                self.abort_stream(ctx, serial, "stream data in a direction the server does not send".into())
-            }
+            _ if !stream.direction.server_sends() => self.abort_stream(
+                ctx,
+                serial,
+                "stream data in a direction the server does not send".into(),
+            ),
             _ => match admit_inbound(frame, &mut stream.allowance, max_chunk) {
                 Ok(event) => stream.actor.do_send(event),
                 Err(message) => self.abort_stream(ctx, serial, message),
@@ -182,7 +217,12 @@ impl ClientConnection {
     fn abort_stream(&mut self, ctx: &mut Context<Self>, serial: u32, message: String) {
         self.counters.protocol_violations.inc();
         warn!(parent: &self.span, serial, "protocol violation by the server: {message}");
-        let error = CallError::new(ErrorCode::ProtocolViolation, Side::Client, Layer::Stream, message);
+        let error = CallError::new(
+            ErrorCode::ProtocolViolation,
+            Side::Client,
+            Layer::Stream,
+            message,
+        );
         self.close_side(ctx, serial, Err(error));
     }
 
@@ -214,10 +254,11 @@ impl ClientConnection {
         let (program, procedure) = (frame.header.program, frame.header.procedure);
         self.subscribers.retain(|s| !s.tx.is_closed());
         for subscriber in &self.subscribers {
-            if subscriber.program == program && subscriber.procedure == procedure {
-                if subscriber.tx.try_send(frame.clone()).is_err() {
-                    self.counters.events_dropped.inc();
-                }
+            if subscriber.program == program
+                && subscriber.procedure == procedure
+                && subscriber.tx.try_send(frame.clone()).is_err()
+            {
+                self.counters.events_dropped.inc();
             }
         }
     }
@@ -238,7 +279,10 @@ impl ClientConnection {
             ControlMessage::GoAway(body) => {
                 let error = CallError::from_body(body);
                 debug!(parent: &self.span, %error, "server said GOAWAY");
-                self.fail_all(CallError::connection_lost(Side::Server, format!("server closed the connection: {error}")));
+                self.fail_all(CallError::connection_lost(
+                    Side::Server,
+                    format!("server closed the connection: {error}"),
+                ));
                 ctx.stop();
             }
         }
@@ -263,7 +307,9 @@ impl Actor for ClientConnection {
     fn started(&mut self, ctx: &mut Self::Context) {
         if let Some(keepalive) = &self.keepalive {
             ctx.run_interval(keepalive.config().interval, |act, ctx| {
-                let Some(keepalive) = act.keepalive.as_mut() else { return };
+                let Some(keepalive) = act.keepalive.as_mut() else {
+                    return;
+                };
                 match keepalive.tick() {
                     Tick::Quiet => {}
                     Tick::Ping => act.send(ctx, ControlMessage::Ping.to_frame()),
@@ -282,7 +328,10 @@ impl Actor for ClientConnection {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        self.fail_all(CallError::connection_lost(Side::Client, "the connection was closed"));
+        self.fail_all(CallError::connection_lost(
+            Side::Client,
+            "the connection was closed",
+        ));
     }
 }
 
@@ -292,7 +341,10 @@ impl StreamHandler<Result<Frame, DecodeError>> for ClientConnection {
             Ok(frame) => frame,
             Err(error) => {
                 warn!(parent: &self.span, %error, "reading from the server failed");
-                self.fail_all(CallError::connection_lost(Side::Client, format!("reading from the server: {error}")));
+                self.fail_all(CallError::connection_lost(
+                    Side::Client,
+                    format!("reading from the server: {error}"),
+                ));
                 return ctx.stop();
             }
         };
@@ -307,7 +359,9 @@ impl StreamHandler<Result<Frame, DecodeError>> for ClientConnection {
         match frame.header.kind {
             MessageType::Reply => self.on_reply(ctx, frame),
             MessageType::Message => self.on_event(frame),
-            MessageType::Stream | MessageType::StreamHole | MessageType::Credit => self.on_stream_frame(ctx, frame),
+            MessageType::Stream | MessageType::StreamHole | MessageType::Credit => {
+                self.on_stream_frame(ctx, frame)
+            }
             kind => {
                 self.counters.protocol_violations.inc();
                 debug!(parent: &self.span, ?kind, serial = frame.header.serial, "unexpected frame from the server");
@@ -316,7 +370,10 @@ impl StreamHandler<Result<Frame, DecodeError>> for ClientConnection {
     }
 
     fn finished(&mut self, ctx: &mut Self::Context) {
-        self.fail_all(CallError::connection_lost(Side::Client, "the server closed the connection"));
+        self.fail_all(CallError::connection_lost(
+            Side::Client,
+            "the server closed the connection",
+        ));
         ctx.stop();
     }
 }
@@ -363,15 +420,23 @@ impl Handler<Begin> for ClientConnection {
                 sends: direction.client_sends(),
             })
             .start();
-            ends.incoming = direction.server_sends().then(|| Incoming::new(actor.clone()));
-            ends.outgoing = direction.client_sends().then(|| Outgoing::new(actor.clone()));
+            ends.incoming = direction
+                .server_sends()
+                .then(|| Incoming::new(actor.clone()));
+            ends.outgoing = direction
+                .client_sends()
+                .then(|| Outgoing::new(actor.clone()));
             if direction.server_sends() {
                 self.send(ctx, Frame::credit(route, serial, Credit(window)));
             }
             PendingStream {
                 actor,
                 direction,
-                allowance: if direction.server_sends() { u64::from(window) } else { 0 },
+                allowance: if direction.server_sends() {
+                    u64::from(window)
+                } else {
+                    0
+                },
                 oks_sent: 0,
                 open: true,
             }
@@ -405,7 +470,12 @@ impl ClientConnection {
         }
         self.counters.calls_cancelled.inc();
         if pending.stream.is_some() {
-            let error = CallError::new(ErrorCode::Cancelled, Side::Client, Layer::Stream, "the client gave up on the stream");
+            let error = CallError::new(
+                ErrorCode::Cancelled,
+                Side::Client,
+                Layer::Stream,
+                "the client gave up on the stream",
+            );
             return self.close_side(ctx, serial, Err(error));
         }
         let frame = Frame::cancel(pending.route, serial);
@@ -420,7 +490,9 @@ impl Handler<StreamNotice> for ClientConnection {
         let serial = msg.serial;
         match msg.notice {
             Notice::Grant(grant) => {
-                let Some(pending) = self.pending.get_mut(&serial) else { return };
+                let Some(pending) = self.pending.get_mut(&serial) else {
+                    return;
+                };
                 let route = pending.route;
                 if let Some(stream) = pending.stream.as_mut() {
                     stream.allowance += u64::from(grant);
@@ -467,7 +539,10 @@ impl Handler<Close> for ClientConnection {
     type Result = ();
 
     fn handle(&mut self, _: Close, ctx: &mut Self::Context) {
-        self.fail_all(CallError::connection_lost(Side::Client, "the client closed the connection"));
+        self.fail_all(CallError::connection_lost(
+            Side::Client,
+            "the client closed the connection",
+        ));
         ctx.stop();
     }
 }

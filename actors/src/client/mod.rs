@@ -58,19 +58,26 @@ impl Drop for Inner {
 
 impl Client {
     pub async fn connect_tcp(address: &str, config: ClientConfig) -> Result<Self, ConnectError> {
-        let stream = TcpStream::connect(address).await.map_err(|source| ConnectError::Io {
-            address: address.to_owned(),
-            source,
-        })?;
+        let stream = TcpStream::connect(address)
+            .await
+            .map_err(|source| ConnectError::Io {
+                address: address.to_owned(),
+                source,
+            })?;
         Ok(Self::over(Transport::tcp(stream), config))
     }
 
-    pub async fn connect_unix(path: impl AsRef<Path>, config: ClientConfig) -> Result<Self, ConnectError> {
+    pub async fn connect_unix(
+        path: impl AsRef<Path>,
+        config: ClientConfig,
+    ) -> Result<Self, ConnectError> {
         let path = path.as_ref();
-        let stream = UnixStream::connect(path).await.map_err(|source| ConnectError::Io {
-            address: path.display().to_string(),
-            source,
-        })?;
+        let stream = UnixStream::connect(path)
+            .await
+            .map_err(|source| ConnectError::Io {
+                address: path.display().to_string(),
+                source,
+            })?;
         Ok(Self::over(Transport::unix(stream), config))
     }
 
@@ -92,14 +99,26 @@ impl Client {
     }
 
     /// Calls a procedure with a protobuf request and decodes its protobuf response.
-    pub async fn call<Req, Resp>(&self, route: Route, request: &Req, options: CallOptions) -> Result<Resp, CallError>
+    pub async fn call<Req, Resp>(
+        &self,
+        route: Route,
+        request: &Req,
+        options: CallOptions,
+    ) -> Result<Resp, CallError>
     where
         Req: prost::Message,
         Resp: prost::Message + Default,
     {
-        let payload = self.call_raw(route, encode_message(request), options).await?;
+        let payload = self
+            .call_raw(route, encode_message(request), options)
+            .await?;
         ferry_codec::decode_message(&payload).map_err(|e| {
-            CallError::new(ErrorCode::ProtocolViolation, Side::Client, Layer::Call, e.to_string())
+            CallError::new(
+                ErrorCode::ProtocolViolation,
+                Side::Client,
+                Layer::Call,
+                e.to_string(),
+            )
         })
     }
 
@@ -107,7 +126,12 @@ impl Client {
     ///
     /// Dropping the returned future before it completes cancels the call: a CANCEL frame
     /// goes to the server, which stops the handler.
-    pub async fn call_raw(&self, route: Route, payload: Bytes, options: CallOptions) -> Result<Bytes, CallError> {
+    pub async fn call_raw(
+        &self,
+        route: Route,
+        payload: Bytes,
+        options: CallOptions,
+    ) -> Result<Bytes, CallError> {
         let _permit = self.inner.permits.acquire().await.map_err(|_| lost())?;
         let (reply, response) = oneshot::channel();
         // Dropped when this future ends, however it ends; the connection then cancels the
@@ -154,7 +178,13 @@ impl Client {
         Req: prost::Message,
         Resp: prost::Message + Default,
     {
-        let permit = self.inner.permits.clone().acquire_owned().await.map_err(|_| lost())?;
+        let permit = self
+            .inner
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| lost())?;
         let (reply, response) = oneshot::channel();
         let (waiting, caller_gone) = oneshot::channel::<()>();
         let ends = self
@@ -182,7 +212,11 @@ impl Client {
     /// Receives the MESSAGE frames (events) of one program and procedure. A subscriber that
     /// falls behind by more than `subscriber_queue` events loses the newest ones (counted in
     /// `events_dropped`); the connection never waits for it.
-    pub async fn subscribe(&self, program: u32, procedure: u32) -> Result<mpsc::Receiver<Frame>, CallError> {
+    pub async fn subscribe(
+        &self,
+        program: u32,
+        procedure: u32,
+    ) -> Result<mpsc::Receiver<Frame>, CallError> {
         self.inner
             .addr
             .send(Subscribe { program, procedure })
@@ -214,7 +248,12 @@ pub struct ClientStream<R> {
 }
 
 fn no_direction(which: &str) -> CallError {
-    CallError::new(ErrorCode::FailedPrecondition, Side::Client, Layer::Stream, format!("this procedure does not {which} data"))
+    CallError::new(
+        ErrorCode::FailedPrecondition,
+        Side::Client,
+        Layer::Stream,
+        format!("this procedure does not {which} data"),
+    )
 }
 
 impl<R: prost::Message + Default> ClientStream<R> {
@@ -228,7 +267,9 @@ impl<R: prost::Message + Default> ClientStream<R> {
     }
 
     fn incoming(&mut self) -> Result<&mut Incoming, CallError> {
-        self.incoming.as_mut().ok_or_else(|| no_direction("download"))
+        self.incoming
+            .as_mut()
+            .ok_or_else(|| no_direction("download"))
     }
 
     pub async fn send(&mut self, data: Bytes) -> Result<(), CallError> {
@@ -266,7 +307,12 @@ impl<R: prost::Message + Default> ClientStream<R> {
         }
         let payload = (&mut self.response).await.unwrap_or_else(|_| Err(lost()))?;
         ferry_codec::decode_message(&payload).map_err(|e| {
-            CallError::new(ErrorCode::ProtocolViolation, Side::Client, Layer::Call, e.to_string())
+            CallError::new(
+                ErrorCode::ProtocolViolation,
+                Side::Client,
+                Layer::Call,
+                e.to_string(),
+            )
         })
     }
 }

@@ -4,4 +4,3 @@ pub mod keepalive;
 pub mod reader;
 pub mod transport;
 pub mod writer;
-

@@ -69,7 +69,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 self.buf = BytesMut::with_capacity(block);
             }
             let free = self.buf.capacity();
-            return if free > self.contiguous + MIN_READ { free - self.contiguous } else { free };
+            return if free > self.contiguous + MIN_READ {
+                free - self.contiguous
+            } else {
+                free
+            };
         }
         if free > self.contiguous + MIN_READ {
             return free - self.contiguous;
@@ -110,7 +114,10 @@ impl<R: AsyncRead + Unpin> Stream for FrameReader<R> {
                     return Poll::Ready(None);
                 }
                 this.buf.clear();
-                let error = io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed inside a frame");
+                let error = io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed inside a frame",
+                );
                 return Poll::Ready(Some(Err(error.into())));
             }
             let limit = this.read_limit();

@@ -182,7 +182,10 @@ impl Writer {
             let Some(serial) = self.ready.pop_front() else {
                 break;
             };
-            let lane = self.lanes.get_mut(&serial).expect("ready serials have lanes");
+            let lane = self
+                .lanes
+                .get_mut(&serial)
+                .expect("ready serials have lanes");
             let frame = lane.pop_front().expect("ready lanes are not empty");
             bytes += frame.wire_len();
             batch.push(frame);

@@ -39,15 +39,18 @@ impl Actor for CallActor {
         // The only message is the stop order; a tiny mailbox is enough.
         ctx.set_mailbox_capacity(1);
         let (handler, span) = self.handler.take().expect("started once");
-        ctx.spawn(handler.instrument(span).into_actor(self).map(
-            |outcome, act, ctx| {
-                act.connection.do_send(CallDone {
-                    serial: act.serial,
-                    outcome,
-                });
-                ctx.stop();
-            },
-        ));
+        ctx.spawn(
+            handler
+                .instrument(span)
+                .into_actor(self)
+                .map(|outcome, act, ctx| {
+                    act.connection.do_send(CallDone {
+                        serial: act.serial,
+                        outcome,
+                    });
+                    ctx.stop();
+                }),
+        );
     }
 }
 

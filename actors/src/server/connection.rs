@@ -13,8 +13,8 @@ use ferry_codec::{Credit, DecodeError, Frame, FrameCodec, MessageType, Route, St
 use tracing::{debug, info_span, warn};
 
 use crate::connection::keepalive::{Keepalive, Tick};
-use crate::connection::transport::Transport;
 use crate::connection::reader::FrameReader;
+use crate::connection::transport::Transport;
 use crate::connection::writer::Outbox;
 use crate::control::ControlMessage;
 use crate::error::CallError;
@@ -71,12 +71,14 @@ impl ServerConnection {
             ctx.add_stream(FrameReader::new(transport.read, codec));
             let (outbox, writer) =
                 Outbox::new(transport.write, config.write_queue, shared.counters.clone());
-            ctx.spawn(actix::fut::wrap_future::<_, Self>(writer).map(|result, act, ctx| {
-                if let Err(error) = result {
-                    debug!(parent: &act.span, %error, "writer stopped");
-                }
-                ctx.stop();
-            }));
+            ctx.spawn(
+                actix::fut::wrap_future::<_, Self>(writer).map(|result, act, ctx| {
+                    if let Err(error) = result {
+                        debug!(parent: &act.span, %error, "writer stopped");
+                    }
+                    ctx.stop();
+                }),
+            );
             Self {
                 id,
                 span: info_span!("connection", id, peer = %transport.peer),
@@ -106,13 +108,21 @@ impl ServerConnection {
     }
 
     fn refuse(&self, ctx: &mut Context<Self>, frame: &Frame, error: &CallError) {
-        self.send(ctx, Frame::reply_error(frame.route(), frame.header.serial, &error.to_body()));
+        self.send(
+            ctx,
+            Frame::reply_error(frame.route(), frame.header.serial, &error.to_body()),
+        );
     }
 
     fn violation_error(&self, serial: u32, message: String) -> CallError {
         self.shared.counters.protocol_violations.inc();
         warn!(parent: &self.span, serial, "protocol violation: {message}");
-        CallError::new(ErrorCode::ProtocolViolation, Side::Server, Layer::Call, message)
+        CallError::new(
+            ErrorCode::ProtocolViolation,
+            Side::Server,
+            Layer::Call,
+            message,
+        )
     }
 
     /// Sends GOAWAY with `error`, flushes, and stops; the grace timer stops the actor even if
@@ -182,8 +192,12 @@ impl ServerConnection {
                 sends: direction.server_sends(),
             })
             .start();
-            ends.incoming = direction.client_sends().then(|| Incoming::new(actor.clone()));
-            ends.outgoing = direction.server_sends().then(|| Outgoing::new(actor.clone()));
+            ends.incoming = direction
+                .client_sends()
+                .then(|| Incoming::new(actor.clone()));
+            ends.outgoing = direction
+                .server_sends()
+                .then(|| Outgoing::new(actor.clone()));
             actor
         });
         let context = CallContext {
@@ -206,19 +220,35 @@ impl ServerConnection {
             OpenStream {
                 actor,
                 direction,
-                allowance: if direction.client_sends() { u64::from(window) } else { 0 },
+                allowance: if direction.client_sends() {
+                    u64::from(window)
+                } else {
+                    0
+                },
                 client_oks: 0,
                 client_open: true,
             }
         });
-        self.calls.insert(serial, OpenCall { route, call: Some(call), stream });
+        self.calls.insert(
+            serial,
+            OpenCall {
+                route,
+                call: Some(call),
+                stream,
+            },
+        );
         self.shared.counters.calls_total.inc();
         self.shared.counters.calls_in_flight.inc();
     }
 
     /// Sends the one REPLY of an open call, stops its handler and stream, and frees the
     /// serial unless the client still owes its last frame.
-    fn conclude(&mut self, ctx: &mut Context<Self>, serial: u32, outcome: Result<Bytes, CallError>) {
+    fn conclude(
+        &mut self,
+        ctx: &mut Context<Self>,
+        serial: u32,
+        outcome: Result<Bytes, CallError>,
+    ) {
         let Some(open) = self.calls.get_mut(&serial) else {
             return;
         };
@@ -227,7 +257,9 @@ impl ServerConnection {
         };
         call.do_send(StopCall);
         if let Some(stream) = &open.stream {
-            stream.actor.do_send(FromPeer::End(outcome.as_ref().err().cloned()));
+            stream
+                .actor
+                .do_send(FromPeer::End(outcome.as_ref().err().cloned()));
         }
         let route = open.route;
         let frame = match outcome {
@@ -256,9 +288,18 @@ impl ServerConnection {
 
     fn on_cancel(&mut self, ctx: &mut Context<Self>, frame: Frame) {
         // A CANCEL for a serial that is not open raced with its REPLY: ignore it.
-        if self.calls.get(&frame.header.serial).is_some_and(|open| open.call.is_some()) {
+        if self
+            .calls
+            .get(&frame.header.serial)
+            .is_some_and(|open| open.call.is_some())
+        {
             self.shared.counters.calls_cancelled.inc();
-            let error = CallError::new(ErrorCode::Cancelled, Side::Server, Layer::Call, "cancelled by the client");
+            let error = CallError::new(
+                ErrorCode::Cancelled,
+                Side::Server,
+                Layer::Call,
+                "cancelled by the client",
+            );
             self.conclude(ctx, frame.header.serial, Err(error));
         }
     }
@@ -277,13 +318,15 @@ impl ServerConnection {
         };
         let replied = open.call.is_none();
         let Some(stream) = open.stream.as_mut() else {
-            let error = self.violation_error(serial, "stream frame for a call that has no stream".into());
+            let error =
+                self.violation_error(serial, "stream frame for a call that has no stream".into());
             return self.conclude(ctx, serial, Err(error));
         };
         match (frame.header.kind, frame.header.status) {
             (MessageType::Stream, Status::Error) => {
                 stream.client_open = false;
-                let body: ErrorBody = ferry_codec::decode_message(&frame.payload).unwrap_or_default();
+                let body: ErrorBody =
+                    ferry_codec::decode_message(&frame.payload).unwrap_or_default();
                 let error = CallError::new(
                     ErrorCode::Cancelled,
                     Side::Server,
@@ -301,7 +344,10 @@ impl ServerConnection {
                 stream.client_oks += 1;
                 let expected = stream.direction.client_oks();
                 if stream.client_oks > expected {
-                    let error = self.violation_error(serial, "more STREAM/OK frames than the direction allows".into());
+                    let error = self.violation_error(
+                        serial,
+                        "more STREAM/OK frames than the direction allows".into(),
+                    );
                     return self.conclude(ctx, serial, Err(error));
                 }
                 if stream.client_oks == expected {
@@ -320,7 +366,8 @@ impl ServerConnection {
             }
             _ if replied => {} // draining an aborted stream: discard, bounded by credit
             _ if !stream.direction.client_sends() || stream.client_oks > 0 => {
-                let error = self.violation_error(serial, "stream data in a direction that is closed".into());
+                let error = self
+                    .violation_error(serial, "stream data in a direction that is closed".into());
                 self.conclude(ctx, serial, Err(error));
             }
             _ => match admit_inbound(frame, &mut stream.allowance, max_chunk) {
@@ -345,7 +392,9 @@ impl ServerConnection {
             return;
         };
         match ferry_codec::Credit::decode(&frame.payload) {
-            Ok(Credit(grant)) if stream.direction.server_sends() => stream.actor.do_send(FromPeer::Credit(grant)),
+            Ok(Credit(grant)) if stream.direction.server_sends() => {
+                stream.actor.do_send(FromPeer::Credit(grant))
+            }
             Ok(_) => {}
             Err(e) => {
                 let error = self.violation_error(serial, e.to_string());
@@ -395,7 +444,11 @@ impl ServerConnection {
         let config = &self.shared.config;
         if !self.got_first_frame && self.last_call_activity.elapsed() >= config.handshake_timeout {
             self.shared.counters.limit_rejections.inc();
-            return self.close_with(ctx, ErrorCode::DeadlineExceeded, "no frame within the handshake timeout".into());
+            return self.close_with(
+                ctx,
+                ErrorCode::DeadlineExceeded,
+                "no frame within the handshake timeout".into(),
+            );
         }
         if self.calls.is_empty() && self.last_call_activity.elapsed() >= config.idle_timeout {
             self.close_with(ctx, ErrorCode::DeadlineExceeded, "idle timeout".into());
@@ -408,16 +461,23 @@ impl Actor for ServerConnection {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         debug!(parent: &self.span, "connected");
-        self.shared.connections.lock().unwrap().insert(self.id, ctx.address());
+        self.shared
+            .connections
+            .lock()
+            .unwrap()
+            .insert(self.id, ctx.address());
         if let Some(&drain) = self.shared.shutdown.get() {
             ctx.notify(BeginShutdown { drain });
         }
         let config = &self.shared.config;
-        let period = (config.handshake_timeout.min(config.idle_timeout) / 4).max(Duration::from_millis(10));
+        let period =
+            (config.handshake_timeout.min(config.idle_timeout) / 4).max(Duration::from_millis(10));
         ctx.run_interval(period, |act, ctx| act.on_timer(ctx));
         if let Some(keepalive) = &self.keepalive {
             ctx.run_interval(keepalive.config().interval, |act, ctx| {
-                let Some(keepalive) = act.keepalive.as_mut() else { return };
+                let Some(keepalive) = act.keepalive.as_mut() else {
+                    return;
+                };
                 match keepalive.tick() {
                     Tick::Quiet => {}
                     Tick::Ping => act.send(ctx, ControlMessage::Ping.to_frame()),
@@ -433,7 +493,8 @@ impl Actor for ServerConnection {
 
     fn stopped(&mut self, _: &mut Self::Context) {
         debug!(parent: &self.span, calls = self.calls.len(), "disconnected");
-        let lost = CallError::connection_lost(Side::Server, "the connection to the client was lost");
+        let lost =
+            CallError::connection_lost(Side::Server, "the connection to the client was lost");
         for (_, open) in self.calls.drain() {
             if let Some(call) = open.call {
                 call.do_send(StopCall);

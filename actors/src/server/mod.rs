@@ -73,7 +73,9 @@ impl Server {
     }
 
     pub async fn start(self) -> Result<ServerHandle, ListenError> {
-        let arbiters: Vec<Arbiter> = (0..self.config.arbiters.max(1)).map(|_| Arbiter::new()).collect();
+        let arbiters: Vec<Arbiter> = (0..self.config.arbiters.max(1))
+            .map(|_| Arbiter::new())
+            .collect();
         let shared = Arc::new(ServerShared {
             config: self.config,
             registry: self.registry,
@@ -92,8 +94,13 @@ impl Server {
         for address in self.tcp {
             let listener = TcpListener::bind(&address)
                 .await
-                .map_err(|source| ListenError::Io { address: address.clone(), source })?;
-            let local = listener.local_addr().map_err(|source| ListenError::Io { address, source })?;
+                .map_err(|source| ListenError::Io {
+                    address: address.clone(),
+                    source,
+                })?;
+            let local = listener
+                .local_addr()
+                .map_err(|source| ListenError::Io { address, source })?;
             info!(%local, "listening on tcp");
             tcp_addrs.push(local);
             actix_rt::spawn(acceptor.clone().run_tcp(listener, token.clone()));
@@ -101,7 +108,11 @@ impl Server {
         for path in &self.unix {
             let listener = bind_unix(path).await?;
             info!(path = %path.display(), "listening on unix socket");
-            actix_rt::spawn(acceptor.clone().run_unix(listener, path.clone(), token.clone()));
+            actix_rt::spawn(
+                acceptor
+                    .clone()
+                    .run_unix(listener, path.clone(), token.clone()),
+            );
         }
         Ok(ServerHandle {
             tcp_addrs,
@@ -190,7 +201,8 @@ impl Acceptor {
         counters.connections_open.inc();
         counters.connections_total.inc();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let arbiter = &self.arbiters[self.next.fetch_add(1, Ordering::Relaxed) % self.arbiters.len()];
+        let arbiter =
+            &self.arbiters[self.next.fetch_add(1, Ordering::Relaxed) % self.arbiters.len()];
         let shared = self.shared.clone();
         let started = arbiter.spawn(async move {
             let transport = match accepted {
@@ -219,7 +231,10 @@ impl Acceptor {
             ErrorCode::ResourceExhausted,
             Side::Server,
             Layer::Connection,
-            format!("server is at max_connections ({})", self.shared.config.max_connections),
+            format!(
+                "server is at max_connections ({})",
+                self.shared.config.max_connections
+            ),
         );
         let goaway = ControlMessage::GoAway(error.to_body()).to_frame();
         let _ = tokio::time::timeout(
@@ -278,7 +293,10 @@ impl ServerHandle {
             connection.do_send(BeginShutdown { drain });
         }
         let closed = self.shared.counters.connections_open.wait_for(|n| *n == 0);
-        if tokio::time::timeout(drain + Duration::from_secs(2), closed).await.is_err() {
+        if tokio::time::timeout(drain + Duration::from_secs(2), closed)
+            .await
+            .is_err()
+        {
             warn!("connections still open after the drain time");
         }
         for arbiter in self.arbiters.lock().unwrap().drain(..) {

@@ -40,8 +40,14 @@ pub enum Notice {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub enum FromPeer {
-    Data { bytes: Bytes, cost: u32 },
-    Hole { length: u64, cost: u32 },
+    Data {
+        bytes: Bytes,
+        cost: u32,
+    },
+    Hole {
+        length: u64,
+        cost: u32,
+    },
     /// The peer sent all its data.
     Finish,
     /// (Server) the client confirmed our finish.
@@ -185,7 +191,10 @@ impl StreamActor {
                     sending.credit -= head + piece.len() as u64;
                     let frame = Frame::stream_data(self.route, self.serial, piece);
                     if self.outbox.send_data(frame).is_err() {
-                        let _ = done.send(Err(CallError::connection_lost(self.side, "the connection's writer stopped")));
+                        let _ = done.send(Err(CallError::connection_lost(
+                            self.side,
+                            "the connection's writer stopped",
+                        )));
                         return;
                     }
                 }
@@ -212,7 +221,10 @@ impl StreamActor {
         if self.ended.is_some() {
             return;
         }
-        let unfinished = self.error(ErrorCode::Aborted, "the call ended before the stream finished");
+        let unfinished = self.error(
+            ErrorCode::Aborted,
+            "the call ended before the stream finished",
+        );
         let error = error.unwrap_or(unfinished);
         self.ended = Some(error.clone());
         if !self.receiving.as_ref().is_some_and(|r| r.finished) {
@@ -234,7 +246,11 @@ impl StreamActor {
 impl StreamActor {
     fn discard_queue(&mut self) {
         if let Some(receiving) = self.receiving.as_mut() {
-            let held: u64 = receiving.queue.drain(..).map(|(_, cost)| u64::from(cost)).sum();
+            let held: u64 = receiving
+                .queue
+                .drain(..)
+                .map(|(_, cost)| u64::from(cost))
+                .sum();
             self.counters.stream_buffered_bytes.sub(held);
         }
     }
@@ -315,7 +331,10 @@ impl Handler<Recv> for StreamActor {
                 self.deliver();
             }
             None => {
-                let _ = tx.send(Err(self.error(ErrorCode::FailedPrecondition, "this stream receives no data on this side")));
+                let _ = tx.send(Err(self.error(
+                    ErrorCode::FailedPrecondition,
+                    "this stream receives no data on this side",
+                )));
             }
         }
         MessageResult(rx)
@@ -336,8 +355,14 @@ impl Handler<Transmit> for StreamActor {
         let (tx, rx) = oneshot::channel();
         let refusal = match (&self.ended, self.sending.as_mut()) {
             (Some(error), _) => Some(error.clone()),
-            (None, None) => Some(self.error(ErrorCode::FailedPrecondition, "this stream sends no data on this side")),
-            (None, Some(sending)) if sending.finished => Some(self.error(ErrorCode::FailedPrecondition, "the stream was already finished")),
+            (None, None) => Some(self.error(
+                ErrorCode::FailedPrecondition,
+                "this stream sends no data on this side",
+            )),
+            (None, Some(sending)) if sending.finished => Some(self.error(
+                ErrorCode::FailedPrecondition,
+                "the stream was already finished",
+            )),
             (None, Some(sending)) => {
                 sending.blocked = Some((chunk, tx));
                 None
@@ -375,7 +400,10 @@ impl Handler<Finish> for StreamActor {
             return MessageResult(rx);
         }
         let Some(sending) = self.sending.as_mut() else {
-            let _ = tx.send(Err(self.error(ErrorCode::FailedPrecondition, "this stream sends no data on this side")));
+            let _ = tx.send(Err(self.error(
+                ErrorCode::FailedPrecondition,
+                "this stream sends no data on this side",
+            )));
             return MessageResult(rx);
         };
         if !sending.finished {
@@ -409,8 +437,14 @@ impl Handler<Confirm> for StreamActor {
                 self.notify(Notice::Confirm);
                 Ok(())
             }
-            Some(_) => Err(self.error(ErrorCode::FailedPrecondition, "the stream has not been received to its end")),
-            None => Err(self.error(ErrorCode::FailedPrecondition, "this stream receives no data on this side")),
+            Some(_) => Err(self.error(
+                ErrorCode::FailedPrecondition,
+                "the stream has not been received to its end",
+            )),
+            None => Err(self.error(
+                ErrorCode::FailedPrecondition,
+                "this stream receives no data on this side",
+            )),
         }
     }
 }

@@ -7,11 +7,9 @@ use bytes::Bytes;
 use ferry_codec::proto::Side;
 
 use crate::error::CallError;
-use crate::stream::Chunk;
+use crate::stream::{Chunk, ZEROS};
 use crate::stream::actor::{Abandon, Confirm, Finish, Recv, StreamActor, Transmit};
 
-/// Zeros handed out for holes when a consumer asks for plain bytes; shared, never allocated.
-static ZEROS: [u8; 256 * 1024] = [0; 256 * 1024];
 
 fn lost() -> CallError {
     CallError::connection_lost(Side::Unspecified, "the stream's connection is gone")
@@ -41,7 +39,13 @@ impl Incoming {
         if self.done {
             return Ok(None);
         }
-        let outcome = self.actor.send(Recv).await.map_err(|_| lost())?.await.map_err(|_| lost())??;
+        let outcome = self
+            .actor
+            .send(Recv)
+            .await
+            .map_err(|_| lost())?
+            .await
+            .map_err(|_| lost())??;
         if outcome.is_none() {
             self.done = true;
         }
@@ -136,7 +140,12 @@ impl Outgoing {
     /// confirmation that its sink committed, so the handler learns the real outcome.
     pub async fn finish(&mut self) -> Result<(), CallError> {
         self.finished = true;
-        self.actor.send(Finish).await.map_err(|_| lost())?.await.map_err(|_| lost())?
+        self.actor
+            .send(Finish)
+            .await
+            .map_err(|_| lost())?
+            .await
+            .map_err(|_| lost())?
     }
 }
 

@@ -91,7 +91,8 @@ impl<'a> OutgoingWriter<'a> {
     }
 
     fn start_send(&mut self, bytes: Bytes) {
-        let WriterState::Idle(outgoing) = std::mem::replace(&mut self.state, WriterState::Failed) else {
+        let WriterState::Idle(outgoing) = std::mem::replace(&mut self.state, WriterState::Failed)
+        else {
             unreachable!("start_send only runs when idle");
         };
         self.state = WriterState::Sending(Box::pin(async move {
@@ -112,7 +113,11 @@ impl<'a> OutgoingWriter<'a> {
 }
 
 impl AsyncWrite for OutgoingWriter<'_> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         if this.buffer.len() >= WRITE_BUFFER {
             ready!(this.poll_drain(cx))?;

@@ -14,6 +14,10 @@ pub(crate) use actor::{FromPeer, Notice, StreamNotice, StreamSetup};
 pub use handles::{Incoming, Outgoing};
 pub use io::{IncomingReader, OutgoingWriter};
 
+/// Zeros handed out for holes when a consumer asks for plain bytes (or hashes them); shared,
+/// never allocated.
+pub static ZEROS: [u8; 256 * 1024] = [0; 256 * 1024];
+
 /// Which way data flows for a procedure, seen from the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -82,7 +86,10 @@ pub(crate) fn admit_inbound(
     let event = match frame.header.kind {
         MessageType::StreamHole => {
             let hole = Hole::decode(&frame.payload).map_err(|e| e.to_string())?;
-            FromPeer::Hole { length: hole.length, cost: cost as u32 }
+            FromPeer::Hole {
+                length: hole.length,
+                cost: cost as u32,
+            }
         }
         _ if frame.payload.is_empty() => return Err("empty stream data chunk".into()),
         _ if frame.payload.len() > max_chunk as usize => {
@@ -91,10 +98,15 @@ pub(crate) fn admit_inbound(
                 frame.payload.len()
             ));
         }
-        _ => FromPeer::Data { bytes: frame.payload, cost: cost as u32 },
+        _ => FromPeer::Data {
+            bytes: frame.payload,
+            cost: cost as u32,
+        },
     };
     if cost > *allowance {
-        return Err(format!("frame of {cost} bytes exceeds the remaining credit of {allowance} bytes"));
+        return Err(format!(
+            "frame of {cost} bytes exceeds the remaining credit of {allowance} bytes"
+        ));
     }
     *allowance -= cost;
     Ok(event)

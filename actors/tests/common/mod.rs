@@ -68,7 +68,15 @@ impl TestServer {
 }
 
 /// Builds a frame by hand from docs/PROTOCOL.md section 2, without the library's encoder.
-pub fn raw_frame(program: u32, version: u32, procedure: u32, kind: u32, serial: u32, status: u32, payload: &[u8]) -> Bytes {
+pub fn raw_frame(
+    program: u32,
+    version: u32,
+    procedure: u32,
+    kind: u32,
+    serial: u32,
+    status: u32,
+    payload: &[u8],
+) -> Bytes {
     let mut out = BytesMut::new();
     out.put_u32(28 + payload.len() as u32);
     for word in [program, version, procedure, kind, serial, status] {
