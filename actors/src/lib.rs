@@ -18,4 +18,4 @@ pub use config::{ClientConfig, KeepaliveConfig, ServerConfig};
 pub use error::{CallError, ConnectError, ListenError};
 pub use ferry_codec as codec;
 pub use ferry_codec::proto::{ErrorCode, Layer, Side};
-pub use server::{Server, ServerHandle};
+pub use server::{Server, ServerHandle, ServerView};

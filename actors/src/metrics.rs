@@ -1,6 +1,11 @@
 //! The runtime's counters, kept in one place so the daemon can expose them to Prometheus.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use ferry_codec::Route;
+use ferry_codec::proto::{ErrorCode, Side};
 
 use tokio::sync::watch;
 
@@ -80,6 +85,9 @@ pub struct Counters {
     pub stream_buffered_bytes: Gauge,
     /// Times a stream's sender had data but no credit and had to wait.
     pub credit_stalls: Counter,
+    /// Stream data payload bytes received and sent (holes not counted).
+    pub stream_bytes_in: Counter,
+    pub stream_bytes_out: Counter,
     /// MESSAGE frames dropped because a subscriber's queue was full.
     pub events_dropped: Counter,
     pub frames_in: Counter,
@@ -87,3 +95,82 @@ pub struct Counters {
     pub bytes_in: Counter,
     pub bytes_out: Counter,
 }
+
+/// Figures of one server connection, for the admin program.
+#[derive(Debug)]
+pub struct ConnectionStats {
+    pub id: u64,
+    /// `tcp:ADDR` or `unix:uid=N`.
+    pub peer: Arc<str>,
+    pub since: SystemTime,
+    pub calls_in_flight: Counter,
+    pub streams_open: Counter,
+    pub bytes_in: Counter,
+    pub bytes_out: Counter,
+}
+
+impl ConnectionStats {
+    pub fn new(id: u64, peer: Arc<str>) -> Self {
+        Self {
+            id,
+            peer,
+            since: SystemTime::now(),
+            calls_in_flight: Counter::default(),
+            streams_open: Counter::default(),
+            bytes_in: Counter::default(),
+            bytes_out: Counter::default(),
+        }
+    }
+}
+
+impl Counter {
+    /// Sets the value: for levels its owner recomputes (calls open on a connection).
+    pub fn set(&self, n: u64) {
+        self.0.store(n, Ordering::Relaxed);
+    }
+}
+
+/// Where a connection's traffic is counted: its owner's totals and, on a server, the
+/// connection's own figures.
+#[derive(Debug, Clone)]
+pub struct Traffic {
+    pub total: Arc<Counters>,
+    pub connection: Option<Arc<ConnectionStats>>,
+}
+
+impl Traffic {
+    pub fn sent(&self, frames: u64, bytes: u64, stream_bytes: u64) {
+        self.total.stream_bytes_out.add(stream_bytes);
+        self.total.frames_out.add(frames);
+        self.total.bytes_out.add(bytes);
+        if let Some(connection) = &self.connection {
+            connection.bytes_out.add(bytes);
+        }
+    }
+
+    pub fn received(&self, frame: &ferry_codec::Frame) {
+        let bytes = frame.wire_len() as u64;
+        if frame.header.kind == ferry_codec::MessageType::Stream {
+            self.total.stream_bytes_in.add(frame.payload.len() as u64);
+        }
+        self.total.frames_in.inc();
+        self.total.bytes_in.add(bytes);
+        if let Some(connection) = &self.connection {
+            connection.bytes_in.add(bytes);
+        }
+    }
+}
+
+/// Hooks for metrics that need labels (program, procedure, outcome). The runtime calls them;
+/// the daemon turns them into Prometheus families. Every method has a no-op default.
+pub trait Observer: Send + Sync + 'static {
+    /// A call's REPLY was sent: `outcome` is `None` for OK, else the error code.
+    fn call_finished(&self, _route: Route, _outcome: Option<ErrorCode>, _elapsed: Duration) {}
+    /// A stream was aborted; `by` is the side that started the abort.
+    fn stream_aborted(&self, _route: Route, _by: Side, _code: ErrorCode) {}
+}
+
+/// The observer used when none is configured.
+pub struct NoObserver;
+
+impl Observer for NoObserver {}

@@ -11,16 +11,19 @@ use futures::future::LocalBoxFuture;
 
 use crate::connection::writer::Outbox;
 use crate::error::CallError;
+use crate::server::ServerView;
 use crate::stream::{Direction, Incoming, Outgoing};
 
 /// What a handler knows about the call it serves.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct CallContext {
     pub serial: u32,
     pub route: Route,
     /// The peer, as `tcp:ADDR` or `unix:uid=N`.
     pub peer: Arc<str>,
     pub(crate) outbox: Outbox,
+    /// The server this call runs in (limits, connections), for programs that report on it.
+    pub server: ServerView,
 }
 
 impl CallContext {

@@ -17,7 +17,7 @@ use crate::connection::transport::Transport;
 use crate::connection::writer::Outbox;
 use crate::control::ControlMessage;
 use crate::error::CallError;
-use crate::metrics::Counters;
+use crate::metrics::{Counters, Traffic};
 use crate::program::StreamEnds;
 use crate::stream::{
     Direction, FromPeer, Incoming, Notice, Outgoing, StreamActor, StreamNotice, StreamSetup,
@@ -76,8 +76,11 @@ impl ClientConnection {
         Self::create(move |ctx| {
             let codec = FrameCodec::new(config.limits);
             ctx.add_stream(FrameReader::new(transport.read, codec));
-            let (outbox, writer) =
-                Outbox::new(transport.write, config.write_queue, counters.clone());
+            let traffic = Traffic {
+                total: counters.clone(),
+                connection: None,
+            };
+            let (outbox, writer) = Outbox::new(transport.write, config.write_queue, traffic);
             ctx.spawn(
                 actix::fut::wrap_future::<_, Self>(writer).map(|result, act, ctx| {
                     if let Err(error) = result {
@@ -351,8 +354,11 @@ impl StreamHandler<Result<Frame, DecodeError>> for ClientConnection {
         if let Some(keepalive) = &mut self.keepalive {
             keepalive.received();
         }
-        self.counters.frames_in.inc();
-        self.counters.bytes_in.add(frame.wire_len() as u64);
+        Traffic {
+            total: self.counters.clone(),
+            connection: None,
+        }
+        .received(&frame);
         if let Some(message) = ControlMessage::parse(&frame) {
             return self.on_control(ctx, message);
         }

@@ -15,13 +15,12 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice};
-use std::sync::Arc;
 
 use ferry_codec::{Frame, MessageType, Status, WireHead};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use crate::metrics::Counters;
+use crate::metrics::Traffic;
 
 /// What the control lane carries, in order.
 #[derive(Debug)]
@@ -54,7 +53,7 @@ impl Outbox {
     pub fn new(
         io: Box<dyn AsyncWrite + Unpin>,
         capacity: usize,
-        counters: Arc<Counters>,
+        traffic: Traffic,
     ) -> (Self, impl Future<Output = io::Result<()>>) {
         let (control, control_rx) = mpsc::channel(capacity);
         let (data, data_rx) = mpsc::unbounded_channel();
@@ -64,7 +63,7 @@ impl Outbox {
             data_rx,
             lanes: HashMap::new(),
             ready: VecDeque::new(),
-            counters,
+            traffic,
         };
         (Self { control, data }, writer.run())
     }
@@ -106,7 +105,7 @@ struct Writer {
     lanes: HashMap<u32, VecDeque<Frame>>,
     /// Serials with queued frames, in round-robin order.
     ready: VecDeque<u32>,
-    counters: Arc<Counters>,
+    traffic: Traffic,
 }
 
 impl Writer {
@@ -147,7 +146,7 @@ impl Writer {
             if !closing {
                 self.take_data(&mut batch);
             }
-            write_frames(&mut self.io, &batch, &self.counters).await?;
+            write_frames(&mut self.io, &batch, &self.traffic).await?;
             batch.clear();
             if closing {
                 break;
@@ -202,7 +201,7 @@ impl Writer {
 pub async fn write_frames(
     io: &mut (dyn AsyncWrite + Unpin),
     frames: &[Frame],
-    counters: &Counters,
+    traffic: &Traffic,
 ) -> io::Result<()> {
     if frames.is_empty() {
         return Ok(());
@@ -213,9 +212,13 @@ pub async fn write_frames(
         .collect();
     let mut slices = Vec::with_capacity(frames.len() * 2);
     let mut total = 0;
+    let mut stream_bytes = 0;
     for (head, frame) in heads.iter().zip(frames) {
         slices.push(IoSlice::new(head));
         total += head.len() + frame.payload.len();
+        if frame.header.kind == MessageType::Stream {
+            stream_bytes += frame.payload.len() as u64;
+        }
         if !frame.payload.is_empty() {
             slices.push(IoSlice::new(&frame.payload));
         }
@@ -229,7 +232,6 @@ pub async fn write_frames(
         IoSlice::advance_slices(&mut remaining, written);
     }
     io.flush().await?;
-    counters.frames_out.add(frames.len() as u64);
-    counters.bytes_out.add(total as u64);
+    traffic.sent(frames.len() as u64, total as u64, stream_bytes);
     Ok(())
 }

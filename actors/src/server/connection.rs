@@ -18,9 +18,10 @@ use crate::connection::transport::Transport;
 use crate::connection::writer::Outbox;
 use crate::control::ControlMessage;
 use crate::error::CallError;
+use crate::metrics::{ConnectionStats, Traffic};
 use crate::program::{CallContext, StreamEnds};
-use crate::server::ServerShared;
 use crate::server::call::{CallActor, CallDone, StopCall};
+use crate::server::{ServerShared, ServerView};
 use crate::stream::{
     Direction, FromPeer, Incoming, Notice, Outgoing, StreamActor, StreamNotice, StreamSetup,
     admit_inbound,
@@ -32,6 +33,7 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// A serial the server has not freed yet.
 struct OpenCall {
     route: Route,
+    started: Instant,
     /// The running handler; `None` once the REPLY was sent.
     call: Option<Addr<CallActor>>,
     stream: Option<OpenStream>,
@@ -46,11 +48,15 @@ struct OpenStream {
     client_oks: u8,
     /// The client has not sent its last frame for this serial yet.
     client_open: bool,
+    /// The client aborted the stream (so the REPLY/ERROR that follows is not a server abort).
+    aborted_by_client: bool,
 }
 
 pub struct ServerConnection {
     id: u64,
     peer: Arc<str>,
+    stats: Arc<ConnectionStats>,
+    traffic: Traffic,
     shared: Arc<ServerShared>,
     outbox: Outbox,
     calls: HashMap<u32, OpenCall>,
@@ -69,8 +75,14 @@ impl ServerConnection {
             let config = &shared.config;
             let codec = FrameCodec::new(config.limits);
             ctx.add_stream(FrameReader::new(transport.read, codec));
+            let peer: Arc<str> = transport.peer.into();
+            let stats = Arc::new(ConnectionStats::new(id, peer.clone()));
+            let traffic = Traffic {
+                total: shared.counters.clone(),
+                connection: Some(stats.clone()),
+            };
             let (outbox, writer) =
-                Outbox::new(transport.write, config.write_queue, shared.counters.clone());
+                Outbox::new(transport.write, config.write_queue, traffic.clone());
             ctx.spawn(
                 actix::fut::wrap_future::<_, Self>(writer).map(|result, act, ctx| {
                     if let Err(error) = result {
@@ -81,8 +93,10 @@ impl ServerConnection {
             );
             Self {
                 id,
-                span: info_span!("connection", id, peer = %transport.peer),
-                peer: transport.peer.into(),
+                span: info_span!("connection", id, peer = %peer),
+                peer,
+                stats,
+                traffic,
                 keepalive: config.keepalive.map(Keepalive::new),
                 outbox,
                 calls: HashMap::new(),
@@ -205,6 +219,7 @@ impl ServerConnection {
             route,
             peer: self.peer.clone(),
             outbox: self.outbox.clone(),
+            server: ServerView::new(self.shared.clone()),
         };
         let handler = match self.shared.registry.dispatch(&frame, context, ends) {
             Ok(handler) => handler,
@@ -227,18 +242,32 @@ impl ServerConnection {
                 },
                 client_oks: 0,
                 client_open: true,
+                aborted_by_client: false,
             }
         });
         self.calls.insert(
             serial,
             OpenCall {
                 route,
+                started: Instant::now(),
                 call: Some(call),
                 stream,
             },
         );
         self.shared.counters.calls_total.inc();
         self.shared.counters.calls_in_flight.inc();
+        self.update_stats();
+    }
+
+    /// Keeps the admin figures of this connection current.
+    fn update_stats(&self) {
+        self.stats.calls_in_flight.set(self.calls.len() as u64);
+        let streams = self
+            .calls
+            .values()
+            .filter(|open| open.stream.is_some())
+            .count();
+        self.stats.streams_open.set(streams as u64);
     }
 
     /// Sends the one REPLY of an open call, stops its handler and stream, and frees the
@@ -256,12 +285,21 @@ impl ServerConnection {
             return;
         };
         call.do_send(StopCall);
+        let route = open.route;
         if let Some(stream) = &open.stream {
             stream
                 .actor
                 .do_send(FromPeer::End(outcome.as_ref().err().cloned()));
+            if let (Err(error), false) = (&outcome, stream.aborted_by_client) {
+                self.shared
+                    .observer
+                    .stream_aborted(route, Side::Server, error.code);
+            }
         }
-        let route = open.route;
+        let code = outcome.as_ref().err().map(|error| error.code);
+        self.shared
+            .observer
+            .call_finished(route, code, open.started.elapsed());
         let frame = match outcome {
             Ok(payload) => Frame::reply_ok(route, serial, payload),
             Err(error) => {
@@ -280,6 +318,7 @@ impl ServerConnection {
         });
         if done {
             self.calls.remove(&serial);
+            self.update_stats();
             self.shared.counters.calls_in_flight.dec();
             self.last_call_activity = Instant::now();
             self.maybe_finish_drain(ctx);
@@ -317,6 +356,7 @@ impl ServerConnection {
             return;
         };
         let replied = open.call.is_none();
+        let route = open.route;
         let Some(stream) = open.stream.as_mut() else {
             let error =
                 self.violation_error(serial, "stream frame for a call that has no stream".into());
@@ -325,6 +365,7 @@ impl ServerConnection {
         match (frame.header.kind, frame.header.status) {
             (MessageType::Stream, Status::Error) => {
                 stream.client_open = false;
+                stream.aborted_by_client = true;
                 let body: ErrorBody =
                     ferry_codec::decode_message(&frame.payload).unwrap_or_default();
                 let error = CallError::new(
@@ -333,10 +374,14 @@ impl ServerConnection {
                     Layer::Stream,
                     format!("the client aborted the stream: {}", body.message),
                 );
-                self.shared.counters.calls_cancelled.inc();
                 if replied {
                     self.release_if_done(ctx, serial);
                 } else {
+                    self.shared.counters.calls_cancelled.inc();
+                    let code = ErrorCode::try_from(body.code).unwrap_or(ErrorCode::Internal);
+                    self.shared
+                        .observer
+                        .stream_aborted(route, Side::Client, code);
                     self.conclude(ctx, serial, Err(error));
                 }
             }
@@ -465,7 +510,7 @@ impl Actor for ServerConnection {
             .connections
             .lock()
             .unwrap()
-            .insert(self.id, ctx.address());
+            .insert(self.id, (ctx.address(), self.stats.clone()));
         if let Some(&drain) = self.shared.shutdown.get() {
             ctx.notify(BeginShutdown { drain });
         }
@@ -520,8 +565,7 @@ impl StreamHandler<Result<Frame, DecodeError>> for ServerConnection {
                 if let Some(keepalive) = &mut self.keepalive {
                     keepalive.received();
                 }
-                self.shared.counters.frames_in.inc();
-                self.shared.counters.bytes_in.add(frame.wire_len() as u64);
+                self.traffic.received(&frame);
                 self.on_frame(ctx, frame);
             }
             Err(DecodeError::Io(error)) => {
@@ -602,5 +646,22 @@ impl Handler<BeginShutdown> for ServerConnection {
         ctx.run_later(msg.drain, |act, ctx| {
             act.close_with(ctx, ErrorCode::ShuttingDown, "drain time is over".into())
         });
+    }
+}
+
+/// Close this connection now (admin "disconnect").
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Disconnect;
+
+impl Handler<Disconnect> for ServerConnection {
+    type Result = ();
+
+    fn handle(&mut self, _: Disconnect, ctx: &mut Self::Context) {
+        self.close_with(
+            ctx,
+            ErrorCode::Aborted,
+            "disconnected by an administrator".into(),
+        );
     }
 }

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use actix::Addr;
 use actix_rt::{Arbiter, ArbiterHandle};
@@ -23,7 +23,7 @@ use crate::connection::transport::Transport;
 use crate::connection::writer::write_frames;
 use crate::control::ControlMessage;
 use crate::error::{CallError, ListenError};
-use crate::metrics::Counters;
+use crate::metrics::{ConnectionStats, Counters, NoObserver, Observer, Traffic};
 use crate::program::{ProgramService, Registry};
 use connection::{BeginShutdown, ServerConnection};
 
@@ -32,7 +32,9 @@ pub(crate) struct ServerShared {
     pub config: ServerConfig,
     pub registry: Registry,
     pub counters: Arc<Counters>,
-    pub connections: Mutex<HashMap<u64, Addr<ServerConnection>>>,
+    pub observer: Arc<dyn Observer>,
+    pub started: SystemTime,
+    pub connections: Mutex<HashMap<u64, (Addr<ServerConnection>, Arc<ConnectionStats>)>>,
     /// Set once shutdown began, to the drain time; connections that start later drain at once.
     pub shutdown: OnceLock<Duration>,
 }
@@ -41,6 +43,7 @@ pub(crate) struct ServerShared {
 pub struct Server {
     config: ServerConfig,
     registry: Registry,
+    observer: Arc<dyn Observer>,
     tcp: Vec<String>,
     unix: Vec<PathBuf>,
 }
@@ -50,6 +53,7 @@ impl Server {
         Self {
             config,
             registry: Registry::default(),
+            observer: Arc::new(NoObserver),
             tcp: Vec::new(),
             unix: Vec::new(),
         }
@@ -57,6 +61,12 @@ impl Server {
 
     pub fn program(mut self, program: ProgramService) -> Self {
         self.registry.add(program);
+        self
+    }
+
+    /// Receives labelled call and stream events (for metrics).
+    pub fn observer(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observer = observer;
         self
     }
 
@@ -80,6 +90,8 @@ impl Server {
             config: self.config,
             registry: self.registry,
             counters: Arc::default(),
+            observer: self.observer,
+            started: SystemTime::now(),
             connections: Mutex::default(),
             shutdown: OnceLock::new(),
         });
@@ -239,7 +251,14 @@ impl Acceptor {
         let goaway = ControlMessage::GoAway(error.to_body()).to_frame();
         let _ = tokio::time::timeout(
             Duration::from_secs(1),
-            write_frames(stream, &[goaway], &self.shared.counters),
+            write_frames(
+                stream,
+                &[goaway],
+                &Traffic {
+                    total: self.shared.counters.clone(),
+                    connection: None,
+                },
+            ),
         )
         .await;
     }
@@ -284,12 +303,17 @@ impl ServerHandle {
         &self.shared.counters
     }
 
+    /// A view for programs that report on the server (admin).
+    pub fn view(&self) -> ServerView {
+        ServerView::new(self.shared.clone())
+    }
+
     /// Stops accepting, sends every client the shutdown notice, lets open calls finish for up
     /// to `drain`, then closes every connection and stops the arbiters.
     pub async fn shutdown(&self, drain: Duration) {
         self.token.cancel();
         let _ = self.shared.shutdown.set(drain);
-        for connection in self.shared.connections.lock().unwrap().values() {
+        for (connection, _) in self.shared.connections.lock().unwrap().values() {
             connection.do_send(BeginShutdown { drain });
         }
         let closed = self.shared.counters.connections_open.wait_for(|n| *n == 0);
@@ -301,6 +325,55 @@ impl ServerHandle {
         }
         for arbiter in self.arbiters.lock().unwrap().drain(..) {
             arbiter.stop();
+        }
+    }
+}
+
+/// What programs may see of the server they run in: its limits, uptime and connections.
+#[derive(Clone)]
+pub struct ServerView {
+    shared: Arc<ServerShared>,
+}
+
+impl ServerView {
+    pub(crate) fn new(shared: Arc<ServerShared>) -> Self {
+        Self { shared }
+    }
+
+    pub fn config(&self) -> &ServerConfig {
+        &self.shared.config
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.shared.counters
+    }
+
+    pub fn started(&self) -> SystemTime {
+        self.shared.started
+    }
+
+    /// Figures of every open connection, by id.
+    pub fn connections(&self) -> Vec<Arc<ConnectionStats>> {
+        let mut all: Vec<_> = self
+            .shared
+            .connections
+            .lock()
+            .unwrap()
+            .values()
+            .map(|(_, stats)| stats.clone())
+            .collect();
+        all.sort_by_key(|stats| stats.id);
+        all
+    }
+
+    /// Closes one connection (GOAWAY, then close); false if no such connection is open.
+    pub fn disconnect(&self, id: u64) -> bool {
+        match self.shared.connections.lock().unwrap().get(&id) {
+            Some((connection, _)) => {
+                connection.do_send(connection::Disconnect);
+                true
+            }
+            None => false,
         }
     }
 }

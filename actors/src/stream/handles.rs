@@ -7,9 +7,8 @@ use bytes::Bytes;
 use ferry_codec::proto::Side;
 
 use crate::error::CallError;
-use crate::stream::{Chunk, ZEROS};
 use crate::stream::actor::{Abandon, Confirm, Finish, Recv, StreamActor, Transmit};
-
+use crate::stream::{Chunk, ZEROS};
 
 fn lost() -> CallError {
     CallError::connection_lost(Side::Unspecified, "the stream's connection is gone")
