@@ -43,6 +43,9 @@ pub struct ServerConfig {
     pub write_queue: usize,
     /// Credit granted to the client per upload stream: the most the server buffers for it.
     pub stream_window: u32,
+    /// When a streaming call ends early (abort, lost connection), how long its handler may
+    /// still run to observe why (from its stream handle) and clean up before it is dropped.
+    pub stream_abort_grace: Duration,
 }
 
 /// Default stream window: 1 MiB. A window should be at least the connection's round-trip
@@ -61,6 +64,7 @@ impl Default for ServerConfig {
             arbiters: std::thread::available_parallelism().map_or(1, |n| n.get()),
             write_queue: 1024,
             stream_window: DEFAULT_STREAM_WINDOW,
+            stream_abort_grace: Duration::from_secs(2),
         }
     }
 }

@@ -62,15 +62,25 @@ pub struct CallDone {
     pub outcome: Result<Bytes, CallError>,
 }
 
-/// Stop the call now (cancelled, or the connection is going away); no outcome is reported.
+/// Stop the call (cancelled, aborted, or the connection is going away); its outcome is no
+/// longer wanted. With a grace period the handler may first finish on its own: a streaming
+/// handler learns why its stream ended from its stream handle (an abort, a lost connection)
+/// and can clean up accordingly before it is dropped.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct StopCall;
+pub struct StopCall {
+    pub grace: Option<std::time::Duration>,
+}
 
 impl Handler<StopCall> for CallActor {
     type Result = ();
 
-    fn handle(&mut self, _: StopCall, ctx: &mut Self::Context) {
-        ctx.stop();
+    fn handle(&mut self, stop: StopCall, ctx: &mut Self::Context) {
+        match stop.grace {
+            Some(grace) => {
+                ctx.run_later(grace, |_, ctx| ctx.stop());
+            }
+            None => ctx.stop(),
+        }
     }
 }

@@ -284,7 +284,11 @@ impl ServerConnection {
         let Some(call) = open.call.take() else {
             return;
         };
-        call.do_send(StopCall);
+        let grace = open
+            .stream
+            .as_ref()
+            .map(|_| self.shared.config.stream_abort_grace);
+        call.do_send(StopCall { grace });
         let route = open.route;
         if let Some(stream) = &open.stream {
             stream
@@ -540,12 +544,14 @@ impl Actor for ServerConnection {
         debug!(parent: &self.span, calls = self.calls.len(), "disconnected");
         let lost =
             CallError::connection_lost(Side::Server, "the connection to the client was lost");
+        let grace = self.shared.config.stream_abort_grace;
         for (_, open) in self.calls.drain() {
-            if let Some(call) = open.call {
-                call.do_send(StopCall);
-            }
-            if let Some(stream) = open.stream {
+            if let Some(stream) = &open.stream {
                 stream.actor.do_send(FromPeer::End(Some(lost.clone())));
+            }
+            if let Some(call) = open.call {
+                let grace = open.stream.is_some().then_some(grace);
+                call.do_send(StopCall { grace });
             }
             self.shared.counters.calls_in_flight.dec();
         }

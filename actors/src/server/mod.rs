@@ -299,8 +299,9 @@ impl ServerHandle {
         &self.unix_paths
     }
 
-    pub fn counters(&self) -> &Counters {
-        &self.shared.counters
+    /// The server's counters; shared, so exporters can read them at any time.
+    pub fn counters(&self) -> Arc<Counters> {
+        self.shared.counters.clone()
     }
 
     /// A view for programs that report on the server (admin).
