@@ -1,1 +1,14 @@
+//! Ferry's services: the programs `ferryd` serves (volume store, events, admin), the node that
+//! assembles them, and the library behind the `ferry` command-line client.
+//!
+//! [`store`] is the volume store: named volumes on disk with atomic publication, resumable
+//! uploads and sparse-aware downloads. It does no networking; [`volume`] wires it to streams.
 
+pub mod admin;
+pub mod config;
+pub mod events;
+pub mod metrics;
+pub mod node;
+pub mod proto;
+pub mod store;
+pub mod volume;

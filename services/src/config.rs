@@ -1,0 +1,263 @@
+//! ferryd's configuration: built-in defaults, overridden by a TOML file, then by environment
+//! variables, then by command-line flags (each later source wins).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use ferry_actors::codec::Limits;
+use ferry_actors::{KeepaliveConfig, ServerConfig};
+use serde::{Deserialize, Serialize};
+
+/// Where a node keeps its data when nothing else is said: `$XDG_DATA_HOME/ferry`, else
+/// `~/.local/share/ferry`, else `./ferry-data`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return Path::new(&dir).join("ferry");
+    }
+    if let Some(home) = std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        return Path::new(&home).join(".local/share/ferry");
+    }
+    PathBuf::from("ferry-data")
+}
+
+/// The unix socket of a node that keeps its data in `data_dir`.
+pub fn socket_in(data_dir: &Path) -> PathBuf {
+    data_dir.join("ferryd.sock")
+}
+
+pub const DEFAULT_TCP: &str = "127.0.0.1:7300";
+pub const DEFAULT_METRICS: &str = "127.0.0.1:7301";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ValueEnum, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+/// The whole configuration of a node, as the TOML file spells it (every field optional).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Where volumes, partial uploads and metadata live.
+    pub data_dir: PathBuf,
+    /// The unix socket; default `<data_dir>/ferryd.sock`; `""` turns it off.
+    pub unix_socket: Option<PathBuf>,
+    /// TCP listen address; `""` turns it off.
+    pub tcp: String,
+    /// Metrics HTTP listen address (`/metrics`); `""` turns it off.
+    pub metrics: String,
+    pub log_format: LogFormat,
+    /// Serve the test program (echo, sink, source) for diagnostics and benchmarks.
+    pub test_program: bool,
+    pub limits: LimitsConfig,
+    pub store: StoreConfigFile,
+    pub events: EventsConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub max_frame: u32,
+    pub max_chunk: u32,
+    pub stream_window: u32,
+    pub max_in_flight_calls: usize,
+    pub max_connections: usize,
+    pub handshake_timeout_secs: u64,
+    pub idle_timeout_secs: u64,
+    pub keepalive_interval_secs: u64,
+    pub keepalive_count: u32,
+    /// How long in-flight calls get to finish on SIGTERM/SIGINT.
+    pub shutdown_drain_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfigFile {
+    /// How long a partial upload is kept for resuming after its connection was lost.
+    pub resume_ttl_secs: u64,
+    pub max_name_len: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventsConfig {
+    /// Events queued per subscriber before further ones are dropped for it.
+    pub subscriber_queue: usize,
+    /// Progress events are sent every this many bytes of a transfer.
+    pub progress_every_bytes: u64,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: default_data_dir(),
+            unix_socket: None,
+            tcp: DEFAULT_TCP.into(),
+            metrics: DEFAULT_METRICS.into(),
+            log_format: LogFormat::Human,
+            test_program: true,
+            limits: LimitsConfig::default(),
+            store: StoreConfigFile::default(),
+            events: EventsConfig::default(),
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let server = ServerConfig::default();
+        let keepalive = KeepaliveConfig::default();
+        Self {
+            max_frame: server.limits.max_frame,
+            max_chunk: server.limits.max_chunk,
+            stream_window: server.stream_window,
+            max_in_flight_calls: server.max_in_flight_calls,
+            max_connections: server.max_connections,
+            handshake_timeout_secs: server.handshake_timeout.as_secs(),
+            idle_timeout_secs: server.idle_timeout.as_secs(),
+            keepalive_interval_secs: keepalive.interval.as_secs(),
+            keepalive_count: keepalive.count,
+            shutdown_drain_secs: 10,
+        }
+    }
+}
+
+impl Default for StoreConfigFile {
+    fn default() -> Self {
+        Self {
+            resume_ttl_secs: 24 * 3600,
+            max_name_len: 128,
+        }
+    }
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self {
+            subscriber_queue: 256,
+            progress_every_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+impl NodeConfig {
+    /// The unix socket path, unless turned off.
+    pub fn unix_socket_path(&self) -> Option<PathBuf> {
+        match &self.unix_socket {
+            None => Some(socket_in(&self.data_dir)),
+            Some(path) if path.as_os_str().is_empty() => None,
+            Some(path) => Some(path.clone()),
+        }
+    }
+
+    pub fn server_config(&self) -> ServerConfig {
+        let l = &self.limits;
+        ServerConfig {
+            limits: Limits {
+                max_frame: l.max_frame,
+                max_chunk: l.max_chunk,
+            },
+            max_in_flight_calls: l.max_in_flight_calls,
+            max_connections: l.max_connections,
+            handshake_timeout: Duration::from_secs(l.handshake_timeout_secs),
+            idle_timeout: Duration::from_secs(l.idle_timeout_secs),
+            keepalive: (l.keepalive_interval_secs > 0).then(|| KeepaliveConfig {
+                interval: Duration::from_secs(l.keepalive_interval_secs),
+                count: l.keepalive_count,
+            }),
+            stream_window: l.stream_window,
+            ..ServerConfig::default()
+        }
+    }
+}
+
+/// ferryd's command line. Every flag also reads an environment variable; flags win over the
+/// environment, which wins over the config file, which wins over the defaults.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ferryd",
+    version,
+    about = "The Ferry node: a volume store served over the Ferry protocol"
+)]
+pub struct Args {
+    /// TOML config file (see deploy/ferryd.example.toml).
+    #[arg(short, long, env = "FERRYD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory [default: $XDG_DATA_HOME/ferry or ~/.local/share/ferry].
+    #[arg(long, env = "FERRYD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Unix socket path ("" turns it off) [default: <data-dir>/ferryd.sock].
+    #[arg(long, env = "FERRYD_UNIX_SOCKET")]
+    pub unix_socket: Option<PathBuf>,
+    /// TCP listen address ("" turns it off) [default: 127.0.0.1:7300].
+    #[arg(long, env = "FERRYD_TCP")]
+    pub tcp: Option<String>,
+    /// Metrics listen address ("" turns it off) [default: 127.0.0.1:7301].
+    #[arg(long, env = "FERRYD_METRICS")]
+    pub metrics: Option<String>,
+    /// Log format; the filter comes from FERRYD_LOG (e.g. "info", "ferry_actors=debug").
+    #[arg(long, env = "FERRYD_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Do not serve the test program.
+    #[arg(long, env = "FERRYD_NO_TEST_PROGRAM")]
+    pub no_test_program: bool,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+}
+
+impl Args {
+    /// Defaults, then the file, then environment and flags.
+    pub fn load(&self) -> Result<NodeConfig, ConfigError> {
+        let mut config = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|source| ConfigError::Parse {
+                    path: path.clone(),
+                    source,
+                })?
+            }
+            None => NodeConfig::default(),
+        };
+        if let Some(dir) = &self.data_dir {
+            config.data_dir = dir.clone();
+        }
+        if let Some(socket) = &self.unix_socket {
+            config.unix_socket = Some(socket.clone());
+        }
+        if let Some(tcp) = &self.tcp {
+            config.tcp = tcp.clone();
+        }
+        if let Some(metrics) = &self.metrics {
+            config.metrics = metrics.clone();
+        }
+        if let Some(format) = self.log_format {
+            config.log_format = format;
+        }
+        if self.no_test_program {
+            config.test_program = false;
+        }
+        Ok(config)
+    }
+}

@@ -1,0 +1,142 @@
+//! The events program: clients subscribe and receive what happens on the node as MESSAGE
+//! frames (volumes created, deleted, uploaded; transfers progressing, finished, failed).
+//!
+//! A slow subscriber never stalls the node: each subscriber has a bounded queue, and an event
+//! that does not fit is dropped for that subscriber only. The next event it does get says how
+//! many it lost (`dropped_before`), and `ferry_events_dropped_total` counts them all.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ferry_actors::program::CallContext;
+use ferry_actors::{CallError, program};
+use tokio::sync::mpsc;
+
+use crate::proto::events::{Event, SubscribeReply, SubscribeRequest, event};
+
+/// Event number of [`Event`] messages (the procedure field of their MESSAGE frames).
+pub const EVENT: u32 = 100;
+
+program! {
+    /// Node events.
+    pub program EventsProgram = 0x6576_6e74, version 1;
+    handler EventsHandler; client EventsClient;
+    procedures {
+        /// Stays open, sending EVENT messages, until the client cancels it.
+        1 => subscribe(SubscribeRequest) -> SubscribeReply;
+    }
+}
+
+struct Subscriber {
+    tx: mpsc::Sender<Event>,
+    dropped: Arc<AtomicU64>,
+}
+
+/// Fans events out to subscribers.
+pub struct EventHub {
+    subscribers: Mutex<Vec<Subscriber>>,
+    queue: usize,
+    /// Events dropped for slow subscribers, all subscribers together.
+    dropped_total: AtomicU64,
+}
+
+impl std::fmt::Debug for EventHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventHub")
+            .field("subscribers", &self.subscribers())
+            .field("queue", &self.queue)
+            .finish()
+    }
+}
+
+/// One subscriber's end of the hub.
+pub struct Subscription {
+    rx: mpsc::Receiver<Event>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Subscription {
+    /// The next event, carrying how many were dropped before it.
+    pub async fn next(&mut self) -> Option<Event> {
+        let mut event = self.rx.recv().await?;
+        event.dropped_before = self.dropped.swap(0, Ordering::Relaxed);
+        Some(event)
+    }
+}
+
+impl EventHub {
+    /// `queue`: events held per subscriber before further ones are dropped for it.
+    pub fn new(queue: usize) -> Self {
+        Self {
+            subscribers: Mutex::default(),
+            queue: queue.max(1),
+            dropped_total: AtomicU64::new(0),
+        }
+    }
+
+    pub fn subscribe(&self) -> Subscription {
+        let (tx, rx) = mpsc::channel(self.queue);
+        let dropped = Arc::new(AtomicU64::new(0));
+        self.subscribers.lock().unwrap().push(Subscriber {
+            tx,
+            dropped: dropped.clone(),
+        });
+        Subscription { rx, dropped }
+    }
+
+    /// Sends an event to every subscriber that has room; never waits.
+    pub fn publish(&self, kind: event::Kind) {
+        let event = Event {
+            at_millis: now_millis(),
+            dropped_before: 0,
+            kind: Some(kind),
+        };
+        let mut subscribers = self.subscribers.lock().unwrap();
+        subscribers.retain(|s| !s.tx.is_closed());
+        for subscriber in subscribers.iter() {
+            if subscriber.tx.try_send(event.clone()).is_err() {
+                subscriber.dropped.fetch_add(1, Ordering::Relaxed);
+                self.dropped_total.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    pub fn subscribers(&self) -> usize {
+        self.subscribers
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| !s.tx.is_closed())
+            .count()
+    }
+
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped_total.load(Ordering::Relaxed)
+    }
+}
+
+pub fn now_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Serves the events program from a hub.
+pub struct EventsService {
+    pub hub: Arc<EventHub>,
+}
+
+impl EventsHandler for EventsService {
+    async fn subscribe(
+        &self,
+        _: SubscribeRequest,
+        context: CallContext,
+    ) -> Result<SubscribeReply, CallError> {
+        let mut subscription = self.hub.subscribe();
+        while let Some(event) = subscription.next().await {
+            context.emit(EventsProgram::NUMBER, EVENT, &event).await?;
+        }
+        Ok(SubscribeReply {})
+    }
+}

@@ -1,0 +1,169 @@
+//! A whole node: the volume store, the programs, the listeners and the metrics endpoint,
+//! started from a [`NodeConfig`] and shut down gracefully.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_actors::test_program::{TestProgram, TestService};
+use ferry_actors::{ListenError, Server, ServerHandle};
+use tracing::info;
+
+use crate::admin::{AdminProgram, AdminService};
+use crate::config::NodeConfig;
+use crate::events::{EventHub, EventsProgram, EventsService};
+use crate::metrics::{CallMetrics, Metrics};
+use crate::store::{StoreConfig, StoreError, VolumeStore};
+use crate::volume::{VolumeProgram, VolumeService};
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("preparing data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("opening the volume store: {0}")]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Listen(#[from] ListenError),
+    #[error("binding the metrics endpoint {address}: {source}")]
+    Metrics {
+        address: String,
+        source: std::io::Error,
+    },
+}
+
+/// Where a started node can be reached.
+#[derive(Debug, Clone)]
+pub struct Ready {
+    pub tcp: Option<SocketAddr>,
+    pub unix: Option<PathBuf>,
+    pub metrics: Option<SocketAddr>,
+}
+
+impl std::fmt::Display for Ready {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let tcp = self.tcp.map_or_else(|| "off".into(), |a| a.to_string());
+        let unix = self
+            .unix
+            .as_ref()
+            .map_or_else(|| "off".into(), |p| p.display().to_string());
+        let metrics = self.metrics.map_or_else(|| "off".into(), |a| a.to_string());
+        write!(f, "tcp={tcp} unix={unix} metrics={metrics}")
+    }
+}
+
+/// A running node.
+pub struct Node {
+    server: ServerHandle,
+    ready: Ready,
+    metrics_task: Option<tokio::task::JoinHandle<()>>,
+    drain: Duration,
+}
+
+/// Starts a node; must run inside an actix `System`.
+pub async fn start(config: &NodeConfig) -> Result<Node, NodeError> {
+    let data_dir = &config.data_dir;
+    let dir_error = |source| NodeError::DataDir {
+        path: data_dir.clone(),
+        source,
+    };
+    std::fs::create_dir_all(data_dir).map_err(dir_error)?;
+    // The unix socket lives here by default: only the node's user may reach it.
+    std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(dir_error)?;
+
+    let store = Arc::new(VolumeStore::open(
+        data_dir,
+        StoreConfig {
+            resume_ttl: Duration::from_secs(config.store.resume_ttl_secs),
+            max_name_len: config.store.max_name_len,
+        },
+    )?);
+    info!(recovery = ?store.recovery_report(), dir = %data_dir.display(), "volume store open");
+    let hub = Arc::new(EventHub::new(config.events.subscriber_queue));
+    let calls = Arc::new(CallMetrics::default());
+
+    let mut server = Server::new(config.server_config())
+        .observer(calls.clone())
+        .program(VolumeProgram::serve(VolumeService::new(
+            store.clone(),
+            hub.clone(),
+            config.events.progress_every_bytes,
+        )))
+        .program(EventsProgram::serve(EventsService { hub: hub.clone() }))
+        .program(AdminProgram::serve(AdminService {
+            data_dir: data_dir.clone(),
+        }));
+    if config.test_program {
+        server = server.program(TestProgram::serve(TestService::default()));
+    }
+    if !config.tcp.is_empty() {
+        server = server.listen_tcp(config.tcp.clone());
+    }
+    let unix = config.unix_socket_path();
+    if let Some(path) = &unix {
+        server = server.listen_unix(path);
+    }
+    let server = server.start().await?;
+    if let Some(path) = &unix {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(dir_error)?;
+    }
+
+    let (metrics_task, metrics) = if config.metrics.is_empty() {
+        (None, None)
+    } else {
+        let (listener, local) = crate::metrics::bind(&config.metrics)
+            .await
+            .map_err(|source| NodeError::Metrics {
+                address: config.metrics.clone(),
+                source,
+            })?;
+        let registry = Arc::new(Metrics::new(
+            calls,
+            server.counters(),
+            store.clone(),
+            hub.clone(),
+        ));
+        (
+            Some(tokio::spawn(crate::metrics::serve(listener, registry))),
+            Some(local),
+        )
+    };
+    let ready = Ready {
+        tcp: server.tcp_addrs().first().copied(),
+        unix,
+        metrics,
+    };
+    info!(%ready, "ferryd ready");
+    Ok(Node {
+        server,
+        ready,
+        metrics_task,
+        drain: Duration::from_secs(config.limits.shutdown_drain_secs),
+    })
+}
+
+impl Node {
+    pub fn ready(&self) -> &Ready {
+        &self.ready
+    }
+
+    pub fn server(&self) -> &ServerHandle {
+        &self.server
+    }
+
+    /// Stops accepting, lets open calls finish (up to the configured drain time), then stops.
+    pub async fn shutdown(self) {
+        info!(drain = ?self.drain, "shutting down");
+        self.server.shutdown(self.drain).await;
+        if let Some(task) = self.metrics_task {
+            task.abort();
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! The one error type of the volume store.
+
+use std::io;
+use std::path::PathBuf;
+
+use ferry_actors::ErrorCode;
+
+/// Why a volume store operation failed.
+///
+/// Every message names the volume (or path) and, where there is one, says what the caller can
+/// do about it, because these messages end up in front of an operator or a remote client.
+/// [`StoreError::code`] maps each variant to the wire's [`ErrorCode`] so the daemon does not
+/// have to repeat the table.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The name breaks one of the rules of [`validate_name`](super::validate_name).
+    #[error("invalid volume name {}: {reason}", shown(name))]
+    InvalidName { name: String, reason: String },
+
+    /// No committed volume of that name.
+    #[error("volume {name:?} does not exist")]
+    NotFound { name: String },
+
+    /// A committed volume of that name exists and the operation does not replace volumes.
+    #[error(
+        "volume {name:?} already exists; delete it first, or upload with overwrite to replace it"
+    )]
+    AlreadyExists { name: String },
+
+    /// `resume_upload` (or `discard_upload`) found no partial upload of that name.
+    #[error(
+        "no partial upload of volume {name:?} to resume; it was committed, aborted or expired: start a new upload"
+    )]
+    NoPartialUpload { name: String },
+
+    /// Another [`Upload`](super::Upload) of the same name is open in this process.
+    #[error(
+        "an upload of volume {name:?} is in progress; wait for it to finish or be suspended, then resume it"
+    )]
+    UploadInProgress { name: String },
+
+    /// The uploaded bytes do not hash to the checksum announced at `begin_upload`. The partial
+    /// upload has been deleted.
+    #[error(
+        "checksum mismatch for volume {name:?}: expected blake3 {expected}, received data hashes to {actual}; the upload was discarded, upload it again"
+    )]
+    ChecksumMismatch {
+        name: String,
+        expected: String,
+        actual: String,
+    },
+
+    /// The upload was committed with a size other than the one announced at `begin_upload`.
+    /// The partial upload has been deleted.
+    #[error(
+        "size mismatch for volume {name:?}: expected {expected} bytes, received {actual}; the upload was discarded, upload it again"
+    )]
+    SizeMismatch {
+        name: String,
+        expected: u64,
+        actual: u64,
+    },
+
+    /// A chunk would carry the upload past its announced size. Nothing of the chunk was
+    /// written; the upload stays at `offset`.
+    #[error(
+        "chunk of {chunk} bytes at offset {offset} would exceed the expected size of {expected} bytes of volume {name:?}"
+    )]
+    BeyondExpectedSize {
+        name: String,
+        expected: u64,
+        offset: u64,
+        chunk: u64,
+    },
+
+    /// A download range that does not lie within the volume. Ranges are never clamped.
+    #[error(
+        "range offset {offset}, length {} is outside volume {name:?} of {size} bytes; ask for a range within the volume",
+        length.map_or_else(|| "to the end".to_string(), |l| l.to_string())
+    )]
+    InvalidRange {
+        name: String,
+        offset: u64,
+        length: Option<u64>,
+        size: u64,
+    },
+
+    /// Another process (or another `VolumeStore` in this one) holds the store's lock.
+    #[error(
+        "volume store at {} is in use by another process (its lock file is held); stop that process or use another directory",
+        root.display()
+    )]
+    Locked { root: PathBuf },
+
+    /// The [`StoreConfig`](super::StoreConfig) cannot work.
+    #[error("invalid volume store configuration: {reason}")]
+    InvalidConfig { reason: String },
+
+    /// A file of the store's own making does not parse.
+    #[error("{} is corrupt: {reason}; remove it by hand after checking it", path.display())]
+    Corrupt { path: PathBuf, reason: String },
+
+    /// The operating system refused; `context` says what the store was doing.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl StoreError {
+    /// The wire error code that fits this error, for the daemon's replies.
+    ///
+    /// | variant | code |
+    /// |---|---|
+    /// | `InvalidName`, `InvalidRange`, `BeyondExpectedSize` | `BAD_REQUEST` |
+    /// | `NotFound`, `NoPartialUpload` | `NOT_FOUND` |
+    /// | `AlreadyExists` | `ALREADY_EXISTS` |
+    /// | `UploadInProgress` | `FAILED_PRECONDITION` |
+    /// | `ChecksumMismatch`, `SizeMismatch` | `ABORTED` (the upload's sink failed) |
+    /// | `Io` with "no space left" or "quota exceeded" | `RESOURCE_EXHAUSTED` |
+    /// | `Locked`, `InvalidConfig`, `Corrupt`, other `Io` | `INTERNAL` |
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::InvalidName { .. }
+            | Self::InvalidRange { .. }
+            | Self::BeyondExpectedSize { .. } => ErrorCode::BadRequest,
+            Self::NotFound { .. } | Self::NoPartialUpload { .. } => ErrorCode::NotFound,
+            Self::AlreadyExists { .. } => ErrorCode::AlreadyExists,
+            Self::UploadInProgress { .. } => ErrorCode::FailedPrecondition,
+            Self::ChecksumMismatch { .. } | Self::SizeMismatch { .. } => ErrorCode::Aborted,
+            Self::Io { source, .. }
+                if matches!(
+                    source.kind(),
+                    io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+                ) =>
+            {
+                ErrorCode::ResourceExhausted
+            }
+            Self::Locked { .. }
+            | Self::InvalidConfig { .. }
+            | Self::Corrupt { .. }
+            | Self::Io { .. } => ErrorCode::Internal,
+        }
+    }
+
+    /// An [`Io`](Self::Io) error; `context` says what was being done and to what.
+    pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
+        Self::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+/// A name for an error message: quoted and escaped, and cut short if a client sent a very long
+/// one, so a hostile name cannot flood the logs.
+fn shown(name: &str) -> String {
+    const MAX: usize = 64;
+    if name.len() <= MAX {
+        return format!("{name:?}");
+    }
+    let mut end = MAX;
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{:?}… ({} bytes)", &name[..end], name.len())
+}
+
+/// A short way to attach context to `io::Result`s inside the store.
+pub(crate) trait IoContext<T> {
+    fn context(self, context: impl FnOnce() -> String) -> Result<T, StoreError>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn context(self, context: impl FnOnce() -> String) -> Result<T, StoreError> {
+        self.map_err(|source| StoreError::io(context(), source))
+    }
+}

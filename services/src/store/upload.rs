@@ -1,0 +1,524 @@
+//! Uploads: writing a volume as a stream of chunks into `partial/`, resumable until committed.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use ferry_actors::stream::Chunk;
+
+use super::error::IoContext;
+use super::meta::{self, PartialMeta, VolumeMeta};
+use super::sys::{self, Extent, ExtentCursor};
+use super::{Inner, Layout, MAX_NAME_LEN_LIMIT, Result, StoreError, VolumeInfo, publish};
+
+/// How often a busy upload refreshes `updated` in its JSON file. Expiry is measured in hours,
+/// so a minute of staleness does not matter, and rewriting the file on every chunk would.
+pub(crate) const TOUCH_INTERVAL: Duration = Duration::from_secs(30);
+
+/// What the client announces when it starts an upload.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UploadOptions {
+    /// The final size. Chunks past it are refused at once, and a commit at another size fails.
+    pub expected_size: Option<u64>,
+    /// The BLAKE3 of the whole content (holes as zeros). A commit whose data hashes otherwise
+    /// fails and discards the upload.
+    pub expected_checksum: Option<[u8; 32]>,
+    /// Whether the commit may replace an existing volume of the same name.
+    pub overwrite: bool,
+}
+
+/// The state of a partial upload, as [`VolumeStore::upload_status`](super::VolumeStore::upload_status)
+/// reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartialStatus {
+    pub name: String,
+    /// Bytes received so far (holes included): where a resumed upload continues.
+    pub offset: u64,
+    pub expected_size: Option<u64>,
+    pub expected_checksum: Option<[u8; 32]>,
+    pub overwrite: bool,
+    /// Last activity; the upload expires `resume_ttl` after it. While an upload is open this
+    /// may lag up to half a minute behind its last write.
+    pub updated: SystemTime,
+    /// Whether an [`Upload`] of it is open in this process right now (so resuming would fail
+    /// with [`StoreError::UploadInProgress`]).
+    pub in_progress: bool,
+}
+
+/// An upload in progress: the only writer of `partial/<name>.part`.
+///
+/// Chunks are written at the current offset; holes extend the file without writing, so it
+/// stays sparse, and the file's length is always the upload's offset. Everything is hashed
+/// with BLAKE3 as it arrives (holes as zeros).
+///
+/// Ends in one of three ways: [`commit`](Self::commit) publishes the volume,
+/// [`abort`](Self::abort) deletes the partial data, [`suspend`](Self::suspend) keeps it for
+/// [`resume_upload`](super::VolumeStore::resume_upload). **Dropping an `Upload` suspends it**:
+/// the usual reason an upload ends without a decision is a lost connection or a crashing
+/// handler, and the client should then be able to resume rather than send everything again.
+/// Partial uploads nobody resumes expire after `resume_ttl`.
+pub struct Upload {
+    name: String,
+    file: File,
+    offset: u64,
+    hasher: blake3::Hasher,
+    partial: PartialMeta,
+    last_touch: Instant,
+    /// Set once committed, aborted or suspended: then dropping does nothing more.
+    done: bool,
+    /// Dropped last (fields drop after `Drop::drop`), so the name stays claimed until the
+    /// partial files are in their final state.
+    claim: Claim,
+}
+
+impl fmt::Debug for Upload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Upload")
+            .field("name", &self.name)
+            .field("offset", &self.offset)
+            .field("expected_size", &self.partial.expected_size)
+            .field("overwrite", &self.partial.overwrite)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Upload {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Bytes received so far, holes included; where the next chunk goes.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    pub fn expected_size(&self) -> Option<u64> {
+        self.partial.expected_size
+    }
+
+    pub fn expected_checksum(&self) -> Option<[u8; 32]> {
+        self.partial.expected_checksum
+    }
+
+    pub fn overwrite(&self) -> bool {
+        self.partial.overwrite
+    }
+
+    /// Appends a chunk: data is written at the offset, a hole only moves the offset (the file
+    /// is extended with `set_len`, so the hole takes no space).
+    ///
+    /// A chunk that would go past the expected size is refused whole with
+    /// [`StoreError::BeyondExpectedSize`] and the upload stays where it was. If writing fails
+    /// half way, the file is cut back to the offset so the upload can go on or be resumed from
+    /// a consistent state.
+    pub fn write(&mut self, chunk: &Chunk) -> Result<()> {
+        let len = chunk.len();
+        if len == 0 {
+            return Ok(());
+        }
+        let end = self
+            .offset
+            .checked_add(len)
+            .filter(|&end| end <= i64::MAX as u64)
+            .ok_or_else(|| {
+                StoreError::io(
+                    format!(
+                        "a chunk of {len} bytes at offset {} of upload {:?} ends past the largest possible file",
+                        self.offset, self.name
+                    ),
+                    io::ErrorKind::FileTooLarge.into(),
+                )
+            })?;
+        if let Some(expected) = self.partial.expected_size
+            && end > expected
+        {
+            return Err(StoreError::BeyondExpectedSize {
+                name: self.name.clone(),
+                expected,
+                offset: self.offset,
+                chunk: len,
+            });
+        }
+        match chunk {
+            Chunk::Data(bytes) => {
+                if let Err(err) = self.file.write_all_at(bytes, self.offset) {
+                    let _ = self.file.set_len(self.offset);
+                    return Err(StoreError::io(
+                        format!(
+                            "writing {len} bytes at offset {} of upload {:?}",
+                            self.offset, self.name
+                        ),
+                        err,
+                    ));
+                }
+                self.hasher.update(bytes);
+            }
+            Chunk::Hole(_) => {
+                self.file.set_len(end).context(|| {
+                    format!(
+                        "extending upload {:?} by a hole of {len} bytes at offset {}",
+                        self.name, self.offset
+                    )
+                })?;
+                hash_zeros(&mut self.hasher, len);
+            }
+        }
+        self.offset = end;
+        if self.last_touch.elapsed() >= TOUCH_INTERVAL {
+            // Best effort: the chunk is written, and failing it now over a timestamp would
+            // leave the caller unsure whether it was. The next touch, suspend or commit will
+            // report a disk that really is failing.
+            let _ = self.touch(false);
+        }
+        Ok(())
+    }
+
+    /// Verifies the upload against what was announced and publishes it as volume `name`.
+    ///
+    /// In order: the size and checksum are checked (a mismatch deletes the partial upload and
+    /// fails with [`StoreError::SizeMismatch`] / [`StoreError::ChecksumMismatch`]); the data is
+    /// `fsync`ed; the new sidecar is written as a commit record; the data file is renamed into
+    /// `volumes/` (refusing to replace unless the upload overwrites); the record is renamed
+    /// into `meta/`; the directories are synced. The volume is visible only once this returns
+    /// `Ok`.
+    ///
+    /// If a volume of the name appeared meanwhile and the upload does not overwrite, this fails
+    /// with [`StoreError::AlreadyExists`] and **keeps** the partial upload: delete the volume
+    /// and resume, or discard the upload.
+    pub fn commit(mut self) -> Result<VolumeInfo> {
+        let inner = Arc::clone(&self.claim.inner);
+        let layout = &inner.layout;
+        let name = self.name.clone();
+        let size = self.offset;
+        if let Some(expected) = self.partial.expected_size
+            && expected != size
+        {
+            self.discard_files()?;
+            return Err(StoreError::SizeMismatch {
+                name,
+                expected,
+                actual: size,
+            });
+        }
+        let actual = *self.hasher.finalize().as_bytes();
+        if let Some(expected) = self.partial.expected_checksum
+            && expected != actual
+        {
+            self.discard_files()?;
+            return Err(StoreError::ChecksumMismatch {
+                name,
+                expected: hex::encode(expected),
+                actual: hex::encode(actual),
+            });
+        }
+        self.file
+            .sync_all()
+            .context(|| format!("syncing the data of upload {name:?}"))?;
+
+        let _namespace = inner.write_namespace();
+        let volume = layout.volume(&name);
+        let exists = match fs::symlink_metadata(&volume) {
+            Ok(_) => true,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => false,
+            Err(err) => return Err(StoreError::io(format!("reading {}", volume.display()), err)),
+        };
+        if exists && !self.partial.overwrite {
+            return Err(StoreError::AlreadyExists { name });
+        }
+        let previous = if exists {
+            meta::read::<VolumeMeta>(&layout.meta(&name)).ok().flatten()
+        } else {
+            None
+        };
+        let now = sys::now_millis();
+        let sidecar = VolumeMeta {
+            format: meta::FORMAT,
+            size,
+            checksum: Some(actual),
+            created: previous.map_or(now, |p| p.created),
+            modified: now,
+        };
+        let record = layout.commit_record(&name);
+        meta::write(&record, &sidecar, true)?;
+        if let Err(err) = publish(&inner, &name, &layout.part(&name), self.partial.overwrite) {
+            let _ = sys::remove_if_exists(&record);
+            return Err(err);
+        }
+        // The data is the volume now; from here on nothing is left to suspend, and a failure
+        // is finished by recovery at the next open (the commit record says how).
+        self.done = true;
+        let finishing = |what: &str, err: io::Error| {
+            StoreError::io(
+                format!(
+                    "volume {name:?} was published but {what}; the next open of the store completes it"
+                ),
+                err,
+            )
+        };
+        sys::fsync_dir(&layout.partial).map_err(|e| finishing("syncing partial/ failed", e))?;
+        fs::rename(&record, layout.meta(&name))
+            .map_err(|e| finishing("installing its sidecar failed", e))?;
+        sys::fsync_dir(&layout.meta).map_err(|e| finishing("syncing meta/ failed", e))?;
+        sys::remove_if_exists(&layout.partial_json(&name))
+            .map_err(|e| finishing("removing its partial upload record failed", e))?;
+        sys::fsync_dir(&layout.partial).map_err(|e| finishing("syncing partial/ failed", e))?;
+        inner.info_locked(&name)
+    }
+
+    /// Deletes the partial upload: the client gave up, or its data cannot be trusted.
+    pub fn abort(mut self) -> Result<()> {
+        self.discard_files()
+    }
+
+    /// Keeps the partial upload for [`resume_upload`](super::VolumeStore::resume_upload): syncs
+    /// the data and records the time, so the upload survives a crash and its expiry counts
+    /// from now. Dropping an `Upload` does the same, ignoring errors.
+    pub fn suspend(mut self) -> Result<()> {
+        self.done = true;
+        self.file
+            .sync_data()
+            .context(|| format!("syncing the data of upload {:?}", self.name))?;
+        self.touch(true)
+    }
+
+    fn discard_files(&mut self) -> Result<()> {
+        self.done = true;
+        remove_partial_files(&self.claim.inner.layout, &self.name)
+    }
+
+    /// Records activity in the partial upload's JSON file.
+    fn touch(&mut self, durable: bool) -> Result<()> {
+        self.last_touch = Instant::now();
+        self.partial.updated = sys::now_millis();
+        meta::write(
+            &self.claim.inner.layout.partial_json(&self.name),
+            &self.partial,
+            durable,
+        )
+    }
+}
+
+impl Drop for Upload {
+    /// Suspends: see the type's documentation for why dropping keeps the upload.
+    fn drop(&mut self) {
+        if !self.done {
+            self.done = true;
+            let _ = self.file.sync_data();
+            let _ = self.touch(true);
+        }
+    }
+}
+
+/// This process's claim on a name for uploading, released on drop.
+struct Claim {
+    inner: Arc<Inner>,
+    name: String,
+}
+
+impl Claim {
+    fn take(inner: &Arc<Inner>, name: &str) -> Result<Self> {
+        if !inner.active().insert(name.to_string()) {
+            return Err(StoreError::UploadInProgress { name: name.into() });
+        }
+        Ok(Self {
+            inner: Arc::clone(inner),
+            name: name.to_string(),
+        })
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.inner.active().remove(&self.name);
+    }
+}
+
+pub(crate) fn begin(inner: &Arc<Inner>, name: &str, options: UploadOptions) -> Result<Upload> {
+    let layout = &inner.layout;
+    if !options.overwrite && fs::symlink_metadata(layout.volume(name)).is_ok() {
+        return Err(StoreError::AlreadyExists { name: name.into() });
+    }
+    let claim = Claim::take(inner, name)?;
+    remove_partial_files(layout, name)?;
+    let now = sys::now_millis();
+    let partial = PartialMeta {
+        format: meta::FORMAT,
+        expected_size: options.expected_size,
+        expected_checksum: options.expected_checksum,
+        overwrite: options.overwrite,
+        created: now,
+        updated: now,
+    };
+    // The JSON first: data without it is an orphan that recovery removes, so a crash here
+    // never leaves an upload that cannot say what it expects.
+    meta::write(&layout.partial_json(name), &partial, true)?;
+    let part = layout.part(name);
+    let file = match OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&part)
+    {
+        Ok(file) => file,
+        Err(err) => {
+            let _ = sys::remove_if_exists(&layout.partial_json(name));
+            return Err(StoreError::io(format!("creating {}", part.display()), err));
+        }
+    };
+    Ok(Upload {
+        name: name.to_string(),
+        file,
+        offset: 0,
+        hasher: blake3::Hasher::new(),
+        partial,
+        last_touch: Instant::now(),
+        done: false,
+        claim,
+    })
+}
+
+pub(crate) fn resume(inner: &Arc<Inner>, name: &str) -> Result<Upload> {
+    let layout = &inner.layout;
+    let claim = Claim::take(inner, name)?;
+    let no_partial = || StoreError::NoPartialUpload { name: name.into() };
+    let partial = meta::read::<PartialMeta>(&layout.partial_json(name))?.ok_or_else(no_partial)?;
+    let part = layout.part(name);
+    let file = match OpenOptions::new().read(true).write(true).open(&part) {
+        Ok(file) => file,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Err(no_partial()),
+        Err(err) => return Err(StoreError::io(format!("opening {}", part.display()), err)),
+    };
+    if !partial.overwrite && fs::symlink_metadata(layout.volume(name)).is_ok() {
+        return Err(StoreError::AlreadyExists { name: name.into() });
+    }
+    let offset = file
+        .metadata()
+        .context(|| format!("reading {}", part.display()))?
+        .len();
+    let hasher = rehash(&file, offset).context(|| format!("reading back {}", part.display()))?;
+    let mut upload = Upload {
+        name: name.to_string(),
+        file,
+        offset,
+        hasher,
+        partial,
+        last_touch: Instant::now(),
+        done: false,
+        claim,
+    };
+    upload.touch(false)?;
+    Ok(upload)
+}
+
+/// The BLAKE3 state after the first `len` bytes of `file`, reading only its data: holes are
+/// found with `SEEK_HOLE` and hashed as zeros without being read.
+fn rehash(file: &File, len: u64) -> io::Result<blake3::Hasher> {
+    let mut hasher = blake3::Hasher::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    let mut cursor = ExtentCursor::new(0, len);
+    while let Some(extent) = cursor.peek(file)? {
+        let consumed = match extent {
+            Extent::Hole(n) => {
+                hash_zeros(&mut hasher, n);
+                n
+            }
+            Extent::Data(n) => {
+                let n = n.min(buffer.len() as u64) as usize;
+                file.read_exact_at(&mut buffer[..n], cursor.pos())?;
+                hasher.update(&buffer[..n]);
+                n as u64
+            }
+        };
+        cursor.advance(consumed);
+    }
+    Ok(hasher)
+}
+
+/// Hashes `len` zero bytes, from a static buffer: a hole costs CPU but no memory.
+pub(crate) fn hash_zeros(hasher: &mut blake3::Hasher, mut len: u64) {
+    static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+    while len > 0 {
+        let n = len.min(ZEROS.len() as u64) as usize;
+        hasher.update(&ZEROS[..n]);
+        len -= n as u64;
+    }
+}
+
+pub(crate) fn status(inner: &Inner, name: &str) -> Result<Option<PartialStatus>> {
+    let layout = &inner.layout;
+    let Some(partial) = meta::read::<PartialMeta>(&layout.partial_json(name))? else {
+        return Ok(None);
+    };
+    let part = layout.part(name);
+    let offset = match fs::metadata(&part) {
+        Ok(metadata) => metadata.len(),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(StoreError::io(format!("reading {}", part.display()), err)),
+    };
+    let in_progress = inner.active().contains(name);
+    Ok(Some(PartialStatus {
+        name: name.to_string(),
+        offset,
+        expected_size: partial.expected_size,
+        expected_checksum: partial.expected_checksum,
+        overwrite: partial.overwrite,
+        updated: sys::from_unix_millis(partial.updated),
+        in_progress,
+    }))
+}
+
+pub(crate) fn list(inner: &Inner) -> Result<Vec<PartialStatus>> {
+    let dir = &inner.layout.partial;
+    let mut names = HashSet::new();
+    for entry in fs::read_dir(dir).context(|| format!("listing {}", dir.display()))? {
+        let entry = entry.context(|| format!("listing {}", dir.display()))?;
+        if let Some(name) = entry
+            .file_name()
+            .to_str()
+            .and_then(|file| file.strip_suffix(".json"))
+            .filter(|name| super::validate_name(name, MAX_NAME_LEN_LIMIT).is_ok())
+        {
+            names.insert(name.to_string());
+        }
+    }
+    let mut statuses = Vec::new();
+    for name in names {
+        // A partial whose files vanish between the listing and now was just committed or
+        // aborted: leave it out. One whose JSON is unreadable is reported as an error.
+        if let Some(status) = status(inner, &name)? {
+            statuses.push(status);
+        }
+    }
+    statuses.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(statuses)
+}
+
+pub(crate) fn discard(inner: &Arc<Inner>, name: &str) -> Result<()> {
+    let layout = &inner.layout;
+    let _claim = Claim::take(inner, name)?;
+    let exists = [layout.part(name), layout.partial_json(name)]
+        .iter()
+        .any(|path| fs::symlink_metadata(path).is_ok());
+    if !exists {
+        return Err(StoreError::NoPartialUpload { name: name.into() });
+    }
+    remove_partial_files(layout, name)
+}
+
+/// Removes every file of the partial upload `name`: data first, so a crash half way leaves a
+/// JSON without data, which recovery recognises as debris.
+pub(crate) fn remove_partial_files(layout: &Layout, name: &str) -> Result<()> {
+    for path in [
+        layout.part(name),
+        layout.partial_json(name),
+        layout.commit_record(name),
+    ] {
+        sys::remove_if_exists(&path).context(|| format!("deleting {}", path.display()))?;
+    }
+    Ok(())
+}
