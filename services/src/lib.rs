@@ -5,10 +5,12 @@
 //! uploads and sparse-aware downloads. It does no networking; [`volume`] wires it to streams.
 
 pub mod admin;
+pub mod cli;
 pub mod config;
 pub mod events;
 pub mod metrics;
 pub mod node;
 pub mod proto;
+pub mod sparse;
 pub mod store;
 pub mod volume;

@@ -280,6 +280,10 @@ impl<R: prost::Message + Default> ClientStream<R> {
         self.outgoing()?.send_hole(length).await
     }
 
+    pub async fn send_chunk(&mut self, chunk: Chunk) -> Result<(), CallError> {
+        self.outgoing()?.send_chunk(chunk).await
+    }
+
     pub async fn recv(&mut self) -> Result<Option<Chunk>, CallError> {
         self.incoming()?.recv().await
     }

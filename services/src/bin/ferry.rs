@@ -1,6 +1,5 @@
 //! `ferry`: the command-line client of a Ferry node. See `ferry --help`.
 
-fn main() {
-    eprintln!("ferry: not built yet");
-    std::process::exit(2);
+fn main() -> std::process::ExitCode {
+    ferry_services::cli::main()
 }

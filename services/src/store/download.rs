@@ -1,15 +1,14 @@
 //! Downloads: a range of a volume as data chunks and holes.
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 
-use bytes::Bytes;
 use ferry_actors::stream::Chunk;
 
 use super::error::IoContext;
-use super::sys::{Extent, ExtentCursor};
 use super::{Inner, Result, StoreError, VolumeInfo};
+use crate::sparse::SparseReader;
 
 /// A range of a volume being read out as [`Chunk`]s.
 ///
@@ -20,10 +19,10 @@ use super::{Inner, Result, StoreError, VolumeInfo};
 /// describes that version (its checksum is the one to verify against).
 #[derive(Debug)]
 pub struct Download {
-    file: File,
+    reader: SparseReader,
     volume: VolumeInfo,
     start: u64,
-    cursor: ExtentCursor,
+    end: u64,
 }
 
 pub(crate) fn open(
@@ -70,10 +69,10 @@ pub(crate) fn open(
         }
     };
     Ok(Download {
-        file,
+        reader: SparseReader::new(file, offset, end),
         volume,
         start: offset,
-        cursor: ExtentCursor::new(offset, end),
+        end,
     })
 }
 
@@ -85,7 +84,7 @@ impl Download {
 
     /// Length of the range in bytes, holes included: what the chunks will add up to.
     pub fn len(&self) -> u64 {
-        self.cursor.end() - self.start
+        self.end - self.start
     }
 
     pub fn is_empty(&self) -> bool {
@@ -99,12 +98,12 @@ impl Download {
 
     /// Where the next chunk starts in the volume.
     pub fn position(&self) -> u64 {
-        self.cursor.pos()
+        self.reader.position()
     }
 
     /// Bytes of the range not yet returned.
     pub fn remaining(&self) -> u64 {
-        self.cursor.end() - self.cursor.pos()
+        self.reader.remaining()
     }
 
     /// The next piece of the range: a [`Chunk::Data`] of at most `max` bytes, or a
@@ -114,35 +113,9 @@ impl Download {
     /// Each data chunk is one positional read into a buffer allocated for it, which becomes
     /// the chunk's `Bytes` without another copy. `max` must not be 0.
     pub fn next_chunk(&mut self, max: usize) -> Result<Option<Chunk>> {
-        if max == 0 {
-            return Err(StoreError::io(
-                format!("downloading volume {:?}", self.volume.name),
-                io::Error::new(io::ErrorKind::InvalidInput, "max chunk size is 0"),
-            ));
-        }
-        let pos = self.cursor.pos();
-        let extent = self
-            .cursor
-            .peek(&self.file)
-            .context(|| format!("finding data and holes of volume {:?}", self.volume.name))?;
-        let chunk = match extent {
-            None => return Ok(None),
-            Some(Extent::Hole(n)) => Chunk::Hole(n),
-            Some(Extent::Data(n)) => {
-                let n = n.min(max as u64) as usize;
-                // Zero-filled rather than uninitialised: a memset is cheap next to the read,
-                // and it keeps this free of `unsafe`.
-                let mut buffer = vec![0u8; n];
-                self.file.read_exact_at(&mut buffer, pos).context(|| {
-                    format!(
-                        "reading {n} bytes at offset {pos} of volume {:?}",
-                        self.volume.name
-                    )
-                })?;
-                Chunk::Data(Bytes::from(buffer))
-            }
-        };
-        self.cursor.advance(chunk.len());
-        Ok(Some(chunk))
+        let pos = self.reader.position();
+        self.reader
+            .next_chunk(max)
+            .context(|| format!("reading at offset {pos} of volume {:?}", self.volume.name))
     }
 }

@@ -12,8 +12,9 @@ use ferry_actors::stream::Chunk;
 
 use super::error::IoContext;
 use super::meta::{self, PartialMeta, VolumeMeta};
-use super::sys::{self, Extent, ExtentCursor};
+use super::sys;
 use super::{Inner, Layout, MAX_NAME_LEN_LIMIT, Result, StoreError, VolumeInfo, publish};
+use crate::sparse::{Extent, ExtentCursor};
 
 /// How often a busy upload refreshes `updated` in its JSON file. Expiry is measured in hours,
 /// so a minute of staleness does not matter, and rewriting the file on every chunk would.
@@ -489,9 +490,12 @@ pub(crate) fn list(inner: &Inner) -> Result<Vec<PartialStatus>> {
     let mut statuses = Vec::new();
     for name in names {
         // A partial whose files vanish between the listing and now was just committed or
-        // aborted: leave it out. One whose JSON is unreadable is reported as an error.
-        if let Some(status) = status(inner, &name)? {
-            statuses.push(status);
+        // aborted, and one whose JSON does not parse cannot be resumed (the next open removes
+        // it): leave both out rather than fail the whole listing.
+        match status(inner, &name) {
+            Ok(Some(status)) => statuses.push(status),
+            Ok(None) | Err(StoreError::Corrupt { .. }) => {}
+            Err(err) => return Err(err),
         }
     }
     statuses.sort_by(|a, b| a.name.cmp(&b.name));

@@ -1,0 +1,344 @@
+//! `ferry`, the command-line client of a Ferry node: volumes, events and administration.
+//!
+//! Output is for people on a terminal (tables, progress bars on stderr) and for programs with
+//! `--json` (one JSON document per result, one JSON line per event). Errors say what failed and
+//! what to do, and exit with a code per class of error (see [`exit::Exit`]).
+
+mod exit;
+mod output;
+mod transfer;
+mod uri;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use ferry_actors::{CallOptions, Client, ClientConfig};
+
+pub use exit::{CliError, Exit};
+pub use uri::{NodeUri, UriError};
+
+use crate::admin::AdminClient;
+use crate::events::{EVENT, EventsProgram};
+use crate::proto::admin::{ClientsRequest, DisconnectRequest, InfoRequest as AdminInfoRequest};
+use crate::proto::volume::{CreateRequest, DeleteRequest, InfoRequest, ListRequest};
+use crate::volume::VolumeClient;
+use output::Output;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ferry",
+    version,
+    about = "Talk to a Ferry node: move volumes in and out, watch events, administer"
+)]
+pub struct Args {
+    /// The node: unix:///path/to/ferryd.sock or tcp://host:port [default: the local node's
+    /// socket in ferryd's default data directory].
+    #[arg(short = 'c', long = "connect", env = "FERRY_URI", global = true)]
+    pub connect: Option<String>,
+    /// Machine-readable output: JSON documents on stdout, no progress bars.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Seconds to wait for a unary call's reply.
+    #[arg(long, global = true, default_value_t = 30)]
+    pub timeout: u64,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check that the node answers, and how fast.
+    Ping,
+    /// Volumes: list, info, create, delete, upload, download.
+    #[command(subcommand, alias = "volume")]
+    Vol(Vol),
+    /// Print node events as they happen (volumes created, uploaded, transfers…) until Ctrl-C.
+    Events,
+    /// Node administration.
+    #[command(subcommand)]
+    Admin(Admin),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Vol {
+    /// List volumes.
+    #[command(alias = "ls")]
+    List,
+    /// Show one volume.
+    Info { name: String },
+    /// Create an empty (sparse) volume, e.g. `ferry vol create disk1 10GiB`.
+    Create {
+        name: String,
+        /// Size: bytes, or with a unit (KiB, MiB, GiB, TiB, KB, MB, GB…).
+        size: String,
+    },
+    /// Delete a volume.
+    #[command(alias = "rm")]
+    Delete { name: String },
+    /// Upload a file into a volume (holes stay holes). The volume appears only once all of it
+    /// arrived, was synced and its checksum verified.
+    Upload {
+        file: PathBuf,
+        /// Volume name [default: the file's name].
+        name: Option<String>,
+        /// Replace an existing volume of that name.
+        #[arg(long)]
+        overwrite: bool,
+        /// Continue an upload that was interrupted by a lost connection, from where the node has
+        /// it.
+        #[arg(long)]
+        resume: bool,
+        /// Do not hash the file first (the node then cannot refuse corrupted data, only report
+        /// the checksum of what it got).
+        #[arg(long)]
+        no_verify: bool,
+    },
+    /// Download a volume into a file (holes stay holes), or to stdout with `-`. The file
+    /// appears only once complete and synced.
+    Download {
+        name: String,
+        /// Destination file [default: the volume's name in the current directory].
+        file: Option<PathBuf>,
+        /// Replace the destination file if it exists.
+        #[arg(long)]
+        force: bool,
+        /// First byte to download.
+        #[arg(long, default_value_t = 0)]
+        offset: u64,
+        /// Bytes to download [default: to the end].
+        #[arg(long)]
+        length: Option<u64>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Admin {
+    /// Version, uptime, limits.
+    Info,
+    /// Connected clients and their figures.
+    Clients,
+    /// Close one client's connection (ids from `ferry admin clients`).
+    Disconnect { id: u64 },
+}
+
+/// Runs `ferry` with the process's arguments; the binary's whole `main`.
+pub fn main() -> ExitCode {
+    let args = Args::parse();
+    let output = Output::new(args.json, std::io::stderr().is_terminal() && !args.json);
+    let outcome = actix_rt::System::new().block_on(run(args, &output));
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            output.error(&error);
+            ExitCode::from(error.exit() as u8)
+        }
+    }
+}
+
+async fn run(args: Args, output: &Output) -> Result<(), CliError> {
+    let uri = match &args.connect {
+        Some(uri) => NodeUri::parse(uri).map_err(|e| CliError::Usage(e.to_string()))?,
+        None => NodeUri::local_default(),
+    };
+    // Unary calls get a deadline; the events subscription stays open as long as it is watched.
+    let deadline = match args.command {
+        Command::Events => None,
+        _ => Some(Duration::from_secs(args.timeout)),
+    };
+    let config = ClientConfig {
+        default_deadline: deadline,
+        ..ClientConfig::default()
+    };
+    let client = uri
+        .connect(config)
+        .await
+        .map_err(|source| CliError::Connect {
+            uri: uri.to_string(),
+            source,
+        })?;
+    match args.command {
+        Command::Ping => ping(&client, &uri, output).await,
+        Command::Vol(command) => vol(&client, command, output).await,
+        Command::Events => events(&client, output).await,
+        Command::Admin(command) => admin(&client, command, output).await,
+    }
+}
+
+async fn ping(client: &Client, uri: &NodeUri, output: &Output) -> Result<(), CliError> {
+    let started = Instant::now();
+    let info = AdminClient::new(client.clone())
+        .info(&AdminInfoRequest {})
+        .await
+        .map_err(CliError::call("ping"))?;
+    output.ping(uri, &info, started.elapsed());
+    Ok(())
+}
+
+async fn vol(client: &Client, command: Vol, output: &Output) -> Result<(), CliError> {
+    let volumes = VolumeClient::new(client.clone());
+    match command {
+        Vol::List => {
+            let list = volumes
+                .list(&ListRequest {})
+                .await
+                .map_err(CliError::call("listing volumes"))?;
+            output.volumes(&list.volumes);
+        }
+        Vol::Info { name } => {
+            let volume = volumes
+                .info(&InfoRequest { name: name.clone() })
+                .await
+                .map_err(CliError::call(format!("volume {name:?}")))?;
+            output.volume(&volume);
+        }
+        Vol::Create { name, size } => {
+            let size = parse_size::Config::new()
+                .with_binary()
+                .parse_size(&size)
+                .map_err(|e| {
+                    CliError::Usage(format!("bad size {size:?}: {e} (try 10GiB or 4096)"))
+                })?;
+            let volume = volumes
+                .create(&CreateRequest {
+                    name: name.clone(),
+                    size,
+                })
+                .await
+                .map_err(CliError::call(format!("creating volume {name:?}")))?;
+            output.volume(&volume);
+        }
+        Vol::Delete { name } => {
+            volumes
+                .delete(&DeleteRequest { name: name.clone() })
+                .await
+                .map_err(CliError::call(format!("deleting volume {name:?}")))?;
+            output.done(&format!("deleted {name}"));
+        }
+        Vol::Upload {
+            file,
+            name,
+            overwrite,
+            resume,
+            no_verify,
+        } => {
+            let name = match name {
+                Some(name) => name,
+                None => file
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .map(str::to_owned)
+                    .ok_or_else(|| {
+                        CliError::Usage(format!(
+                            "cannot name a volume after {}; give a name",
+                            file.display()
+                        ))
+                    })?,
+            };
+            let plan = transfer::UploadPlan {
+                file,
+                name,
+                overwrite,
+                resume,
+                verify: !no_verify,
+            };
+            let report = interruptible(transfer::upload(client, plan, output)).await??;
+            output.uploaded(&report);
+        }
+        Vol::Download {
+            name,
+            file,
+            force,
+            offset,
+            length,
+        } => {
+            let file = file.unwrap_or_else(|| PathBuf::from(&name));
+            let plan = transfer::DownloadPlan {
+                name,
+                file,
+                force,
+                offset,
+                length,
+            };
+            let report = interruptible(transfer::download(client, plan, output)).await??;
+            output.downloaded(&report);
+        }
+    }
+    Ok(())
+}
+
+/// Runs a transfer until it ends or Ctrl-C; on Ctrl-C the transfer is dropped, which aborts
+/// its stream, and the abort is flushed to the node before `ferry` exits.
+async fn interruptible<T>(transfer: impl Future<Output = T>) -> Result<T, CliError> {
+    tokio::select! {
+        outcome = transfer => Ok(outcome),
+        _ = tokio::signal::ctrl_c() => Err(CliError::Interrupted),
+    }
+}
+
+async fn events(client: &Client, output: &Output) -> Result<(), CliError> {
+    let mut events = client
+        .subscribe(EventsProgram::NUMBER, EVENT)
+        .await
+        .map_err(CliError::call("subscribing to events"))?;
+    // The subscription call stays open; its events arrive through `events`.
+    let route = ferry_actors::codec::Route::new(EventsProgram::NUMBER, EventsProgram::VERSION, 1);
+    let subscription = client.call::<_, crate::proto::events::SubscribeReply>(
+        route,
+        &crate::proto::events::SubscribeRequest {},
+        CallOptions::default(),
+    );
+    tokio::pin!(subscription);
+    output.done("watching events; Ctrl-C to stop");
+    loop {
+        tokio::select! {
+            frame = events.recv() => {
+                let Some(frame) = frame else {
+                    return Err(CliError::Call {
+                        context: "watching events".into(),
+                        error: ferry_actors::CallError::connection_lost(ferry_actors::Side::Client, "the connection closed"),
+                    });
+                };
+                match ferry_actors::codec::decode_message(&frame.payload) {
+                    Ok(event) => output.event(&event),
+                    Err(e) => output.done(&format!("(an event could not be decoded: {e})")),
+                }
+            }
+            ended = &mut subscription => {
+                ended.map_err(CliError::call("watching events"))?;
+                return Ok(());
+            }
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}
+
+async fn admin(client: &Client, command: Admin, output: &Output) -> Result<(), CliError> {
+    let admin = AdminClient::new(client.clone());
+    match command {
+        Admin::Info => {
+            let info = admin
+                .info(&AdminInfoRequest {})
+                .await
+                .map_err(CliError::call("admin info"))?;
+            output.server_info(&info);
+        }
+        Admin::Clients => {
+            let clients = admin
+                .clients(&ClientsRequest {})
+                .await
+                .map_err(CliError::call("listing clients"))?;
+            output.clients(&clients.clients);
+        }
+        Admin::Disconnect { id } => {
+            admin
+                .disconnect(&DisconnectRequest { id })
+                .await
+                .map_err(CliError::call(format!("disconnecting client {id}")))?;
+            output.done(&format!("disconnected client {id}"));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,282 @@
+//! What `ferry` prints: tables and sentences for people, JSON for programs. Results go to
+//! stdout; progress, notes and errors go to stderr.
+
+use std::time::Duration;
+
+use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::{Value, json};
+
+use super::exit::CliError;
+use super::transfer::{DownloadReport, UploadReport};
+use super::uri::NodeUri;
+use crate::proto::admin::{Client, ServerInfo};
+use crate::proto::events::{Event, event};
+use crate::proto::volume::Volume;
+
+pub struct Output {
+    json: bool,
+    progress: bool,
+}
+
+fn time(millis: i64) -> String {
+    let at = std::time::UNIX_EPOCH + Duration::from_millis(millis.max(0) as u64);
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
+fn volume_json(v: &Volume) -> Value {
+    json!({
+        "name": v.name,
+        "size": v.size,
+        "allocated": v.allocated,
+        "checksum": (!v.checksum.is_empty()).then(|| hex::encode(&v.checksum)),
+        "created_millis": v.created_millis,
+        "modified_millis": v.modified_millis,
+    })
+}
+
+impl Output {
+    pub fn new(json: bool, progress: bool) -> Self {
+        Self { json, progress }
+    }
+
+    fn print(&self, value: Value) {
+        println!("{value}");
+    }
+
+    /// A progress bar on a terminal; hidden otherwise (and with `--json`).
+    pub fn bar(&self, total: u64, what: &str) -> ProgressBar {
+        if !self.progress {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .expect("the template is valid")
+            .progress_chars("=> "),
+        );
+        bar.set_message(what.to_owned());
+        bar
+    }
+
+    pub fn done(&self, note: &str) {
+        if !self.json {
+            eprintln!("{note}");
+        }
+    }
+
+    pub fn error(&self, error: &CliError) {
+        if self.json {
+            eprintln!(
+                "{}",
+                json!({"error": error.to_string(), "exit": error.exit() as u8})
+            );
+        } else {
+            eprintln!("ferry: {error}");
+        }
+    }
+
+    pub fn ping(&self, uri: &NodeUri, info: &ServerInfo, took: Duration) {
+        if self.json {
+            self.print(json!({"node": uri.to_string(), "version": info.version, "round_trip_micros": took.as_micros() as u64}));
+        } else {
+            println!(
+                "{uri}: ferryd {} answered in {:.2} ms",
+                info.version,
+                took.as_secs_f64() * 1000.0
+            );
+        }
+    }
+
+    pub fn volumes(&self, volumes: &[Volume]) {
+        if self.json {
+            return self.print(Value::Array(volumes.iter().map(volume_json).collect()));
+        }
+        if volumes.is_empty() {
+            return eprintln!("no volumes");
+        }
+        println!(
+            "{:<32} {:>12} {:>12}  {:<20}  CHECKSUM",
+            "NAME", "SIZE", "ALLOCATED", "MODIFIED"
+        );
+        for v in volumes {
+            let checksum = if v.checksum.is_empty() {
+                "-".into()
+            } else {
+                hex::encode(&v.checksum[..8])
+            };
+            println!(
+                "{:<32} {:>12} {:>12}  {:<20}  {checksum}",
+                v.name,
+                HumanBytes(v.size).to_string(),
+                HumanBytes(v.allocated).to_string(),
+                time(v.modified_millis)
+            );
+        }
+    }
+
+    pub fn volume(&self, v: &Volume) {
+        if self.json {
+            return self.print(volume_json(v));
+        }
+        println!("name:      {}", v.name);
+        println!("size:      {} ({} bytes)", HumanBytes(v.size), v.size);
+        println!(
+            "allocated: {} ({} bytes)",
+            HumanBytes(v.allocated),
+            v.allocated
+        );
+        let checksum = if v.checksum.is_empty() {
+            "unknown".into()
+        } else {
+            hex::encode(&v.checksum)
+        };
+        println!("blake3:    {checksum}");
+        println!("created:   {}", time(v.created_millis));
+        println!("modified:  {}", time(v.modified_millis));
+    }
+
+    pub fn uploaded(&self, r: &UploadReport) {
+        if self.json {
+            return self.print(json!({
+                "volume": r.volume.as_ref().map(volume_json),
+                "bytes_sent": r.bytes_sent,
+                "hole_bytes": r.hole_bytes,
+                "resumed_from": r.resumed_from,
+                "seconds": r.took.as_secs_f64(),
+            }));
+        }
+        let name = r.volume.as_ref().map_or("?", |v| v.name.as_str());
+        let rate = r.bytes_sent as f64 / r.took.as_secs_f64().max(1e-9);
+        println!(
+            "uploaded {name}: {} in {:.1} s ({}/s){}{}",
+            HumanBytes(r.bytes_sent),
+            r.took.as_secs_f64(),
+            HumanBytes(rate as u64),
+            if r.hole_bytes > 0 {
+                format!(", {} of holes not sent", HumanBytes(r.hole_bytes))
+            } else {
+                String::new()
+            },
+            if r.resumed_from > 0 {
+                format!(", resumed at byte {}", r.resumed_from)
+            } else {
+                String::new()
+            },
+        );
+    }
+
+    pub fn downloaded(&self, r: &DownloadReport) {
+        if self.json {
+            return self.print(json!({
+                "file": r.file.display().to_string(),
+                "bytes": r.bytes,
+                "hole_bytes": r.hole_bytes,
+                "checksum": hex::encode(&r.checksum),
+                "seconds": r.took.as_secs_f64(),
+            }));
+        }
+        let rate = r.bytes as f64 / r.took.as_secs_f64().max(1e-9);
+        println!(
+            "downloaded {}: {} in {:.1} s ({}/s), blake3 {}",
+            r.file.display(),
+            HumanBytes(r.bytes),
+            r.took.as_secs_f64(),
+            HumanBytes(rate as u64),
+            hex::encode(&r.checksum)
+        );
+    }
+
+    pub fn event(&self, e: &Event) {
+        let (kind, detail) = match &e.kind {
+            Some(event::Kind::Created(c)) => ("created", json!({"name": c.name, "size": c.size})),
+            Some(event::Kind::Deleted(d)) => ("deleted", json!({"name": d.name})),
+            Some(event::Kind::Uploaded(u)) => (
+                "uploaded",
+                json!({"name": u.name, "size": u.size, "checksum": hex::encode(&u.checksum)}),
+            ),
+            Some(event::Kind::Progress(p)) => (
+                "progress",
+                json!({"name": p.name, "direction": p.direction().as_str_name().to_lowercase(), "bytes": p.bytes, "total": p.total, "peer": p.peer}),
+            ),
+            Some(event::Kind::Finished(f)) => (
+                "finished",
+                json!({"name": f.name, "direction": f.direction().as_str_name().to_lowercase(), "bytes": f.bytes, "peer": f.peer}),
+            ),
+            Some(event::Kind::Failed(f)) => (
+                "failed",
+                json!({"name": f.name, "direction": f.direction().as_str_name().to_lowercase(), "bytes": f.bytes, "reason": f.reason, "peer": f.peer}),
+            ),
+            None => ("unknown", json!({})),
+        };
+        if self.json {
+            return self.print(json!({"at_millis": e.at_millis, "event": kind, "dropped_before": e.dropped_before, "detail": detail}));
+        }
+        if e.dropped_before > 0 {
+            println!(
+                "({} events dropped: this terminal was too slow)",
+                e.dropped_before
+            );
+        }
+        println!("{} {kind:<9} {detail}", time(e.at_millis));
+    }
+
+    pub fn server_info(&self, i: &ServerInfo) {
+        if self.json {
+            return self.print(json!({
+                "version": i.version, "uptime_millis": i.uptime_millis, "data_dir": i.data_dir,
+                "connections_open": i.connections_open, "max_connections": i.max_connections,
+                "max_in_flight_calls": i.max_in_flight_calls, "max_frame": i.max_frame,
+                "max_chunk": i.max_chunk, "stream_window": i.stream_window,
+            }));
+        }
+        println!("version:             {}", i.version);
+        println!(
+            "uptime:              {:.0} s",
+            i.uptime_millis as f64 / 1000.0
+        );
+        println!("data directory:      {}", i.data_dir);
+        println!(
+            "connections:         {} open, at most {}",
+            i.connections_open, i.max_connections
+        );
+        println!(
+            "calls per connection: at most {} in flight",
+            i.max_in_flight_calls
+        );
+        println!(
+            "max frame / chunk:   {} / {}",
+            HumanBytes(i.max_frame),
+            HumanBytes(i.max_chunk)
+        );
+        println!("stream window:       {}", HumanBytes(i.stream_window));
+    }
+
+    pub fn clients(&self, clients: &[Client]) {
+        if self.json {
+            return self.print(Value::Array(
+                clients
+                    .iter()
+                    .map(|c| json!({"id": c.id, "peer": c.peer, "since_millis": c.since_millis, "calls_in_flight": c.calls_in_flight, "streams_open": c.streams_open, "bytes_in": c.bytes_in, "bytes_out": c.bytes_out}))
+                    .collect(),
+            ));
+        }
+        println!(
+            "{:>6}  {:<28} {:<20}  {:>5} {:>7} {:>10} {:>10}",
+            "ID", "PEER", "SINCE", "CALLS", "STREAMS", "IN", "OUT"
+        );
+        for c in clients {
+            println!(
+                "{:>6}  {:<28} {:<20}  {:>5} {:>7} {:>10} {:>10}",
+                c.id,
+                c.peer,
+                time(c.since_millis),
+                c.calls_in_flight,
+                c.streams_open,
+                HumanBytes(c.bytes_in).to_string(),
+                HumanBytes(c.bytes_out).to_string()
+            );
+        }
+    }
+}

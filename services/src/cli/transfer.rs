@@ -1,0 +1,356 @@
+//! Uploads and downloads between local files and a node, sparse-aware on both ends.
+//!
+//! Disk I/O runs on a blocking thread that talks to the transfer through a short channel, so
+//! reading or writing the file overlaps with the network and never stalls the connection.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use ferry_actors::Client;
+use ferry_actors::stream::Chunk;
+use ferry_actors::test_program::ContentHash;
+use tokio::sync::mpsc;
+
+use super::exit::CliError;
+use super::output::Output;
+use crate::proto::volume::{
+    DownloadRequest, InfoRequest, UploadRequest, UploadStatusRequest, Volume,
+};
+use crate::sparse::{SparseReader, SparseWriter};
+use crate::volume::VolumeClient;
+
+/// Bytes read per data chunk: one maximum stream chunk.
+const CHUNK: usize = 256 * 1024;
+/// Chunks in flight between the disk thread and the network.
+const AHEAD: usize = 8;
+
+pub struct UploadPlan {
+    pub file: PathBuf,
+    pub name: String,
+    pub overwrite: bool,
+    pub resume: bool,
+    pub verify: bool,
+}
+
+pub struct UploadReport {
+    pub volume: Option<Volume>,
+    /// Data bytes sent on this run (holes not counted).
+    pub bytes_sent: u64,
+    pub hole_bytes: u64,
+    pub resumed_from: u64,
+    pub took: Duration,
+}
+
+pub struct DownloadPlan {
+    pub name: String,
+    pub file: PathBuf,
+    pub force: bool,
+    pub offset: u64,
+    pub length: Option<u64>,
+}
+
+pub struct DownloadReport {
+    pub file: PathBuf,
+    pub bytes: u64,
+    pub hole_bytes: u64,
+    pub checksum: Vec<u8>,
+    pub took: Duration,
+}
+
+/// Reads `[start, end)` of a file as chunks on a blocking thread.
+fn read_chunks(file: File, start: u64, end: u64) -> mpsc::Receiver<io::Result<Chunk>> {
+    let (tx, rx) = mpsc::channel(AHEAD);
+    tokio::task::spawn_blocking(move || {
+        let mut reader = SparseReader::new(file, start, end);
+        loop {
+            let next = reader.next_chunk(CHUNK).transpose();
+            let Some(next) = next else { break };
+            let failed = next.is_err();
+            if tx.blocking_send(next).is_err() || failed {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// BLAKE3 of a whole file (holes as zeros), so the node can refuse data that does not match.
+async fn hash_file(path: &Path, size: u64, output: &Output) -> Result<[u8; 32], CliError> {
+    let file = File::open(path).map_err(CliError::local(format!("opening {}", path.display())))?;
+    let bar = output.bar(size, "hashing");
+    let mut chunks = read_chunks(file, 0, size);
+    let mut hash = ContentHash::default();
+    while let Some(chunk) = chunks.recv().await {
+        let chunk = chunk.map_err(CliError::local(format!("reading {}", path.display())))?;
+        bar.inc(chunk.len());
+        hash.update(&chunk);
+    }
+    bar.finish_and_clear();
+    Ok(hash.finish()[..].try_into().expect("BLAKE3 is 32 bytes"))
+}
+
+pub async fn upload(
+    client: &Client,
+    plan: UploadPlan,
+    output: &Output,
+) -> Result<UploadReport, CliError> {
+    let started = Instant::now();
+    let path = &plan.file;
+    let file = File::open(path).map_err(CliError::local(format!("opening {}", path.display())))?;
+    let size = file
+        .metadata()
+        .map_err(CliError::local(format!("reading {}", path.display())))?
+        .len();
+    let volumes = VolumeClient::new(client.clone());
+    let name = plan.name.clone();
+    let mut start = 0;
+    if plan.resume {
+        let status = volumes
+            .upload_status(&UploadStatusRequest { name: name.clone() })
+            .await
+            .map_err(CliError::call(format!(
+                "asking where the upload of {name:?} stands"
+            )))?;
+        if !status.exists {
+            return Err(CliError::Mismatch(format!(
+                "the node has no partial upload of {name:?} to resume (it finished, was aborted or expired); upload again without --resume"
+            )));
+        }
+        if status.offset > size {
+            return Err(CliError::Mismatch(format!(
+                "the partial upload of {name:?} has {} bytes but {} has only {size}: it is another file",
+                status.offset,
+                path.display()
+            )));
+        }
+        start = status.offset;
+    }
+    if !plan.overwrite && !plan.resume {
+        // Refuse before hashing a large file for nothing; the node checks again at commit.
+        match volumes.info(&InfoRequest { name: name.clone() }).await {
+            Ok(_) => {
+                return Err(CliError::Call {
+                    context: format!("uploading {} to volume {name:?}", path.display()),
+                    error: ferry_actors::CallError::application(
+                        ferry_actors::ErrorCode::AlreadyExists,
+                        format!("volume {name:?} already exists; use --overwrite to replace it"),
+                    ),
+                });
+            }
+            Err(error) if error.code == ferry_actors::ErrorCode::NotFound => {}
+            Err(error) => return Err(CliError::call(format!("volume {name:?}"))(error)),
+        }
+    }
+    let checksum = match plan.verify {
+        true => Some(hash_file(path, size, output).await?),
+        false => None,
+    };
+    let context = format!("uploading {} to volume {name:?}", path.display());
+    let mut stream = volumes
+        .upload(&UploadRequest {
+            name: name.clone(),
+            expected_size: Some(size),
+            expected_checksum: checksum.map(|c| c.to_vec().into()).unwrap_or_default(),
+            overwrite: plan.overwrite,
+            resume: plan.resume,
+        })
+        .await
+        .map_err(CliError::call(context.clone()))?;
+    let bar = output.bar(size, "upload");
+    bar.set_position(start);
+    let (mut bytes_sent, mut hole_bytes) = (0, 0);
+    let mut chunks = read_chunks(file, start, size);
+    while let Some(chunk) = chunks.recv().await {
+        let chunk = chunk.map_err(CliError::local(format!("reading {}", path.display())))?;
+        match &chunk {
+            Chunk::Data(bytes) => bytes_sent += bytes.len() as u64,
+            Chunk::Hole(length) => hole_bytes += length,
+        }
+        bar.inc(chunk.len());
+        stream
+            .send_chunk(chunk)
+            .await
+            .map_err(CliError::call(context.clone()))?;
+    }
+    bar.set_message("committing");
+    let reply = stream
+        .finish()
+        .await
+        .map_err(CliError::call(context.clone()))?;
+    bar.finish_and_clear();
+    let volume = reply.volume;
+    if let (Some(expected), Some(volume)) = (checksum, &volume)
+        && volume.checksum[..] != expected[..]
+    {
+        return Err(CliError::Mismatch(format!(
+            "{context}: the node stored BLAKE3 {} but the file has {}",
+            hex::encode(&volume.checksum),
+            hex::encode(expected)
+        )));
+    }
+    Ok(UploadReport {
+        volume,
+        bytes_sent,
+        hole_bytes,
+        resumed_from: reply.resumed_from,
+        took: started.elapsed(),
+    })
+}
+
+/// Where downloaded chunks go: a file that appears only when complete, or stdout.
+enum Sink {
+    File {
+        temp: tempfile::NamedTempFile,
+        dest: PathBuf,
+        force: bool,
+    },
+    Stdout,
+}
+
+/// Writes received chunks on a blocking thread; returns the content hash once all is written
+/// and synced (for a file).
+fn write_chunks(
+    sink: Sink,
+) -> (
+    mpsc::Sender<Chunk>,
+    tokio::task::JoinHandle<io::Result<(Sink, ContentHash)>>,
+) {
+    let (tx, mut rx) = mpsc::channel::<Chunk>(AHEAD);
+    let task = tokio::task::spawn_blocking(move || {
+        let mut hash = ContentHash::default();
+        match &sink {
+            Sink::File { temp, .. } => {
+                let mut writer = SparseWriter::new(temp.as_file());
+                while let Some(chunk) = rx.blocking_recv() {
+                    writer.write(&chunk)?;
+                    hash.update(&chunk);
+                }
+                writer.finish()?;
+            }
+            Sink::Stdout => {
+                let mut out = io::stdout().lock();
+                while let Some(chunk) = rx.blocking_recv() {
+                    match &chunk {
+                        Chunk::Data(bytes) => out.write_all(bytes)?,
+                        Chunk::Hole(length) => {
+                            io::copy(&mut io::Read::take(io::repeat(0), *length), &mut out)?;
+                        }
+                    }
+                    hash.update(&chunk);
+                }
+                out.flush()?;
+            }
+        }
+        Ok((sink, hash))
+    });
+    (tx, task)
+}
+
+pub async fn download(
+    client: &Client,
+    plan: DownloadPlan,
+    output: &Output,
+) -> Result<DownloadReport, CliError> {
+    let started = Instant::now();
+    let name = plan.name.clone();
+    let to_stdout = plan.file.as_os_str() == "-";
+    let sink = if to_stdout {
+        Sink::Stdout
+    } else {
+        if plan.file.exists() && !plan.force {
+            return Err(CliError::Usage(format!(
+                "{} exists; use --force to replace it",
+                plan.file.display()
+            )));
+        }
+        let dir = match plan.file.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let temp = tempfile::Builder::new()
+            .prefix(".ferry-download-")
+            .tempfile_in(&dir)
+            .map_err(CliError::local(format!(
+                "creating a temporary file in {}",
+                dir.display()
+            )))?;
+        Sink::File {
+            temp,
+            dest: plan.file.clone(),
+            force: plan.force,
+        }
+    };
+    let volumes = VolumeClient::new(client.clone());
+    let context = format!("downloading volume {name:?}");
+    let info = volumes
+        .info(&InfoRequest { name: name.clone() })
+        .await
+        .map_err(CliError::call(context.clone()))?;
+    let length = plan.length.unwrap_or(info.size.saturating_sub(plan.offset));
+    let mut stream = volumes
+        .download(&DownloadRequest {
+            name: name.clone(),
+            offset: plan.offset,
+            length: plan.length.unwrap_or(0),
+        })
+        .await
+        .map_err(CliError::call(context.clone()))?;
+    let bar = output.bar(length, "download");
+    let (tx, writer) = write_chunks(sink);
+    while let Some(chunk) = stream
+        .recv()
+        .await
+        .map_err(CliError::call(context.clone()))?
+    {
+        bar.inc(chunk.len());
+        if tx.send(chunk).await.is_err() {
+            break;
+        }
+    }
+    drop(tx);
+    let local = CliError::local(format!("writing {}", plan.file.display()));
+    let (sink, hash) = writer
+        .await
+        .map_err(|e| CliError::Local {
+            context: context.clone(),
+            source: io::Error::other(e),
+        })?
+        .map_err(local)?;
+    // Commit locally first: the node hears "confirmed" only once the data is safe here.
+    if let Sink::File { temp, dest, force } = sink {
+        let persisted = if force {
+            temp.persist(&dest)
+        } else {
+            temp.persist_noclobber(&dest)
+        };
+        persisted.map_err(|e| CliError::Local {
+            context: format!("saving {}", dest.display()),
+            source: e.error,
+        })?;
+    }
+    let reply = stream
+        .finish()
+        .await
+        .map_err(CliError::call(context.clone()))?;
+    bar.finish_and_clear();
+    let checksum = hash.finish();
+    if reply.checksum != checksum {
+        if !to_stdout {
+            let _ = std::fs::remove_file(&plan.file);
+        }
+        return Err(CliError::Mismatch(format!(
+            "{context}: the node sent BLAKE3 {} but {} arrived; the file was removed",
+            hex::encode(&reply.checksum),
+            hex::encode(&checksum)
+        )));
+    }
+    Ok(DownloadReport {
+        file: plan.file,
+        bytes: hash.bytes(),
+        hole_bytes: hash.hole_bytes(),
+        checksum: checksum.to_vec(),
+        took: started.elapsed(),
+    })
+}
