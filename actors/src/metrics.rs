@@ -150,7 +150,8 @@ impl Traffic {
 
     pub fn received(&self, frame: &ferry_codec::Frame) {
         let bytes = frame.wire_len() as u64;
-        if frame.header.kind == ferry_codec::MessageType::Stream {
+        let h = &frame.header;
+        if h.kind == ferry_codec::MessageType::Stream && h.status == ferry_codec::Status::Continue {
             self.total.stream_bytes_in.add(frame.payload.len() as u64);
         }
         self.total.frames_in.inc();

@@ -190,7 +190,7 @@ pub struct Args {
     #[arg(long, env = "FERRYD_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// Unix socket path ("" turns it off) [default: <data-dir>/ferryd.sock].
-    #[arg(long, env = "FERRYD_UNIX_SOCKET")]
+    #[arg(long, env = "FERRYD_UNIX_SOCKET", value_parser = path_or_empty())]
     pub unix_socket: Option<PathBuf>,
     /// TCP listen address ("" turns it off) [default: 127.0.0.1:7300].
     #[arg(long, env = "FERRYD_TCP")]
@@ -201,12 +201,19 @@ pub struct Args {
     /// Log format; the filter comes from FERRYD_LOG (e.g. "info", "ferry_actors=debug").
     #[arg(long, env = "FERRYD_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
-    /// Do not serve the test program.
-    #[arg(long, env = "FERRYD_NO_TEST_PROGRAM")]
+    /// Do not serve the test program (env: 1/0, true/false, yes/no, on/off).
+    #[arg(long, env = "FERRYD_NO_TEST_PROGRAM", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_test_program: bool,
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     pub print_config: bool,
+}
+
+/// Parses a path, accepting "" (which turns the unix socket off): clap's own path parser
+/// refuses empty values.
+fn path_or_empty() -> impl clap::builder::TypedValueParser<Value = PathBuf> {
+    use clap::builder::TypedValueParser;
+    clap::builder::OsStringValueParser::new().map(PathBuf::from)
 }
 
 /// Why the configuration could not be loaded.

@@ -13,7 +13,7 @@ use ferry_actors::program::CallContext;
 use ferry_actors::{CallError, program};
 use tokio::sync::mpsc;
 
-use crate::proto::events::{Event, SubscribeReply, SubscribeRequest, event};
+use crate::proto::events::{Event, SubscribeReply, SubscribeRequest, Subscribed, event};
 
 /// Event number of [`Event`] messages (the procedure field of their MESSAGE frames).
 pub const EVENT: u32 = 100;
@@ -134,6 +134,12 @@ impl EventsHandler for EventsService {
         context: CallContext,
     ) -> Result<SubscribeReply, CallError> {
         let mut subscription = self.hub.subscribe();
+        let live = Event {
+            at_millis: now_millis(),
+            dropped_before: 0,
+            kind: Some(event::Kind::Subscribed(Subscribed {})),
+        };
+        context.emit(EventsProgram::NUMBER, EVENT, &live).await?;
         while let Some(event) = subscription.next().await {
             context.emit(EventsProgram::NUMBER, EVENT, &event).await?;
         }

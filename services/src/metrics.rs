@@ -325,7 +325,11 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
                 async move {
                     let response = if request.uri().path() == "/metrics" {
                         Response::builder()
-                            .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
+                            .header(
+                                "content-type",
+                                // What prometheus-client writes: OpenMetrics 1.0 text.
+                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            )
                             .body(Full::new(Bytes::from(metrics.render())))
                     } else {
                         Response::builder()

@@ -62,6 +62,7 @@ pub struct Node {
     server: ServerHandle,
     ready: Ready,
     metrics_task: Option<tokio::task::JoinHandle<()>>,
+    sweep_task: tokio::task::JoinHandle<()>,
     drain: Duration,
 }
 
@@ -135,6 +136,10 @@ pub async fn start(config: &NodeConfig) -> Result<Node, NodeError> {
             Some(local),
         )
     };
+    let sweep_task = tokio::spawn(sweep_partials(
+        store.clone(),
+        Duration::from_secs(config.store.resume_ttl_secs),
+    ));
     let ready = Ready {
         tcp: server.tcp_addrs().first().copied(),
         unix,
@@ -145,6 +150,7 @@ pub async fn start(config: &NodeConfig) -> Result<Node, NodeError> {
         server,
         ready,
         metrics_task,
+        sweep_task,
         drain: Duration::from_secs(config.limits.shutdown_drain_secs),
     })
 }
@@ -164,6 +170,25 @@ impl Node {
         self.server.shutdown(self.drain).await;
         if let Some(task) = self.metrics_task {
             task.abort();
+        }
+        self.sweep_task.abort();
+    }
+}
+
+/// Removes partial uploads idle for longer than `ttl` while the node runs (the store also does
+/// at open), checking a few times per `ttl` and at least every ten minutes.
+async fn sweep_partials(store: Arc<VolumeStore>, ttl: Duration) {
+    let period = (ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(600));
+    let mut ticks = tokio::time::interval(period);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let store = store.clone();
+        match tokio::task::spawn_blocking(move || store.expire_partials()).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(removed)) => info!(removed, "expired partial uploads removed"),
+            Ok(Err(error)) => tracing::warn!(%error, "sweeping expired partial uploads failed"),
+            Err(error) => tracing::warn!(%error, "the sweep task failed"),
         }
     }
 }

@@ -386,7 +386,7 @@ impl StreamHandler<Result<Frame, DecodeError>> for ClientConnection {
 
 /// Start a call: allocate a serial, remember where its REPLY goes, queue the CALL.
 #[derive(Message)]
-#[rtype(result = "Result<StreamEnds, CallError>")]
+#[rtype(result = "Result<Began, CallError>")]
 pub struct Begin {
     pub route: Route,
     pub direction: Direction,
@@ -397,8 +397,16 @@ pub struct Begin {
     pub caller_gone: oneshot::Receiver<()>,
 }
 
+/// A call that was sent: what the caller needs to follow it up.
+pub struct Began {
+    pub serial: u32,
+    /// Tells this call apart from a later one on the same serial.
+    pub id: u64,
+    pub ends: StreamEnds,
+}
+
 impl Handler<Begin> for ClientConnection {
-    type Result = Result<StreamEnds, CallError>;
+    type Result = Result<Began, CallError>;
 
     fn handle(&mut self, begin: Begin, ctx: &mut Self::Context) -> Self::Result {
         if let Some(error) = &self.refusing {
@@ -460,7 +468,24 @@ impl Handler<Begin> for ClientConnection {
             actix::fut::wrap_future::<_, Self>(begin.caller_gone)
                 .map(move |_, act, ctx| act.abandon(ctx, serial, id)),
         );
-        Ok(ends)
+        Ok(Began { serial, id, ends })
+    }
+}
+
+/// The caller dropped a stream. Sent through the mailbox, so it is handled before any call
+/// the caller makes afterwards: a round trip after it proves the abort went out.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Abandon {
+    pub serial: u32,
+    pub id: u64,
+}
+
+impl Handler<Abandon> for ClientConnection {
+    type Result = ();
+
+    fn handle(&mut self, msg: Abandon, ctx: &mut Self::Context) {
+        self.abandon(ctx, msg.serial, msg.id);
     }
 }
 

@@ -22,7 +22,7 @@ use crate::connection::transport::Transport;
 use crate::error::{CallError, ConnectError};
 use crate::metrics::Counters;
 use crate::stream::{Chunk, Direction, Incoming, Outgoing};
-use connection::{Begin, ClientConnection, Close, Subscribe};
+use connection::{Abandon, Begin, ClientConnection, Close, Subscribe};
 
 fn lost() -> CallError {
     CallError::connection_lost(Side::Client, "the connection is closed")
@@ -187,7 +187,7 @@ impl Client {
             .map_err(|_| lost())?;
         let (reply, response) = oneshot::channel();
         let (waiting, caller_gone) = oneshot::channel::<()>();
-        let ends = self
+        let began = self
             .inner
             .addr
             .send(Begin {
@@ -200,8 +200,11 @@ impl Client {
             .await
             .map_err(|_| lost())??;
         Ok(ClientStream {
-            incoming: ends.incoming,
-            outgoing: ends.outgoing,
+            incoming: began.ends.incoming,
+            outgoing: began.ends.outgoing,
+            connection: self.inner.addr.clone(),
+            serial: began.serial,
+            id: began.id,
             response,
             _waiting: waiting,
             _permit: permit,
@@ -241,6 +244,9 @@ impl Client {
 pub struct ClientStream<R> {
     incoming: Option<Incoming>,
     outgoing: Option<Outgoing>,
+    connection: Addr<ClientConnection>,
+    serial: u32,
+    id: u64,
     response: oneshot::Receiver<Result<Bytes, CallError>>,
     _waiting: oneshot::Sender<()>,
     _permit: OwnedSemaphorePermit,
@@ -318,5 +324,15 @@ impl<R: prost::Message + Default> ClientStream<R> {
                 e.to_string(),
             )
         })
+    }
+}
+
+impl<R> Drop for ClientStream<R> {
+    fn drop(&mut self) {
+        // A no-op once the REPLY came; otherwise the stream is aborted.
+        self.connection.do_send(Abandon {
+            serial: self.serial,
+            id: self.id,
+        });
     }
 }

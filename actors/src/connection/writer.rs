@@ -216,7 +216,7 @@ pub async fn write_frames(
     for (head, frame) in heads.iter().zip(frames) {
         slices.push(IoSlice::new(head));
         total += head.len() + frame.payload.len();
-        if frame.header.kind == MessageType::Stream {
+        if frame.header.kind == MessageType::Stream && frame.header.status == Status::Continue {
             stream_bytes += frame.payload.len() as u64;
         }
         if !frame.payload.is_empty() {

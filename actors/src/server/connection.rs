@@ -548,10 +548,22 @@ impl Actor for ServerConnection {
         for (_, open) in self.calls.drain() {
             if let Some(stream) = &open.stream {
                 stream.actor.do_send(FromPeer::End(Some(lost.clone())));
+                if open.call.is_some() {
+                    self.shared.observer.stream_aborted(
+                        open.route,
+                        Side::Client,
+                        ErrorCode::ConnectionLost,
+                    );
+                }
             }
             if let Some(call) = open.call {
                 let grace = open.stream.is_some().then_some(grace);
                 call.do_send(StopCall { grace });
+                self.shared.observer.call_finished(
+                    open.route,
+                    Some(ErrorCode::ConnectionLost),
+                    open.started.elapsed(),
+                );
             }
             self.shared.counters.calls_in_flight.dec();
         }

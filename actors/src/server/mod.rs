@@ -27,6 +27,9 @@ use crate::metrics::{ConnectionStats, Counters, NoObserver, Observer, Traffic};
 use crate::program::{ProgramService, Registry};
 use connection::{BeginShutdown, ServerConnection};
 
+/// A connection as the server lists it: its actor and its figures.
+pub(crate) type OpenConnection = (Addr<ServerConnection>, Arc<ConnectionStats>);
+
 /// State every connection of a server shares.
 pub(crate) struct ServerShared {
     pub config: ServerConfig,
@@ -34,7 +37,7 @@ pub(crate) struct ServerShared {
     pub counters: Arc<Counters>,
     pub observer: Arc<dyn Observer>,
     pub started: SystemTime,
-    pub connections: Mutex<HashMap<u64, (Addr<ServerConnection>, Arc<ConnectionStats>)>>,
+    pub connections: Mutex<HashMap<u64, OpenConnection>>,
     /// Set once shutdown began, to the drain time; connections that start later drain at once.
     pub shutdown: OnceLock<Duration>,
 }

@@ -215,7 +215,10 @@ async fn vol(client: &Client, command: Vol, output: &Output) -> Result<(), CliEr
                 .delete(&DeleteRequest { name: name.clone() })
                 .await
                 .map_err(CliError::call(format!("deleting volume {name:?}")))?;
-            output.done(&format!("deleted {name}"));
+            output.outcome(
+                serde_json::json!({"deleted": name}),
+                &format!("deleted {name}"),
+            );
         }
         Vol::Upload {
             file,
@@ -244,7 +247,7 @@ async fn vol(client: &Client, command: Vol, output: &Output) -> Result<(), CliEr
                 resume,
                 verify: !no_verify,
             };
-            let report = interruptible(transfer::upload(client, plan, output)).await??;
+            let report = interruptible(client, transfer::upload(client, plan, output)).await??;
             output.uploaded(&report);
         }
         Vol::Download {
@@ -262,20 +265,28 @@ async fn vol(client: &Client, command: Vol, output: &Output) -> Result<(), CliEr
                 offset,
                 length,
             };
-            let report = interruptible(transfer::download(client, plan, output)).await??;
+            let report = interruptible(client, transfer::download(client, plan, output)).await??;
             output.downloaded(&report);
         }
     }
     Ok(())
 }
 
-/// Runs a transfer until it ends or Ctrl-C; on Ctrl-C the transfer is dropped, which aborts
-/// its stream, and the abort is flushed to the node before `ferry` exits.
-async fn interruptible<T>(transfer: impl Future<Output = T>) -> Result<T, CliError> {
+/// Runs a transfer until it ends or Ctrl-C. On Ctrl-C the transfer is dropped, which aborts
+/// its stream; one more round trip then proves the abort reached the node (calls and aborts
+/// leave in order) before `ferry` exits, so the node discards the partial data rather than
+/// keeping it as if the connection had been lost.
+async fn interruptible<T>(
+    client: &Client,
+    transfer: impl Future<Output = T>,
+) -> Result<T, CliError> {
     tokio::select! {
-        outcome = transfer => Ok(outcome),
-        _ = tokio::signal::ctrl_c() => Err(CliError::Interrupted),
+        outcome = transfer => return Ok(outcome),
+        _ = tokio::signal::ctrl_c() => {}
     }
+    let admin = AdminClient::new(client.clone());
+    let _ = tokio::time::timeout(Duration::from_secs(5), admin.info(&AdminInfoRequest {})).await;
+    Err(CliError::Interrupted)
 }
 
 async fn events(client: &Client, output: &Output) -> Result<(), CliError> {
@@ -291,7 +302,6 @@ async fn events(client: &Client, output: &Output) -> Result<(), CliError> {
         CallOptions::default(),
     );
     tokio::pin!(subscription);
-    output.done("watching events; Ctrl-C to stop");
     loop {
         tokio::select! {
             frame = events.recv() => {
@@ -301,7 +311,7 @@ async fn events(client: &Client, output: &Output) -> Result<(), CliError> {
                         error: ferry_actors::CallError::connection_lost(ferry_actors::Side::Client, "the connection closed"),
                     });
                 };
-                match ferry_actors::codec::decode_message(&frame.payload) {
+                match ferry_actors::codec::decode_message::<crate::proto::events::Event>(&frame.payload) {
                     Ok(event) => output.event(&event),
                     Err(e) => output.done(&format!("(an event could not be decoded: {e})")),
                 }
@@ -337,7 +347,10 @@ async fn admin(client: &Client, command: Admin, output: &Output) -> Result<(), C
                 .disconnect(&DisconnectRequest { id })
                 .await
                 .map_err(CliError::call(format!("disconnecting client {id}")))?;
-            output.done(&format!("disconnected client {id}"));
+            output.outcome(
+                serde_json::json!({"disconnected": id}),
+                &format!("disconnected client {id}"),
+            );
         }
     }
     Ok(())

@@ -66,6 +66,15 @@ impl Output {
         }
     }
 
+    /// The outcome of a command that returns nothing else: a sentence, or a JSON object.
+    pub fn outcome(&self, value: Value, sentence: &str) {
+        if self.json {
+            self.print(value);
+        } else {
+            println!("{sentence}");
+        }
+    }
+
     pub fn error(&self, error: &CliError) {
         if self.json {
             eprintln!(
@@ -208,10 +217,14 @@ impl Output {
                 "failed",
                 json!({"name": f.name, "direction": f.direction().as_str_name().to_lowercase(), "bytes": f.bytes, "reason": f.reason, "peer": f.peer}),
             ),
+            Some(event::Kind::Subscribed(_)) => ("subscribed", json!({})),
             None => ("unknown", json!({})),
         };
         if self.json {
             return self.print(json!({"at_millis": e.at_millis, "event": kind, "dropped_before": e.dropped_before, "detail": detail}));
+        }
+        if kind == "subscribed" {
+            return eprintln!("watching events; Ctrl-C to stop");
         }
         if e.dropped_before > 0 {
             println!(

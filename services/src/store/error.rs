@@ -119,7 +119,7 @@ impl StoreError {
     /// | `AlreadyExists` | `ALREADY_EXISTS` |
     /// | `UploadInProgress` | `FAILED_PRECONDITION` |
     /// | `ChecksumMismatch`, `SizeMismatch` | `ABORTED` (the upload's sink failed) |
-    /// | `Io` with "no space left" or "quota exceeded" | `RESOURCE_EXHAUSTED` |
+    /// | `Io` with "no space left", "quota exceeded" or "file too large" | `RESOURCE_EXHAUSTED` |
     /// | `Locked`, `InvalidConfig`, `Corrupt`, other `Io` | `INTERNAL` |
     pub fn code(&self) -> ErrorCode {
         match self {
@@ -133,7 +133,9 @@ impl StoreError {
             Self::Io { source, .. }
                 if matches!(
                     source.kind(),
-                    io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+                    io::ErrorKind::StorageFull
+                        | io::ErrorKind::QuotaExceeded
+                        | io::ErrorKind::FileTooLarge
                 ) =>
             {
                 ErrorCode::ResourceExhausted

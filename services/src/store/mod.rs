@@ -350,6 +350,12 @@ impl VolumeStore {
         if fs::symlink_metadata(layout.volume(name)).is_ok() {
             return Err(StoreError::AlreadyExists { name: name.into() });
         }
+        if size > i64::MAX as u64 {
+            return Err(StoreError::io(
+                format!("sizing new volume {name:?} to {size} bytes"),
+                io::ErrorKind::FileTooLarge.into(),
+            ));
+        }
         let (temp, file) = sys::create_temp(&layout.volumes, name)
             .context(|| format!("creating a temporary file in {}", layout.volumes.display()))?;
         let result = (|| {

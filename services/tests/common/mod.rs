@@ -1,0 +1,207 @@
+//! Real `ferryd` processes and the real `ferry` binary, for the daemon's integration tests.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// How long a daemon may take to say it is ready.
+const READY_WITHIN: Duration = Duration::from_secs(30);
+
+/// A `ferryd` child process, killed when dropped.
+pub struct Daemon {
+    child: Child,
+    pub data_dir: PathBuf,
+    pub tcp: String,
+    pub unix: PathBuf,
+    pub metrics: String,
+}
+
+impl Daemon {
+    /// Starts ferryd on `data_dir` with free loopback ports and waits for its ready line.
+    pub fn start(data_dir: &Path, config: Option<&Path>) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ferryd"));
+        command
+            .args(["--data-dir".as_ref(), data_dir.as_os_str()])
+            .args(["--tcp", "127.0.0.1:0", "--metrics", "127.0.0.1:0"])
+            .env("FERRYD_LOG", "warn")
+            .stdout(Stdio::piped());
+        if let Some(config) = config {
+            command.args(["--config".as_ref(), config.as_os_str()]);
+        }
+        let mut child = command.spawn().expect("starting ferryd");
+        let line = first_line_with(child.stdout.take().unwrap(), "ferryd ready:", READY_WITHIN)
+            .expect("ferryd did not say it was ready");
+        let field = |key: &str| {
+            line.split_whitespace()
+                .find_map(|part| part.strip_prefix(&format!("{key}=")))
+                .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
+                .to_owned()
+        };
+        Self {
+            tcp: field("tcp"),
+            unix: PathBuf::from(field("unix")),
+            metrics: field("metrics"),
+            data_dir: data_dir.to_owned(),
+            child,
+        }
+    }
+
+    pub fn uri(&self) -> String {
+        format!("unix://{}", self.unix.display())
+    }
+
+    /// SIGKILL: no chance to clean up, like a crash.
+    pub fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// One Prometheus text-format value from `/metrics`, by full sample name.
+    pub fn metric(&self, sample: &str) -> f64 {
+        let mut stream = std::net::TcpStream::connect(&self.metrics).unwrap();
+        write!(stream, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+        let mut body = String::new();
+        std::io::Read::read_to_string(&mut stream, &mut body).unwrap();
+        body.lines()
+            .find_map(|line| {
+                line.strip_prefix(sample)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("no sample {sample} in /metrics"))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads `stdout` on a thread until a line containing `needle`; returns it, or `None` on EOF
+/// or timeout. The thread keeps draining the pipe afterwards so the child never blocks.
+pub fn first_line_with(stdout: ChildStdout, needle: &str, within: Duration) -> Option<String> {
+    let (tx, rx) = mpsc::channel();
+    let needle = needle.to_owned();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if !sent && line.contains(&needle) {
+                let _ = tx.send(line);
+                sent = true;
+            }
+        }
+    });
+    rx.recv_timeout(within).ok()
+}
+
+/// The `ferry` binary aimed at a daemon.
+pub fn ferry(daemon: &Daemon) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    command.args(["-c", &daemon.uri()]);
+    command
+}
+
+/// Runs `ferry` with `args` and returns its output.
+pub fn run(daemon: &Daemon, args: &[&str]) -> Output {
+    ferry(daemon).args(args).output().expect("running ferry")
+}
+
+/// Runs `ferry --json` and parses its stdout.
+pub fn run_json(daemon: &Daemon, args: &[&str]) -> serde_json::Value {
+    let output = ferry(daemon)
+        .arg("--json")
+        .args(args)
+        .output()
+        .expect("running ferry");
+    assert!(
+        output.status.success(),
+        "ferry {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("ferry --json printed JSON")
+}
+
+/// A config file that makes progress events frequent, so tests can wait for a transfer to be
+/// under way.
+pub fn frequent_progress_config(dir: &Path) -> PathBuf {
+    let path = dir.join("ferryd.toml");
+    std::fs::write(&path, "[events]\nprogress_every_bytes = 4194304\n").unwrap();
+    path
+}
+
+/// Writes `len` bytes of reproducible pseudo-random data.
+pub fn random_file(path: &Path, len: u64, seed: u8) {
+    let mut output = blake3::Hasher::new().update(&[seed]).finalize_xof();
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut buffer = vec![0u8; 1 << 20];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(buffer.len() as u64) as usize;
+        output.fill(&mut buffer[..n]);
+        file.write_all(&buffer[..n]).unwrap();
+        left -= n as u64;
+    }
+    file.flush().unwrap();
+}
+
+/// `ferry --json events`, as a child whose lines can be awaited.
+pub struct EventWatcher {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl EventWatcher {
+    pub fn start(daemon: &Daemon) -> Self {
+        let mut child = ferry(daemon)
+            .args(["--json", "events"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, lines) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        // The subscription is live from its first event on.
+        let first = lines
+            .recv_timeout(READY_WITHIN)
+            .expect("ferry events did not start watching");
+        assert!(first.contains("\"subscribed\""), "first event: {first}");
+        Self { child, lines }
+    }
+
+    /// Waits for an event of `kind` about volume `name`.
+    pub fn wait_for(&self, kind: &str, name: &str, within: Duration) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no {kind} event for {name} within {within:?}"));
+            let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+            if event["event"] == kind && event["detail"]["name"] == name {
+                return event;
+            }
+        }
+    }
+}
+
+impl Drop for EventWatcher {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,273 @@
+//! ferryd's configuration: the example file in deploy/ stays valid and complete, and the real
+//! binary applies its sources in order (flags > environment > file > defaults).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use ferry_services::config::{LogFormat, NodeConfig};
+
+const EXAMPLE: &str = include_str!("../../deploy/ferryd.example.toml");
+
+/// Parses TOML as a table, for comparing key sets and values.
+fn table(text: &str) -> toml::Table {
+    toml::from_str(text).unwrap_or_else(|error| panic!("not a TOML table ({error}):\n{text}"))
+}
+
+fn as_table(config: &NodeConfig) -> toml::Table {
+    table(&toml::to_string(config).expect("a config serializes"))
+}
+
+/// Every key of `expected` (recursively) that `actual` lacks, as dotted paths.
+fn missing_keys(expected: &toml::Table, actual: &toml::Table, prefix: &str) -> Vec<String> {
+    let mut missing = Vec::new();
+    for (key, value) in expected {
+        let path = format!("{prefix}{key}");
+        match (value, actual.get(key)) {
+            (_, None) => missing.push(path),
+            (toml::Value::Table(inner), Some(toml::Value::Table(actual))) => {
+                missing.extend(missing_keys(inner, actual, &format!("{path}.")));
+            }
+            _ => {}
+        }
+    }
+    missing
+}
+
+#[test]
+fn example_config_parses() {
+    let config: NodeConfig = toml::from_str(EXAMPLE)
+        .unwrap_or_else(|error| panic!("deploy/ferryd.example.toml does not parse: {error}"));
+    assert_eq!(config.data_dir, Path::new("/var/lib/ferry"));
+    assert_eq!(config.tcp, "127.0.0.1:7300");
+    assert_eq!(config.metrics, "127.0.0.1:7301");
+    assert_eq!(config.log_format, LogFormat::Human);
+    assert!(config.test_program);
+    assert_eq!(config.limits.max_chunk, 256 * 1024);
+    assert_eq!(config.limits.keepalive_interval_secs, 5);
+    assert_eq!(config.store.resume_ttl_secs, 24 * 3600);
+    assert_eq!(config.events.progress_every_bytes, 64 * 1024 * 1024);
+    // Commented out: the socket follows the data directory.
+    assert_eq!(config.unix_socket, None);
+    assert_eq!(
+        config.unix_socket_path(),
+        Some(PathBuf::from("/var/lib/ferry/ferryd.sock"))
+    );
+}
+
+/// The example sets every key (so a new key cannot be forgotten) to its default (so its
+/// comments, which promise defaults, stay true), except `data_dir`.
+#[test]
+fn example_config_sets_every_key_to_its_default() {
+    let written = table(EXAMPLE);
+    let defaults = as_table(&NodeConfig::default());
+    let missing = missing_keys(&defaults, &written, "");
+    assert!(
+        missing.is_empty(),
+        "deploy/ferryd.example.toml lacks {missing:?}: add them, with a comment"
+    );
+    assert!(
+        EXAMPLE.contains("\n# unix_socket = "),
+        "the example shows unix_socket (commented out: its default depends on data_dir)"
+    );
+
+    let mut example = as_table(&toml::from_str(EXAMPLE).expect("the example parses"));
+    let mut defaults = defaults;
+    example.remove("data_dir");
+    defaults.remove("data_dir");
+    assert_eq!(
+        example, defaults,
+        "deploy/ferryd.example.toml should show the built-in defaults (except data_dir)"
+    );
+}
+
+/// Every setting in the example has a comment right above it.
+#[test]
+fn example_config_comments_every_key() {
+    let mut previous = "";
+    for line in EXAMPLE.lines() {
+        let line = line.trim();
+        let is_setting = !line.is_empty() && !line.starts_with('#') && !line.starts_with('[');
+        if is_setting {
+            assert!(
+                previous.starts_with('#'),
+                "`{line}` in deploy/ferryd.example.toml has no comment above it"
+            );
+        }
+        previous = line;
+    }
+}
+
+/// Runs `ferryd --print-config` with exactly `env` as its environment.
+fn print_config(args: &[&str], env: &[(&str, &str)]) -> Result<NodeConfig, String> {
+    let output = Command::new(env!("CARGO_BIN_EXE_ferryd"))
+        .args(args)
+        .arg("--print-config")
+        .env_clear()
+        .envs(env.iter().copied())
+        .output()
+        .expect("running ferryd");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if !output.status.success() {
+        return Err(format!(
+            "ferryd failed ({}): {stderr}{stdout}",
+            output.status
+        ));
+    }
+    toml::from_str(&stdout)
+        .map_err(|error| format!("--print-config printed invalid TOML ({error}):\n{stdout}"))
+}
+
+fn printed(args: &[&str], env: &[(&str, &str)]) -> NodeConfig {
+    print_config(args, env).unwrap_or_else(|error| panic!("{error}"))
+}
+
+#[test]
+fn print_config_without_sources_shows_the_defaults() {
+    let config = printed(&[], &[("XDG_DATA_HOME", "/xdg")]);
+    assert_eq!(config.data_dir, Path::new("/xdg/ferry"));
+    let mut expected = as_table(&NodeConfig::default());
+    expected.insert("data_dir".into(), "/xdg/ferry".into());
+    assert_eq!(as_table(&config), expected);
+
+    // Without XDG_DATA_HOME the data lives under HOME.
+    let config = printed(&[], &[("HOME", "/home/someone")]);
+    assert_eq!(
+        config.data_dir,
+        Path::new("/home/someone/.local/share/ferry")
+    );
+}
+
+#[test]
+fn flags_win_over_environment_which_wins_over_the_file() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let file = dir.path().join("ferryd.toml");
+    std::fs::write(
+        &file,
+        r#"
+data_dir = "/file/data"
+unix_socket = "/file/ferryd.sock"
+tcp = "127.0.0.1:1001"
+metrics = "127.0.0.1:1002"
+log_format = "json"
+
+[limits]
+max_chunk = 65536
+shutdown_drain_secs = 3
+
+[store]
+resume_ttl_secs = 60
+"#,
+    )
+    .expect("writing a config file");
+    let file = file.to_str().expect("a UTF-8 temporary path");
+
+    // The file alone: its keys win over the defaults, the rest stays default.
+    let config = printed(&["--config", file], &[]);
+    assert_eq!(config.data_dir, Path::new("/file/data"));
+    assert_eq!(config.unix_socket, Some(PathBuf::from("/file/ferryd.sock")));
+    assert_eq!(config.tcp, "127.0.0.1:1001");
+    assert_eq!(config.metrics, "127.0.0.1:1002");
+    assert_eq!(config.log_format, LogFormat::Json);
+    assert!(config.test_program);
+    assert_eq!(config.limits.max_chunk, 65536);
+    assert_eq!(config.limits.shutdown_drain_secs, 3);
+    assert_eq!(
+        config.limits.max_frame,
+        NodeConfig::default().limits.max_frame
+    );
+    assert_eq!(config.store.resume_ttl_secs, 60);
+    assert_eq!(config.store.max_name_len, 128);
+
+    // The environment wins over the file (the file named by FERRYD_CONFIG this time).
+    let env = [
+        ("FERRYD_CONFIG", file),
+        ("FERRYD_DATA_DIR", "/env/data"),
+        ("FERRYD_TCP", "127.0.0.1:2001"),
+        ("FERRYD_METRICS", "127.0.0.1:2002"),
+        ("FERRYD_LOG_FORMAT", "human"),
+        ("FERRYD_NO_TEST_PROGRAM", "true"),
+    ];
+    let config = printed(&[], &env);
+    assert_eq!(config.data_dir, Path::new("/env/data"));
+    assert_eq!(config.unix_socket, Some(PathBuf::from("/file/ferryd.sock")));
+    assert_eq!(config.tcp, "127.0.0.1:2001");
+    assert_eq!(config.metrics, "127.0.0.1:2002");
+    assert_eq!(config.log_format, LogFormat::Human);
+    assert!(!config.test_program);
+    assert_eq!(config.limits.max_chunk, 65536);
+
+    // Flags win over the environment; keys neither sets keep the file's or default values.
+    let config = printed(
+        &[
+            "--tcp",
+            "127.0.0.1:3001",
+            "--log-format",
+            "json",
+            "--unix-socket",
+            "/flag/ferryd.sock",
+        ],
+        &env,
+    );
+    assert_eq!(config.tcp, "127.0.0.1:3001");
+    assert_eq!(config.log_format, LogFormat::Json);
+    assert_eq!(config.unix_socket, Some(PathBuf::from("/flag/ferryd.sock")));
+    assert_eq!(config.metrics, "127.0.0.1:2002", "from the environment");
+    assert_eq!(
+        config.data_dir,
+        Path::new("/env/data"),
+        "from the environment"
+    );
+    assert_eq!(config.store.resume_ttl_secs, 60, "from the file");
+    assert_eq!(config.events.subscriber_queue, 256, "the default");
+
+    // --config wins over FERRYD_CONFIG.
+    let other = dir.path().join("other.toml");
+    std::fs::write(&other, "tcp = \"127.0.0.1:4001\"\n").expect("writing a config file");
+    let config = printed(
+        &["--config", other.to_str().expect("a UTF-8 temporary path")],
+        &[("FERRYD_CONFIG", file)],
+    );
+    assert_eq!(config.tcp, "127.0.0.1:4001");
+    assert_eq!(config.metrics, "127.0.0.1:7301");
+}
+
+#[test]
+fn empty_values_turn_listeners_off_from_flags_and_environment() {
+    let config = printed(
+        &["--tcp", "", "--metrics", "", "--unix-socket", ""],
+        &[("XDG_DATA_HOME", "/xdg")],
+    );
+    assert_eq!((config.tcp.as_str(), config.metrics.as_str()), ("", ""));
+    assert_eq!(config.unix_socket_path(), None);
+
+    let config = printed(
+        &[],
+        &[
+            ("XDG_DATA_HOME", "/xdg"),
+            ("FERRYD_TCP", ""),
+            ("FERRYD_METRICS", ""),
+            ("FERRYD_UNIX_SOCKET", ""),
+        ],
+    );
+    assert_eq!((config.tcp.as_str(), config.metrics.as_str()), ("", ""));
+    assert_eq!(config.unix_socket_path(), None);
+}
+
+#[test]
+fn bad_config_files_are_refused_with_their_path() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, "[limits]\nmax_chunks = 1\n").expect("writing a config file");
+    let error = print_config(&["--config", file.to_str().unwrap()], &[])
+        .expect_err("an unknown key is refused");
+    assert!(
+        error.contains("max_chunks") && error.contains("bad.toml"),
+        "{error}"
+    );
+
+    let missing = dir.path().join("missing.toml");
+    let error = print_config(&["--config", missing.to_str().unwrap()], &[])
+        .expect_err("a missing file is refused");
+    assert!(error.contains("missing.toml"), "{error}");
+}
