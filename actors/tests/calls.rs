@@ -3,7 +3,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{BOTH, PROMPTLY, quick_server_config, start};
+use common::{BOTH, quick_server_config, start};
 use ferry_actors::codec::Route;
 use ferry_actors::test_program::TestProgram;
 use ferry_actors::test_program::proto::{EchoRequest, FailRequest, SleepRequest};
@@ -153,30 +153,12 @@ async fn calls_over_the_in_flight_limit_are_refused_with_resource_exhausted() {
     let mut second = Box::pin(client.sleep(&SleepRequest { millis: 60_000 }));
     assert!(futures::poll!(first.as_mut()).is_pending());
     assert!(futures::poll!(second.as_mut()).is_pending());
-    tokio::time::timeout(
-        PROMPTLY,
-        server
-            .handle
-            .counters()
-            .calls_in_flight
-            .wait_for(|n| *n == 2),
-    )
-    .await
-    .unwrap();
+    common::reach(&server.handle.counters().calls_in_flight, 2).await;
     let error = client.echo(&EchoRequest::default()).await.unwrap_err();
     assert_eq!(error.code, ErrorCode::ResourceExhausted, "{error}");
     assert_eq!(server.handle.counters().limit_rejections.get(), 1);
     // Cancelling one frees a slot.
     drop(first);
-    tokio::time::timeout(
-        PROMPTLY,
-        server
-            .handle
-            .counters()
-            .calls_in_flight
-            .wait_for(|n| *n == 1),
-    )
-    .await
-    .unwrap();
+    common::reach(&server.handle.counters().calls_in_flight, 1).await;
     client.echo(&EchoRequest::default()).await.unwrap();
 }

@@ -19,9 +19,7 @@ async fn dropping_a_sleep_call_drops_its_handler_and_frees_its_slot() {
         let client = server.test_client(via).await;
         let mut sleep = Box::pin(client.sleep(&SleepRequest { millis: 60_000 }));
         assert!(futures::poll!(sleep.as_mut()).is_pending());
-        tokio::time::timeout(PROMPTLY, counters.calls_in_flight.wait_for(|n| *n == 1))
-            .await
-            .unwrap();
+        common::reach(&counters.calls_in_flight, 1).await;
 
         let dropped = observations.sleeps_dropped_signal.notified();
         futures::pin_mut!(dropped);
@@ -31,9 +29,7 @@ async fn dropping_a_sleep_call_drops_its_handler_and_frees_its_slot() {
             .await
             .expect("the handler was not dropped");
         assert_eq!(observations.sleeps_dropped.get(), round as u64 + 1);
-        tokio::time::timeout(PROMPTLY, counters.calls_in_flight.wait_for(|n| *n == 0))
-            .await
-            .unwrap();
+        common::reach(&counters.calls_in_flight, 0).await;
 
         // The connection is unaffected.
         let reply = client
@@ -55,16 +51,7 @@ async fn cancelling_one_call_leaves_concurrent_calls_running() {
     let mut victim = Box::pin(client.sleep(&SleepRequest { millis: 60_000 }));
     assert!(futures::poll!(survivor.as_mut()).is_pending());
     assert!(futures::poll!(victim.as_mut()).is_pending());
-    tokio::time::timeout(
-        PROMPTLY,
-        server
-            .handle
-            .counters()
-            .calls_in_flight
-            .wait_for(|n| *n == 2),
-    )
-    .await
-    .unwrap();
+    common::reach(&server.handle.counters().calls_in_flight, 2).await;
     let dropped = server.service.observations.sleeps_dropped_signal.notified();
     futures::pin_mut!(dropped);
     dropped.as_mut().enable();
@@ -102,14 +89,5 @@ async fn a_deadline_fails_the_call_locally_and_cancels_it_on_the_server() {
     tokio::time::timeout(PROMPTLY, dropped)
         .await
         .expect("the server kept running the handler");
-    tokio::time::timeout(
-        PROMPTLY,
-        server
-            .handle
-            .counters()
-            .calls_in_flight
-            .wait_for(|n| *n == 0),
-    )
-    .await
-    .unwrap();
+    common::reach(&server.handle.counters().calls_in_flight, 0).await;
 }

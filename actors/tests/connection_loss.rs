@@ -110,16 +110,7 @@ async fn a_silent_client_is_closed_by_the_server_keepalive() {
     assert_eq!(pings, KEEPALIVE.count, "one PING per silent interval");
     assert!(started.elapsed() <= KEEPALIVE.interval * (KEEPALIVE.count + 3));
     assert_eq!(server.handle.counters().keepalive_timeouts.get(), 1);
-    tokio::time::timeout(
-        PROMPTLY,
-        server
-            .handle
-            .counters()
-            .connections_open
-            .wait_for(|n| *n == 0),
-    )
-    .await
-    .unwrap();
+    common::reach(&server.handle.counters().connections_open, 0).await;
 }
 
 #[actix_rt::test]
@@ -135,28 +126,10 @@ async fn a_client_that_vanishes_mid_call_has_its_handler_dropped() {
         &raw_frame(0x7465_7374, 1, 2, 0, 1, 0, &[0x08, 0xe0, 0xd4, 0x03]),
     )
     .await;
-    tokio::time::timeout(
-        PROMPTLY,
-        server
-            .handle
-            .counters()
-            .calls_in_flight
-            .wait_for(|n| *n == 1),
-    )
-    .await
-    .unwrap();
+    common::reach(&server.handle.counters().calls_in_flight, 1).await;
     drop(stream);
     tokio::time::timeout(PROMPTLY, dropped)
         .await
         .expect("handler kept running");
-    tokio::time::timeout(
-        PROMPTLY,
-        server
-            .handle
-            .counters()
-            .calls_in_flight
-            .wait_for(|n| *n == 0),
-    )
-    .await
-    .unwrap();
+    common::reach(&server.handle.counters().calls_in_flight, 0).await;
 }

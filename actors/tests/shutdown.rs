@@ -19,16 +19,7 @@ async fn shutdown_lets_open_calls_finish_and_refuses_new_ones() {
     let client = server.test_client(common::Via::Tcp).await;
     let mut in_flight = Box::pin(client.sleep(&SleepRequest { millis: 500 }));
     assert!(futures::poll!(in_flight.as_mut()).is_pending());
-    tokio::time::timeout(
-        PROMPTLY,
-        server
-            .handle
-            .counters()
-            .calls_in_flight
-            .wait_for(|n| *n == 1),
-    )
-    .await
-    .unwrap();
+    common::reach(&server.handle.counters().calls_in_flight, 1).await;
 
     let shutdown = server.handle.shutdown(Duration::from_secs(5));
     futures::pin_mut!(shutdown);

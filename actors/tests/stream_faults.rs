@@ -91,15 +91,8 @@ async fn a_stalled_consumer_stalls_only_its_own_stream_and_holds_at_most_its_win
     tokio::time::timeout(PROMPTLY, discarded)
         .await
         .expect("the stalled sink was not discarded");
-    tokio::time::timeout(
-        PROMPTLY,
-        counters.stream_buffered_bytes.wait_for(|n| *n == 0),
-    )
-    .await
-    .unwrap();
-    tokio::time::timeout(PROMPTLY, counters.calls_in_flight.wait_for(|n| *n == 0))
-        .await
-        .unwrap();
+    common::reach(&counters.stream_buffered_bytes, 0).await;
+    common::reach(&counters.calls_in_flight, 0).await;
 }
 
 #[actix_rt::test]
@@ -126,16 +119,7 @@ async fn a_client_abort_mid_upload_is_seen_by_the_server_which_discards_the_part
 
     survivor.send(pattern(100_000, 100_000)).await.unwrap();
     assert_eq!(survivor.finish().await.unwrap().bytes, 200_000);
-    tokio::time::timeout(
-        PROMPTLY,
-        server
-            .handle
-            .counters()
-            .calls_in_flight
-            .wait_for(|n| *n == 0),
-    )
-    .await
-    .unwrap();
+    common::reach(&server.handle.counters().calls_in_flight, 0).await;
 }
 
 #[actix_rt::test]
@@ -177,16 +161,7 @@ async fn a_server_abort_mid_download_reaches_the_client_and_spares_other_streams
     }
     assert_eq!(received, 4 << 20);
     healthy.finish().await.unwrap();
-    tokio::time::timeout(
-        PROMPTLY,
-        server
-            .handle
-            .counters()
-            .calls_in_flight
-            .wait_for(|n| *n == 0),
-    )
-    .await
-    .unwrap();
+    common::reach(&server.handle.counters().calls_in_flight, 0).await;
 }
 
 #[actix_rt::test]
@@ -229,16 +204,7 @@ async fn a_raw_peer_that_overruns_its_window_gets_that_stream_aborted_only() {
     assert!(body.message.contains("credit"), "{}", body.message);
     // The client closes its side; the serial is free and the connection keeps serving.
     send(&mut stream, &raw_frame(TEST, 1, SINK, 3, 1, 1, &[])).await;
-    tokio::time::timeout(
-        PROMPTLY,
-        server
-            .handle
-            .counters()
-            .calls_in_flight
-            .wait_for(|n| *n == 0),
-    )
-    .await
-    .unwrap();
+    common::reach(&server.handle.counters().calls_in_flight, 0).await;
     send(
         &mut stream,
         &raw_frame(TEST, 1, 1, 0, 1, 0, &[0x0a, 1, b'k']),
@@ -288,16 +254,7 @@ async fn a_connection_killed_mid_stream_fails_both_sides_with_connection_lost() 
         .await
         .unwrap();
     assert!(download.recv().await.unwrap().is_some());
-    tokio::time::timeout(
-        PROMPTLY,
-        server
-            .handle
-            .counters()
-            .calls_in_flight
-            .wait_for(|n| *n == 2),
-    )
-    .await
-    .unwrap();
+    common::reach(&server.handle.counters().calls_in_flight, 2).await;
 
     let discarded = server
         .service
@@ -326,20 +283,6 @@ async fn a_connection_killed_mid_stream_fails_both_sides_with_connection_lost() 
     tokio::time::timeout(PROMPTLY, discarded)
         .await
         .expect("the server kept the partial upload");
-    tokio::time::timeout(
-        PROMPTLY,
-        server
-            .handle
-            .counters()
-            .calls_in_flight
-            .wait_for(|n| *n == 0),
-    )
-    .await
-    .unwrap();
-    tokio::time::timeout(
-        PROMPTLY,
-        server.handle.counters().streams_open.wait_for(|n| *n == 0),
-    )
-    .await
-    .unwrap();
+    common::reach(&server.handle.counters().calls_in_flight, 0).await;
+    common::reach(&server.handle.counters().streams_open, 0).await;
 }

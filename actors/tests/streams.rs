@@ -72,12 +72,7 @@ async fn upload_and_download_round_trip_with_checksums_over_tcp_and_unix() {
         )
         .await;
     }
-    tokio::time::timeout(
-        PROMPTLY,
-        server.handle.counters().streams_open.wait_for(|n| *n == 0),
-    )
-    .await
-    .unwrap();
+    common::reach(&server.handle.counters().streams_open, 0).await;
     assert_eq!(server.handle.counters().stream_buffered_bytes.get(), 0);
 }
 
@@ -167,16 +162,7 @@ async fn a_thousand_concurrent_streams_on_one_connection_while_calls_are_answere
             .await
             .unwrap();
     assert_eq!((streamed, answered), (1000, 200));
-    tokio::time::timeout(
-        PROMPTLY,
-        server
-            .handle
-            .counters()
-            .calls_in_flight
-            .wait_for(|n| *n == 0),
-    )
-    .await
-    .unwrap();
+    common::reach(&server.handle.counters().calls_in_flight, 0).await;
 }
 
 #[actix_rt::test]

@@ -176,16 +176,7 @@ async fn a_connection_that_sends_nothing_is_closed_after_the_handshake_timeout()
         ferry_actors::ErrorCode::DeadlineExceeded as i32
     );
     assert!(read_non_ping(&mut stream).await.is_none());
-    tokio::time::timeout(
-        PROMPTLY,
-        server
-            .handle
-            .counters()
-            .connections_open
-            .wait_for(|n| *n == 0),
-    )
-    .await
-    .unwrap();
+    common::reach(&server.handle.counters().connections_open, 0).await;
 }
 
 #[actix_rt::test]

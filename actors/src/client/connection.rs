@@ -20,8 +20,7 @@ use crate::error::CallError;
 use crate::metrics::{Counters, Traffic};
 use crate::program::StreamEnds;
 use crate::stream::{
-    Direction, FromPeer, Incoming, Notice, Outgoing, StreamActor, StreamNotice, StreamSetup,
-    admit_inbound,
+    Direction, FromPeer, Notice, StreamActor, StreamNotice, StreamSetup, admit_inbound,
 };
 use std::sync::Arc;
 
@@ -421,7 +420,7 @@ impl Handler<Begin> for ClientConnection {
         let mut ends = StreamEnds::default();
         let stream = direction.is_stream().then(|| {
             let window = self.config.stream_window;
-            let actor = StreamActor::new(StreamSetup {
+            let (actor, opened) = StreamActor::open(StreamSetup {
                 counters: self.counters.clone(),
                 serial,
                 route,
@@ -432,14 +431,8 @@ impl Handler<Begin> for ClientConnection {
                 max_chunk: self.config.limits.max_chunk,
                 receives: direction.server_sends(),
                 sends: direction.client_sends(),
-            })
-            .start();
-            ends.incoming = direction
-                .server_sends()
-                .then(|| Incoming::new(actor.clone()));
-            ends.outgoing = direction
-                .client_sends()
-                .then(|| Outgoing::new(actor.clone()));
+            });
+            ends = opened;
             if direction.server_sends() {
                 self.send(ctx, Frame::credit(route, serial, Credit(window)));
             }

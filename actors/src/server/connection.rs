@@ -23,8 +23,7 @@ use crate::program::{CallContext, StreamEnds};
 use crate::server::call::{CallActor, CallDone, StopCall};
 use crate::server::{ServerShared, ServerView};
 use crate::stream::{
-    Direction, FromPeer, Incoming, Notice, Outgoing, StreamActor, StreamNotice, StreamSetup,
-    admit_inbound,
+    Direction, FromPeer, Notice, StreamActor, StreamNotice, StreamSetup, admit_inbound,
 };
 
 /// How long a closing connection waits for its last frames (GOAWAY) to be written.
@@ -193,7 +192,7 @@ impl ServerConnection {
         let direction = self.shared.registry.direction(&frame);
         let mut ends = StreamEnds::default();
         let stream_actor = direction.is_stream().then(|| {
-            let actor = StreamActor::new(StreamSetup {
+            let (actor, opened) = StreamActor::open(StreamSetup {
                 counters: self.shared.counters.clone(),
                 serial,
                 route,
@@ -204,14 +203,8 @@ impl ServerConnection {
                 max_chunk: self.shared.config.limits.max_chunk,
                 receives: direction.client_sends(),
                 sends: direction.server_sends(),
-            })
-            .start();
-            ends.incoming = direction
-                .client_sends()
-                .then(|| Incoming::new(actor.clone()));
-            ends.outgoing = direction
-                .server_sends()
-                .then(|| Outgoing::new(actor.clone()));
+            });
+            ends = opened;
             actor
         });
         let context = CallContext {

@@ -15,7 +15,8 @@ use tokio::sync::oneshot;
 use crate::connection::writer::Outbox;
 use crate::error::CallError;
 use crate::metrics::Counters;
-use crate::stream::Chunk;
+use crate::program::StreamEnds;
+use crate::stream::{Chunk, Incoming, Outgoing};
 
 /// What a stream tells its connection.
 #[derive(Message)]
@@ -110,7 +111,18 @@ pub struct StreamSetup {
 }
 
 impl StreamActor {
-    pub fn new(setup: StreamSetup) -> Self {
+    /// Starts the actor and hands out the handles for the directions this side has.
+    pub fn open(setup: StreamSetup) -> (Addr<Self>, StreamEnds) {
+        let (receives, sends) = (setup.receives, setup.sends);
+        let actor = Self::new(setup).start();
+        let ends = StreamEnds {
+            incoming: receives.then(|| Incoming::new(actor.clone())),
+            outgoing: sends.then(|| Outgoing::new(actor.clone())),
+        };
+        (actor, ends)
+    }
+
+    fn new(setup: StreamSetup) -> Self {
         Self {
             counters: setup.counters,
             serial: setup.serial,

@@ -140,3 +140,15 @@ pub async fn send(stream: &mut TcpStream, bytes: &[u8]) {
 /// Upper bound for waiting on something that should happen promptly; a hang fails the test
 /// instead of stalling the suite.
 pub const PROMPTLY: Duration = Duration::from_secs(10);
+
+/// Waits (boundedly) until a gauge reads `value`: the event a test is waiting for, not a sleep.
+pub async fn reach(gauge: &ferry_actors::metrics::Gauge, value: u64) {
+    tokio::time::timeout(PROMPTLY, gauge.wait_for(|n| *n == value))
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "the gauge stayed at {} instead of reaching {value}",
+                gauge.get()
+            )
+        });
+}
