@@ -21,7 +21,7 @@ use proto::{
     TicksRequest,
 };
 
-use crate::stream::{Chunk, Incoming, Outgoing, ZEROS};
+use crate::stream::{Chunk, ContentHash, Incoming, Outgoing};
 
 /// Event number of [`Tick`] events (the procedure field of their MESSAGE frames).
 pub const TICK_EVENT: u32 = 100;
@@ -83,46 +83,6 @@ pub fn pattern(offset: u64, len: usize) -> Bytes {
     assert!(len <= MAX_PATTERN_CHUNK, "pattern chunks are at most 1 MiB");
     let start = (offset % 251) as usize;
     Bytes::from_static(&PATTERN[start..start + len])
-}
-
-/// BLAKE3 over a stream's logical content: data as is, holes as zeros.
-#[derive(Default)]
-pub struct ContentHash {
-    hasher: blake3::Hasher,
-    bytes: u64,
-    hole_bytes: u64,
-}
-
-impl ContentHash {
-    pub fn update(&mut self, chunk: &Chunk) {
-        match chunk {
-            Chunk::Data(bytes) => {
-                self.hasher.update(bytes);
-            }
-            Chunk::Hole(length) => {
-                let mut left = *length;
-                while left > 0 {
-                    let n = left.min(ZEROS.len() as u64) as usize;
-                    self.hasher.update(&ZEROS[..n]);
-                    left -= n as u64;
-                }
-                self.hole_bytes += length;
-            }
-        }
-        self.bytes += chunk.len();
-    }
-
-    pub fn bytes(&self) -> u64 {
-        self.bytes
-    }
-
-    pub fn hole_bytes(&self) -> u64 {
-        self.hole_bytes
-    }
-
-    pub fn finish(&self) -> Bytes {
-        Bytes::copy_from_slice(self.hasher.finalize().as_bytes())
-    }
 }
 
 /// The server side of the test program.

@@ -5,10 +5,11 @@ mod common;
 use bytes::Bytes;
 use common::{BOTH, PROMPTLY, quick_server_config, start};
 use ferry_actors::stream::Chunk;
+use ferry_actors::stream::ContentHash;
+use ferry_actors::test_program::pattern;
 use ferry_actors::test_program::proto::{
     EchoRequest, EchoStreamRequest, SinkRequest, SourceRequest,
 };
-use ferry_actors::test_program::{ContentHash, pattern};
 use futures::stream::{self, StreamExt};
 
 /// Uploads `len` bytes of the pattern in `chunk`-sized sends and checks the server's checksum.

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ferry_actors::program::CallContext;
+use ferry_actors::stream::ContentHash;
 use ferry_actors::stream::{Chunk, Incoming, Outgoing};
-use ferry_actors::test_program::ContentHash;
 use ferry_actors::{CallError, ErrorCode, program};
 use tracing::{info, warn};
 

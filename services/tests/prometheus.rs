@@ -16,7 +16,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ferry_actors::stream::Chunk;
-use ferry_actors::test_program::{ContentHash, pattern};
+use ferry_actors::stream::ContentHash;
+use ferry_actors::test_program::pattern;
 use ferry_actors::{Client, ClientConfig};
 use ferry_services::proto::volume::{DownloadRequest, InfoRequest, UploadRequest};
 use ferry_services::volume::VolumeClient;

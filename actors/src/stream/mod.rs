@@ -7,11 +7,13 @@
 
 mod actor;
 mod handles;
+mod hash;
 mod io;
 
 pub use actor::StreamActor;
 pub(crate) use actor::{FromPeer, Notice, StreamNotice, StreamSetup};
 pub use handles::{Incoming, Outgoing};
+pub use hash::ContentHash;
 pub use io::{IncomingReader, OutgoingWriter};
 
 /// Zeros handed out for holes when a consumer asks for plain bytes (or hashes them); shared,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use ferry_actors::Client;
 use ferry_actors::stream::Chunk;
-use ferry_actors::test_program::ContentHash;
+use ferry_actors::stream::ContentHash;
 use tokio::sync::mpsc;
 
 use super::exit::CliError;

@@ -14,7 +14,8 @@ use super::error::IoContext;
 use super::meta::{self, PartialMeta, VolumeMeta};
 use super::sys;
 use super::{Inner, Layout, MAX_NAME_LEN_LIMIT, Result, StoreError, VolumeInfo, publish};
-use crate::sparse::{Extent, ExtentCursor};
+use crate::sparse::SparseReader;
+use ferry_actors::stream::ContentHash;
 
 /// How often a busy upload refreshes `updated` in its JSON file. Expiry is measured in hours,
 /// so a minute of staleness does not matter, and rewriting the file on every chunk would.
@@ -66,7 +67,7 @@ pub struct Upload {
     name: String,
     file: File,
     offset: u64,
-    hasher: blake3::Hasher,
+    hash: ContentHash,
     partial: PartialMeta,
     last_touch: Instant,
     /// Set once committed, aborted or suspended: then dropping does nothing more.
@@ -156,7 +157,7 @@ impl Upload {
                         err,
                     ));
                 }
-                self.hasher.update(bytes);
+                self.hash.data(bytes);
             }
             Chunk::Hole(_) => {
                 self.file.set_len(end).context(|| {
@@ -165,7 +166,7 @@ impl Upload {
                         self.name, self.offset
                     )
                 })?;
-                hash_zeros(&mut self.hasher, len);
+                self.hash.zeros(len);
             }
         }
         self.offset = end;
@@ -205,7 +206,7 @@ impl Upload {
                 actual: size,
             });
         }
-        let actual = *self.hasher.finalize().as_bytes();
+        let actual = self.hash.digest();
         if let Some(expected) = self.partial.expected_checksum
             && expected != actual
         {
@@ -375,7 +376,7 @@ pub(crate) fn begin(inner: &Arc<Inner>, name: &str, options: UploadOptions) -> R
         name: name.to_string(),
         file,
         offset: 0,
-        hasher: blake3::Hasher::new(),
+        hash: ContentHash::default(),
         partial,
         last_touch: Instant::now(),
         done: false,
@@ -401,12 +402,12 @@ pub(crate) fn resume(inner: &Arc<Inner>, name: &str) -> Result<Upload> {
         .metadata()
         .context(|| format!("reading {}", part.display()))?
         .len();
-    let hasher = rehash(&file, offset).context(|| format!("reading back {}", part.display()))?;
+    let hash = rehash(&file, offset).context(|| format!("reading back {}", part.display()))?;
     let mut upload = Upload {
         name: name.to_string(),
         file,
         offset,
-        hasher,
+        hash,
         partial,
         last_touch: Instant::now(),
         done: false,
@@ -416,38 +417,15 @@ pub(crate) fn resume(inner: &Arc<Inner>, name: &str) -> Result<Upload> {
     Ok(upload)
 }
 
-/// The BLAKE3 state after the first `len` bytes of `file`, reading only its data: holes are
+/// The content hash of the first `len` bytes of `file`, reading only its data: holes are
 /// found with `SEEK_HOLE` and hashed as zeros without being read.
-fn rehash(file: &File, len: u64) -> io::Result<blake3::Hasher> {
-    let mut hasher = blake3::Hasher::new();
-    let mut buffer = vec![0u8; 1 << 20];
-    let mut cursor = ExtentCursor::new(0, len);
-    while let Some(extent) = cursor.peek(file)? {
-        let consumed = match extent {
-            Extent::Hole(n) => {
-                hash_zeros(&mut hasher, n);
-                n
-            }
-            Extent::Data(n) => {
-                let n = n.min(buffer.len() as u64) as usize;
-                file.read_exact_at(&mut buffer[..n], cursor.pos())?;
-                hasher.update(&buffer[..n]);
-                n as u64
-            }
-        };
-        cursor.advance(consumed);
+fn rehash(file: &File, len: u64) -> io::Result<ContentHash> {
+    let mut hash = ContentHash::default();
+    let mut reader = SparseReader::new(file.try_clone()?, 0, len);
+    while let Some(chunk) = reader.next_chunk(1 << 20)? {
+        hash.update(&chunk);
     }
-    Ok(hasher)
-}
-
-/// Hashes `len` zero bytes, from a static buffer: a hole costs CPU but no memory.
-pub(crate) fn hash_zeros(hasher: &mut blake3::Hasher, mut len: u64) {
-    static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
-    while len > 0 {
-        let n = len.min(ZEROS.len() as u64) as usize;
-        hasher.update(&ZEROS[..n]);
-        len -= n as u64;
-    }
+    Ok(hash)
 }
 
 pub(crate) fn status(inner: &Inner, name: &str) -> Result<Option<PartialStatus>> {

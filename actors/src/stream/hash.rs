@@ -1,0 +1,59 @@
+//! The checksum of a stream's logical content, holes included.
+
+use bytes::Bytes;
+
+use crate::stream::{Chunk, ZEROS};
+
+/// BLAKE3 over a stream's logical content: data as is, holes as zeros.
+#[derive(Default)]
+pub struct ContentHash {
+    hasher: blake3::Hasher,
+    bytes: u64,
+    hole_bytes: u64,
+}
+
+impl ContentHash {
+    pub fn update(&mut self, chunk: &Chunk) {
+        match chunk {
+            Chunk::Data(bytes) => self.data(bytes),
+            Chunk::Hole(length) => self.zeros(*length),
+        }
+    }
+
+    /// Hashes data bytes.
+    pub fn data(&mut self, bytes: &[u8]) {
+        self.hasher.update(bytes);
+        self.bytes += bytes.len() as u64;
+    }
+
+    /// Hashes a hole of `length` zeros, from a shared static buffer: a hole costs CPU, no
+    /// memory.
+    pub fn zeros(&mut self, length: u64) {
+        let mut left = length;
+        while left > 0 {
+            let n = left.min(ZEROS.len() as u64) as usize;
+            self.hasher.update(&ZEROS[..n]);
+            left -= n as u64;
+        }
+        self.bytes += length;
+        self.hole_bytes += length;
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    pub fn hole_bytes(&self) -> u64 {
+        self.hole_bytes
+    }
+
+    /// The BLAKE3 digest so far.
+    pub fn digest(&self) -> [u8; 32] {
+        *self.hasher.finalize().as_bytes()
+    }
+
+    /// The digest as `Bytes`, for protobuf fields.
+    pub fn finish(&self) -> Bytes {
+        Bytes::copy_from_slice(&self.digest())
+    }
+}
