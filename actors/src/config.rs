@@ -31,7 +31,9 @@ pub struct ServerConfig {
     pub max_in_flight_calls: usize,
     /// Connections beyond this many are sent GOAWAY RESOURCE_EXHAUSTED and closed.
     pub max_connections: usize,
-    /// A connection must send its first frame within this time.
+    /// TCP connections from one source address beyond this many are refused the same way.
+    pub max_connections_per_address: usize,
+    /// A connection must finish its TLS handshake, and send its first frame, within this time.
     pub handshake_timeout: Duration,
     /// A connection with no open call and no CALL received for this long is closed.
     pub idle_timeout: Duration,
@@ -58,6 +60,7 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             max_in_flight_calls: 1024,
             max_connections: 1024,
+            max_connections_per_address: 256,
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
             keepalive: Some(KeepaliveConfig::default()),
@@ -73,6 +76,8 @@ impl Default for ServerConfig {
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
     pub limits: Limits,
+    /// Connecting (TCP connect and TLS handshake) must finish within this time.
+    pub connect_timeout: Duration,
     /// Calls beyond this many wait locally for a free slot instead of being sent.
     pub max_in_flight_calls: usize,
     /// Default deadline of every call; `None` means calls wait as long as the connection lives.
@@ -90,6 +95,7 @@ impl Default for ClientConfig {
     fn default() -> Self {
         Self {
             limits: Limits::default(),
+            connect_timeout: Duration::from_secs(10),
             max_in_flight_calls: 1024,
             default_deadline: None,
             keepalive: Some(KeepaliveConfig::default()),

@@ -80,6 +80,16 @@ pub enum ConnectError {
         address: String,
         source: std::io::Error,
     },
+    #[error("TLS handshake with {address} failed: {source}")]
+    Tls {
+        address: String,
+        source: native_tls::Error,
+    },
+    #[error("connecting to {address}: no answer within {timeout:?}")]
+    Timeout {
+        address: String,
+        timeout: std::time::Duration,
+    },
 }
 
 /// A server could not start listening.

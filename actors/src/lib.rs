@@ -12,6 +12,7 @@ pub mod program;
 pub mod server;
 pub mod stream;
 pub mod test_program;
+pub mod tls;
 
 pub use client::{CallOptions, Client, ClientStream};
 pub use config::{ClientConfig, KeepaliveConfig, ServerConfig};

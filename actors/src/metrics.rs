@@ -79,6 +79,8 @@ pub struct Counters {
     /// CALLs or connections refused because a configured limit was reached.
     pub limit_rejections: Counter,
     pub protocol_violations: Counter,
+    /// Connections dropped before they started: failed or timed-out TLS handshakes.
+    pub handshake_failures: Counter,
     pub keepalive_timeouts: Counter,
     pub streams_open: Gauge,
     /// Stream bytes (counted as credit: whole frames) received and not yet consumed.

@@ -22,6 +22,7 @@ use crate::connection::transport::Transport;
 use crate::error::{CallError, ConnectError};
 use crate::metrics::Counters;
 use crate::stream::{Chunk, Direction, Incoming, Outgoing};
+use crate::tls::ClientTls;
 use connection::{Abandon, Begin, ClientConnection, Close, Subscribe};
 
 fn lost() -> CallError {
@@ -65,6 +66,40 @@ impl Client {
                 source,
             })?;
         Ok(Self::over(Transport::tcp(stream), config))
+    }
+
+    /// Connects over TLS, verifying the server's certificate against `tls`'s CA and
+    /// `server_name` (the host name the certificate must carry).
+    pub async fn connect_tls(
+        address: &str,
+        server_name: &str,
+        tls: &ClientTls,
+        config: ClientConfig,
+    ) -> Result<Self, ConnectError> {
+        let timeout = config.connect_timeout;
+        let handshake = async {
+            let stream = TcpStream::connect(address)
+                .await
+                .map_err(|source| ConnectError::Io {
+                    address: address.to_owned(),
+                    source,
+                })?;
+            let _ = stream.set_nodelay(true);
+            tls.connector
+                .connect(server_name, stream)
+                .await
+                .map_err(|source| ConnectError::Tls {
+                    address: address.to_owned(),
+                    source,
+                })
+        };
+        let stream = tokio::time::timeout(timeout, handshake)
+            .await
+            .map_err(|_| ConnectError::Timeout {
+                address: address.to_owned(),
+                timeout,
+            })??;
+        Ok(Self::over(Transport::tls(stream), config))
     }
 
     pub async fn connect_unix(

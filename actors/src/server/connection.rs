@@ -21,7 +21,7 @@ use crate::error::CallError;
 use crate::metrics::{ConnectionStats, Traffic};
 use crate::program::{CallContext, StreamEnds};
 use crate::server::call::{CallActor, CallDone, StopCall};
-use crate::server::{ServerShared, ServerView};
+use crate::server::{ConnectionSlot, ServerShared, ServerView};
 use crate::stream::{
     Direction, FromPeer, Notice, StreamActor, StreamNotice, StreamSetup, admit_inbound,
 };
@@ -65,11 +65,18 @@ pub struct ServerConnection {
     draining: bool,
     closing: bool,
     span: tracing::Span,
+    /// Held for the connection's life: its place in the connection limits.
+    _slot: ConnectionSlot,
 }
 
 impl ServerConnection {
     /// Starts the actor for an accepted socket on the current arbiter.
-    pub fn start(id: u64, transport: Transport, shared: Arc<ServerShared>) -> Addr<Self> {
+    pub fn start(
+        id: u64,
+        transport: Transport,
+        shared: Arc<ServerShared>,
+        slot: ConnectionSlot,
+    ) -> Addr<Self> {
         Self::create(move |ctx| {
             let config = &shared.config;
             let codec = FrameCodec::new(config.limits);
@@ -104,6 +111,7 @@ impl ServerConnection {
                 draining: false,
                 closing: false,
                 shared,
+                _slot: slot,
             }
         })
     }
@@ -561,7 +569,6 @@ impl Actor for ServerConnection {
             self.shared.counters.calls_in_flight.dec();
         }
         self.shared.connections.lock().unwrap().remove(&self.id);
-        self.shared.counters.connections_open.dec();
     }
 }
 

@@ -5,7 +5,7 @@ mod call;
 pub(crate) mod connection;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -25,6 +25,7 @@ use crate::control::ControlMessage;
 use crate::error::{CallError, ListenError};
 use crate::metrics::{ConnectionStats, Counters, NoObserver, Observer, Traffic};
 use crate::program::{ProgramService, Registry};
+use crate::tls::ServerTls;
 use connection::{BeginShutdown, ServerConnection};
 
 /// A connection as the server lists it: its actor and its figures.
@@ -38,6 +39,8 @@ pub(crate) struct ServerShared {
     pub observer: Arc<dyn Observer>,
     pub started: SystemTime,
     pub connections: Mutex<HashMap<u64, OpenConnection>>,
+    /// Open connections per source address (TCP).
+    pub per_address: Mutex<HashMap<IpAddr, usize>>,
     /// Set once shutdown began, to the drain time; connections that start later drain at once.
     pub shutdown: OnceLock<Duration>,
 }
@@ -47,7 +50,8 @@ pub struct Server {
     config: ServerConfig,
     registry: Registry,
     observer: Arc<dyn Observer>,
-    tcp: Vec<String>,
+    /// TCP listeners, with TLS or plain.
+    tcp: Vec<(String, Option<ServerTls>)>,
     unix: Vec<PathBuf>,
 }
 
@@ -75,7 +79,14 @@ impl Server {
 
     /// Listens on a TCP address such as `127.0.0.1:0` (port 0 picks a free port).
     pub fn listen_tcp(mut self, address: impl Into<String>) -> Self {
-        self.tcp.push(address.into());
+        self.tcp.push((address.into(), None));
+        self
+    }
+
+    /// Listens on a TCP address with TLS: the handshake (bounded by `handshake_timeout`) runs on
+    /// the connection's arbiter, so handshakes spread over all cores.
+    pub fn listen_tls(mut self, address: impl Into<String>, tls: ServerTls) -> Self {
+        self.tcp.push((address.into(), Some(tls)));
         self
     }
 
@@ -96,6 +107,7 @@ impl Server {
             observer: self.observer,
             started: SystemTime::now(),
             connections: Mutex::default(),
+            per_address: Mutex::default(),
             shutdown: OnceLock::new(),
         });
         let token = CancellationToken::new();
@@ -106,7 +118,7 @@ impl Server {
             next_id: Arc::default(),
         };
         let mut tcp_addrs = Vec::new();
-        for address in self.tcp {
+        for (address, tls) in self.tcp {
             let listener = TcpListener::bind(&address)
                 .await
                 .map_err(|source| ListenError::Io {
@@ -116,9 +128,9 @@ impl Server {
             let local = listener
                 .local_addr()
                 .map_err(|source| ListenError::Io { address, source })?;
-            info!(%local, "listening on tcp");
+            info!(%local, tls = tls.is_some(), "listening on tcp");
             tcp_addrs.push(local);
-            actix_rt::spawn(acceptor.clone().run_tcp(listener, token.clone()));
+            actix_rt::spawn(acceptor.clone().run_tcp(listener, tls, token.clone()));
         }
         for path in &self.unix {
             let listener = bind_unix(path).await?;
@@ -162,22 +174,53 @@ struct Acceptor {
 
 /// A socket on its way to an arbiter; std sockets can cross threads, tokio ones cannot.
 enum Accepted {
-    Tcp(std::net::TcpStream),
+    Tcp(std::net::TcpStream, Option<ServerTls>),
     Unix(std::os::unix::net::UnixStream),
 }
 
+/// A connection's place in the server's limits; given back when the connection ends, however
+/// it ends (including a failed TLS handshake).
+pub(crate) struct ConnectionSlot {
+    shared: Arc<ServerShared>,
+    address: Option<IpAddr>,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.shared.counters.connections_open.dec();
+        if let Some(address) = self.address {
+            let mut per_address = self.shared.per_address.lock().unwrap();
+            if let Some(count) = per_address.get_mut(&address) {
+                *count -= 1;
+                if *count == 0 {
+                    per_address.remove(&address);
+                }
+            }
+        }
+    }
+}
+
 impl Acceptor {
-    async fn run_tcp(self, listener: TcpListener, token: CancellationToken) {
+    async fn run_tcp(
+        self,
+        listener: TcpListener,
+        tls: Option<ServerTls>,
+        token: CancellationToken,
+    ) {
         loop {
-            let stream = tokio::select! {
+            let (stream, peer) = tokio::select! {
                 _ = token.cancelled() => return,
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => stream,
+                    Ok(accepted) => accepted,
                     Err(error) => { warn!(%error, "accept failed"); continue; }
                 },
             };
-            if let Some(mut stream) = self.admit(stream) {
-                self.reject(&mut stream).await;
+            let stream = TcpSocket {
+                stream,
+                tls: tls.clone(),
+            };
+            if let Err((mut stream, why)) = self.admit(stream, Some(peer.ip())) {
+                self.reject(&mut stream.stream, why).await;
             }
         }
     }
@@ -191,65 +234,79 @@ impl Acceptor {
                     Err(error) => { warn!(%error, "accept failed"); continue; }
                 },
             };
-            if let Some(mut stream) = self.admit(stream) {
-                self.reject(&mut stream).await;
+            if let Err((mut stream, why)) = self.admit(stream, None) {
+                self.reject(&mut stream, why).await;
             }
         }
         let _ = std::fs::remove_file(path);
     }
 
-    /// Starts a connection on the next arbiter, or gives the socket back when the server is
-    /// at `max_connections`.
-    fn admit<S: IntoAccepted>(&self, stream: S) -> Option<S> {
+    /// Starts a connection on the next arbiter, or gives the socket back with the limit it hit.
+    fn admit<S: IntoAccepted>(
+        &self,
+        stream: S,
+        address: Option<IpAddr>,
+    ) -> Result<(), (S, String)> {
+        let config = &self.shared.config;
         let counters = &self.shared.counters;
-        if counters.connections_open.get() >= self.shared.config.max_connections as u64 {
+        if counters.connections_open.get() >= config.max_connections as u64 {
             counters.limit_rejections.inc();
-            return Some(stream);
+            return Err((
+                stream,
+                format!("server is at max_connections ({})", config.max_connections),
+            ));
         }
+        if let Some(address) = address {
+            let mut per_address = self.shared.per_address.lock().unwrap();
+            let count = per_address.entry(address).or_default();
+            if *count >= config.max_connections_per_address {
+                counters.limit_rejections.inc();
+                let limit = config.max_connections_per_address;
+                return Err((
+                    stream,
+                    format!("{address} has max_connections_per_address ({limit}) open"),
+                ));
+            }
+            *count += 1;
+        }
+        counters.connections_open.inc();
+        counters.connections_total.inc();
+        let slot = ConnectionSlot {
+            shared: self.shared.clone(),
+            address,
+        };
         let accepted = match stream.into_accepted() {
             Ok(accepted) => accepted,
             Err(error) => {
                 warn!(%error, "could not hand the socket over");
-                return None;
+                return Ok(());
             }
         };
-        counters.connections_open.inc();
-        counters.connections_total.inc();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let arbiter =
             &self.arbiters[self.next.fetch_add(1, Ordering::Relaxed) % self.arbiters.len()];
         let shared = self.shared.clone();
-        let started = arbiter.spawn(async move {
-            let transport = match accepted {
-                Accepted::Tcp(s) => TcpStream::from_std(s).map(Transport::tcp),
-                Accepted::Unix(s) => UnixStream::from_std(s).map(Transport::unix),
-            };
-            match transport {
+        arbiter.spawn(async move {
+            match transport(accepted, shared.config.handshake_timeout).await {
                 Ok(transport) => {
-                    ServerConnection::start(id, transport, shared);
+                    ServerConnection::start(id, transport, shared, slot);
                 }
                 Err(error) => {
-                    warn!(%error, "could not register the socket");
-                    shared.counters.connections_open.dec();
+                    shared.counters.handshake_failures.inc();
+                    debug!(%error, "connection setup failed");
                 }
             }
         });
-        if !started {
-            self.shared.counters.connections_open.dec();
-        }
-        None
+        Ok(())
     }
 
     /// Tells a connection over the limit why it is refused, then drops it.
-    async fn reject<S: tokio::io::AsyncWrite + Unpin>(&self, stream: &mut S) {
+    async fn reject<S: tokio::io::AsyncWrite + Unpin>(&self, stream: &mut S, why: String) {
         let error = CallError::new(
             ErrorCode::ResourceExhausted,
             Side::Server,
             Layer::Connection,
-            format!(
-                "server is at max_connections ({})",
-                self.shared.config.max_connections
-            ),
+            why,
         );
         let goaway = ControlMessage::GoAway(error.to_body()).to_frame();
         let _ = tokio::time::timeout(
@@ -271,9 +328,39 @@ trait IntoAccepted {
     fn into_accepted(self) -> std::io::Result<Accepted>;
 }
 
-impl IntoAccepted for TcpStream {
+/// An accepted TCP socket and the TLS it must speak, if any.
+struct TcpSocket {
+    stream: TcpStream,
+    tls: Option<ServerTls>,
+}
+
+impl IntoAccepted for TcpSocket {
     fn into_accepted(self) -> std::io::Result<Accepted> {
-        self.into_std().map(Accepted::Tcp)
+        let tls = self.tls;
+        self.stream.into_std().map(|s| Accepted::Tcp(s, tls))
+    }
+}
+
+/// Turns an accepted socket into a transport on the arbiter it will live on; a TLS handshake
+/// must finish within `handshake_timeout` (slow or silent peers are dropped).
+async fn transport(accepted: Accepted, handshake_timeout: Duration) -> std::io::Result<Transport> {
+    match accepted {
+        Accepted::Unix(s) => UnixStream::from_std(s).map(Transport::unix),
+        Accepted::Tcp(s, None) => TcpStream::from_std(s).map(Transport::tcp),
+        Accepted::Tcp(s, Some(tls)) => {
+            let stream = TcpStream::from_std(s)?;
+            let _ = stream.set_nodelay(true);
+            match tokio::time::timeout(handshake_timeout, tls.acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => Ok(Transport::tls(stream)),
+                Ok(Err(error)) => Err(std::io::Error::other(format!(
+                    "TLS handshake failed: {error}"
+                ))),
+                Err(_) => Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "TLS handshake timed out",
+                )),
+            }
+        }
     }
 }
 
