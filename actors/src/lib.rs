@@ -2,6 +2,7 @@
 //! per-call actors, and a client library with concurrent typed calls, deadlines and
 //! cancellation. docs/PROTOCOL.md is the contract both sides follow.
 
+pub mod auth;
 pub mod client;
 pub mod config;
 mod connection;

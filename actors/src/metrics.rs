@@ -79,6 +79,9 @@ pub struct Counters {
     /// CALLs or connections refused because a configured limit was reached.
     pub limit_rejections: Counter,
     pub protocol_violations: Counter,
+    /// Calls refused as unauthenticated or not permitted, and connections closed for not
+    /// authenticating in time.
+    pub auth_refusals: Counter,
     /// Connections dropped before they started: failed or timed-out TLS handshakes.
     pub handshake_failures: Counter,
     pub keepalive_timeouts: Counter,

@@ -9,6 +9,7 @@ use ferry_codec::proto::{ErrorCode, Layer, Side};
 use ferry_codec::{Frame, Route};
 use futures::future::LocalBoxFuture;
 
+use crate::auth::Identity;
 use crate::connection::writer::Outbox;
 use crate::error::CallError;
 use crate::server::ServerView;
@@ -24,9 +25,23 @@ pub struct CallContext {
     pub(crate) outbox: Outbox,
     /// The server this call runs in (limits, connections), for programs that report on it.
     pub server: ServerView,
+    /// Who the connection is (the anonymous admin when the server has no authentication).
+    pub identity: Option<Identity>,
+    pub(crate) connection: actix::Recipient<SetIdentity>,
 }
 
+/// The auth program established who the connection is.
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+pub struct SetIdentity(pub Identity);
+
 impl CallContext {
+    /// Gives the connection an identity (the auth program calls this once a client proved
+    /// who it is); later calls on the connection are authorized with it.
+    pub fn set_identity(&self, identity: Identity) {
+        self.connection.do_send(SetIdentity(identity));
+    }
+
     /// Sends an event (a MESSAGE frame bound to this call's serial) to the client. Waits while
     /// the connection's write queue is full, so a client that does not read slows the handler
     /// rather than growing memory.
@@ -240,6 +255,8 @@ macro_rules! program {
         #[derive(Clone)]
         $vis struct $client {
             inner: $crate::Client,
+            /// Used by unary procedures (streams have no deadline).
+            #[allow(dead_code)]
             options: $crate::CallOptions,
         }
 

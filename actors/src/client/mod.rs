@@ -235,6 +235,7 @@ impl Client {
             .await
             .map_err(|_| lost())??;
         Ok(ClientStream {
+            _client: self.clone(),
             incoming: began.ends.incoming,
             outgoing: began.ends.outgoing,
             connection: self.inner.addr.clone(),
@@ -277,6 +278,8 @@ impl Client {
 /// [`ends`](Self::ends) to drive sending and receiving concurrently. Dropping the stream
 /// before `finish` returns aborts it; the server discards what it received.
 pub struct ClientStream<R> {
+    /// Keeps the connection open as long as the stream lives.
+    _client: Client,
     incoming: Option<Incoming>,
     outgoing: Option<Outgoing>,
     connection: Addr<ClientConnection>,
@@ -340,7 +343,9 @@ impl<R: prost::Message + Default> ClientStream<R> {
             outgoing.finish().await?;
         }
         if let Some(incoming) = self.incoming.as_mut() {
-            if !incoming.is_done() {
+            // Not read to its end: either the call already failed (its error is the answer),
+            // or data is left, which finishing would silently drop.
+            if !incoming.is_done() && incoming.recv().await?.is_some() {
                 return Err(CallError::new(
                     ErrorCode::FailedPrecondition,
                     Side::Client,

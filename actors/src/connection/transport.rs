@@ -8,6 +8,8 @@ pub struct Transport {
     pub read: Box<dyn AsyncRead + Unpin>,
     pub write: Box<dyn AsyncWrite + Unpin>,
     pub peer: String,
+    /// The peer's uid, on a unix socket (`SO_PEERCRED`).
+    pub peer_uid: Option<u32>,
 }
 
 impl Transport {
@@ -22,19 +24,19 @@ impl Transport {
             read: Box::new(read),
             write: Box::new(write),
             peer,
+            peer_uid: None,
         }
     }
 
     pub fn unix(stream: UnixStream) -> Self {
-        let peer = match stream.peer_cred() {
-            Ok(cred) => format!("unix:uid={}", cred.uid()),
-            Err(_) => "unix:?".to_owned(),
-        };
+        let peer_uid = stream.peer_cred().ok().map(|cred| cred.uid());
+        let peer = peer_uid.map_or_else(|| "unix:?".to_owned(), |uid| format!("unix:uid={uid}"));
         let (read, write) = stream.into_split();
         Self {
             read: Box::new(read),
             write: Box::new(write),
             peer,
+            peer_uid,
         }
     }
 }
@@ -53,6 +55,7 @@ impl Transport {
             read: Box::new(read),
             write: Box::new(write),
             peer,
+            peer_uid: None,
         }
     }
 }

@@ -12,6 +12,7 @@ use ferry_codec::proto::{ErrorBody, ErrorCode, Layer, Shutdown, Side};
 use ferry_codec::{Credit, DecodeError, Frame, FrameCodec, MessageType, Route, Status};
 use tracing::{debug, info_span, warn};
 
+use crate::auth::{AuthProgram, Identity, Role};
 use crate::connection::keepalive::{Keepalive, Tick};
 use crate::connection::reader::FrameReader;
 use crate::connection::transport::Transport;
@@ -19,7 +20,7 @@ use crate::connection::writer::Outbox;
 use crate::control::ControlMessage;
 use crate::error::CallError;
 use crate::metrics::{ConnectionStats, Traffic};
-use crate::program::{CallContext, StreamEnds};
+use crate::program::{CallContext, SetIdentity, StreamEnds};
 use crate::server::call::{CallActor, CallDone, StopCall};
 use crate::server::{ConnectionSlot, ServerShared, ServerView};
 use crate::stream::{
@@ -65,6 +66,9 @@ pub struct ServerConnection {
     draining: bool,
     closing: bool,
     span: tracing::Span,
+    /// Who the peer is; `None` until it authenticates (only with an auth config).
+    identity: Option<Identity>,
+    started: Instant,
     /// Held for the connection's life: its place in the connection limits.
     _slot: ConnectionSlot,
 }
@@ -110,6 +114,14 @@ impl ServerConnection {
                 last_call_activity: Instant::now(),
                 draining: false,
                 closing: false,
+                identity: match &shared.auth {
+                    None => Some(Identity {
+                        name: "anonymous".into(),
+                        role: Role::Admin,
+                    }),
+                    Some(auth) => auth.initial(transport.peer_uid),
+                },
+                started: Instant::now(),
                 shared,
                 _slot: slot,
             }
@@ -192,6 +204,7 @@ impl ServerConnection {
         } else {
             None
         };
+        let refusal = refusal.or_else(|| self.authorize(frame.route()));
         if let Some(error) = refusal {
             return self.refuse(ctx, &frame, &error);
         }
@@ -221,6 +234,8 @@ impl ServerConnection {
             peer: self.peer.clone(),
             outbox: self.outbox.clone(),
             server: ServerView::new(self.shared.clone()),
+            identity: self.identity.clone(),
+            connection: ctx.address().recipient(),
         };
         let handler = match self.shared.registry.dispatch(&frame, context, ends) {
             Ok(handler) => handler,
@@ -258,6 +273,40 @@ impl ServerConnection {
         self.shared.counters.calls_total.inc();
         self.shared.counters.calls_in_flight.inc();
         self.update_stats();
+    }
+
+    /// Whether this connection may make a call to `route`: the auth program is open to all;
+    /// everything else needs an identity whose role is at least what the procedure requires.
+    fn authorize(&self, route: Route) -> Option<CallError> {
+        let auth = self.shared.auth.as_ref()?;
+        if route.program == AuthProgram::NUMBER {
+            return None;
+        }
+        let Some(identity) = &self.identity else {
+            self.shared.counters.auth_refusals.inc();
+            return Some(CallError::new(
+                ErrorCode::Unauthenticated,
+                Side::Server,
+                Layer::Call,
+                "authenticate first (the auth program); nothing else is reachable before",
+            ));
+        };
+        let required = auth.authorizer.required(route);
+        if identity.role < required {
+            self.shared.counters.auth_refusals.inc();
+            return Some(CallError::new(
+                ErrorCode::PermissionDenied,
+                Side::Server,
+                Layer::Call,
+                format!(
+                    "{} has role {} but this procedure needs {}",
+                    identity.name,
+                    identity.role.as_str_name().to_lowercase(),
+                    required.as_str_name().to_lowercase()
+                ),
+            ));
+        }
+        None
     }
 
     /// Keeps the admin figures of this connection current.
@@ -500,6 +549,17 @@ impl ServerConnection {
                 "no frame within the handshake timeout".into(),
             );
         }
+        if let Some(auth) = &self.shared.auth
+            && self.identity.is_none()
+            && self.started.elapsed() >= auth.timeout
+        {
+            self.shared.counters.auth_refusals.inc();
+            return self.close_with(
+                ctx,
+                ErrorCode::Unauthenticated,
+                "not authenticated within the authentication timeout".into(),
+            );
+        }
         if self.calls.is_empty() && self.last_call_activity.elapsed() >= config.idle_timeout {
             self.close_with(ctx, ErrorCode::DeadlineExceeded, "idle timeout".into());
         }
@@ -636,6 +696,15 @@ impl Handler<StreamNotice> for ServerConnection {
             Notice::Confirm => {}
             Notice::Abort(error) => self.conclude(ctx, serial, Err(error)),
         }
+    }
+}
+
+impl Handler<SetIdentity> for ServerConnection {
+    type Result = ();
+
+    fn handle(&mut self, SetIdentity(identity): SetIdentity, _: &mut Self::Context) {
+        debug!(parent: &self.span, name = %identity.name, role = ?identity.role, "authenticated");
+        self.identity = Some(identity);
     }
 }
 

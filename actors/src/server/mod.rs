@@ -18,6 +18,7 @@ use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::auth::{AuthConfig, AuthProgram, AuthService};
 use crate::config::ServerConfig;
 use crate::connection::transport::Transport;
 use crate::connection::writer::write_frames;
@@ -34,6 +35,8 @@ pub(crate) type OpenConnection = (Addr<ServerConnection>, Arc<ConnectionStats>);
 /// State every connection of a server shares.
 pub(crate) struct ServerShared {
     pub config: ServerConfig,
+    /// `None`: no authentication, every connection may call everything.
+    pub auth: Option<AuthConfig>,
     pub registry: Registry,
     pub counters: Arc<Counters>,
     pub observer: Arc<dyn Observer>,
@@ -49,6 +52,7 @@ pub(crate) struct ServerShared {
 pub struct Server {
     config: ServerConfig,
     registry: Registry,
+    auth: Option<AuthConfig>,
     observer: Arc<dyn Observer>,
     /// TCP listeners, with TLS or plain.
     tcp: Vec<(String, Option<ServerTls>)>,
@@ -60,6 +64,7 @@ impl Server {
         Self {
             config,
             registry: Registry::default(),
+            auth: None,
             observer: Arc::new(NoObserver),
             tcp: Vec::new(),
             unix: Vec::new(),
@@ -68,6 +73,16 @@ impl Server {
 
     pub fn program(mut self, program: ProgramService) -> Self {
         self.registry.add(program);
+        self
+    }
+
+    /// Requires every connection to have an identity before it calls anything but the auth
+    /// program, and checks each call against the role its procedure requires.
+    pub fn authentication(mut self, auth: AuthConfig) -> Self {
+        self.registry.add(AuthProgram::serve(AuthService {
+            credentials: auth.credentials.clone(),
+        }));
+        self.auth = Some(auth);
         self
     }
 
@@ -102,6 +117,7 @@ impl Server {
             .collect();
         let shared = Arc::new(ServerShared {
             config: self.config,
+            auth: self.auth,
             registry: self.registry,
             counters: Arc::default(),
             observer: self.observer,
