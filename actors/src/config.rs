@@ -45,6 +45,13 @@ pub struct ServerConfig {
     pub write_queue: usize,
     /// Credit granted to the client per upload stream: the most the server buffers for it.
     pub stream_window: u32,
+    /// Streams open at once on one connection; more are refused RESOURCE_EXHAUSTED.
+    pub max_streams_per_connection: usize,
+    /// Stream bytes one connection may have buffered on the server: a stream that receives
+    /// data is refused RESOURCE_EXHAUSTED when its window would take the connection's total
+    /// of windows past this. Together with credit this bounds what a peer that opens streams
+    /// and never sends, or sends and never lets them drain, can make the server hold.
+    pub max_buffered_per_connection: u64,
     /// When a streaming call ends early (abort, lost connection), how long its handler may
     /// still run to observe why (from its stream handle) and clean up before it is dropped.
     pub stream_abort_grace: Duration,
@@ -67,6 +74,8 @@ impl Default for ServerConfig {
             arbiters: std::thread::available_parallelism().map_or(1, |n| n.get()),
             write_queue: 1024,
             stream_window: DEFAULT_STREAM_WINDOW,
+            max_streams_per_connection: 256,
+            max_buffered_per_connection: 64 * 1024 * 1024,
             stream_abort_grace: Duration::from_secs(2),
         }
     }

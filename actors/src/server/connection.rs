@@ -204,7 +204,9 @@ impl ServerConnection {
         } else {
             None
         };
-        let refusal = refusal.or_else(|| self.authorize(frame.route()));
+        let refusal = refusal
+            .or_else(|| self.authorize(frame.route()))
+            .or_else(|| self.stream_limits(&frame));
         if let Some(error) = refusal {
             return self.refuse(ctx, &frame, &error);
         }
@@ -305,6 +307,49 @@ impl ServerConnection {
                     required.as_str_name().to_lowercase()
                 ),
             ));
+        }
+        None
+    }
+
+    /// Whether a streaming CALL fits the connection's stream limits.
+    fn stream_limits(&self, frame: &Frame) -> Option<CallError> {
+        let direction = self.shared.registry.direction(frame);
+        if !direction.is_stream() {
+            return None;
+        }
+        let config = &self.shared.config;
+        let streams: Vec<_> = self
+            .calls
+            .values()
+            .filter_map(|open| open.stream.as_ref())
+            .collect();
+        let exhausted = |message: String| {
+            self.shared.counters.limit_rejections.inc();
+            Some(CallError::new(
+                ErrorCode::ResourceExhausted,
+                Side::Server,
+                Layer::Stream,
+                message,
+            ))
+        };
+        if streams.len() >= config.max_streams_per_connection {
+            return exhausted(format!(
+                "{} streams already open on this connection (max_streams_per_connection)",
+                streams.len()
+            ));
+        }
+        if direction.client_sends() {
+            let receiving = streams
+                .iter()
+                .filter(|s| s.direction.client_sends())
+                .count() as u64;
+            let window = u64::from(config.stream_window);
+            if (receiving + 1) * window > config.max_buffered_per_connection {
+                return exhausted(format!(
+                    "{receiving} uploads of {window} bytes of window each already open on this connection (max_buffered_per_connection {})",
+                    config.max_buffered_per_connection
+                ));
+            }
         }
         None
     }

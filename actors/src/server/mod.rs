@@ -42,6 +42,8 @@ pub(crate) struct ServerShared {
     pub observer: Arc<dyn Observer>,
     pub started: SystemTime,
     pub connections: Mutex<HashMap<u64, OpenConnection>>,
+    /// Ids of connections, for admin views and logs.
+    pub next_id: AtomicU64,
     /// Open connections per source address (TCP).
     pub per_address: Mutex<HashMap<IpAddr, usize>>,
     /// Set once shutdown began, to the drain time; connections that start later drain at once.
@@ -124,6 +126,7 @@ impl Server {
             started: SystemTime::now(),
             connections: Mutex::default(),
             per_address: Mutex::default(),
+            next_id: AtomicU64::new(1),
             shutdown: OnceLock::new(),
         });
         let token = CancellationToken::new();
@@ -131,7 +134,6 @@ impl Server {
             shared: shared.clone(),
             arbiters: arbiters.iter().map(Arbiter::handle).collect(),
             next: Arc::default(),
-            next_id: Arc::default(),
         };
         let mut tcp_addrs = Vec::new();
         for (address, tls) in self.tcp {
@@ -185,7 +187,6 @@ struct Acceptor {
     shared: Arc<ServerShared>,
     arbiters: Vec<ArbiterHandle>,
     next: Arc<AtomicUsize>,
-    next_id: Arc<AtomicU64>,
 }
 
 /// A socket on its way to an arbiter; std sockets can cross threads, tokio ones cannot.
@@ -298,7 +299,7 @@ impl Acceptor {
                 return Ok(());
             }
         };
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let arbiter =
             &self.arbiters[self.next.fetch_add(1, Ordering::Relaxed) % self.arbiters.len()];
         let shared = self.shared.clone();
@@ -408,6 +409,30 @@ impl ServerHandle {
     /// The server's counters; shared, so exporters can read them at any time.
     pub fn counters(&self) -> Arc<Counters> {
         self.shared.counters.clone()
+    }
+
+    /// Serves one connection over any byte stream (an in-memory pipe in tests and fuzzing, a
+    /// socket accepted elsewhere), on the current arbiter, under the server's limits.
+    pub fn serve_io<S>(&self, io: S, peer: &str)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + 'static,
+    {
+        let counters = &self.shared.counters;
+        counters.connections_open.inc();
+        counters.connections_total.inc();
+        let slot = ConnectionSlot {
+            shared: self.shared.clone(),
+            address: None,
+        };
+        let (read, write) = tokio::io::split(io);
+        let transport = Transport {
+            read: Box::new(read),
+            write: Box::new(write),
+            peer: peer.to_owned(),
+            peer_uid: None,
+        };
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        ServerConnection::start(id, transport, self.shared.clone(), slot);
     }
 
     /// A view for programs that report on the server (admin).
