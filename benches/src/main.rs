@@ -1,0 +1,225 @@
+//! `ferry-bench`: Ferry against its peers on loopback. See benches/README.md.
+//!
+//! Prints one JSON object per workload × case × peer on stdout (median/min/max over the rounds
+//! and the Ferry/peer ratio of medians) and a table on stderr when stderr is a terminal or
+//! `--table` is given.
+
+mod alloc;
+mod child;
+mod common;
+mod ferry;
+mod grpc;
+mod raw;
+mod report;
+mod runner;
+mod targets;
+mod workloads;
+
+use std::io::IsTerminal;
+use std::time::Instant;
+
+use clap::Parser;
+
+use crate::common::{KIB, MIB};
+
+#[global_allocator]
+static GLOBAL: alloc::Counting = alloc::Counting;
+
+/// The workloads, in the order `all` runs them.
+pub const WORKLOADS: [&str; 8] = [
+    "stream-upload",
+    "stream-download",
+    "streams-8",
+    "unary",
+    "head-of-line",
+    "cancel",
+    "memory",
+    "copies",
+];
+
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about = "Ferry against raw sockets and tonic gRPC, on loopback"
+)]
+pub struct Cli {
+    /// Workload to run, `all`, or a comma-separated list: stream-upload, stream-download,
+    /// streams-8, unary, head-of-line, cancel, memory, copies.
+    #[arg(long, default_value = "all")]
+    pub workload: String,
+    /// Rounds per workload; peers alternate round by round.
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
+    /// Bytes per stream for the stream workloads (suffixes KiB, MiB, GiB).
+    #[arg(long, default_value = "1GiB", value_parser = parse_size)]
+    pub size: u64,
+    /// Tiny sizes and one round: checks that every workload still runs, in a few seconds.
+    #[arg(long)]
+    pub smoke: bool,
+    /// Print the human table on stderr even when stderr is not a terminal.
+    #[arg(long)]
+    pub table: bool,
+    /// Echo calls per measurement with 1 in flight (64 in flight make 5× as many).
+    #[arg(long, default_value_t = 20_000)]
+    pub calls: u64,
+    /// Idle streams and idle connections for the memory workload.
+    #[arg(long, default_value_t = 10_000)]
+    pub idle: usize,
+    /// Only these peers (comma-separated: ferry, raw, tonic-default, tonic-tuned); ratios need
+    /// ferry among them.
+    #[arg(long)]
+    pub peers: Option<String>,
+    /// Stream workloads: only this transport (tcp or unix).
+    #[arg(long)]
+    pub transport: Option<String>,
+    /// Stream workloads: only this chunk size (64KiB, 256KiB or 1MiB).
+    #[arg(long, value_parser = parse_size)]
+    pub chunk: Option<u64>,
+    /// Experiments: Ferry's stream window (both sides) instead of the default 1 MiB.
+    #[arg(long, value_parser = parse_size)]
+    pub ferry_window: Option<u64>,
+    /// Internal: run a server for a measurement in another process.
+    #[arg(long, hide = true)]
+    pub serve: Option<String>,
+}
+
+/// What the workloads read from the command line, with `--smoke` applied.
+#[derive(Debug, Clone)]
+pub struct Opts {
+    pub rounds: usize,
+    pub size: u64,
+    pub calls: u64,
+    pub probes: u64,
+    pub idle: usize,
+    pub cancel_reps: usize,
+    pub copies_size: u64,
+    pub smoke: bool,
+    pub peers: Option<Vec<String>>,
+    pub transport: Option<String>,
+    pub chunk: Option<u64>,
+}
+
+impl Opts {
+    fn from(cli: &Cli) -> Self {
+        let peers = cli
+            .peers
+            .as_ref()
+            .map(|p| p.split(',').map(|s| s.trim().to_owned()).collect());
+        if cli.smoke {
+            return Self {
+                rounds: 1,
+                size: 4 * MIB,
+                calls: 200,
+                probes: 50,
+                idle: 200,
+                cancel_reps: 1,
+                copies_size: 8 * MIB,
+                smoke: true,
+                peers,
+                transport: cli.transport.clone(),
+                chunk: cli.chunk,
+            };
+        }
+        Self {
+            rounds: cli.rounds.max(1),
+            size: cli.size,
+            calls: cli.calls,
+            probes: 2_000,
+            idle: cli.idle,
+            cancel_reps: 5,
+            copies_size: (cli.size / 4).clamp(8 * MIB, 256 * MIB),
+            smoke: false,
+            peers,
+            transport: cli.transport.clone(),
+            chunk: cli.chunk,
+        }
+    }
+
+    /// Whether a peer takes part (all do unless `--peers` lists some).
+    pub fn wants(&self, peer: &str) -> bool {
+        self.peers
+            .as_ref()
+            .is_none_or(|list| list.iter().any(|p| p == peer))
+    }
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|e| format!("{text}: {e}"))?;
+    let factor = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => KIB,
+        "m" | "mib" => MIB,
+        "g" | "gib" => 1024 * MIB,
+        "kb" => 1000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        other => return Err(format!("unknown size unit {other:?}")),
+    };
+    Ok(number * factor)
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Some(peer) = &cli.serve {
+        child::serve(peer);
+        return;
+    }
+    alloc::raise_nofile();
+    if let Some(window) = cli.ferry_window {
+        ferry::set_window(window as u32);
+    }
+    let opts = Opts::from(&cli);
+    let selected: Vec<&str> = if cli.workload == "all" {
+        WORKLOADS.to_vec()
+    } else {
+        let mut list = Vec::new();
+        for name in cli.workload.split(',').map(str::trim) {
+            match WORKLOADS.iter().find(|w| **w == name) {
+                Some(w) => list.push(*w),
+                None => {
+                    eprintln!(
+                        "unknown workload {name:?}; choose from {} or all",
+                        WORKLOADS.join(", ")
+                    );
+                    std::process::exit(2);
+                }
+            }
+        }
+        list
+    };
+    let show_table = cli.table || std::io::stderr().is_terminal();
+    let machine = workloads::machine();
+    report::emit_machine(&machine, &cli, &opts);
+    if show_table {
+        eprintln!("{}", machine.describe());
+    }
+    let started = Instant::now();
+    let mut all = Vec::new();
+    for workload in selected {
+        let began = Instant::now();
+        eprintln!("== {workload}");
+        let records = workloads::run(workload, &opts);
+        report::emit_json(&records);
+        if show_table {
+            eprintln!("{}", report::table(&records));
+        }
+        eprintln!(
+            "   ({workload} took {:.1} s)",
+            began.elapsed().as_secs_f64()
+        );
+        all.extend(records);
+    }
+    let verdicts = targets::evaluate(&all);
+    if !verdicts.is_empty() {
+        targets::emit_json(&verdicts);
+        if show_table {
+            eprintln!("{}", targets::table(&verdicts));
+        }
+    }
+    eprintln!("total {:.1} s", started.elapsed().as_secs_f64());
+}

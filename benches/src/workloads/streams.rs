@@ -1,0 +1,269 @@
+//! `stream-upload`, `stream-download`: one stream of `--size` bytes, chunks of 64 KiB, 256 KiB
+//! and 1 MiB, over TCP and a unix socket. `streams-8`: eight concurrent uploads on one
+//! connection (raw: eight sockets, it has no multiplexing).
+
+use std::time::{Duration, Instant};
+
+use crate::Opts;
+use crate::common::{KIB, MIB, Transport, mbps};
+use crate::ferry::{self, Settings};
+use crate::grpc;
+use crate::raw;
+use crate::report::{Better, Collector, Record};
+use crate::runner::Runner;
+use crate::workloads::{AnyServer, Peer, peers, rotated};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Upload,
+    Download,
+}
+
+pub const CHUNKS: [u64; 3] = [64 * KIB, 256 * KIB, MIB];
+
+pub fn chunk_name(chunk: u64) -> String {
+    if chunk >= MIB {
+        format!("{}MiB", chunk / MIB)
+    } else {
+        format!("{}KiB", chunk / KIB)
+    }
+}
+
+/// Bytes moved before timing starts, on the same connection.
+fn warm_up_size(size: u64) -> u64 {
+    (size / 16).clamp(MIB, 32 * MIB).min(size)
+}
+
+pub fn one_stream(opts: &Opts, direction: Direction) -> Vec<Record> {
+    let name = match direction {
+        Direction::Upload => "stream-upload",
+        Direction::Download => "stream-download",
+    };
+    let mut results = Collector::new(name);
+    let peers = peers(
+        opts,
+        &[Peer::Ferry, Peer::Raw, Peer::TonicDefault, Peer::TonicTuned],
+    );
+    let client = Runner::new("bench-client");
+    for transport in [Transport::Tcp, Transport::Unix] {
+        if opts
+            .transport
+            .as_deref()
+            .is_some_and(|t| t != transport.name())
+        {
+            continue;
+        }
+        for chunk in CHUNKS {
+            if opts.chunk.is_some_and(|c| c != chunk) {
+                continue;
+            }
+            let case = format!("{}-{}", transport.name(), chunk_name(chunk));
+            for round in 0..opts.rounds {
+                for peer in rotated(&peers, round) {
+                    let elapsed =
+                        one_transfer(&client, peer, transport, chunk, opts.size, direction);
+                    results.add(
+                        &case,
+                        peer.name(),
+                        "throughput",
+                        "MB/s",
+                        Better::Higher,
+                        mbps(opts.size, elapsed),
+                    );
+                }
+            }
+            for peer in &peers {
+                results.param(&case, peer.name(), "transport", transport.name());
+                results.param(&case, peer.name(), "chunk", chunk);
+                results.param(&case, peer.name(), "size", opts.size);
+                if *peer == Peer::Ferry {
+                    let settings = Settings::for_chunk(chunk);
+                    results.param(&case, "ferry", "max_chunk", settings.max_chunk);
+                    results.param(&case, "ferry", "window", settings.window);
+                }
+            }
+        }
+    }
+    results.finish()
+}
+
+/// One timed transfer on a fresh server and connection, after a warm-up on that connection.
+fn one_transfer(
+    client: &Runner,
+    peer: Peer,
+    transport: Transport,
+    chunk: u64,
+    size: u64,
+    direction: Direction,
+) -> Duration {
+    let settings = Settings::for_chunk(chunk);
+    let server = AnyServer::start(peer, settings);
+    let via = server.addrs().via(transport);
+    let warm = warm_up_size(size);
+    let elapsed = client.run(move || async move {
+        match peer {
+            Peer::Ferry => {
+                let c = ferry::connect(&via, settings).await;
+                let run = |n| {
+                    let c = c.clone();
+                    async move {
+                        match direction {
+                            Direction::Upload => ferry::upload(&c, n, chunk).await.map(|_| ()),
+                            Direction::Download => ferry::download(&c, n, chunk).await.map(|_| ()),
+                        }
+                        .expect("ferry transfer")
+                    }
+                };
+                run(warm).await;
+                let started = Instant::now();
+                run(size).await;
+                started.elapsed()
+            }
+            Peer::Raw => {
+                let run = |n| {
+                    let via = via.clone();
+                    async move {
+                        match direction {
+                            Direction::Upload => raw::upload(&via, n, chunk).await,
+                            Direction::Download => {
+                                raw::download(&via, n, chunk, 0).await.map(|_| ())
+                            }
+                        }
+                        .expect("raw transfer")
+                    }
+                };
+                run(warm).await;
+                // Raw opens its socket inside the timed part; on loopback that is ~50 µs.
+                let started = Instant::now();
+                run(size).await;
+                started.elapsed()
+            }
+            Peer::TonicDefault | Peer::TonicTuned => {
+                let c = grpc::connect(&via, peer.tuning()).await;
+                let run = |n| {
+                    let c = c.clone();
+                    async move {
+                        match direction {
+                            Direction::Upload => grpc::upload(&c, n, chunk).await,
+                            Direction::Download => grpc::download(&c, n, chunk).await.map(|_| ()),
+                        }
+                        .expect("tonic transfer")
+                    }
+                };
+                run(warm).await;
+                let started = Instant::now();
+                run(size).await;
+                started.elapsed()
+            }
+        }
+    });
+    drop(server);
+    elapsed
+}
+
+const STREAMS: usize = 8;
+const STREAMS_CHUNK: u64 = 256 * KIB;
+
+pub fn eight_streams(opts: &Opts) -> Vec<Record> {
+    let mut results = Collector::new("streams-8");
+    let peers = peers(
+        opts,
+        &[Peer::Ferry, Peer::Raw, Peer::TonicDefault, Peer::TonicTuned],
+    );
+    let client = Runner::new("bench-client");
+    let per_stream = (opts.size / STREAMS as u64).max(MIB);
+    let case = format!("tcp-{}x{}", STREAMS, chunk_name(STREAMS_CHUNK));
+    for round in 0..opts.rounds {
+        for peer in rotated(&peers, round) {
+            let times = eight_uploads(&client, peer, per_stream);
+            let slowest = times.iter().copied().max().unwrap();
+            let fastest = times.iter().copied().min().unwrap();
+            results.add(
+                &case,
+                peer.name(),
+                "aggregate",
+                "MB/s",
+                Better::Higher,
+                mbps(per_stream * STREAMS as u64, slowest),
+            );
+            results.add(
+                &case,
+                peer.name(),
+                "spread",
+                "slowest/fastest",
+                Better::Lower,
+                slowest.as_secs_f64() / fastest.as_secs_f64(),
+            );
+        }
+    }
+    for peer in &peers {
+        results.param(&case, peer.name(), "transport", "tcp");
+        results.param(&case, peer.name(), "chunk", STREAMS_CHUNK);
+        results.param(&case, peer.name(), "size_per_stream", per_stream);
+        if *peer == Peer::Raw {
+            results.param(&case, "raw", "note", "8 sockets: raw has no multiplexing");
+        }
+    }
+    results.finish()
+}
+
+/// How long after `started` the transfer `f` completed.
+async fn timed(started: Instant, f: impl Future<Output = ()>) -> Duration {
+    f.await;
+    started.elapsed()
+}
+
+/// Completion time of each of eight concurrent uploads, from their common start.
+fn eight_uploads(client: &Runner, peer: Peer, per_stream: u64) -> Vec<Duration> {
+    let settings = Settings::default();
+    let server = AnyServer::start(peer, settings);
+    let via = server.addrs().via(Transport::Tcp);
+    let warm = warm_up_size(per_stream * STREAMS as u64);
+    let chunk = STREAMS_CHUNK;
+    let times = client.run(move || async move {
+        match peer {
+            Peer::Ferry => {
+                let c = ferry::connect(&via, settings).await;
+                ferry::upload(&c, warm, chunk).await.unwrap();
+                let started = Instant::now();
+                futures::future::join_all((0..STREAMS).map(|_| {
+                    let c = c.clone();
+                    timed(started, async move {
+                        ferry::upload(&c, per_stream, chunk).await.unwrap()
+                    })
+                }))
+                .await
+            }
+            Peer::Raw => {
+                raw::upload(&via, warm, chunk).await.unwrap();
+                let mut sockets = Vec::new();
+                for _ in 0..STREAMS {
+                    sockets.push(raw::connect(&via).await);
+                }
+                let started = Instant::now();
+                futures::future::join_all(sockets.into_iter().map(|(mut r, mut w)| {
+                    timed(started, async move {
+                        raw::upload_on(&mut r, &mut w, per_stream, chunk)
+                            .await
+                            .unwrap()
+                    })
+                }))
+                .await
+            }
+            Peer::TonicDefault | Peer::TonicTuned => {
+                let c = grpc::connect(&via, peer.tuning()).await;
+                grpc::upload(&c, warm, chunk).await.unwrap();
+                let started = Instant::now();
+                futures::future::join_all((0..STREAMS).map(|_| {
+                    let c = c.clone();
+                    timed(started, async move {
+                        grpc::upload(&c, per_stream, chunk).await.unwrap()
+                    })
+                }))
+                .await
+            }
+        }
+    });
+    drop(server);
+    times
+}
