@@ -30,7 +30,8 @@ program! {
 
 struct Subscriber {
     tx: mpsc::Sender<Event>,
-    dropped: Arc<AtomicU64>,
+    /// Events lost since the last one queued for it: reported on the next one that fits.
+    dropped: u64,
 }
 
 /// Fans events out to subscribers.
@@ -53,15 +54,12 @@ impl std::fmt::Debug for EventHub {
 /// One subscriber's end of the hub.
 pub struct Subscription {
     rx: mpsc::Receiver<Event>,
-    dropped: Arc<AtomicU64>,
 }
 
 impl Subscription {
-    /// The next event, carrying how many were dropped before it.
+    /// The next event; its `dropped_before` says how many were lost just before it.
     pub async fn next(&mut self) -> Option<Event> {
-        let mut event = self.rx.recv().await?;
-        event.dropped_before = self.dropped.swap(0, Ordering::Relaxed);
-        Some(event)
+        self.rx.recv().await
     }
 }
 
@@ -77,12 +75,8 @@ impl EventHub {
 
     pub fn subscribe(&self) -> Subscription {
         let (tx, rx) = mpsc::channel(self.queue);
-        let dropped = Arc::new(AtomicU64::new(0));
-        self.subscribers.lock().unwrap().push(Subscriber {
-            tx,
-            dropped: dropped.clone(),
-        });
-        Subscription { rx, dropped }
+        self.subscribers.lock().unwrap().push(Subscriber { tx, dropped: 0 });
+        Subscription { rx }
     }
 
     /// Sends an event to every subscriber that has room; never waits.
@@ -94,9 +88,13 @@ impl EventHub {
         };
         let mut subscribers = self.subscribers.lock().unwrap();
         subscribers.retain(|s| !s.tx.is_closed());
-        for subscriber in subscribers.iter() {
-            if subscriber.tx.try_send(event.clone()).is_err() {
-                subscriber.dropped.fetch_add(1, Ordering::Relaxed);
+        for subscriber in subscribers.iter_mut() {
+            let mut copy = event.clone();
+            copy.dropped_before = subscriber.dropped;
+            if subscriber.tx.try_send(copy).is_ok() {
+                subscriber.dropped = 0;
+            } else {
+                subscriber.dropped += 1;
                 self.dropped_total.fetch_add(1, Ordering::Relaxed);
             }
         }

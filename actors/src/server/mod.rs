@@ -156,7 +156,7 @@ impl Server {
             actix_rt::spawn(
                 acceptor
                     .clone()
-                    .run_unix(listener, path.clone(), token.clone()),
+                    .run_unix(listener, token.clone()),
             );
         }
         Ok(ServerHandle {
@@ -242,7 +242,7 @@ impl Acceptor {
         }
     }
 
-    async fn run_unix(self, listener: UnixListener, path: PathBuf, token: CancellationToken) {
+    async fn run_unix(self, listener: UnixListener, token: CancellationToken) {
         loop {
             let stream = tokio::select! {
                 _ = token.cancelled() => break,
@@ -255,7 +255,6 @@ impl Acceptor {
                 self.reject(&mut stream, why).await;
             }
         }
-        let _ = std::fs::remove_file(path);
     }
 
     /// Starts a connection on the next arbiter, or gives the socket back with the limit it hit.
@@ -444,6 +443,9 @@ impl ServerHandle {
     /// to `drain`, then closes every connection and stops the arbiters.
     pub async fn shutdown(&self, drain: Duration) {
         self.token.cancel();
+        for path in &self.unix_paths {
+            let _ = std::fs::remove_file(path);
+        }
         let _ = self.shared.shutdown.set(drain);
         for (connection, _) in self.shared.connections.lock().unwrap().values() {
             connection.do_send(BeginShutdown { drain });

@@ -59,6 +59,13 @@ impl Daemon {
         self.child.wait().unwrap();
     }
 
+    /// SIGTERM, then waits (bounded) for the exit code.
+    pub fn terminate(&mut self, within: Duration) -> Option<i32> {
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        wait_bounded(&mut self.child, within)
+    }
+
     /// One Prometheus text-format value from `/metrics`, by full sample name.
     pub fn metric(&self, sample: &str) -> f64 {
         let mut stream = std::net::TcpStream::connect(&self.metrics).unwrap();
@@ -199,9 +206,57 @@ impl EventWatcher {
     }
 }
 
+impl EventWatcher {
+    /// Waits (bounded) for `ferry events` to exit; its exit code.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        wait_bounded(&mut self.child, within)
+    }
+}
+
+/// Waits for a child to exit, polling its status until `within` has passed.
+fn wait_bounded(child: &mut Child, within: Duration) -> Option<i32> {
+    let deadline = std::time::Instant::now() + within;
+    while std::time::Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
 impl Drop for EventWatcher {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A config file at `path` with frequent progress events (every 4 MiB) and these peers, as
+/// (name, address) pairs.
+pub fn peers_config(path: &Path, peers: &[(&str, &str)]) -> PathBuf {
+    let mut text = String::from("[events]\nprogress_every_bytes = 4194304\n");
+    for (name, address) in peers {
+        text += &format!("\n[[peers]]\nname = {name:?}\naddress = {address:?}\n");
+    }
+    std::fs::write(path, text).unwrap();
+    path.to_owned()
+}
+
+impl Daemon {
+    /// Files in the store's `partial/` directory (partial uploads and their records).
+    pub fn partial_files(&self) -> Vec<String> {
+        match std::fs::read_dir(self.data_dir.join("partial")) {
+            Ok(entries) => entries
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect(),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(error) => panic!("reading partial/: {error}"),
+        }
+    }
+
+    /// The node's TCP address as a URI.
+    pub fn tcp_uri(&self) -> String {
+        format!("tcp://{}", self.tcp)
     }
 }
