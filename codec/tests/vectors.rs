@@ -38,6 +38,11 @@ const CANCEL: &str = "0000001c 74657374 00000001 00000002 00000008 00000003 0000
 /// STREAM OK (finish) test/1/4, serial 7, empty.
 const STREAM_FINISH: &str = "0000001c 74657374 00000001 00000004 00000003 00000007 00000000";
 
+/// STREAM ERROR (abort) test/1/4, serial 7, payload ErrorBody{code: CANCELLED, message: "stop",
+/// side: CLIENT, layer: STREAM} = 08 0a | 12 04 "stop" | 18 01 | 20 03.
+const STREAM_ABORT: &str = "00000028 74657374 00000001 00000004 00000003 00000007 \
+                                00000001 080a1204 73746f70 18012003";
+
 /// Keepalive PING: MESSAGE keep/1/1, serial 0, status OK, empty.
 const KEEPALIVE_PING: &str = "0000001c 6b656570 00000001 00000001 00000002 00000000 00000000";
 
@@ -147,6 +152,20 @@ fn stream_finish() {
     check(
         Frame::stream_finish(Route::new(TEST_PROGRAM, 1, 4), 7),
         STREAM_FINISH,
+    );
+}
+
+#[test]
+fn stream_abort() {
+    let body = ErrorBody {
+        code: ErrorCode::Cancelled as i32,
+        message: "stop".into(),
+        side: Side::Client as i32,
+        layer: Layer::Stream as i32,
+    };
+    check(
+        Frame::stream_abort(Route::new(TEST_PROGRAM, 1, 4), 7, &body),
+        STREAM_ABORT,
     );
 }
 
