@@ -26,6 +26,8 @@ pub fn serve(peer: &str) {
         "ferry" => Any::Ferry(FerryServer::start(Settings {
             max_in_flight: 1 << 20,
             max_connections: 1 << 20,
+            max_streams: 1 << 20,
+            max_buffered: u64::MAX,
             ..Settings::default()
         })),
         "tonic-default" | "tonic-tuned" => {

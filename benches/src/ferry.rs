@@ -27,6 +27,9 @@ pub struct Settings {
     /// Calls in flight per connection, on both sides (idle streams count).
     pub max_in_flight: usize,
     pub max_connections: usize,
+    /// Streams open at once on one connection, and the sum of their windows (server side).
+    pub max_streams: usize,
+    pub max_buffered: u64,
 }
 
 /// A stream window set on the command line (`--ferry-window`), for experiments.
@@ -44,6 +47,8 @@ impl Default for Settings {
             window: WINDOW.get().copied().unwrap_or(server.stream_window),
             max_in_flight: server.max_in_flight_calls,
             max_connections: server.max_connections,
+            max_streams: server.max_streams_per_connection,
+            max_buffered: server.max_buffered_per_connection,
         }
     }
 }
@@ -75,6 +80,8 @@ impl Settings {
             max_connections: self.max_connections,
             // Every benchmark connection comes from 127.0.0.1.
             max_connections_per_address: self.max_connections,
+            max_streams_per_connection: self.max_streams,
+            max_buffered_per_connection: self.max_buffered,
             // One connection is served by one arbiter; one is all a measurement uses, so the
             // server has exactly one busy thread, like the other peers.
             arbiters: 1,

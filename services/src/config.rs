@@ -9,6 +9,8 @@ use ferry_actors::codec::Limits;
 use ferry_actors::{KeepaliveConfig, ServerConfig};
 use serde::{Deserialize, Serialize};
 
+use crate::security::SecurityConfig;
+
 /// Where a node keeps its data when nothing else is said: `$XDG_DATA_HOME/ferry`, else
 /// `~/.local/share/ferry`, else `./ferry-data`.
 pub fn default_data_dir() -> PathBuf {
@@ -55,6 +57,32 @@ pub struct NodeConfig {
     pub limits: LimitsConfig,
     pub store: StoreConfigFile,
     pub events: EventsConfig,
+    /// Other nodes this node talks to: destinations of MIGRATE and COPY, replicas of
+    /// replicated uploads, members of the cluster view (docs/CLUSTER.md).
+    pub peers: Vec<PeerConfig>,
+    /// TLS, users and roles (docs/SECURITY.md).
+    pub security: SecurityConfig,
+}
+
+/// A peer node, `[[peers]]` in the TOML file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// How clients and this node's logs name the peer (`ferry vol migrate NAME --to node2`).
+    pub name: String,
+    /// Where it listens: `tcp://host:port`, `tls://host:port` or `unix:///path/to/ferryd.sock`.
+    pub address: String,
+    /// Authenticate to the peer as this user (SCRAM-SHA-256, a `[[security.users]]` entry of
+    /// the peer with role read-write), with the password in `password_file`. Without it the
+    /// peer knows this node by its uid on a unix socket, or as anonymous.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The file holding `user`'s password (read at start; a trailing newline is ignored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// For a `tls://` address: the CA certificate (PEM) the peer's certificate must come from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -65,6 +93,9 @@ pub struct LimitsConfig {
     pub stream_window: u32,
     pub max_in_flight_calls: usize,
     pub max_connections: usize,
+    pub max_connections_per_address: usize,
+    pub max_streams_per_connection: usize,
+    pub max_buffered_per_connection: u64,
     pub handshake_timeout_secs: u64,
     pub idle_timeout_secs: u64,
     pub keepalive_interval_secs: u64,
@@ -102,6 +133,8 @@ impl Default for NodeConfig {
             limits: LimitsConfig::default(),
             store: StoreConfigFile::default(),
             events: EventsConfig::default(),
+            peers: Vec::new(),
+            security: SecurityConfig::default(),
         }
     }
 }
@@ -116,6 +149,9 @@ impl Default for LimitsConfig {
             stream_window: server.stream_window,
             max_in_flight_calls: server.max_in_flight_calls,
             max_connections: server.max_connections,
+            max_connections_per_address: server.max_connections_per_address,
+            max_streams_per_connection: server.max_streams_per_connection,
+            max_buffered_per_connection: server.max_buffered_per_connection,
             handshake_timeout_secs: server.handshake_timeout.as_secs(),
             idle_timeout_secs: server.idle_timeout.as_secs(),
             keepalive_interval_secs: keepalive.interval.as_secs(),
@@ -162,6 +198,9 @@ impl NodeConfig {
             },
             max_in_flight_calls: l.max_in_flight_calls,
             max_connections: l.max_connections,
+            max_connections_per_address: l.max_connections_per_address,
+            max_streams_per_connection: l.max_streams_per_connection,
+            max_buffered_per_connection: l.max_buffered_per_connection,
             handshake_timeout: Duration::from_secs(l.handshake_timeout_secs),
             idle_timeout: Duration::from_secs(l.idle_timeout_secs),
             keepalive: (l.keepalive_interval_secs > 0).then(|| KeepaliveConfig {

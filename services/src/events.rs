@@ -75,7 +75,10 @@ impl EventHub {
 
     pub fn subscribe(&self) -> Subscription {
         let (tx, rx) = mpsc::channel(self.queue);
-        self.subscribers.lock().unwrap().push(Subscriber { tx, dropped: 0 });
+        self.subscribers
+            .lock()
+            .unwrap()
+            .push(Subscriber { tx, dropped: 0 });
         Subscription { rx }
     }
 

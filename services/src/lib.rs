@@ -6,11 +6,13 @@
 
 pub mod admin;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod events;
 pub mod metrics;
 pub mod node;
 pub mod proto;
+pub mod security;
 pub mod sparse;
 pub mod store;
 pub mod volume;

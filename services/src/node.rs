@@ -8,13 +8,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_actors::test_program::{TestProgram, TestService};
-use ferry_actors::{ListenError, Server, ServerHandle};
+use ferry_actors::tls::ServerTls;
+use ferry_actors::{ClientConfig, ListenError, Server, ServerHandle};
 use tracing::info;
 
 use crate::admin::{AdminProgram, AdminService};
+use crate::cluster::{PeerConfigError, PeerSet};
 use crate::config::NodeConfig;
 use crate::events::{EventHub, EventsProgram, EventsService};
 use crate::metrics::{CallMetrics, Metrics};
+use crate::security::SecurityError;
 use crate::store::{StoreConfig, StoreError, VolumeStore};
 use crate::volume::{VolumeProgram, VolumeService};
 
@@ -28,8 +31,14 @@ pub enum NodeError {
     },
     #[error("opening the volume store: {0}")]
     Store(#[from] StoreError),
+    #[error("the [[peers]] configuration: {0}")]
+    Peers(#[from] PeerConfigError),
     #[error(transparent)]
     Listen(#[from] ListenError),
+    #[error("security settings: {0}")]
+    Security(#[from] SecurityError),
+    #[error("TLS: {0}")]
+    Tls(#[from] ferry_actors::tls::TlsError),
     #[error("binding the metrics endpoint {address}: {source}")]
     Metrics {
         address: String,
@@ -41,6 +50,7 @@ pub enum NodeError {
 #[derive(Debug, Clone)]
 pub struct Ready {
     pub tcp: Option<SocketAddr>,
+    pub tls: Option<SocketAddr>,
     pub unix: Option<PathBuf>,
     pub metrics: Option<SocketAddr>,
 }
@@ -53,7 +63,8 @@ impl std::fmt::Display for Ready {
             .as_ref()
             .map_or_else(|| "off".into(), |p| p.display().to_string());
         let metrics = self.metrics.map_or_else(|| "off".into(), |a| a.to_string());
-        write!(f, "tcp={tcp} unix={unix} metrics={metrics}")
+        let tls = self.tls.map_or_else(|| "off".into(), |a| a.to_string());
+        write!(f, "tcp={tcp} unix={unix} metrics={metrics} tls={tls}")
     }
 }
 
@@ -69,6 +80,7 @@ pub struct Node {
 /// Starts a node; must run inside an actix `System`.
 pub async fn start(config: &NodeConfig) -> Result<Node, NodeError> {
     let data_dir = &config.data_dir;
+    let peers = Arc::new(PeerSet::new(&config.peers, peer_client_config(config))?);
     let dir_error = |source| NodeError::DataDir {
         path: data_dir.clone(),
         source,
@@ -89,13 +101,19 @@ pub async fn start(config: &NodeConfig) -> Result<Node, NodeError> {
     let hub = Arc::new(EventHub::new(config.events.subscriber_queue));
     let calls = Arc::new(CallMetrics::default());
 
+    let security = &config.security;
+    security.check_plain_tcp(&config.tcp)?;
     let mut server = Server::new(config.server_config())
+        .authentication(security.auth_config()?)
         .observer(calls.clone())
-        .program(VolumeProgram::serve(VolumeService::new(
-            store.clone(),
-            hub.clone(),
-            config.events.progress_every_bytes,
-        )))
+        .program(VolumeProgram::serve(
+            VolumeService::new(
+                store.clone(),
+                hub.clone(),
+                config.events.progress_every_bytes,
+            )
+            .with_peers(peers),
+        ))
         .program(EventsProgram::serve(EventsService { hub: hub.clone() }))
         .program(AdminProgram::serve(AdminService {
             data_dir: data_dir.clone(),
@@ -105,6 +123,13 @@ pub async fn start(config: &NodeConfig) -> Result<Node, NodeError> {
     }
     if !config.tcp.is_empty() {
         server = server.listen_tcp(config.tcp.clone());
+    }
+    if !security.tls.is_empty() {
+        if security.tls_cert.as_os_str().is_empty() || security.tls_key.as_os_str().is_empty() {
+            return Err(SecurityError::TlsFilesMissing.into());
+        }
+        let tls = ServerTls::from_files(&security.tls_cert, &security.tls_key)?;
+        server = server.listen_tls(security.tls.clone(), tls);
     }
     let unix = config.unix_socket_path();
     if let Some(path) = &unix {
@@ -140,8 +165,11 @@ pub async fn start(config: &NodeConfig) -> Result<Node, NodeError> {
         store.clone(),
         Duration::from_secs(config.store.resume_ttl_secs),
     ));
+    // Plain TCP is bound first, then TLS.
+    let mut bound = server.tcp_addrs().iter().copied();
     let ready = Ready {
-        tcp: server.tcp_addrs().first().copied(),
+        tcp: (!config.tcp.is_empty()).then(|| bound.next()).flatten(),
+        tls: (!security.tls.is_empty()).then(|| bound.next()).flatten(),
         unix,
         metrics,
     };
@@ -172,6 +200,17 @@ impl Node {
             task.abort();
         }
         self.sweep_task.abort();
+    }
+}
+
+/// How this node talks to its peers: with its own frame limits, stream window and keepalive.
+fn peer_client_config(config: &NodeConfig) -> ClientConfig {
+    let server = config.server_config();
+    ClientConfig {
+        limits: server.limits,
+        keepalive: server.keepalive,
+        stream_window: server.stream_window,
+        ..ClientConfig::default()
     }
 }
 

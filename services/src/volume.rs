@@ -1,4 +1,5 @@
-//! The volume program: create, list, inspect, delete, upload and download volumes.
+//! The volume program: create, list, inspect, delete, upload and download volumes, and move
+//! them between nodes (migrate, copy, replicated uploads, the cluster view; docs/CLUSTER.md).
 //!
 //! Disk work runs on tokio's blocking pool, never on a connection's arbiter, so a slow disk
 //! delays only the transfers that use it. Uploads are committed only after the client's finish
@@ -10,17 +11,21 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use ferry_actors::program::CallContext;
 use ferry_actors::stream::ContentHash;
 use ferry_actors::stream::{Chunk, Incoming, Outgoing};
-use ferry_actors::{CallError, ErrorCode, program};
+use ferry_actors::{CallError, ClientStream, ErrorCode, program};
+use futures::future::join_all;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
-use crate::events::EventHub;
-use crate::proto::events::{self, event};
+use crate::cluster::{LOCAL_NODE, PeerLink, PeerSet, ReplicaSet};
+use crate::events::{EventHub, now_millis};
+use crate::proto::events::{self, Event, event};
 use crate::proto::volume::{
     CreateRequest, DeleteReply, DeleteRequest, DownloadReply, DownloadRequest, InfoRequest,
-    ListReply, ListRequest, UploadReply, UploadRequest, UploadStatusReply, UploadStatusRequest,
-    Volume,
+    ListClusterReply, ListClusterRequest, ListReply, ListRequest, NodeVolumes, PeerTransferReply,
+    PeerTransferRequest, Replica, UploadReply, UploadRequest, UploadStatusReply,
+    UploadStatusRequest, Volume,
 };
-use crate::store::{StoreError, UploadOptions, VolumeInfo, VolumeStore};
+use crate::store::{Download, StoreError, Upload, UploadOptions, VolumeInfo, VolumeStore};
 
 program! {
     /// The volume store.
@@ -38,14 +43,29 @@ program! {
         6 => upload_status(UploadStatusRequest) -> UploadStatusReply;
         /// Streams a volume out, holes as holes.
         7 => download(DownloadRequest) -> DownloadReply [download];
+        /// Moves a volume to a peer: streams it into the peer's UPLOAD, deletes it here once
+        /// the peer committed. Emits PROGRESS events on the call.
+        8 => migrate(PeerTransferRequest) -> PeerTransferReply;
+        /// Copies a volume to a peer the same way, keeping it here.
+        9 => copy(PeerTransferRequest) -> PeerTransferReply;
+        /// This node's volumes and every peer's, peers asked concurrently.
+        10 => list_cluster(ListClusterRequest) -> ListClusterReply;
     }
 }
+
+/// Event number of the PROGRESS events a MIGRATE or COPY call emits to its caller (bound to
+/// the call's serial); the payload is an [`Event`] of kind `progress`.
+pub const PROGRESS: u32 = 100;
+
+/// Chunks read ahead of the network when streaming a volume to a peer.
+const READ_AHEAD: usize = 8;
 
 /// Serves the volume program from a store, publishing what happens to an event hub.
 pub struct VolumeService {
     store: Arc<VolumeStore>,
     events: Arc<EventHub>,
     progress_every: u64,
+    peers: Arc<PeerSet>,
 }
 
 impl VolumeService {
@@ -54,7 +74,15 @@ impl VolumeService {
             store,
             events,
             progress_every: progress_every.max(1),
+            peers: Arc::default(),
         }
+    }
+
+    /// The nodes this one migrates and copies to, replicates to, and lists in the cluster
+    /// view (none by default).
+    pub fn with_peers(mut self, peers: Arc<PeerSet>) -> Self {
+        self.peers = peers;
+        self
     }
 }
 
@@ -103,9 +131,11 @@ fn checksum_arg(bytes: &[u8]) -> Result<Option<[u8; 32]>, CallError> {
     }
 }
 
-/// Publishes transfer progress every `every` bytes.
-struct Progress<'a> {
-    events: &'a EventHub,
+/// Publishes a transfer's progress every `every` bytes, and how it ended, to the event hub
+/// (and, for migrations and copies, to the caller). A transfer dropped before it settled
+/// (its call was cancelled or its connection lost) is published as failed.
+struct Progress {
+    events: Arc<EventHub>,
     name: String,
     direction: events::Direction,
     peer: String,
@@ -113,45 +143,67 @@ struct Progress<'a> {
     bytes: u64,
     every: u64,
     next: u64,
+    /// Also emit progress to this call's client.
+    caller: Option<CallContext>,
+    settled: bool,
 }
 
-impl<'a> Progress<'a> {
+impl Progress {
     fn new(
-        service: &'a VolumeService,
+        service: &VolumeService,
         name: &str,
         direction: events::Direction,
-        context: &CallContext,
+        peer: String,
         start: u64,
         total: u64,
     ) -> Self {
         Self {
-            events: &service.events,
+            events: service.events.clone(),
             name: name.to_owned(),
             direction,
-            peer: context.peer.to_string(),
+            peer,
             total,
             bytes: start,
             every: service.progress_every,
             next: start + service.progress_every,
+            caller: None,
+            settled: false,
         }
     }
 
-    fn advance(&mut self, n: u64) {
+    fn tell_caller(mut self, context: &CallContext) -> Self {
+        self.caller = Some(context.clone());
+        self
+    }
+
+    async fn advance(&mut self, n: u64) {
         self.bytes += n;
-        if self.bytes >= self.next {
-            self.next = self.bytes + self.every;
-            self.events
-                .publish(event::Kind::Progress(events::TransferProgress {
-                    name: self.name.clone(),
-                    direction: self.direction as i32,
-                    bytes: self.bytes,
-                    total: self.total,
-                    peer: self.peer.clone(),
-                }));
+        if self.bytes < self.next {
+            return;
         }
+        self.next = self.bytes + self.every;
+        let kind = event::Kind::Progress(events::TransferProgress {
+            name: self.name.clone(),
+            direction: self.direction as i32,
+            bytes: self.bytes,
+            total: self.total,
+            peer: self.peer.clone(),
+        });
+        if let Some(caller) = &self.caller {
+            let event = Event {
+                at_millis: now_millis(),
+                dropped_before: 0,
+                kind: Some(kind.clone()),
+            };
+            // A caller that went away is not the transfer's problem: its call is being
+            // cancelled and this future dropped.
+            let _ = caller.emit(VolumeProgram::NUMBER, PROGRESS, &event).await;
+        }
+        self.events.publish(kind);
     }
 
-    fn finished(&self) {
+    fn finished(&mut self) {
+        self.settled = true;
         self.events
             .publish(event::Kind::Finished(events::TransferFinished {
                 name: self.name.clone(),
@@ -161,16 +213,73 @@ impl<'a> Progress<'a> {
             }));
     }
 
-    fn failed(&self, error: &CallError) {
+    fn failed(&mut self, error: &CallError) {
+        self.fail(error.to_string());
+    }
+
+    fn fail(&mut self, reason: String) {
+        self.settled = true;
         self.events
             .publish(event::Kind::Failed(events::TransferFailed {
                 name: self.name.clone(),
                 direction: self.direction as i32,
                 bytes: self.bytes,
-                reason: error.to_string(),
+                reason,
                 peer: self.peer.clone(),
             }));
     }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.fail("cancelled: the call ended before the transfer did".into());
+        }
+    }
+}
+
+/// Reads a download on the blocking pool, a few chunks ahead of the consumer, and (with
+/// `hash`) hashes it there too, handing out the digest once all was read. Dropping the
+/// receiver stops the reading.
+fn read_ahead(
+    mut download: Download,
+    max: usize,
+    hash: bool,
+) -> (
+    mpsc::Receiver<Result<Chunk, StoreError>>,
+    oneshot::Receiver<[u8; 32]>,
+) {
+    let (tx, rx) = mpsc::channel(READ_AHEAD);
+    let (digest_tx, digest) = oneshot::channel();
+    tokio::task::spawn_blocking(move || {
+        let mut hasher = hash.then(ContentHash::default);
+        loop {
+            let next = match download.next_chunk(max).transpose() {
+                Some(next) => next,
+                None => {
+                    if let Some(hasher) = hasher {
+                        let _ = digest_tx.send(hasher.digest());
+                    }
+                    break;
+                }
+            };
+            let failed = next.is_err();
+            // Hashed after it is handed on, so the peer's work on a chunk (hashing a large
+            // hole, say) overlaps with this node's.
+            let copy = next.as_ref().ok().filter(|_| hasher.is_some()).cloned();
+            if tx.blocking_send(next).is_err() || failed {
+                break;
+            }
+            if let (Some(chunk), Some(hasher)) = (copy, &mut hasher) {
+                hasher.update(&chunk);
+            }
+        }
+    });
+    (rx, digest)
+}
+
+fn checksum_bytes(checksum: Option<[u8; 32]>) -> bytes::Bytes {
+    checksum.map(|c| c.to_vec().into()).unwrap_or_default()
 }
 
 impl VolumeHandler for VolumeService {
@@ -219,6 +328,17 @@ impl VolumeHandler for VolumeService {
         context: CallContext,
         mut incoming: Incoming,
     ) -> Result<UploadReply, CallError> {
+        let targets = if request.replicas > 1 {
+            if request.resume {
+                return Err(CallError::application(
+                    ErrorCode::BadRequest,
+                    "a replicated upload cannot be resumed: upload again without resume",
+                ));
+            }
+            self.peers.replicas_for(request.replicas)?
+        } else {
+            Vec::new()
+        };
         let options = UploadOptions {
             expected_size: request.expected_size,
             expected_checksum: checksum_arg(&request.expected_checksum)?,
@@ -226,8 +346,9 @@ impl VolumeHandler for VolumeService {
         };
         let store = self.store.clone();
         let name = request.name.clone();
+        let resume = request.resume;
         let mut upload = blocking(move || {
-            if request.resume {
+            if resume {
                 store.resume_upload(&name)
             } else {
                 store.begin_upload(&name, options)
@@ -240,10 +361,27 @@ impl VolumeHandler for VolumeService {
             self,
             &request.name,
             events::Direction::Upload,
-            &context,
+            context.peer.to_string(),
             resumed_from,
             total,
         );
+        let mut replicas = ReplicaSet::none(self.peers.clone());
+        if !targets.is_empty() {
+            // The peers check the same size and checksum; they never replicate further.
+            let forward = UploadRequest {
+                replicas: 0,
+                ..request.clone()
+            };
+            match ReplicaSet::open(self.peers.clone(), &targets, &forward).await {
+                Ok(opened) => replicas = opened,
+                Err(error) => {
+                    info!(name = %request.name, %error, "a replica could not be opened");
+                    discard(upload, &request.name).await;
+                    progress.failed(&error);
+                    return Err(error);
+                }
+            }
+        }
         let mut holes = 0;
         let mut failure = None;
         loop {
@@ -259,22 +397,32 @@ impl VolumeHandler for VolumeService {
             if let Chunk::Hole(length) = chunk {
                 holes += length;
             }
-            let (back, written) = run(move || {
-                let written = upload.write(&chunk);
+            // The next chunk is taken from the client only once this one is on disk here and
+            // queued for every replica: the slowest of them paces the client.
+            let to_disk = chunk.clone();
+            let local = run(move || {
+                let written = upload.write(&to_disk);
                 (upload, written)
-            })
-            .await?;
+            });
+            let (local, forwarded) = futures::join!(local, replicas.send(&chunk));
+            let (back, written) = local?;
             upload = back;
             if let Err(error) = written {
                 failure = Some(store_error(error));
                 break;
             }
-            progress.advance(n);
+            if let Err(error) = forwarded {
+                failure = Some(error);
+                break;
+            }
+            progress.advance(n).await;
         }
         if let Some(error) = failure {
             // A lost connection keeps the partial data for resuming; anything else (an abort,
-            // a refused chunk) discards it.
-            let keep = error.code == ErrorCode::ConnectionLost;
+            // a refused chunk, a failed replica) discards it. Replicated uploads are not
+            // resumable, and dropping the replicas' streams makes every peer discard too.
+            let keep = error.code == ErrorCode::ConnectionLost && replicas.is_empty();
+            drop(replicas);
             info!(name = %request.name, %error, keep, "upload ended early");
             let cleanup = blocking(move || {
                 if keep {
@@ -290,6 +438,29 @@ impl VolumeHandler for VolumeService {
             progress.failed(&error);
             return Err(error);
         }
+        if !replicas.is_empty() {
+            // Runs to its end even if this call is dropped meanwhile: the replicas were told
+            // to commit, so the outcome must be settled on every node.
+            let commit = commit_replicated(
+                self.store.clone(),
+                self.peers.clone(),
+                upload,
+                replicas,
+                progress,
+            );
+            let (info, replicas) = actix_rt::spawn(commit).await.map_err(|error| {
+                CallError::application(
+                    ErrorCode::Internal,
+                    format!("the replicated commit failed: {error}"),
+                )
+            })??;
+            return Ok(UploadReply {
+                volume: Some(volume(&info)),
+                resumed_from,
+                hole_bytes: holes,
+                replicas,
+            });
+        }
         let committed = blocking(move || upload.commit()).await;
         match committed {
             Ok(info) => {
@@ -298,12 +469,13 @@ impl VolumeHandler for VolumeService {
                     .publish(event::Kind::Uploaded(events::VolumeUploaded {
                         name: info.name.clone(),
                         size: info.size,
-                        checksum: info.checksum.map(|c| c.to_vec().into()).unwrap_or_default(),
+                        checksum: checksum_bytes(info.checksum),
                     }));
                 Ok(UploadReply {
                     volume: Some(volume(&info)),
                     resumed_from,
                     hole_bytes: holes,
+                    replicas: Vec::new(),
                 })
             }
             Err(error) => {
@@ -351,7 +523,7 @@ impl VolumeHandler for VolumeService {
             self,
             &request.name,
             events::Direction::Download,
-            &context,
+            context.peer.to_string(),
             0,
             download.len(),
         );
@@ -364,7 +536,7 @@ impl VolumeHandler for VolumeService {
                 download = rest;
                 let Some(chunk) = chunk else { break };
                 hash.update(&chunk);
-                progress.advance(chunk.len());
+                progress.advance(chunk.len()).await;
                 outgoing.send_chunk(chunk).await?;
             }
             outgoing.finish().await
@@ -383,6 +555,380 @@ impl VolumeHandler for VolumeService {
                 progress.failed(&error);
                 Err(error)
             }
+        }
+    }
+
+    async fn migrate(
+        &self,
+        request: PeerTransferRequest,
+        context: CallContext,
+    ) -> Result<PeerTransferReply, CallError> {
+        self.to_peer(request, context, true).await
+    }
+
+    async fn copy(
+        &self,
+        request: PeerTransferRequest,
+        context: CallContext,
+    ) -> Result<PeerTransferReply, CallError> {
+        self.to_peer(request, context, false).await
+    }
+
+    async fn list_cluster(
+        &self,
+        _: ListClusterRequest,
+        _: CallContext,
+    ) -> Result<ListClusterReply, CallError> {
+        let store = self.store.clone();
+        let (local, peers) = futures::join!(blocking(move || store.list()), self.peers.list_all());
+        let mut nodes = vec![NodeVolumes {
+            node: LOCAL_NODE.into(),
+            address: String::new(),
+            local: true,
+            reachable: true,
+            error: String::new(),
+            volumes: local?.iter().map(volume).collect(),
+        }];
+        nodes.extend(peers);
+        Ok(ListClusterReply { nodes })
+    }
+}
+
+impl VolumeService {
+    /// MIGRATE and COPY: streams the volume into the UPLOAD of the peer, then settles.
+    async fn to_peer(
+        &self,
+        request: PeerTransferRequest,
+        context: CallContext,
+        migrate: bool,
+    ) -> Result<PeerTransferReply, CallError> {
+        self.peers.check(&request.to_peer)?;
+        let store = self.store.clone();
+        let name = request.name.clone();
+        let download = blocking(move || store.open_download(&name, 0, None)).await?;
+        let source = download.volume().clone();
+        let direction = if migrate {
+            events::Direction::Migrate
+        } else {
+            events::Direction::Copy
+        };
+        let mut progress = Progress::new(
+            self,
+            &request.name,
+            direction,
+            request.to_peer.clone(),
+            0,
+            source.size,
+        )
+        .tell_caller(&context);
+        let max = context.server.config().limits.max_chunk as usize;
+        // Until every byte is sent, cancelling the call drops this future, and with it the
+        // stream to the peer: the peer discards what it received, this node changed nothing.
+        let streamed = self
+            .stream_to_peer(&request, download, &source, max, &mut progress)
+            .await;
+        let (stream, link, sent) = match streamed {
+            Ok(streamed) => streamed,
+            Err(error) => {
+                info!(name = %request.name, peer = %request.to_peer, %error, "streaming to a peer failed");
+                progress.failed(&error);
+                return Err(error);
+            }
+        };
+        // From the finish on, the peer commits whatever happens to this call, so the rest
+        // runs to its end on its own: the outcome is settled on both nodes even if the caller
+        // is gone.
+        let settle = settle_transfer(
+            self.store.clone(),
+            self.peers.clone(),
+            source,
+            stream,
+            link,
+            sent,
+            migrate,
+            progress,
+        );
+        actix_rt::spawn(settle).await.map_err(|error| {
+            CallError::application(
+                ErrorCode::Internal,
+                format!("settling the transfer failed: {error}"),
+            )
+        })?
+    }
+
+    /// Opens the peer's UPLOAD (with the size and checksum it must verify) and streams the
+    /// volume into it; returns the stream before its finish.
+    async fn stream_to_peer(
+        &self,
+        request: &PeerTransferRequest,
+        download: Download,
+        source: &VolumeInfo,
+        max: usize,
+        progress: &mut Progress,
+    ) -> Result<(ClientStream<UploadReply>, PeerLink, Sent), CallError> {
+        let upload = UploadRequest {
+            name: request.name.clone(),
+            expected_size: Some(source.size),
+            expected_checksum: checksum_bytes(source.checksum),
+            overwrite: request.overwrite,
+            resume: false,
+            replicas: 0,
+        };
+        let (mut stream, link) = self.peers.upload(&request.to_peer, &upload).await?;
+        // The peer verifies a known checksum itself; an unknown one is computed here.
+        let unknown = source.checksum.is_none();
+        let (mut chunks, digest) = read_ahead(download, max, unknown);
+        let mut sent = Sent {
+            bytes: 0,
+            hole_bytes: 0,
+            checksum: source.checksum,
+        };
+        while let Some(chunk) = chunks.recv().await {
+            let chunk = chunk.map_err(store_error)?;
+            let n = chunk.len();
+            sent.bytes += n;
+            if let Chunk::Hole(length) = chunk {
+                sent.hole_bytes += length;
+            }
+            stream
+                .send_chunk(chunk)
+                .await
+                .map_err(|error| self.peers.peer_error(&link, error))?;
+            progress.advance(n).await;
+        }
+        if sent.bytes != source.size {
+            return Err(CallError::application(
+                ErrorCode::Internal,
+                format!(
+                    "read {} of the {} bytes of volume {:?}",
+                    sent.bytes, source.size, request.name
+                ),
+            ));
+        }
+        if unknown {
+            sent.checksum = digest.await.ok();
+        }
+        Ok((stream, link, sent))
+    }
+}
+
+/// What went to a peer.
+struct Sent {
+    /// Bytes of the volume, holes included.
+    bytes: u64,
+    hole_bytes: u64,
+    /// The volume's BLAKE3: known beforehand, or computed while sending.
+    checksum: Option<[u8; 32]>,
+}
+
+/// Deletes an upload's partial data, logging a failure to.
+async fn discard(upload: Upload, name: &str) {
+    if let Err(error) = blocking(move || upload.abort()).await {
+        warn!(%name, %error, "discarding a partial upload failed");
+    }
+}
+
+/// The end of a MIGRATE or COPY, once every byte was sent: the peer's commit, then (migrate)
+/// the deletion of this node's copy, if it is still the version that was sent.
+#[allow(clippy::too_many_arguments)]
+async fn settle_transfer(
+    store: Arc<VolumeStore>,
+    peers: Arc<PeerSet>,
+    source: VolumeInfo,
+    stream: ClientStream<UploadReply>,
+    link: PeerLink,
+    sent: Sent,
+    migrate: bool,
+    mut progress: Progress,
+) -> Result<PeerTransferReply, CallError> {
+    let name = source.name.clone();
+    let outcome = async {
+        let reply = stream
+            .finish()
+            .await
+            .map_err(|error| peers.peer_error(&link, error))?;
+        let committed = reply.volume.unwrap_or_default();
+        // The peer verified a known checksum before committing; an unknown one is compared
+        // now, with what this node hashed while sending.
+        let expected = sent.checksum.unwrap_or_default();
+        if committed.checksum[..] != expected[..] {
+            // The peer's copy is not what was sent.
+            let undo = match peers.delete(&link.name, &name).await {
+                Ok(()) => "its copy was removed".to_owned(),
+                Err(error) => format!("removing its copy failed: {}", error.message),
+            };
+            return Err(CallError::application(
+                ErrorCode::FailedPrecondition,
+                format!(
+                    "peer {} stored blake3 {} but {} was sent; {undo}",
+                    link.name,
+                    hex::encode(&committed.checksum),
+                    hex::encode(expected)
+                ),
+            ));
+        }
+        if migrate {
+            delete_sent_version(&store, &source, &link.name).await?;
+            progress
+                .events
+                .publish(event::Kind::Deleted(events::VolumeDeleted {
+                    name: name.clone(),
+                }));
+        }
+        Ok(PeerTransferReply {
+            volume: Some(committed),
+            peer: link.name.clone(),
+            bytes_sent: sent.bytes - sent.hole_bytes,
+            hole_bytes: sent.hole_bytes,
+        })
+    }
+    .await;
+    match &outcome {
+        Ok(_) => {
+            info!(%name, peer = %link.name, migrate, "volume sent to peer");
+            progress.finished();
+        }
+        Err(error) => {
+            info!(%name, peer = %link.name, %error, "sending a volume to a peer failed");
+            progress.failed(error);
+        }
+    }
+    outcome
+}
+
+/// Deletes a migrated volume here, unless it was replaced (or deleted) since it was sent.
+async fn delete_sent_version(
+    store: &Arc<VolumeStore>,
+    sent: &VolumeInfo,
+    peer: &str,
+) -> Result<(), CallError> {
+    let name = sent.name.clone();
+    let kept = |why: String| {
+        CallError::application(
+            ErrorCode::FailedPrecondition,
+            format!("volume {name:?} was copied to {peer}, but {why}; this node keeps its volume"),
+        )
+    };
+    let lookup = store.clone();
+    let wanted = name.clone();
+    let now = match run(move || lookup.info(&wanted)).await? {
+        Ok(now) => now,
+        Err(StoreError::NotFound { .. }) => return Ok(()),
+        Err(error) => return Err(kept(format!("checking it here failed: {error}"))),
+    };
+    if (now.size, now.checksum, now.modified) != (sent.size, sent.checksum, sent.modified) {
+        return Err(kept(
+            "it was replaced here while it was being migrated".to_owned(),
+        ));
+    }
+    let store = store.clone();
+    let wanted = name.clone();
+    match run(move || store.delete(&wanted)).await? {
+        Ok(()) | Err(StoreError::NotFound { .. }) => Ok(()),
+        Err(error) => Err(CallError::application(
+            error.code(),
+            format!("volume {name:?} was copied to {peer}, but deleting it here failed: {error}"),
+        )),
+    }
+}
+
+/// The end of a replicated upload, once the client finished: every replica commits (their
+/// REPLYs awaited concurrently), then this node does. If any of them fails, this node's
+/// upload is discarded (or its commit deleted) and the replicas that committed are deleted,
+/// so no node keeps the volume.
+async fn commit_replicated(
+    store: Arc<VolumeStore>,
+    peers: Arc<PeerSet>,
+    upload: Upload,
+    replicas: ReplicaSet,
+    mut progress: Progress,
+) -> Result<(VolumeInfo, Vec<Replica>), CallError> {
+    let name = upload.name().to_owned();
+    let mut committed = Vec::new();
+    let mut failure = None;
+    for outcome in replicas.finish().await {
+        match outcome.result {
+            Ok(reply) => committed.push(Replica {
+                peer: outcome.peer,
+                volume: reply.volume,
+            }),
+            Err(error) => {
+                failure.get_or_insert(error);
+            }
+        }
+    }
+    let outcome = match failure {
+        Some(error) => {
+            discard(upload, &name).await;
+            Err(error)
+        }
+        None => match blocking(move || upload.commit()).await {
+            Err(error) => Err(error),
+            Ok(info) => {
+                let local = checksum_bytes(info.checksum);
+                let differs = committed
+                    .iter()
+                    .find(|r| r.volume.as_ref().map(|v| &v.checksum) != Some(&local));
+                match differs {
+                    None => Ok(info),
+                    Some(replica) => {
+                        let error = CallError::application(
+                            ErrorCode::FailedPrecondition,
+                            format!(
+                                "replica {} stored blake3 {} but this node stored {}",
+                                replica.peer,
+                                hex::encode(
+                                    replica.volume.as_ref().map_or(&[][..], |v| &v.checksum[..])
+                                ),
+                                hex::encode(&local)
+                            ),
+                        );
+                        let (store, wanted) = (store.clone(), name.clone());
+                        if let Err(error) = blocking(move || store.delete(&wanted)).await {
+                            warn!(%name, %error, "removing a replicated upload's commit failed");
+                        }
+                        Err(error)
+                    }
+                }
+            }
+        },
+    };
+    match outcome {
+        Ok(info) => {
+            progress.finished();
+            progress
+                .events
+                .publish(event::Kind::Uploaded(events::VolumeUploaded {
+                    name: info.name.clone(),
+                    size: info.size,
+                    checksum: checksum_bytes(info.checksum),
+                }));
+            Ok((info, committed))
+        }
+        Err(mut error) => {
+            if !committed.is_empty() {
+                let undone = join_all(committed.iter().map(|r| peers.delete(&r.peer, &name))).await;
+                let mut removed = Vec::new();
+                for (replica, undone) in committed.iter().zip(undone) {
+                    match undone {
+                        Ok(()) => removed.push(replica.peer.as_str()),
+                        Err(undo) => {
+                            warn!(%name, peer = %replica.peer, error = %undo, "removing a replica's commit failed");
+                            error.message += &format!(
+                                "; removing the copy committed on {} failed: {}",
+                                replica.peer, undo.message
+                            );
+                        }
+                    }
+                }
+                if !removed.is_empty() {
+                    error.message +=
+                        &format!("; removed the copies committed on {}", removed.join(", "));
+                }
+            }
+            info!(%name, %error, "replicated upload failed");
+            progress.failed(&error);
+            Err(error)
         }
     }
 }

@@ -23,11 +23,21 @@ fn admin_lists_clients_and_disconnects_one() {
         .find(|c| c["calls_in_flight"] == 1 && c["id"].as_u64().is_some())
         .unwrap_or_else(|| panic!("the watcher is not listed: {clients:?}"));
     let id = watching["id"].as_u64().unwrap().to_string();
-    assert!(watching["peer"].as_str().unwrap().starts_with("unix:uid="), "{watching}");
+    assert!(
+        watching["peer"].as_str().unwrap().starts_with("unix:uid="),
+        "{watching}"
+    );
 
-    assert_eq!(run_json(&daemon, &["admin", "disconnect", &id])["disconnected"], id.parse::<u64>().unwrap());
+    assert_eq!(
+        run_json(&daemon, &["admin", "disconnect", &id])["disconnected"],
+        id.parse::<u64>().unwrap()
+    );
     let status = watcher.wait_exit(Duration::from_secs(30));
-    assert_eq!(status, Some(3), "the disconnected client did not report a lost connection");
+    assert_eq!(
+        status,
+        Some(3),
+        "the disconnected client did not report a lost connection"
+    );
 
     let output = run(&daemon, &["admin", "disconnect", "999999"]);
     assert_eq!(output.status.code(), Some(4));

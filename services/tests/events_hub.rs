@@ -23,12 +23,18 @@ async fn a_full_subscriber_loses_the_newest_events_and_is_told_how_many() {
     for expected in ["v0", "v1", "v2", "v3"] {
         let event = slow.next().await.unwrap();
         assert_eq!(event.kind, Some(deleted(expected)));
-        assert_eq!(event.dropped_before, 0, "nothing was lost before {expected}");
+        assert_eq!(
+            event.dropped_before, 0,
+            "nothing was lost before {expected}"
+        );
     }
     hub.publish(deleted("v10"));
     let event = slow.next().await.unwrap();
     assert_eq!(event.kind, Some(deleted("v10")));
-    assert_eq!(event.dropped_before, 6, "the loss is reported with the next event");
+    assert_eq!(
+        event.dropped_before, 6,
+        "the loss is reported with the next event"
+    );
 }
 
 #[tokio::test]

@@ -99,6 +99,7 @@ fn parse_ready(line: &str) -> (SocketAddr, String, SocketAddr) {
             Some(("tcp", value)) => tcp = value.parse().ok(),
             Some(("unix", value)) => unix = Some(value.to_owned()),
             Some(("metrics", value)) => metrics = value.parse().ok(),
+            Some(("tls", _)) => {}
             _ => panic!("unexpected field {field:?} in {line:?}"),
         }
     }
@@ -108,18 +109,31 @@ fn parse_ready(line: &str) -> (SocketAddr, String, SocketAddr) {
     }
 }
 
+/// The user the test authenticates as over TCP (plain TCP on loopback needs SCRAM too).
+const USER: (&str, &str) = ("prober", "scrape-me");
+
 fn start_ferryd(dir: &Path) -> Ferryd {
     let data_dir = dir.join("data");
+    let entry = ferry_services::security::user_entry(
+        USER.0,
+        USER.1,
+        ferry_services::security::RoleName::ReadWrite,
+    )
+    .unwrap();
+    let config = dir.join("ferryd.toml");
+    let users = toml::to_string(&entry).unwrap();
+    std::fs::write(&config, format!("[[security.users]]\n{users}")).unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_ferryd"));
     command
         .arg("--data-dir")
         .arg(&data_dir)
+        .arg("--config")
+        .arg(&config)
         .args(["--tcp", "127.0.0.1:0", "--metrics", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .env("FERRYD_LOG", "info");
     // Nothing from the environment the test runs in may change the node's configuration.
     for var in [
-        "FERRYD_CONFIG",
         "FERRYD_UNIX_SOCKET",
         "FERRYD_LOG_FORMAT",
         "FERRYD_NO_TEST_PROGRAM",
@@ -344,6 +358,10 @@ fn transfer(tcp: SocketAddr) -> u64 {
         let client = Client::connect_tcp(&tcp.to_string(), ClientConfig::default())
             .await
             .expect("connecting to ferryd");
+        client
+            .authenticate(USER.0, USER.1)
+            .await
+            .expect("authenticating");
         let volumes = VolumeClient::new(client);
 
         let mut expected = ContentHash::default();

@@ -153,11 +153,7 @@ impl Server {
         for path in &self.unix {
             let listener = bind_unix(path).await?;
             info!(path = %path.display(), "listening on unix socket");
-            actix_rt::spawn(
-                acceptor
-                    .clone()
-                    .run_unix(listener, token.clone()),
-            );
+            actix_rt::spawn(acceptor.clone().run_unix(listener, token.clone()));
         }
         Ok(ServerHandle {
             tcp_addrs,

@@ -38,6 +38,8 @@ fn ferry_settings() -> Settings {
     Settings {
         max_in_flight: 1 << 20,
         max_connections: 1 << 20,
+        max_streams: 1 << 20,
+        max_buffered: u64::MAX,
         ..Settings::default()
     }
 }
@@ -85,7 +87,7 @@ pub fn memory(opts: &Opts) -> Vec<Record> {
 }
 
 fn wait_for(child: &mut Child, what: &str, done: impl Fn(&Stats) -> bool) -> Stats {
-    let deadline = Instant::now() + Duration::from_secs(300);
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let stats = child.stats();
         if done(&stats) {

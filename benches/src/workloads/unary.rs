@@ -2,7 +2,7 @@
 //! `head-of-line`: sequential Echo probes on an idle connection, then while four uploads
 //! saturate the same connection.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -77,21 +77,22 @@ where
         left.set(n - 1);
         true
     };
+    // One histogram for all callers: creating and merging one per caller would cost the
+    // harness more than a raw call.
+    let latencies = RefCell::new(histogram());
     let started = Instant::now();
-    let histograms = futures::future::join_all((0..in_flight).map(|_| async {
-        let mut h = histogram();
+    futures::future::join_all((0..in_flight).map(|_| async {
         while take() {
             let latency = call().await;
-            h.record(latency.as_nanos() as u64).expect("record");
+            latencies
+                .borrow_mut()
+                .record(latency.as_nanos() as u64)
+                .expect("record");
         }
-        h
     }))
     .await;
     let elapsed = started.elapsed();
-    let mut latencies = histogram();
-    for h in histograms {
-        latencies.add(h).expect("merge histograms");
-    }
+    let latencies = latencies.into_inner();
     Run { elapsed, latencies }
 }
 

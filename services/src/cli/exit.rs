@@ -1,7 +1,7 @@
 //! How `ferry` fails: one message that says what failed and what to do, and an exit code per
 //! class of error so scripts can tell them apart.
 
-use ferry_actors::{CallError, ConnectError, ErrorCode};
+use ferry_actors::{CallError, ErrorCode};
 
 /// Exit codes, documented in README.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,7 +36,10 @@ pub enum CliError {
     #[error(
         "cannot connect to {uri}: {source}\n  is ferryd running? start it with `ferryd`, or say where it is with -c URI"
     )]
-    Connect { uri: String, source: ConnectError },
+    Connect {
+        uri: String,
+        source: super::uri::AccessError,
+    },
     #[error("{context}: {} ({})", error.message, error.code.as_str_name().to_lowercase().replace('_', " "))]
     Call { context: String, error: CallError },
     #[error("{context}: {source}")]
@@ -64,6 +67,10 @@ impl CliError {
     pub fn exit(&self) -> Exit {
         match self {
             Self::Usage(_) => Exit::Usage,
+            Self::Connect {
+                source: super::uri::AccessError::Auth { .. },
+                ..
+            } => Exit::Denied,
             Self::Connect { .. } => Exit::Connection,
             Self::Local { .. } => Exit::Failure,
             Self::Mismatch(_) => Exit::Mismatch,

@@ -18,12 +18,14 @@ use clap::{Parser, Subcommand};
 use ferry_actors::{CallOptions, Client, ClientConfig};
 
 pub use exit::{CliError, Exit};
-pub use uri::{NodeUri, UriError};
+pub use uri::{Access, AccessError, NodeUri, UriError};
 
 use crate::admin::AdminClient;
 use crate::events::{EVENT, EventsProgram};
 use crate::proto::admin::{ClientsRequest, DisconnectRequest, InfoRequest as AdminInfoRequest};
-use crate::proto::volume::{CreateRequest, DeleteRequest, InfoRequest, ListRequest};
+use crate::proto::volume::{
+    CreateRequest, DeleteRequest, InfoRequest, ListClusterRequest, ListRequest,
+};
 use crate::volume::VolumeClient;
 use output::Output;
 
@@ -34,10 +36,17 @@ use output::Output;
     about = "Talk to a Ferry node: move volumes in and out, watch events, administer"
 )]
 pub struct Args {
-    /// The node: unix:///path/to/ferryd.sock or tcp://host:port [default: the local node's
-    /// socket in ferryd's default data directory].
+    /// The node: unix:///path/to/ferryd.sock, tcp://host:port or tls://host:port [default: the
+    /// local node's socket in ferryd's default data directory].
     #[arg(short = 'c', long = "connect", env = "FERRY_URI", global = true)]
     pub connect: Option<String>,
+    /// The cluster CA certificate (PEM) that tls:// nodes must present a certificate from.
+    #[arg(long, env = "FERRY_CA", global = true)]
+    pub ca: Option<PathBuf>,
+    /// Authenticate as this user (SCRAM-SHA-256); the password comes from FERRY_PASSWORD or a
+    /// prompt. Without it, a unix-socket connection is known by your uid.
+    #[arg(long, env = "FERRY_USER", global = true)]
+    pub user: Option<String>,
     /// Machine-readable output: JSON documents on stdout, no progress bars.
     #[arg(long, global = true)]
     pub json: bool,
@@ -60,13 +69,26 @@ pub enum Command {
     /// Node administration.
     #[command(subcommand)]
     Admin(Admin),
+    /// Print a `[[security.users]]` entry for ferryd's config: the password (from
+    /// FERRY_PASSWORD or a prompt) salted and hashed; the password itself is not stored.
+    HashPassword {
+        name: String,
+        /// read-only, read-write or admin.
+        #[arg(long, default_value = "read-only")]
+        role: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Vol {
     /// List volumes.
     #[command(alias = "ls")]
-    List,
+    List {
+        /// Also ask every peer of the node: which nodes hold what (unreachable peers are
+        /// marked as such).
+        #[arg(long)]
+        cluster: bool,
+    },
     /// Show one volume.
     Info { name: String },
     /// Create an empty (sparse) volume, e.g. `ferry vol create disk1 10GiB`.
@@ -95,6 +117,33 @@ pub enum Vol {
         /// the checksum of what it got).
         #[arg(long)]
         no_verify: bool,
+        /// Keep this many copies in all: the node forwards the data to the first N-1 peers of
+        /// its configuration and confirms only once every copy is committed; if one fails,
+        /// none is kept.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        replicas: u32,
+    },
+    /// Move a volume to a peer of the node: the peer verifies and commits it, then the node
+    /// deletes its copy. Ctrl-C aborts it (the peer discards what it got, nothing changes
+    /// here).
+    Migrate {
+        name: String,
+        /// The peer's name in the node's configuration.
+        #[arg(long)]
+        to: String,
+        /// Replace a volume of that name on the peer.
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// Copy a volume to a peer of the node, keeping it here.
+    Copy {
+        name: String,
+        /// The peer's name in the node's configuration.
+        #[arg(long)]
+        to: String,
+        /// Replace a volume of that name on the peer.
+        #[arg(long)]
+        overwrite: bool,
     },
     /// Download a volume into a file (holes stay holes), or to stdout with `-`. The file
     /// appears only once complete and synced.
@@ -138,14 +187,53 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The password for `user`: FERRY_PASSWORD, or a prompt on the terminal.
+fn password(user: &str) -> Result<String, CliError> {
+    if let Ok(password) = std::env::var("FERRY_PASSWORD") {
+        return Ok(password);
+    }
+    rpassword::prompt_password(format!("password for {user}: ")).map_err(CliError::local(
+        "reading the password (set FERRY_PASSWORD when not on a terminal)",
+    ))
+}
+
+fn hash_password(name: &str, role: &str) -> Result<(), CliError> {
+    let role = match role {
+        "read-only" => crate::security::RoleName::ReadOnly,
+        "read-write" => crate::security::RoleName::ReadWrite,
+        "admin" => crate::security::RoleName::Admin,
+        other => {
+            return Err(CliError::Usage(format!(
+                "unknown role {other:?}: read-only, read-write or admin"
+            )));
+        }
+    };
+    let entry = crate::security::user_entry(name, &password(name)?, role)
+        .map_err(CliError::local("salting the password"))?;
+    let toml = toml::to_string(&entry).expect("a user entry is valid TOML");
+    println!("[[security.users]]\n{toml}");
+    Ok(())
+}
+
 async fn run(args: Args, output: &Output) -> Result<(), CliError> {
+    if let Command::HashPassword { name, role } = &args.command {
+        return hash_password(name, role);
+    }
+    let access = uri::Access {
+        ca: args.ca.clone(),
+        credentials: match &args.user {
+            Some(user) => Some((user.clone(), password(user)?)),
+            None => None,
+        },
+    };
     let uri = match &args.connect {
         Some(uri) => NodeUri::parse(uri).map_err(|e| CliError::Usage(e.to_string()))?,
         None => NodeUri::local_default(),
     };
-    // Unary calls get a deadline; the events subscription stays open as long as it is watched.
+    // Unary calls get a deadline; the events subscription stays open as long as it is
+    // watched, and a migration or copy as long as its data moves (Ctrl-C cancels it).
     let deadline = match args.command {
-        Command::Events => None,
+        Command::Events | Command::Vol(Vol::Migrate { .. } | Vol::Copy { .. }) => None,
         _ => Some(Duration::from_secs(args.timeout)),
     };
     let config = ClientConfig {
@@ -153,13 +241,14 @@ async fn run(args: Args, output: &Output) -> Result<(), CliError> {
         ..ClientConfig::default()
     };
     let client = uri
-        .connect(config)
+        .connect_with(config, &access)
         .await
         .map_err(|source| CliError::Connect {
             uri: uri.to_string(),
             source,
         })?;
     match args.command {
+        Command::HashPassword { .. } => unreachable!("handled before connecting"),
         Command::Ping => ping(&client, &uri, output).await,
         Command::Vol(command) => vol(&client, command, output).await,
         Command::Events => events(&client, output).await,
@@ -180,12 +269,19 @@ async fn ping(client: &Client, uri: &NodeUri, output: &Output) -> Result<(), Cli
 async fn vol(client: &Client, command: Vol, output: &Output) -> Result<(), CliError> {
     let volumes = VolumeClient::new(client.clone());
     match command {
-        Vol::List => {
+        Vol::List { cluster: false } => {
             let list = volumes
                 .list(&ListRequest {})
                 .await
                 .map_err(CliError::call("listing volumes"))?;
             output.volumes(&list.volumes);
+        }
+        Vol::List { cluster: true } => {
+            let list = volumes
+                .list_cluster(&ListClusterRequest {})
+                .await
+                .map_err(CliError::call("listing the cluster's volumes"))?;
+            output.cluster(&list.nodes);
         }
         Vol::Info { name } => {
             let volume = volumes
@@ -226,7 +322,13 @@ async fn vol(client: &Client, command: Vol, output: &Output) -> Result<(), CliEr
             overwrite,
             resume,
             no_verify,
+            replicas,
         } => {
+            if replicas > 1 && resume {
+                return Err(CliError::Usage(
+                    "a replicated upload cannot be resumed: upload again without --resume".into(),
+                ));
+            }
             let name = match name {
                 Some(name) => name,
                 None => file
@@ -246,6 +348,7 @@ async fn vol(client: &Client, command: Vol, output: &Output) -> Result<(), CliEr
                 overwrite,
                 resume,
                 verify: !no_verify,
+                replicas,
             };
             let report = interruptible(client, transfer::upload(client, plan, output)).await??;
             output.uploaded(&report);
@@ -268,14 +371,42 @@ async fn vol(client: &Client, command: Vol, output: &Output) -> Result<(), CliEr
             let report = interruptible(client, transfer::download(client, plan, output)).await??;
             output.downloaded(&report);
         }
+        Vol::Migrate {
+            name,
+            to,
+            overwrite,
+        } => {
+            let plan = transfer::PeerPlan {
+                name,
+                peer: to,
+                overwrite,
+                migrate: true,
+            };
+            let report = interruptible(client, transfer::to_peer(client, plan, output)).await??;
+            output.sent(&report);
+        }
+        Vol::Copy {
+            name,
+            to,
+            overwrite,
+        } => {
+            let plan = transfer::PeerPlan {
+                name,
+                peer: to,
+                overwrite,
+                migrate: false,
+            };
+            let report = interruptible(client, transfer::to_peer(client, plan, output)).await??;
+            output.sent(&report);
+        }
     }
     Ok(())
 }
 
 /// Runs a transfer until it ends or Ctrl-C. On Ctrl-C the transfer is dropped, which aborts
-/// its stream; one more round trip then proves the abort reached the node (calls and aborts
-/// leave in order) before `ferry` exits, so the node discards the partial data rather than
-/// keeping it as if the connection had been lost.
+/// its stream (or cancels its call: a migration or copy); one more round trip then proves the
+/// abort reached the node (calls and aborts leave in order) before `ferry` exits, so the node
+/// discards the partial data rather than keeping it as if the connection had been lost.
 async fn interruptible<T>(
     client: &Client,
     transfer: impl Future<Output = T>,

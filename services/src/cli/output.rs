@@ -7,11 +7,11 @@ use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Value, json};
 
 use super::exit::CliError;
-use super::transfer::{DownloadReport, UploadReport};
+use super::transfer::{DownloadReport, PeerReport, UploadReport};
 use super::uri::NodeUri;
 use crate::proto::admin::{Client, ServerInfo};
 use crate::proto::events::{Event, event};
-use crate::proto::volume::Volume;
+use crate::proto::volume::{NodeVolumes, Volume};
 
 pub struct Output {
     json: bool,
@@ -150,6 +150,10 @@ impl Output {
         if self.json {
             return self.print(json!({
                 "volume": r.volume.as_ref().map(volume_json),
+                "replicas": r.replicas.iter().map(|replica| json!({
+                    "peer": replica.peer,
+                    "volume": replica.volume.as_ref().map(volume_json),
+                })).collect::<Vec<_>>(),
                 "bytes_sent": r.bytes_sent,
                 "hole_bytes": r.hole_bytes,
                 "resumed_from": r.resumed_from,
@@ -174,6 +178,100 @@ impl Output {
                 String::new()
             },
         );
+        if !r.replicas.is_empty() {
+            let peers: Vec<&str> = r.replicas.iter().map(|r| r.peer.as_str()).collect();
+            println!("  replicated to {} (same checksum)", peers.join(", "));
+        }
+    }
+
+    /// The outcome of a migration or copy to a peer.
+    pub fn sent(&self, r: &PeerReport) {
+        let reply = &r.reply;
+        if self.json {
+            return self.print(json!({
+                "volume": reply.volume.as_ref().map(volume_json),
+                "peer": reply.peer,
+                "migrated": r.migrate,
+                "bytes_sent": reply.bytes_sent,
+                "hole_bytes": reply.hole_bytes,
+                "seconds": r.took.as_secs_f64(),
+            }));
+        }
+        let name = reply.volume.as_ref().map_or("?", |v| v.name.as_str());
+        let checksum = reply
+            .volume
+            .as_ref()
+            .filter(|v| !v.checksum.is_empty())
+            .map_or_else(|| "unknown".into(), |v| hex::encode(&v.checksum));
+        let rate = reply.bytes_sent as f64 / r.took.as_secs_f64().max(1e-9);
+        println!(
+            "{} {name} to {}: {} in {:.1} s ({}/s){}, blake3 {checksum}",
+            if r.migrate { "migrated" } else { "copied" },
+            reply.peer,
+            HumanBytes(reply.bytes_sent),
+            r.took.as_secs_f64(),
+            HumanBytes(rate as u64),
+            if reply.hole_bytes > 0 {
+                format!(", {} of holes not sent", HumanBytes(reply.hole_bytes))
+            } else {
+                String::new()
+            },
+        );
+    }
+
+    /// Which nodes hold what: one row per volume (name, size and checksum), with the nodes
+    /// that hold it; then the nodes that could not be asked.
+    pub fn cluster(&self, nodes: &[NodeVolumes]) {
+        if self.json {
+            return self.print(Value::Array(
+                nodes
+                    .iter()
+                    .map(|n| {
+                        json!({
+                            "node": n.node,
+                            "address": n.address,
+                            "local": n.local,
+                            "reachable": n.reachable,
+                            "error": (!n.reachable).then_some(&n.error),
+                            "volumes": n.volumes.iter().map(volume_json).collect::<Vec<_>>(),
+                        })
+                    })
+                    .collect(),
+            ));
+        }
+        // Same name, size and checksum: the same volume.
+        let mut rows: std::collections::BTreeMap<(&str, u64, &[u8]), Vec<&str>> =
+            std::collections::BTreeMap::new();
+        for node in nodes {
+            for v in &node.volumes {
+                rows.entry((v.name.as_str(), v.size, &v.checksum[..]))
+                    .or_default()
+                    .push(node.node.as_str());
+            }
+        }
+        if rows.is_empty() {
+            eprintln!("no volumes");
+        } else {
+            println!("{:<32} {:>12}  {:<16}  NODES", "NAME", "SIZE", "CHECKSUM");
+            for ((name, size, checksum), holders) in &rows {
+                let checksum = if checksum.is_empty() {
+                    "-".into()
+                } else {
+                    hex::encode(&checksum[..8])
+                };
+                println!(
+                    "{name:<32} {:>12}  {checksum:<16}  {}",
+                    HumanBytes(*size).to_string(),
+                    holders.join(", ")
+                );
+            }
+        }
+        for node in nodes.iter().filter(|n| !n.reachable) {
+            println!(
+                "{} ({}) is unreachable: {}",
+                node.node, node.address, node.error
+            );
+        }
     }
 
     pub fn downloaded(&self, r: &DownloadReport) {

@@ -1,4 +1,5 @@
-//! Uploads and downloads between local files and a node, sparse-aware on both ends.
+//! Uploads and downloads between local files and a node, sparse-aware on both ends; and
+//! migrations and copies from a node to its peers.
 //!
 //! Disk I/O runs on a blocking thread that talks to the transfer through a short channel, so
 //! reading or writing the file overlaps with the network and never stalls the connection.
@@ -15,11 +16,13 @@ use tokio::sync::mpsc;
 
 use super::exit::CliError;
 use super::output::Output;
+use crate::proto::events::{Event, event};
 use crate::proto::volume::{
-    DownloadRequest, InfoRequest, UploadRequest, UploadStatusRequest, Volume,
+    DownloadRequest, InfoRequest, PeerTransferReply, PeerTransferRequest, Replica, UploadRequest,
+    UploadStatusRequest, Volume,
 };
 use crate::sparse::{SparseReader, SparseWriter};
-use crate::volume::VolumeClient;
+use crate::volume::{PROGRESS, VolumeClient, VolumeProgram};
 
 /// Bytes read per data chunk: one maximum stream chunk.
 const CHUNK: usize = 256 * 1024;
@@ -32,10 +35,14 @@ pub struct UploadPlan {
     pub overwrite: bool,
     pub resume: bool,
     pub verify: bool,
+    /// Copies in all (1: the node's only).
+    pub replicas: u32,
 }
 
 pub struct UploadReport {
     pub volume: Option<Volume>,
+    /// The copies on the node's peers (a replicated upload).
+    pub replicas: Vec<Replica>,
     /// Data bytes sent on this run (holes not counted).
     pub bytes_sent: u64,
     pub hole_bytes: u64,
@@ -155,6 +162,7 @@ pub async fn upload(
             expected_checksum: checksum.map(|c| c.to_vec().into()).unwrap_or_default(),
             overwrite: plan.overwrite,
             resume: plan.resume,
+            replicas: plan.replicas,
         })
         .await
         .map_err(CliError::call(context.clone()))?;
@@ -192,9 +200,81 @@ pub async fn upload(
     }
     Ok(UploadReport {
         volume,
+        replicas: reply.replicas,
         bytes_sent,
         hole_bytes,
         resumed_from: reply.resumed_from,
+        took: started.elapsed(),
+    })
+}
+
+pub struct PeerPlan {
+    pub name: String,
+    pub peer: String,
+    pub overwrite: bool,
+    /// Migrate (delete on the node once the peer has it) rather than copy.
+    pub migrate: bool,
+}
+
+pub struct PeerReport {
+    pub migrate: bool,
+    pub reply: PeerTransferReply,
+    pub took: Duration,
+}
+
+/// Asks the node to migrate or copy a volume to one of its peers, showing the progress the
+/// node reports on the call. Dropping the future cancels the call, which aborts the transfer.
+pub async fn to_peer(
+    client: &Client,
+    plan: PeerPlan,
+    output: &Output,
+) -> Result<PeerReport, CliError> {
+    let started = Instant::now();
+    let name = plan.name.clone();
+    let (what, verb) = match plan.migrate {
+        true => ("migrate", "migrating"),
+        false => ("copy", "copying"),
+    };
+    let context = format!("{verb} volume {name:?} to {}", plan.peer);
+    let volumes = VolumeClient::new(client.clone());
+    let info = volumes
+        .info(&InfoRequest { name: name.clone() })
+        .await
+        .map_err(CliError::call(context.clone()))?;
+    let mut progress = client
+        .subscribe(VolumeProgram::NUMBER, PROGRESS)
+        .await
+        .map_err(CliError::call(context.clone()))?;
+    let request = PeerTransferRequest {
+        name,
+        to_peer: plan.peer,
+        overwrite: plan.overwrite,
+    };
+    // No deadline: the call lasts as long as the data moves.
+    let volumes = volumes.with_options(ferry_actors::CallOptions { deadline: None });
+    let call = async {
+        match plan.migrate {
+            true => volumes.migrate(&request).await,
+            false => volumes.copy(&request).await,
+        }
+    };
+    tokio::pin!(call);
+    let bar = output.bar(info.size, what);
+    let reply = loop {
+        tokio::select! {
+            reply = &mut call => break reply.map_err(CliError::call(context.clone()))?,
+            Some(frame) = progress.recv() => {
+                let event = ferry_actors::codec::decode_message::<Event>(&frame.payload);
+                if let Ok(Event { kind: Some(event::Kind::Progress(p)), .. }) = event {
+                    bar.set_position(p.bytes);
+                }
+            }
+        }
+    };
+    bar.finish_and_clear();
+    Ok(PeerReport {
+        migrate: plan.migrate,
+        reply,
         took: started.elapsed(),
     })
 }

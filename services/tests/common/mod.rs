@@ -13,6 +13,8 @@ const READY_WITHIN: Duration = Duration::from_secs(30);
 /// A `ferryd` child process, killed when dropped.
 pub struct Daemon {
     child: Child,
+    /// The whole ready line, for fields tests look up themselves.
+    ready: String,
     pub data_dir: PathBuf,
     pub tcp: String,
     pub unix: PathBuf,
@@ -45,8 +47,18 @@ impl Daemon {
             unix: PathBuf::from(field("unix")),
             metrics: field("metrics"),
             data_dir: data_dir.to_owned(),
+            ready: line.clone(),
             child,
         }
+    }
+
+    /// A `key=value` field of the ready line.
+    pub fn ready_field(&self, key: &str) -> String {
+        self.ready
+            .split_whitespace()
+            .find_map(|part| part.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("no {key}= in {:?}", self.ready))
+            .to_owned()
     }
 
     pub fn uri(&self) -> String {

@@ -1,0 +1,81 @@
+//! The files of deploy/ without Docker: Prometheus's configuration and alert rules pass
+//! `promtool check` and the rules' unit tests, and the node configs are what ferryd reads and
+//! what the cluster tests assume. These run in a plain `cargo test`.
+//!
+//! promtool comes with Debian's `prometheus` package (as for services/tests/prometheus.rs):
+//! without it this test fails and says how to install it. `FERRY_TEST_PROMTOOL` may point at
+//! another promtool 2.x.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use ferry_cluster_tests::{deploy_dir, run};
+use ferry_services::config::NodeConfig;
+
+fn promtool() -> PathBuf {
+    let path = std::env::var_os("FERRY_TEST_PROMTOOL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/promtool"));
+    assert!(
+        path.exists(),
+        "{} is missing: install Debian's prometheus package (`sudo apt-get install -y \
+         --no-install-recommends prometheus`; CI does this), or set FERRY_TEST_PROMTOOL",
+        path.display()
+    );
+    path
+}
+
+fn promtool_succeeds(args: &[&str]) {
+    let ran = run(
+        Command::new(promtool())
+            .args(args)
+            .current_dir(deploy_dir()),
+        Duration::from_secs(60),
+    );
+    assert!(
+        ran.success(),
+        "promtool {args:?} failed: {}",
+        ran.describe()
+    );
+}
+
+#[test]
+fn prometheus_config_is_valid() {
+    promtool_succeeds(&["check", "config", "prometheus.yml"]);
+}
+
+#[test]
+fn alert_rules_are_valid_and_pass_their_unit_tests() {
+    promtool_succeeds(&["check", "rules", "alerts.yml"]);
+    promtool_succeeds(&["test", "rules", "alerts.test.yml"]);
+}
+
+#[test]
+fn node_configs_parse_and_name_the_other_two_nodes() {
+    let nodes = ["node1", "node2", "node3"];
+    for node in nodes {
+        let path = deploy_dir().join(format!("{node}.toml"));
+        let text = std::fs::read_to_string(&path).expect("reading a node config");
+        let config: NodeConfig =
+            toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let peers: Vec<(String, String)> = config
+            .peers
+            .iter()
+            .map(|p| (p.name.clone(), p.address.clone()))
+            .collect();
+        let expected: Vec<(String, String)> = nodes
+            .iter()
+            .filter(|other| **other != node)
+            .map(|other| (other.to_string(), format!("tcp://{other}:7300")))
+            .collect();
+        assert_eq!(peers, expected, "{}", path.display());
+        assert_eq!(config.tcp, "0.0.0.0:7300");
+        assert_eq!(config.metrics, "0.0.0.0:7301");
+        // The cluster tests' keepalive bound assumes a short keepalive.
+        assert!(
+            config.limits.keepalive_interval_secs * u64::from(config.limits.keepalive_count + 2)
+                <= 10
+        );
+    }
+}

@@ -1,0 +1,415 @@
+//! Node to node: the peers of a node's configuration, connected lazily as a Ferry client and
+//! reconnected after a lost connection, and what the volume program does with them: stream a
+//! volume to a peer (MIGRATE, COPY), fan a replicated upload out to peers' UPLOAD streams, and
+//! ask every peer for its volumes (LIST_CLUSTER). docs/CLUSTER.md describes the semantics.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use ferry_actors::stream::Chunk;
+use ferry_actors::{CallError, CallOptions, Client, ClientConfig, ClientStream, ErrorCode};
+use futures::future::{join_all, try_join_all};
+use tracing::{debug, info};
+
+use crate::cli::{NodeUri, UriError};
+use crate::config::PeerConfig;
+use crate::proto::volume::{
+    DeleteRequest, ListRequest, NodeVolumes, UploadReply, UploadRequest, Volume,
+};
+use crate::volume::VolumeClient;
+
+/// How long connecting to a peer may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a peer may take to answer a unary call of ours (LIST, DELETE).
+pub const PEER_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest peer name.
+pub const MAX_PEER_NAME: usize = 64;
+
+/// The `[[peers]]` of a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerConfigError {
+    #[error(
+        "peer name {name:?} is not valid: use 1 to {MAX_PEER_NAME} of A-Z a-z 0-9 . _ - (and not \"local\")"
+    )]
+    BadName { name: String },
+    #[error("peer {name:?} is configured twice")]
+    Duplicate { name: String },
+    #[error("peer {name:?}: {source}")]
+    Address { name: String, source: UriError },
+}
+
+/// The name the cluster view gives the node that answers.
+pub const LOCAL_NODE: &str = "local";
+
+fn valid_peer_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_PEER_NAME
+        && name != LOCAL_NODE
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// The peers of one node. Each gets one connection, opened on first use and shared by every
+/// call that needs that peer; a connection found lost is forgotten, and the next use opens a
+/// new one.
+#[derive(Default)]
+pub struct PeerSet {
+    peers: Vec<Peer>,
+    client: ClientConfig,
+}
+
+struct Peer {
+    name: String,
+    uri: NodeUri,
+    slot: Mutex<Slot>,
+    /// Held while connecting, so concurrent users of a peer wait for one connection.
+    connecting: tokio::sync::Mutex<()>,
+}
+
+#[derive(Default)]
+struct Slot {
+    client: Option<Client>,
+    /// Counts connections, to tell the current one from an older one that was replaced.
+    generation: u64,
+}
+
+/// One peer's connection, as handed to a user.
+#[derive(Clone)]
+pub struct PeerLink {
+    pub name: String,
+    pub address: String,
+    pub client: Client,
+    index: usize,
+    generation: u64,
+    /// Opened for this use (not taken from the cache).
+    fresh: bool,
+}
+
+impl std::fmt::Debug for PeerSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.peers.iter().map(|p| (&p.name, p.uri.to_string())))
+            .finish()
+    }
+}
+
+impl PeerSet {
+    /// Checks the configured peers (valid unique names, addresses that parse); connects to
+    /// none of them yet.
+    pub fn new(configs: &[PeerConfig], client: ClientConfig) -> Result<Self, PeerConfigError> {
+        let mut peers: Vec<Peer> = Vec::with_capacity(configs.len());
+        for config in configs {
+            let name = config.name.clone();
+            if !valid_peer_name(&name) {
+                return Err(PeerConfigError::BadName { name });
+            }
+            if peers.iter().any(|p| p.name == name) {
+                return Err(PeerConfigError::Duplicate { name });
+            }
+            let uri =
+                NodeUri::parse(&config.address).map_err(|source| PeerConfigError::Address {
+                    name: name.clone(),
+                    source,
+                })?;
+            peers.push(Peer {
+                name,
+                uri,
+                slot: Mutex::default(),
+                connecting: tokio::sync::Mutex::new(()),
+            });
+        }
+        Ok(Self { peers, client })
+    }
+
+    pub fn len(&self) -> usize {
+        self.peers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.peers.is_empty()
+    }
+
+    /// Peer names in configuration order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.peers.iter().map(|p| p.name.as_str())
+    }
+
+    fn index(&self, name: &str) -> Result<usize, CallError> {
+        self.peers
+            .iter()
+            .position(|p| p.name == name)
+            .ok_or_else(|| {
+                let known: Vec<&str> = self.names().collect();
+                let known = if known.is_empty() {
+                    "it has none (see [[peers]] in its configuration)".to_owned()
+                } else {
+                    format!("it has {}", known.join(", "))
+                };
+                CallError::application(
+                    ErrorCode::NotFound,
+                    format!("this node has no peer named {name:?}: {known}"),
+                )
+            })
+    }
+
+    /// Checks that `name` is a configured peer.
+    pub fn check(&self, name: &str) -> Result<(), CallError> {
+        self.index(name).map(drop)
+    }
+
+    /// The peers a replicated upload with `copies` copies in all uses: the first
+    /// `copies - 1` of the configuration.
+    pub fn replicas_for(&self, copies: u32) -> Result<Vec<String>, CallError> {
+        let wanted = copies.saturating_sub(1) as usize;
+        if wanted > self.peers.len() {
+            return Err(CallError::application(
+                ErrorCode::BadRequest,
+                format!(
+                    "{copies} replicas need {wanted} peers besides this node, which has {} configured",
+                    self.peers.len()
+                ),
+            ));
+        }
+        Ok(self.peers[..wanted]
+            .iter()
+            .map(|p| p.name.clone())
+            .collect())
+    }
+
+    /// The peer's connection: the open one, or a new one.
+    pub async fn connect(&self, name: &str) -> Result<PeerLink, CallError> {
+        let index = self.index(name)?;
+        let peer = &self.peers[index];
+        if let Some(link) = self.cached(index) {
+            return Ok(link);
+        }
+        let _connecting = peer.connecting.lock().await;
+        if let Some(link) = self.cached(index) {
+            return Ok(link);
+        }
+        let unreachable = |why: String| {
+            CallError::application(
+                ErrorCode::ConnectionLost,
+                format!("cannot reach peer {} at {}: {why}", peer.name, peer.uri),
+            )
+        };
+        let client = tokio::time::timeout(CONNECT_TIMEOUT, peer.uri.connect(self.client.clone()))
+            .await
+            .map_err(|_| unreachable(format!("no connection within {CONNECT_TIMEOUT:?}")))?
+            .map_err(|error| unreachable(error.to_string()))?;
+        let mut slot = peer.slot.lock().unwrap_or_else(PoisonError::into_inner);
+        slot.generation += 1;
+        slot.client = Some(client.clone());
+        debug!(peer = %peer.name, address = %peer.uri, "connected to peer");
+        Ok(PeerLink {
+            name: peer.name.clone(),
+            address: peer.uri.to_string(),
+            client,
+            index,
+            generation: slot.generation,
+            fresh: true,
+        })
+    }
+
+    fn cached(&self, index: usize) -> Option<PeerLink> {
+        let peer = &self.peers[index];
+        let slot = peer.slot.lock().unwrap_or_else(PoisonError::into_inner);
+        Some(PeerLink {
+            name: peer.name.clone(),
+            address: peer.uri.to_string(),
+            client: slot.client.clone()?,
+            index,
+            generation: slot.generation,
+            fresh: false,
+        })
+    }
+
+    /// Forgets a connection found lost, unless it was replaced already: the next use of the
+    /// peer connects again.
+    pub fn forget(&self, link: &PeerLink) {
+        let mut slot = self.peers[link.index]
+            .slot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if slot.generation == link.generation && slot.client.take().is_some() {
+            info!(peer = %link.name, "lost the connection to peer; will reconnect on next use");
+        }
+    }
+
+    /// A peer's error as this node reports it: same code, the peer named in the message. A
+    /// lost (or closing) connection is forgotten on the way.
+    pub fn peer_error(&self, link: &PeerLink, error: CallError) -> CallError {
+        if matches!(
+            error.code,
+            ErrorCode::ConnectionLost | ErrorCode::ShuttingDown
+        ) {
+            self.forget(link);
+        }
+        CallError::application(
+            error.code,
+            format!("peer {} ({}): {}", link.name, link.address, error.message),
+        )
+    }
+
+    /// Runs `call` on the peer's connection. If a connection taken from the cache turns out
+    /// to be lost, `call` runs once more on a new one; a new connection is not retried.
+    pub async fn call<T, F, Fut>(&self, name: &str, call: F) -> Result<(T, PeerLink), CallError>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = Result<T, CallError>>,
+    {
+        let link = self.connect(name).await?;
+        let error = match call(link.client.clone()).await {
+            Ok(value) => return Ok((value, link)),
+            Err(error) if error.code == ErrorCode::ConnectionLost && !link.fresh => {
+                self.forget(&link);
+                error
+            }
+            Err(error) => return Err(self.peer_error(&link, error)),
+        };
+        debug!(peer = %link.name, %error, "the peer's connection was lost; reconnecting");
+        let link = self.connect(name).await?;
+        match call(link.client.clone()).await {
+            Ok(value) => Ok((value, link)),
+            Err(error) => Err(self.peer_error(&link, error)),
+        }
+    }
+
+    /// Opens an UPLOAD stream on a peer.
+    pub async fn upload(
+        &self,
+        name: &str,
+        request: &UploadRequest,
+    ) -> Result<(ClientStream<UploadReply>, PeerLink), CallError> {
+        self.call(name, |client| async move {
+            VolumeClient::new(client).upload(request).await
+        })
+        .await
+    }
+
+    /// Deletes a volume on a peer.
+    pub async fn delete(&self, peer: &str, volume: &str) -> Result<(), CallError> {
+        let request = DeleteRequest {
+            name: volume.to_owned(),
+        };
+        let request = &request;
+        self.call(peer, |client| async move {
+            volumes(client).delete(request).await
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Every peer's volumes, asked concurrently, in configuration order; a peer that cannot
+    /// be reached or does not answer within [`PEER_CALL_TIMEOUT`] is marked unreachable.
+    pub async fn list_all(&self) -> Vec<NodeVolumes> {
+        join_all(self.peers.iter().map(|peer| async move {
+            let listed = tokio::time::timeout(
+                PEER_CALL_TIMEOUT + CONNECT_TIMEOUT,
+                self.call(&peer.name, |client| async move {
+                    volumes(client).list(&ListRequest {}).await
+                }),
+            )
+            .await;
+            let (volumes, error): (Vec<Volume>, Option<String>) = match listed {
+                Ok(Ok((reply, _))) => (reply.volumes, None),
+                Ok(Err(error)) => (Vec::new(), Some(error.message)),
+                Err(_) => (
+                    Vec::new(),
+                    Some(format!("no answer within {PEER_CALL_TIMEOUT:?}")),
+                ),
+            };
+            NodeVolumes {
+                node: peer.name.clone(),
+                address: peer.uri.to_string(),
+                local: false,
+                reachable: error.is_none(),
+                error: error.unwrap_or_default(),
+                volumes,
+            }
+        }))
+        .await
+    }
+}
+
+/// A volume client for unary calls to a peer, with a deadline.
+fn volumes(client: Client) -> VolumeClient {
+    VolumeClient::new(client).with_options(CallOptions {
+        deadline: Some(PEER_CALL_TIMEOUT),
+    })
+}
+
+/// The peers' UPLOAD streams of a replicated upload: every chunk goes to all of them, and
+/// the set moves only as fast as its slowest member. Dropping the set aborts every stream
+/// still open, so each peer discards what it received.
+pub struct ReplicaSet {
+    peers: Arc<PeerSet>,
+    streams: Vec<(ClientStream<UploadReply>, PeerLink)>,
+}
+
+/// How one replica's commit went.
+pub struct ReplicaOutcome {
+    pub peer: String,
+    pub result: Result<UploadReply, CallError>,
+}
+
+impl ReplicaSet {
+    /// No replicas: a plain upload.
+    pub fn none(peers: Arc<PeerSet>) -> Self {
+        Self {
+            peers,
+            streams: Vec::new(),
+        }
+    }
+
+    /// Opens an UPLOAD on each of `names`, concurrently, once every one of them is connected:
+    /// a peer that cannot be reached fails the set before any peer is asked anything. On
+    /// failure, the streams already open are aborted.
+    pub async fn open(
+        peers: Arc<PeerSet>,
+        names: &[String],
+        request: &UploadRequest,
+    ) -> Result<Self, CallError> {
+        try_join_all(names.iter().map(|name| peers.connect(name))).await?;
+        let streams = try_join_all(names.iter().map(|name| peers.upload(name, request))).await?;
+        Ok(Self { peers, streams })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.streams.is_empty()
+    }
+
+    /// Sends a chunk to every replica; returns once each has queued it (each waited for its
+    /// credit), or at the first replica that failed.
+    pub async fn send(&mut self, chunk: &Chunk) -> Result<(), CallError> {
+        if self.streams.is_empty() {
+            return Ok(());
+        }
+        let peers = &self.peers;
+        try_join_all(self.streams.iter_mut().map(|(stream, link)| async move {
+            stream
+                .send_chunk(chunk.clone())
+                .await
+                .map_err(|error| peers.peer_error(link, error))
+        }))
+        .await
+        .map(drop)
+    }
+
+    /// Finishes every stream and waits, concurrently, for each peer's REPLY: its commit.
+    pub async fn finish(self) -> Vec<ReplicaOutcome> {
+        let peers = &self.peers;
+        join_all(self.streams.into_iter().map(|(stream, link)| async move {
+            let result = stream
+                .finish()
+                .await
+                .map_err(|error| peers.peer_error(&link, error));
+            ReplicaOutcome {
+                peer: link.name,
+                result,
+            }
+        }))
+        .await
+    }
+}

@@ -1,0 +1,190 @@
+//! ferryd's security settings: TLS, users and roles, and which role each procedure needs.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_actors::auth::{AuthConfig, Authorizer, Role, User};
+use ferry_actors::codec::Route;
+use serde::{Deserialize, Serialize};
+
+use crate::admin::AdminProgram;
+use crate::events::EventsProgram;
+use crate::volume::VolumeProgram;
+
+/// A role as the config file spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RoleName {
+    ReadOnly,
+    ReadWrite,
+    Admin,
+}
+
+impl From<RoleName> for Role {
+    fn from(role: RoleName) -> Self {
+        match role {
+            RoleName::ReadOnly => Role::ReadOnly,
+            RoleName::ReadWrite => Role::ReadWrite,
+            RoleName::Admin => Role::Admin,
+        }
+    }
+}
+
+/// A SCRAM user, `[[security.users]]`: only the salted password is stored (make one with
+/// `ferry hash-password NAME --role ROLE`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserEntry {
+    pub name: String,
+    pub role: RoleName,
+    /// Hex of the 16-byte salt.
+    pub salt: String,
+    pub iterations: u16,
+    /// Hex of PBKDF2-HMAC-SHA-256(password, salt, iterations).
+    pub salted_password: String,
+}
+
+/// `[security]` of the config file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// TLS listen address (`""`: off). Needs `tls_cert` and `tls_key`.
+    pub tls: String,
+    /// PEM certificate chain of this node.
+    pub tls_cert: PathBuf,
+    /// PEM PKCS#8 private key of this node.
+    pub tls_key: PathBuf,
+    /// Plain TCP may listen on a non-loopback address only with this set: traffic is then
+    /// readable on the network (credentials stay safe: SCRAM never sends them).
+    pub allow_plain_tcp: bool,
+    /// The role of connections that do not authenticate: "none" (they must) or a role.
+    pub anonymous_role: Option<RoleName>,
+    /// Unix-socket peers by uid and their role. Default: root and the user ferryd runs as are
+    /// admins; everyone else must authenticate.
+    pub unix_users: Option<HashMap<u32, RoleName>>,
+    /// A connection without an identity after this long is closed.
+    pub auth_timeout_secs: u64,
+    pub users: Vec<UserEntry>,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        Self {
+            tls: String::new(),
+            tls_cert: PathBuf::new(),
+            tls_key: PathBuf::new(),
+            allow_plain_tcp: false,
+            anonymous_role: None,
+            unix_users: None,
+            auth_timeout_secs: 10,
+            users: Vec::new(),
+        }
+    }
+}
+
+/// A security setting that cannot work.
+#[derive(Debug, thiserror::Error)]
+pub enum SecurityError {
+    #[error("user {name:?}: {what} is not valid hex")]
+    BadHex { name: String, what: &'static str },
+    #[error(
+        "plain TCP on {address} is reachable from the network; listen on 127.0.0.1, use TLS ([security] tls), or set [security] allow_plain_tcp = true"
+    )]
+    PlainTcpExposed { address: String },
+    #[error("[security] tls is set but tls_cert or tls_key is missing")]
+    TlsFilesMissing,
+}
+
+/// The role each procedure of ferryd's programs needs. Unknown programs need admin.
+pub struct Policy;
+
+impl Authorizer for Policy {
+    fn required(&self, route: Route) -> Role {
+        match (route.program, route.procedure) {
+            // volume: list, info, upload status, download, cluster view read; the rest writes.
+            (VolumeProgram::NUMBER, 2 | 3 | 6 | 7 | 10) => Role::ReadOnly,
+            (VolumeProgram::NUMBER, _) => Role::ReadWrite,
+            (EventsProgram::NUMBER, _) => Role::ReadOnly,
+            (AdminProgram::NUMBER, _) => Role::Admin,
+            // test program: uploads (sink, echo stream) write, the rest reads.
+            (0x7465_7374, 4 | 6) => Role::ReadWrite,
+            (0x7465_7374, _) => Role::ReadOnly,
+            _ => Role::Admin,
+        }
+    }
+}
+
+impl SecurityConfig {
+    /// The runtime's authentication settings.
+    pub fn auth_config(&self) -> Result<AuthConfig, SecurityError> {
+        let mut users = HashMap::new();
+        for entry in &self.users {
+            let hex = |what, value: &str| {
+                hex::decode(value).map_err(|_| SecurityError::BadHex {
+                    name: entry.name.clone(),
+                    what,
+                })
+            };
+            users.insert(
+                entry.name.clone(),
+                User {
+                    salted_password: hex("salted_password", &entry.salted_password)?,
+                    salt: hex("salt", &entry.salt)?,
+                    iterations: entry.iterations,
+                    role: entry.role.into(),
+                },
+            );
+        }
+        let unix_users = match &self.unix_users {
+            Some(map) => map
+                .iter()
+                .map(|(uid, role)| (*uid, Role::from(*role)))
+                .collect(),
+            None => {
+                // SAFETY: getuid has no preconditions and cannot fail.
+                let own = unsafe { libc::getuid() };
+                HashMap::from([(0, Role::Admin), (own, Role::Admin)])
+            }
+        };
+        Ok(AuthConfig {
+            credentials: Arc::new(users),
+            authorizer: Arc::new(Policy),
+            unix_users,
+            anonymous: self.anonymous_role.map(Role::from),
+            timeout: Duration::from_secs(self.auth_timeout_secs),
+        })
+    }
+
+    /// Refuses plain TCP on an address other than loopback unless explicitly allowed.
+    pub fn check_plain_tcp(&self, address: &str) -> Result<(), SecurityError> {
+        let loopback = address
+            .parse::<std::net::SocketAddr>()
+            .map(|a| a.ip().is_loopback())
+            .unwrap_or_else(|_| address.starts_with("localhost:"));
+        if address.is_empty() || loopback || self.allow_plain_tcp {
+            Ok(())
+        } else {
+            Err(SecurityError::PlainTcpExposed {
+                address: address.to_owned(),
+            })
+        }
+    }
+}
+
+/// A `[[security.users]]` entry for `name` with a freshly salted `password`.
+pub fn user_entry(name: &str, password: &str, role: RoleName) -> std::io::Result<UserEntry> {
+    let user = User::from_password(
+        password,
+        role.into(),
+        ferry_actors::auth::DEFAULT_ITERATIONS,
+    )?;
+    Ok(UserEntry {
+        name: name.to_owned(),
+        role,
+        salt: hex::encode(&user.salt),
+        iterations: user.iterations,
+        salted_password: hex::encode(&user.salted_password),
+    })
+}

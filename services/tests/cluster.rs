@@ -1,0 +1,517 @@
+//! Several real `ferryd` processes on loopback, peers of each other, driven by the real
+//! `ferry`: migrate and copy, replicated uploads, the cluster view, and what survives a
+//! cancelled transfer or a node killed mid-way.
+
+mod common;
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use common::{Daemon, EventWatcher, ferry, peers_config, random_file, run, run_json};
+use ferry_actors::{Client, ClientConfig};
+use ferry_services::proto::events::{Direction, Event, event};
+use ferry_services::proto::volume::{ListRequest, PeerTransferRequest};
+use ferry_services::volume::{PROGRESS, VolumeClient, VolumeProgram};
+use serde_json::{Value, json};
+
+const MIB: u64 = 1 << 20;
+const EVENTS_WITHIN: Duration = Duration::from_secs(60);
+
+/// Starts node `name` in `dir/name`, with these peers.
+fn node(dir: &Path, name: &str, peers: &[(&str, &str)]) -> Daemon {
+    let home = dir.join(name);
+    std::fs::create_dir_all(&home).unwrap();
+    let config = peers_config(&home.join("ferryd.toml"), peers);
+    Daemon::start(&home.join("data"), Some(&config))
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn file_hash(path: &Path) -> String {
+    blake3::hash(&std::fs::read(path).unwrap())
+        .to_hex()
+        .to_string()
+}
+
+/// `len` bytes in which one MiB of data starts every 4 MiB; the rest is holes.
+fn sparse_file(path: &Path, len: u64, seed: u8) -> u64 {
+    let file = std::fs::File::create(path).unwrap();
+    let mut data = vec![0u8; MIB as usize];
+    let mut output = blake3::Hasher::new().update(&[seed]).finalize_xof();
+    let mut written = 0;
+    for at in (0..len).step_by(4 * MIB as usize) {
+        output.fill(&mut data);
+        std::os::unix::fs::FileExt::write_all_at(&file, &data, at).unwrap();
+        written += MIB;
+    }
+    file.set_len(len).unwrap();
+    written
+}
+
+/// The volume's checksum on a node, or `None` if it has no such volume.
+fn checksum_on(daemon: &Daemon, name: &str) -> Option<String> {
+    let output = ferry(daemon)
+        .args(["--json", "vol", "info", name])
+        .output()
+        .unwrap();
+    match output.status.code() {
+        Some(0) => {
+            let info: Value = serde_json::from_slice(&output.stdout).unwrap();
+            Some(info["checksum"].as_str().unwrap().to_owned())
+        }
+        Some(4) => None,
+        _ => panic!("ferry vol info {name} failed: {}", stderr(&output)),
+    }
+}
+
+fn assert_empty(daemon: &Daemon, what: &str) {
+    assert_eq!(
+        run_json(daemon, &["vol", "list"]),
+        json!([]),
+        "{what}: a volume is visible"
+    );
+    assert_eq!(
+        daemon.partial_files(),
+        Vec::<String>::new(),
+        "{what}: partial data was kept"
+    );
+}
+
+#[test]
+fn migrate_moves_a_sparse_volume_holes_and_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = node(dir.path(), "b", &[]);
+    let a = node(dir.path(), "a", &[("node2", &b.tcp_uri())]);
+    let image = dir.path().join("disk.img");
+    let data = sparse_file(&image, 64 * MIB, 1);
+    run_json(&a, &["vol", "upload", image.to_str().unwrap(), "disk"]);
+    let watcher = EventWatcher::start(&a);
+
+    let moved = run_json(&a, &["vol", "migrate", "disk", "--to", "node2"]);
+    assert_eq!(moved["peer"], "node2");
+    assert_eq!(moved["migrated"], true);
+    assert_eq!(moved["bytes_sent"], data);
+    assert_eq!(moved["hole_bytes"], 64 * MIB - data);
+    assert_eq!(moved["volume"]["checksum"], file_hash(&image).as_str());
+
+    let progress = watcher.wait_for("progress", "disk", EVENTS_WITHIN);
+    assert_eq!(progress["detail"]["direction"], "migrate");
+    assert_eq!(progress["detail"]["peer"], "node2");
+    // The source's copy goes once the destination committed; then the transfer is settled.
+    watcher.wait_for("deleted", "disk", EVENTS_WITHIN);
+    watcher.wait_for("finished", "disk", EVENTS_WITHIN);
+    assert_eq!(checksum_on(&a, "disk"), None, "the source kept its copy");
+
+    // The destination serves it, holes and all.
+    let stored = run_json(&b, &["vol", "info", "disk"]);
+    assert!(
+        stored["allocated"].as_u64().unwrap() < 2 * data,
+        "the destination filled the holes: {stored}"
+    );
+    let back = dir.path().join("back.img");
+    let down = run_json(&b, &["vol", "download", "disk", back.to_str().unwrap()]);
+    assert_eq!(down["checksum"], file_hash(&image).as_str());
+    assert_eq!(down["hole_bytes"], 64 * MIB - data);
+    assert!(std::fs::metadata(&back).unwrap().blocks() * 512 < 2 * data);
+}
+
+#[test]
+fn copy_keeps_both_and_refuses_what_it_should() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = node(dir.path(), "b", &[]);
+    let a = node(dir.path(), "a", &[("node2", &b.uri())]);
+    let file = dir.path().join("img.bin");
+    random_file(&file, 64 * MIB, 2);
+    run_json(&a, &["vol", "upload", file.to_str().unwrap(), "img"]);
+
+    let copied = run_json(&a, &["vol", "copy", "img", "--to", "node2"]);
+    assert_eq!(copied["migrated"], false);
+    assert_eq!(copied["bytes_sent"], 64 * MIB);
+    let expected = file_hash(&file);
+    assert_eq!(checksum_on(&a, "img"), Some(expected.clone()));
+    assert_eq!(checksum_on(&b, "img"), Some(expected.clone()));
+
+    // The peer refuses to replace it unasked; with --overwrite it does.
+    let again = run(&a, &["vol", "copy", "img", "--to", "node2"]);
+    assert_eq!(again.status.code(), Some(5), "{}", stderr(&again));
+    assert!(stderr(&again).contains("node2"), "{}", stderr(&again));
+    let again = run(&a, &["vol", "migrate", "img", "--to", "node2"]);
+    assert_eq!(again.status.code(), Some(5), "{}", stderr(&again));
+    assert_eq!(
+        checksum_on(&a, "img"),
+        Some(expected.clone()),
+        "a refused migration deleted the source"
+    );
+    run_json(&a, &["vol", "copy", "img", "--to", "node2", "--overwrite"]);
+    assert_eq!(b.partial_files(), Vec::<String>::new());
+
+    // A volume whose checksum is unknown (made by CREATE) is hashed while it is sent and
+    // checked against what the peer committed.
+    run_json(&a, &["vol", "create", "zeros", "64MiB"]);
+    let zeros = run_json(&a, &["vol", "copy", "zeros", "--to", "node2"]);
+    let expected_zeros = blake3::hash(&vec![0u8; 64 * MIB as usize]).to_hex();
+    assert_eq!(zeros["volume"]["checksum"], expected_zeros.as_str());
+    assert_eq!(zeros["hole_bytes"], 64 * MIB);
+    assert_eq!(zeros["bytes_sent"], 0);
+
+    // Unknown peers and volumes.
+    let unknown = run(&a, &["vol", "copy", "img", "--to", "nowhere"]);
+    assert_eq!(unknown.status.code(), Some(4), "{}", stderr(&unknown));
+    assert!(
+        stderr(&unknown).contains("no peer named \"nowhere\": it has node2"),
+        "{}",
+        stderr(&unknown)
+    );
+    let missing = run(&a, &["vol", "migrate", "missing", "--to", "node2"]);
+    assert_eq!(missing.status.code(), Some(4), "{}", stderr(&missing));
+    let human = run(&a, &["vol", "copy", "img", "--to", "node2", "--overwrite"]);
+    assert!(human.status.success(), "{}", stderr(&human));
+    assert!(
+        String::from_utf8_lossy(&human.stdout).starts_with("copied img to node2: 64.00 MiB"),
+        "{}",
+        String::from_utf8_lossy(&human.stdout)
+    );
+}
+
+#[test]
+fn a_replicated_upload_lands_on_three_nodes_and_the_cluster_view_shows_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = node(dir.path(), "b", &[]);
+    let c = node(dir.path(), "c", &[]);
+    let ghost = format!("unix://{}", dir.path().join("ghost.sock").display());
+    let a = node(
+        dir.path(),
+        "a",
+        &[
+            ("node2", &b.tcp_uri()),
+            ("node3", &c.uri()),
+            ("ghost", &ghost),
+        ],
+    );
+    let file = dir.path().join("rep.bin");
+    let data = sparse_file(&file, 64 * MIB, 3);
+    let expected = file_hash(&file);
+
+    let up = run_json(
+        &a,
+        &[
+            "vol",
+            "upload",
+            file.to_str().unwrap(),
+            "rep",
+            "--replicas",
+            "3",
+        ],
+    );
+    assert_eq!(up["volume"]["checksum"], expected.as_str());
+    assert_eq!(up["bytes_sent"], data);
+    let replicas: Vec<&str> = up["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            assert_eq!(r["volume"]["checksum"], expected.as_str());
+            r["peer"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(replicas, ["node2", "node3"]);
+    for node in [&a, &b, &c] {
+        assert_eq!(checksum_on(node, "rep"), Some(expected.clone()));
+        assert_eq!(node.partial_files(), Vec::<String>::new());
+    }
+
+    // More copies than peers: refused up front, nothing anywhere.
+    let too_many = run(
+        &a,
+        &[
+            "vol",
+            "upload",
+            file.to_str().unwrap(),
+            "rep5",
+            "--replicas",
+            "5",
+        ],
+    );
+    assert_eq!(too_many.status.code(), Some(6), "{}", stderr(&too_many));
+    assert!(
+        stderr(&too_many).contains("5 replicas need 4 peers"),
+        "{}",
+        stderr(&too_many)
+    );
+    // A replica that cannot be reached fails the upload before any peer is asked to store
+    // anything.
+    let unreachable = run(
+        &a,
+        &[
+            "vol",
+            "upload",
+            file.to_str().unwrap(),
+            "rep4",
+            "--replicas",
+            "4",
+        ],
+    );
+    assert_eq!(
+        unreachable.status.code(),
+        Some(3),
+        "{}",
+        stderr(&unreachable)
+    );
+    assert!(
+        stderr(&unreachable).contains("cannot reach peer ghost"),
+        "{}",
+        stderr(&unreachable)
+    );
+    for node in [&a, &b, &c] {
+        assert_eq!(checksum_on(node, "rep4"), None);
+        assert_eq!(node.partial_files(), Vec::<String>::new());
+    }
+
+    // Which nodes hold what.
+    let view = run_json(&a, &["vol", "list", "--cluster"]);
+    let nodes = view.as_array().unwrap();
+    let names: Vec<&str> = nodes.iter().map(|n| n["node"].as_str().unwrap()).collect();
+    assert_eq!(names, ["local", "node2", "node3", "ghost"]);
+    for node in &nodes[..3] {
+        assert_eq!(node["reachable"], true, "{node}");
+        assert_eq!(node["volumes"][0]["name"], "rep", "{node}");
+        assert_eq!(node["volumes"][0]["checksum"], expected.as_str(), "{node}");
+    }
+    assert_eq!(nodes[0]["local"], true);
+    assert_eq!(nodes[3]["reachable"], false);
+    assert!(
+        nodes[3]["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot reach peer ghost"),
+        "{}",
+        nodes[3]
+    );
+    let human = run(&a, &["vol", "list", "--cluster"]);
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(text.contains("local, node2, node3"), "{text}");
+    assert!(text.contains("ghost (unix://"), "{text}");
+    assert!(text.contains("is unreachable"), "{text}");
+}
+
+#[test]
+fn ctrl_c_on_a_migration_aborts_it_the_destination_keeps_nothing_and_the_source_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = node(dir.path(), "b", &[]);
+    let a = node(dir.path(), "a", &[("node2", &b.uri())]);
+    let file = dir.path().join("big.bin");
+    random_file(&file, 256 * MIB, 4);
+    run_json(&a, &["vol", "upload", file.to_str().unwrap(), "big"]);
+    let expected = file_hash(&file);
+    let (watch_a, watch_b) = (EventWatcher::start(&a), EventWatcher::start(&b));
+
+    let mut migrate = ferry(&a)
+        .args(["vol", "migrate", "big", "--to", "node2"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let progress = watch_a.wait_for("progress", "big", EVENTS_WITHIN);
+    assert_eq!(progress["detail"]["direction"], "migrate");
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(migrate.id() as i32, libc::SIGINT) }, 0);
+    let status = migrate.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "ferry did not report the interruption"
+    );
+
+    // The destination discarded what it had received; the source still has it all.
+    let failed = watch_b.wait_for("failed", "big", EVENTS_WITHIN);
+    assert!(
+        failed["detail"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("cancel"),
+        "{failed}"
+    );
+    let failed = watch_a.wait_for("failed", "big", EVENTS_WITHIN);
+    assert_eq!(failed["detail"]["direction"], "migrate");
+    assert_empty(&b, "the destination");
+    assert_eq!(checksum_on(&a, "big"), Some(expected.clone()));
+
+    // The same peer connection carries the next migration.
+    run_json(&a, &["vol", "migrate", "big", "--to", "node2"]);
+    assert_eq!(checksum_on(&b, "big"), Some(expected));
+    assert_empty(&a, "the source after migrating");
+}
+
+#[test]
+fn the_caller_gets_progress_on_its_call_and_dropping_the_call_cancels_the_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = node(dir.path(), "b", &[]);
+    let a = node(dir.path(), "a", &[("node2", &b.uri())]);
+    let file = dir.path().join("big.bin");
+    random_file(&file, 256 * MIB, 7);
+    run_json(&a, &["vol", "upload", file.to_str().unwrap(), "big"]);
+    let watch_b = EventWatcher::start(&b);
+
+    actix_rt::System::new().block_on(async {
+        let client = Client::connect_unix(&a.unix, ClientConfig::default())
+            .await
+            .unwrap();
+        let mut progress = client
+            .subscribe(VolumeProgram::NUMBER, PROGRESS)
+            .await
+            .unwrap();
+        let volumes = VolumeClient::new(client);
+        let request = PeerTransferRequest {
+            name: "big".into(),
+            to_peer: "node2".into(),
+            overwrite: false,
+        };
+        let mut copy = Box::pin(volumes.copy(&request));
+        let frame = tokio::select! {
+            frame = progress.recv() => frame.expect("the connection closed"),
+            reply = copy.as_mut() => panic!("the copy ended before any progress: {reply:?}"),
+        };
+        let event: Event = ferry_actors::codec::decode_message(&frame.payload).unwrap();
+        let Some(event::Kind::Progress(p)) = event.kind else {
+            panic!("not a progress event: {event:?}");
+        };
+        assert_eq!((p.name.as_str(), p.peer.as_str()), ("big", "node2"));
+        assert_eq!(p.direction(), Direction::Copy);
+        assert!(p.bytes > 0 && p.bytes < p.total, "{p:?}");
+        // Dropping the call cancels it; the next reply proves the CANCEL went out.
+        drop(copy);
+        volumes.list(&ListRequest {}).await.unwrap();
+        // The connection stays open until B has discarded (a closed connection would cancel
+        // the copy too).
+        let failed = watch_b.wait_for("failed", "big", EVENTS_WITHIN);
+        assert!(
+            failed["detail"]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("cancel"),
+            "{failed}"
+        );
+    });
+    assert_empty(&b, "the destination");
+    assert_eq!(checksum_on(&a, "big"), Some(file_hash(&file)));
+}
+
+#[test]
+fn a_destination_killed_mid_migration_leaves_the_source_intact_and_is_reconnected_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = node(dir.path(), "b", &[]);
+    let a = node(dir.path(), "a", &[("node2", &b.uri())]);
+    let file = dir.path().join("big.bin");
+    random_file(&file, 256 * MIB, 5);
+    run_json(&a, &["vol", "upload", file.to_str().unwrap(), "big"]);
+    let expected = file_hash(&file);
+    let watch_a = EventWatcher::start(&a);
+
+    let migrate = ferry(&a)
+        .args(["vol", "migrate", "big", "--to", "node2"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    watch_a.wait_for("progress", "big", EVENTS_WITHIN);
+    b.kill9();
+    let output = migrate.wait_with_output().unwrap();
+    let says = stderr(&output);
+    assert_eq!(output.status.code(), Some(3), "{says}");
+    assert!(
+        says.contains("peer node2") && says.contains("connection lost"),
+        "{says}"
+    );
+    watch_a.wait_for("failed", "big", EVENTS_WITHIN);
+    assert_eq!(checksum_on(&a, "big"), Some(expected.clone()));
+
+    // The destination comes back on the same socket: the source reconnects on next use.
+    let b = Daemon::start(&b.data_dir, Some(&dir.path().join("b/ferryd.toml")));
+    assert_eq!(run_json(&b, &["vol", "list"]), json!([]));
+    run_json(&a, &["vol", "migrate", "big", "--to", "node2"]);
+    assert_eq!(checksum_on(&b, "big"), Some(expected));
+    assert_empty(&a, "the source after migrating");
+    assert_eq!(
+        b.partial_files(),
+        Vec::<String>::new(),
+        "the new migration did not replace the partial one"
+    );
+}
+
+#[test]
+fn a_replica_killed_mid_upload_fails_it_on_every_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = node(dir.path(), "b", &[]);
+    let mut c = node(dir.path(), "c", &[]);
+    let a = node(
+        dir.path(),
+        "a",
+        &[("node2", &b.uri()), ("node3", &c.tcp_uri())],
+    );
+    let file = dir.path().join("big.bin");
+    random_file(&file, 256 * MIB, 6);
+    let (watch_a, watch_b) = (EventWatcher::start(&a), EventWatcher::start(&b));
+
+    let upload = ferry(&a)
+        .args([
+            "vol",
+            "upload",
+            file.to_str().unwrap(),
+            "big",
+            "--replicas",
+            "3",
+        ])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    watch_a.wait_for("progress", "big", EVENTS_WITHIN);
+    c.kill9();
+    let output = upload.wait_with_output().unwrap();
+    let says = stderr(&output);
+    assert_eq!(output.status.code(), Some(3), "{says}");
+    assert!(says.contains("peer node3"), "{says}");
+
+    watch_a.wait_for("failed", "big", EVENTS_WITHIN);
+    watch_b.wait_for("failed", "big", EVENTS_WITHIN);
+    assert_empty(&a, "the receiving node");
+    assert_empty(&b, "the surviving replica");
+    let c = Daemon::start(&c.data_dir, Some(&dir.path().join("c/ferryd.toml")));
+    assert_eq!(
+        run_json(&c, &["vol", "list"]),
+        json!([]),
+        "the killed replica"
+    );
+}
+
+#[test]
+fn bad_peer_configurations_stop_ferryd_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    for (peers, says) in [
+        (
+            &[
+                ("node2", "tcp://127.0.0.1:7310"),
+                ("node2", "unix:///x.sock"),
+            ][..],
+            "configured twice",
+        ),
+        (&[("bad name", "tcp://127.0.0.1:7310")][..], "not valid"),
+        (&[("local", "tcp://127.0.0.1:7310")][..], "not valid"),
+        (&[("node2", "tcp://127.0.0.1")][..], "needs a port"),
+    ] {
+        let config = peers_config(&dir.path().join("ferryd.toml"), peers);
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_ferryd"))
+            .args(["--data-dir".as_ref(), dir.path().join("data").as_os_str()])
+            .args(["--tcp", "127.0.0.1:0", "--metrics", ""])
+            .args(["--config".as_ref(), config.as_os_str()])
+            .output()
+            .unwrap();
+        let says_ = stderr(&output);
+        assert!(!output.status.success(), "{peers:?} started");
+        assert!(says_.contains("[[peers]]"), "{says_}");
+        assert!(says_.contains(says), "{peers:?}: {says_}");
+    }
+}
