@@ -11,7 +11,7 @@ use ferry_actors::{CallError, CallOptions, Client, ClientConfig, ClientStream, E
 use futures::future::{join_all, try_join_all};
 use tracing::{debug, info};
 
-use crate::cli::{NodeUri, UriError};
+use crate::cli::{Access, AccessError, NodeUri, UriError};
 use crate::config::PeerConfig;
 use crate::proto::volume::{
     DeleteRequest, ListRequest, NodeVolumes, UploadReply, UploadRequest, Volume,
@@ -36,6 +36,8 @@ pub enum PeerConfigError {
     Duplicate { name: String },
     #[error("peer {name:?}: {source}")]
     Address { name: String, source: UriError },
+    #[error("peer {name:?}: {reason}")]
+    Access { name: String, reason: String },
 }
 
 /// The name the cluster view gives the node that answers.
@@ -62,6 +64,8 @@ pub struct PeerSet {
 struct Peer {
     name: String,
     uri: NodeUri,
+    /// The CA for `tls://`, the credentials to authenticate with.
+    access: Access,
     slot: Mutex<Slot>,
     /// Held while connecting, so concurrent users of a peer wait for one connection.
     connecting: tokio::sync::Mutex<()>,
@@ -112,9 +116,11 @@ impl PeerSet {
                     name: name.clone(),
                     source,
                 })?;
+            let access = peer_access(config, &uri)?;
             peers.push(Peer {
                 name,
                 uri,
+                access,
                 slot: Mutex::default(),
                 connecting: tokio::sync::Mutex::new(()),
             });
@@ -194,10 +200,30 @@ impl PeerSet {
                 format!("cannot reach peer {} at {}: {why}", peer.name, peer.uri),
             )
         };
-        let client = tokio::time::timeout(CONNECT_TIMEOUT, peer.uri.connect(self.client.clone()))
-            .await
-            .map_err(|_| unreachable(format!("no connection within {CONNECT_TIMEOUT:?}")))?
-            .map_err(|error| unreachable(error.to_string()))?;
+        let connecting = peer.uri.connect_with(self.client.clone(), &peer.access);
+        let client = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+            Err(_) => {
+                return Err(unreachable(format!(
+                    "no connection within {CONNECT_TIMEOUT:?}"
+                )));
+            }
+            Ok(Err(AccessError::Auth { user, error })) => {
+                // Refused credentials are UNAUTHENTICATED; a link that died meanwhile is not.
+                let code = match error.code {
+                    ErrorCode::ConnectionLost | ErrorCode::DeadlineExceeded => error.code,
+                    _ => ErrorCode::Unauthenticated,
+                };
+                return Err(CallError::application(
+                    code,
+                    format!(
+                        "cannot authenticate to peer {} at {} as {user:?}: {}",
+                        peer.name, peer.uri, error.message
+                    ),
+                ));
+            }
+            Ok(Err(error)) => return Err(unreachable(error.to_string())),
+            Ok(Ok(client)) => client,
+        };
         let mut slot = peer.slot.lock().unwrap_or_else(PoisonError::into_inner);
         slot.generation += 1;
         slot.client = Some(client.clone());
@@ -331,6 +357,39 @@ impl PeerSet {
         }))
         .await
     }
+}
+
+/// How to reach a peer besides its address: the CA for `tls://`, and credentials read from the
+/// password file now, so a missing file stops the node at start rather than at first use.
+fn peer_access(config: &PeerConfig, uri: &NodeUri) -> Result<Access, PeerConfigError> {
+    let refuse = |reason: String| PeerConfigError::Access {
+        name: config.name.clone(),
+        reason,
+    };
+    if matches!(uri, NodeUri::Tls { .. }) && config.ca.is_none() {
+        return Err(refuse(
+            "a tls:// address needs `ca`, the CA certificate (PEM) of the peer's certificate"
+                .into(),
+        ));
+    }
+    let credentials = match (&config.user, &config.password_file) {
+        (None, None) => None,
+        (Some(user), Some(file)) => {
+            let password = std::fs::read_to_string(file).map_err(|error| {
+                refuse(format!("reading password_file {}: {error}", file.display()))
+            })?;
+            let password = password.trim_end_matches(['\n', '\r']);
+            if password.is_empty() {
+                return Err(refuse(format!("password_file {} is empty", file.display())));
+            }
+            Some((user.clone(), password.to_owned()))
+        }
+        _ => return Err(refuse("`user` and `password_file` go together".into())),
+    };
+    Ok(Access {
+        ca: config.ca.clone(),
+        credentials,
+    })
 }
 
 /// A volume client for unary calls to a peer, with a deadline.

@@ -7,9 +7,10 @@ mod common;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Output, Stdio};
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::{Daemon, EventWatcher, ferry, peers_config, random_file, run, run_json};
+use common::{Daemon, EventWatcher, ferry, random_file, run, run_json};
 use ferry_actors::{Client, ClientConfig};
 use ferry_services::proto::events::{Direction, Event, event};
 use ferry_services::proto::volume::{ListRequest, PeerTransferRequest};
@@ -19,11 +20,51 @@ use serde_json::{Value, json};
 const MIB: u64 = 1 << 20;
 const EVENTS_WITHIN: Duration = Duration::from_secs(60);
 
-/// Starts node `name` in `dir/name`, with these peers.
+/// The user nodes authenticate to their TCP peers as (every node of these tests has it).
+const PEER_USER: &str = "peer";
+const PEER_PASSWORD: &str = "ferry-peer-secret";
+
+/// The `[[security.users]]` entry of [`PEER_USER`], made once by `ferry hash-password`.
+fn peer_user_entry() -> &'static str {
+    static ENTRY: OnceLock<String> = OnceLock::new();
+    ENTRY.get_or_init(|| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(["hash-password", PEER_USER, "--role", "read-write"])
+            .env("FERRY_PASSWORD", PEER_PASSWORD)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", stderr(&output));
+        String::from_utf8(output.stdout).unwrap()
+    })
+}
+
+/// Starts node `name` in `dir/name` with these peers: a TCP peer is authenticated to as
+/// [`PEER_USER`]; a unix one knows the node by its uid.
 fn node(dir: &Path, name: &str, peers: &[(&str, &str)]) -> Daemon {
+    node_with(dir, name, peers, "")
+}
+
+/// [`node`], with more TOML at the end of the config file.
+fn node_with(dir: &Path, name: &str, peers: &[(&str, &str)], extra: &str) -> Daemon {
     let home = dir.join(name);
     std::fs::create_dir_all(&home).unwrap();
-    let config = peers_config(&home.join("ferryd.toml"), peers);
+    let password = home.join("peer-password");
+    std::fs::write(&password, format!("{PEER_PASSWORD}\n")).unwrap();
+    let mut text = format!(
+        "[events]\nprogress_every_bytes = 4194304\n\n{}\n",
+        peer_user_entry()
+    );
+    for (peer, address) in peers {
+        text += &format!("[[peers]]\nname = {peer:?}\naddress = {address:?}\n");
+        if address.starts_with("tcp://") {
+            let file = password.display().to_string();
+            text += &format!("user = {PEER_USER:?}\npassword_file = {file:?}\n");
+        }
+        text += "\n";
+    }
+    text += extra;
+    let config = home.join("ferryd.toml");
+    std::fs::write(&config, text).unwrap();
     Daemon::start(&home.join("data"), Some(&config))
 }
 
@@ -123,7 +164,14 @@ fn migrate_moves_a_sparse_volume_holes_and_all() {
 fn copy_keeps_both_and_refuses_what_it_should() {
     let dir = tempfile::tempdir().unwrap();
     let b = node(dir.path(), "b", &[]);
-    let a = node(dir.path(), "a", &[("node2", &b.uri())]);
+    let wrong = dir.path().join("wrong-password");
+    std::fs::write(&wrong, "not it").unwrap();
+    let badpw = format!(
+        "[[peers]]\nname = \"badpw\"\naddress = {:?}\nuser = {PEER_USER:?}\npassword_file = {:?}\n",
+        b.tcp_uri(),
+        wrong.display().to_string()
+    );
+    let a = node_with(dir.path(), "a", &[("node2", &b.uri())], &badpw);
     let file = dir.path().join("img.bin");
     random_file(&file, 64 * MIB, 2);
     run_json(&a, &["vol", "upload", file.to_str().unwrap(), "img"]);
@@ -162,9 +210,16 @@ fn copy_keeps_both_and_refuses_what_it_should() {
     let unknown = run(&a, &["vol", "copy", "img", "--to", "nowhere"]);
     assert_eq!(unknown.status.code(), Some(4), "{}", stderr(&unknown));
     assert!(
-        stderr(&unknown).contains("no peer named \"nowhere\": it has node2"),
+        stderr(&unknown).contains("no peer named \"nowhere\": it has node2, badpw"),
         "{}",
         stderr(&unknown)
+    );
+    let denied = run(&a, &["vol", "copy", "img", "--to", "badpw"]);
+    assert_eq!(denied.status.code(), Some(7), "{}", stderr(&denied));
+    assert!(
+        stderr(&denied).contains("cannot authenticate to peer badpw"),
+        "{}",
+        stderr(&denied)
     );
     let missing = run(&a, &["vol", "migrate", "missing", "--to", "node2"]);
     assert_eq!(missing.status.code(), Some(4), "{}", stderr(&missing));
@@ -175,6 +230,63 @@ fn copy_keeps_both_and_refuses_what_it_should() {
         "{}",
         String::from_utf8_lossy(&human.stdout)
     );
+}
+
+/// A CA and a certificate for "localhost" signed by it, as PEM files in `dir`: (ca, cert, key).
+fn pki(dir: &Path) -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "cluster CA");
+    let ca_key = KeyPair::generate().unwrap();
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut leaf = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    leaf.distinguished_name
+        .push(rcgen::DnType::CommonName, "localhost");
+    let cert = leaf
+        .signed_by(&key, &Issuer::from_params(&ca_params, &ca_key))
+        .unwrap();
+    let write = |file: &str, text: String| {
+        let path = dir.join(file);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    (
+        write("ca.pem", ca.pem()),
+        write("cert.pem", cert.pem()),
+        write("key.pem", key.serialize_pem()),
+    )
+}
+
+#[test]
+fn a_peer_over_tls_is_authenticated_to_and_gets_the_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = pki(dir.path());
+    let b = node_with(
+        dir.path(),
+        "b",
+        &[],
+        &format!("[security]\ntls = \"127.0.0.1:0\"\ntls_cert = {cert:?}\ntls_key = {key:?}\n"),
+    );
+    let port = b.ready_field("tls").rsplit_once(':').unwrap().1.to_owned();
+    let password = dir.path().join("a/peer-password").display().to_string();
+    let a = node_with(
+        dir.path(),
+        "a",
+        &[],
+        &format!(
+            "[[peers]]\nname = \"node2\"\naddress = \"tls://localhost:{port}\"\nuser = {PEER_USER:?}\npassword_file = {password:?}\nca = {ca:?}\n"
+        ),
+    );
+    let file = dir.path().join("f.bin");
+    random_file(&file, 8 * MIB, 8);
+    run_json(&a, &["vol", "upload", file.to_str().unwrap(), "f"]);
+    let copied = run_json(&a, &["vol", "copy", "f", "--to", "node2"]);
+    assert_eq!(copied["volume"]["checksum"], file_hash(&file).as_str());
+    assert_eq!(checksum_on(&b, "f"), Some(file_hash(&file)));
 }
 
 #[test]
@@ -490,28 +602,43 @@ fn a_replica_killed_mid_upload_fails_it_on_every_node() {
 #[test]
 fn bad_peer_configurations_stop_ferryd_with_a_reason() {
     let dir = tempfile::tempdir().unwrap();
+    let peer = |name: &str, address: &str, more: &str| {
+        format!("[[peers]]\nname = {name:?}\naddress = {address:?}\n{more}\n")
+    };
+    let missing = dir.path().join("missing-password");
+    let missing = format!(
+        "user = \"u\"\npassword_file = {:?}",
+        missing.display().to_string()
+    );
     for (peers, says) in [
         (
-            &[
-                ("node2", "tcp://127.0.0.1:7310"),
-                ("node2", "unix:///x.sock"),
-            ][..],
+            peer("node2", "tcp://127.0.0.1:7310", "") + &peer("node2", "unix:///x.sock", ""),
             "configured twice",
         ),
-        (&[("bad name", "tcp://127.0.0.1:7310")][..], "not valid"),
-        (&[("local", "tcp://127.0.0.1:7310")][..], "not valid"),
-        (&[("node2", "tcp://127.0.0.1")][..], "needs a port"),
+        (peer("bad name", "tcp://127.0.0.1:7310", ""), "not valid"),
+        (peer("local", "tcp://127.0.0.1:7310", ""), "not valid"),
+        (peer("node2", "tcp://127.0.0.1", ""), "needs a port"),
+        (
+            peer("node2", "tcp://127.0.0.1:7310", "user = \"u\""),
+            "`user` and `password_file` go together",
+        ),
+        (
+            peer("node2", "tcp://127.0.0.1:7310", &missing),
+            "reading password_file",
+        ),
+        (peer("node2", "tls://localhost:7310", ""), "needs `ca`"),
     ] {
-        let config = peers_config(&dir.path().join("ferryd.toml"), peers);
+        let config = dir.path().join("ferryd.toml");
+        std::fs::write(&config, &peers).unwrap();
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_ferryd"))
             .args(["--data-dir".as_ref(), dir.path().join("data").as_os_str()])
             .args(["--tcp", "127.0.0.1:0", "--metrics", ""])
             .args(["--config".as_ref(), config.as_os_str()])
             .output()
             .unwrap();
-        let says_ = stderr(&output);
-        assert!(!output.status.success(), "{peers:?} started");
-        assert!(says_.contains("[[peers]]"), "{says_}");
-        assert!(says_.contains(says), "{peers:?}: {says_}");
+        let said = stderr(&output);
+        assert!(!output.status.success(), "{peers} started");
+        assert!(said.contains("[[peers]]"), "{said}");
+        assert!(said.contains(says), "{peers}: {said}");
     }
 }

@@ -83,7 +83,9 @@ impl Drop for Process {
 /// The addresses of a started ferryd, from its `ferryd ready:` line.
 struct Ferryd {
     process: Process,
-    tcp: SocketAddr,
+    /// The transfers go through the unix socket: there the node knows the test by its uid, so
+    /// no authentication exchange adds stream bytes to the counters under test.
+    unix: PathBuf,
     metrics: SocketAddr,
 }
 
@@ -109,31 +111,18 @@ fn parse_ready(line: &str) -> (SocketAddr, String, SocketAddr) {
     }
 }
 
-/// The user the test authenticates as over TCP (plain TCP on loopback needs SCRAM too).
-const USER: (&str, &str) = ("prober", "scrape-me");
-
 fn start_ferryd(dir: &Path) -> Ferryd {
     let data_dir = dir.join("data");
-    let entry = ferry_services::security::user_entry(
-        USER.0,
-        USER.1,
-        ferry_services::security::RoleName::ReadWrite,
-    )
-    .unwrap();
-    let config = dir.join("ferryd.toml");
-    let users = toml::to_string(&entry).unwrap();
-    std::fs::write(&config, format!("[[security.users]]\n{users}")).unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_ferryd"));
     command
         .arg("--data-dir")
         .arg(&data_dir)
-        .arg("--config")
-        .arg(&config)
         .args(["--tcp", "127.0.0.1:0", "--metrics", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .env("FERRYD_LOG", "info");
     // Nothing from the environment the test runs in may change the node's configuration.
     for var in [
+        "FERRYD_CONFIG",
         "FERRYD_UNIX_SOCKET",
         "FERRYD_LOG_FORMAT",
         "FERRYD_NO_TEST_PROGRAM",
@@ -179,7 +168,7 @@ fn start_ferryd(dir: &Path) -> Ferryd {
     );
     Ferryd {
         process,
-        tcp,
+        unix: PathBuf::from(unix),
         metrics,
     }
 }
@@ -353,15 +342,11 @@ fn unix_now() -> f64 {
 
 /// Uploads the volume, reads its info and downloads it back, checking the content both ways.
 /// Returns the bytes downloaded.
-fn transfer(tcp: SocketAddr) -> u64 {
+fn transfer(unix: &Path) -> u64 {
     actix_rt::System::new().block_on(async move {
-        let client = Client::connect_tcp(&tcp.to_string(), ClientConfig::default())
+        let client = Client::connect_unix(unix, ClientConfig::default())
             .await
             .expect("connecting to ferryd");
-        client
-            .authenticate(USER.0, USER.1)
-            .await
-            .expect("authenticating");
         let volumes = VolumeClient::new(client);
 
         let mut expected = ContentHash::default();
@@ -480,7 +465,7 @@ fn prometheus_scrapes_what_ferryd_moved() {
     check_exposition(ferryd.metrics);
     let prometheus = start_prometheus(&binary, dir.path(), ferryd.metrics);
 
-    let downloaded = transfer(ferryd.tcp);
+    let downloaded = transfer(&ferryd.unix);
     // Counters are updated before the REPLY that ends each call is written, so a scrape
     // that starts after this moment sees the final figures. The margin covers Prometheus
     // aligning scrape timestamps to its schedule (a few milliseconds).

@@ -244,17 +244,6 @@ impl Drop for EventWatcher {
     }
 }
 
-/// A config file at `path` with frequent progress events (every 4 MiB) and these peers, as
-/// (name, address) pairs.
-pub fn peers_config(path: &Path, peers: &[(&str, &str)]) -> PathBuf {
-    let mut text = String::from("[events]\nprogress_every_bytes = 4194304\n");
-    for (name, address) in peers {
-        text += &format!("\n[[peers]]\nname = {name:?}\naddress = {address:?}\n");
-    }
-    std::fs::write(path, text).unwrap();
-    path.to_owned()
-}
-
 impl Daemon {
     /// Files in the store's `partial/` directory (partial uploads and their records).
     pub fn partial_files(&self) -> Vec<String> {
