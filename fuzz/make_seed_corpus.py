@@ -269,6 +269,24 @@ CONNECTION = {
     "half_a_frame": echo(1) + settle() + partial(100, 50),
     "half_a_header": partial(0, 13),
     "garbage": echo(1) + garbage(bytes(range(64))),
+    # Inputs that found bugs (fuzz/README.md, "Findings"), as the fuzzer wrote them. They pass
+    # while the target steps around those bugs, and find them again once it no longer does.
+    # A burst of Echo replies (a deadlock with a small write_queue):
+    "regression_reply_burst": bytes.fromhex(
+        "00040101ffff000000000000000005010163000500000000000000000000000000000000000000000000"
+        "000000000000000000000000000000000000000000000000000000000000000000000000000000000000"
+        "000000000000000000000000000000000000000000000000000000000000000000000000000000000100"
+        "cf0705940105cf07103f"
+    ),
+    # A hole claiming about 2^50 bytes (capped by HOLE_CAP now):
+    "regression_huge_hole": bytes.fromhex(
+        "000323010000000381010000000302010000000303010381010000000302010000c00003030100103f06"
+        "010200000000030301038101000000030201000069690004"
+    ),
+    # A sparse Source, a grant of 2^32-1 and a CANCEL (data after the REPLY):
+    "regression_data_after_reply": bytes.fromhex(
+        "00040101ffff040187870000000000103f07000005010100003a010507"
+    ),
 }
 
 

@@ -75,7 +75,7 @@ impl Default for ServerConfig {
             write_queue: 1024,
             stream_window: DEFAULT_STREAM_WINDOW,
             max_streams_per_connection: 256,
-            max_buffered_per_connection: 64 * 1024 * 1024,
+            max_buffered_per_connection: 256 * 1024 * 1024,
             stream_abort_grace: Duration::from_secs(2),
         }
     }

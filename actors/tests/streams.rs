@@ -113,7 +113,14 @@ async fn echo_stream_sends_every_chunk_back_while_both_directions_run() {
 
 #[actix_rt::test]
 async fn a_thousand_concurrent_streams_on_one_connection_while_calls_are_answered() {
-    let server = start(quick_server_config()).await;
+    let server = start(ferry_actors::ServerConfig {
+        // 1,000 streams on one connection: above the per-connection defaults on purpose.
+        max_streams_per_connection: 1000,
+        max_buffered_per_connection: 1000 * 64 * 1024,
+        stream_window: 64 * 1024,
+        ..quick_server_config()
+    })
+    .await;
     let client = server.test_client(common::Via::Tcp).await;
     let streams = stream::iter(0..1000u64)
         .map(|i| {

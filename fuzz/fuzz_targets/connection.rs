@@ -23,9 +23,10 @@
 //! seeds: a sequence of steps, each an opcode byte and its arguments (see `Step::parse`).
 //! Set `FERRY_FUZZ_DEBUG=1` to print the steps and the server's frames of an input.
 //!
-//! Two known bugs are stepped around until they are fixed (fuzz/README.md, "Findings"): the
+//! Three known bugs are stepped around until they are fixed (fuzz/README.md, "Findings"): the
 //! server runs with the default `write_queue` (a small one deadlocks the connection on any
-//! burst of replies), and holes and Source downloads are capped (`HOLE_CAP`, `SOURCE_CAP`).
+//! burst of replies), holes and Source downloads are capped (`HOLE_CAP`, `SOURCE_CAP`), and
+//! stream data after a REPLY is tolerated (`KNOWN_DATA_AFTER_REPLY`).
 #![no_main]
 
 use std::cell::RefCell;
@@ -34,6 +35,7 @@ use std::time::Duration;
 
 use arbitrary::{Arbitrary, Unstructured};
 use bytes::{BufMut, Bytes, BytesMut};
+use ferry_actors::codec::proto::ErrorBody;
 use ferry_actors::codec::{Frame, FrameCodec, Limits, MessageType, Status, encode_message};
 use ferry_actors::metrics::Gauge;
 use ferry_actors::test_program::proto::{
@@ -76,6 +78,10 @@ const IO_BOUND: Duration = Duration::from_secs(10);
 /// Bound on the gauges returning to 0 once the connection ended (handlers of streaming calls
 /// get `stream_abort_grace` first).
 const SETTLE_BOUND: Duration = Duration::from_secs(2);
+
+/// Stream data may follow its serial's REPLY: a known bug (fuzz/README.md, "Findings"), not
+/// reported again until it is fixed. Set to false then.
+const KNOWN_DATA_AFTER_REPLY: bool = true;
 
 fn config() -> ServerConfig {
     ServerConfig {
@@ -648,8 +654,17 @@ impl Received {
     fn record(&mut self, frame: &Frame, debug: bool) {
         let h = frame.header;
         if debug {
+            let error = match (h.kind, h.status) {
+                (MessageType::Reply | MessageType::Message, Status::Error) => {
+                    match ErrorBody::decode(&frame.payload[..]) {
+                        Ok(body) => format!(": code {} {:?}", body.code, body.message),
+                        Err(_) => ": (not an error body)".into(),
+                    }
+                }
+                _ => String::new(),
+            };
             eprintln!(
-                "  server: {:?}/{:?} serial {} program {:#x} procedure {} ({} bytes)",
+                "  server: {:?}/{:?} serial {} program {:#x} procedure {} ({} bytes){error}",
                 h.kind,
                 h.status,
                 h.serial,
@@ -672,7 +687,11 @@ impl Received {
             return;
         }
         let seen = self.per_serial.entry(h.serial).or_default();
-        if seen.replies > 0 && seen.after_reply.is_none() {
+        let data = matches!(
+            (h.kind, h.status),
+            (MessageType::Stream, Status::Continue) | (MessageType::StreamHole, _)
+        );
+        if seen.replies > 0 && seen.after_reply.is_none() && !(data && KNOWN_DATA_AFTER_REPLY) {
             seen.after_reply = Some((h.kind, h.status));
         }
         match (h.kind, h.status) {

@@ -14,7 +14,7 @@ use crate::config::ClientConfig;
 use crate::connection::keepalive::{Keepalive, Tick};
 use crate::connection::reader::FrameReader;
 use crate::connection::transport::Transport;
-use crate::connection::writer::Outbox;
+use crate::connection::writer::{Outbox, WriterStopped, spawn_writer};
 use crate::control::ControlMessage;
 use crate::error::CallError;
 use crate::metrics::{Counters, Traffic};
@@ -58,6 +58,7 @@ pub struct ClientConnection {
     /// Set by the server's SHUTDOWN notice, or by a local close: no new calls.
     refusing: Option<CallError>,
     span: tracing::Span,
+    writer_task: tokio::task::JoinHandle<()>,
 }
 
 struct Subscriber {
@@ -80,14 +81,7 @@ impl ClientConnection {
                 connection: None,
             };
             let (outbox, writer) = Outbox::new(transport.write, config.write_queue, traffic);
-            ctx.spawn(
-                actix::fut::wrap_future::<_, Self>(writer).map(|result, act, ctx| {
-                    if let Err(error) = result {
-                        debug!(parent: &act.span, %error, "writer stopped");
-                    }
-                    ctx.stop();
-                }),
-            );
+            let writer_task = spawn_writer(writer, ctx.address());
             Self {
                 keepalive: config.keepalive.map(Keepalive::new),
                 span: info_span!("client", peer = %transport.peer),
@@ -99,6 +93,7 @@ impl ClientConnection {
                 next_call_id: 0,
                 subscribers: Vec::new(),
                 refusing: None,
+                writer_task,
             }
         })
     }
@@ -330,6 +325,7 @@ impl Actor for ClientConnection {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        self.writer_task.abort();
         self.fail_all(CallError::connection_lost(
             Side::Client,
             "the connection was closed",
@@ -383,6 +379,18 @@ impl StreamHandler<Result<Frame, DecodeError>> for ClientConnection {
     }
 }
 
+impl Handler<WriterStopped> for ClientConnection {
+    type Result = ();
+
+    fn handle(&mut self, _: WriterStopped, ctx: &mut Self::Context) {
+        self.fail_all(CallError::connection_lost(
+            Side::Client,
+            "writing to the server failed",
+        ));
+        ctx.stop();
+    }
+}
+
 /// Start a call: allocate a serial, remember where its REPLY goes, queue the CALL.
 #[derive(Message)]
 #[rtype(result = "Result<Began, CallError>")]
@@ -421,6 +429,7 @@ impl Handler<Begin> for ClientConnection {
         let stream = direction.is_stream().then(|| {
             let window = self.config.stream_window;
             let (actor, opened) = StreamActor::open(StreamSetup {
+                halted: Arc::default(),
                 counters: self.counters.clone(),
                 serial,
                 route,

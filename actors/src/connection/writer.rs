@@ -22,6 +22,30 @@ use tokio::sync::mpsc;
 
 use crate::metrics::Traffic;
 
+/// Tells a connection actor that its writer has stopped (socket closed or failed).
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+pub struct WriterStopped;
+
+/// Runs a connection's writer as its own task on the current arbiter, telling `owner` when it
+/// stops. The writer must not run inside the connection actor's context: the actor pauses
+/// itself (and so its reader) when the control lane is full, and the writer is what makes
+/// room again. Abort the returned handle when the connection ends.
+pub fn spawn_writer<A>(
+    writer: impl Future<Output = io::Result<()>> + 'static,
+    owner: actix::Addr<A>,
+) -> tokio::task::JoinHandle<()>
+where
+    A: actix::Actor<Context = actix::Context<A>> + actix::Handler<WriterStopped>,
+{
+    actix_rt::spawn(async move {
+        if let Err(error) = writer.await {
+            tracing::debug!(%error, "writer stopped");
+        }
+        owner.do_send(WriterStopped);
+    })
+}
+
 /// What the control lane carries, in order.
 #[derive(Debug)]
 enum Control {

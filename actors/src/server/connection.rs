@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -16,7 +17,7 @@ use crate::auth::{AuthProgram, Identity, Role};
 use crate::connection::keepalive::{Keepalive, Tick};
 use crate::connection::reader::FrameReader;
 use crate::connection::transport::Transport;
-use crate::connection::writer::Outbox;
+use crate::connection::writer::{Outbox, WriterStopped, spawn_writer};
 use crate::control::ControlMessage;
 use crate::error::CallError;
 use crate::metrics::{ConnectionStats, Traffic};
@@ -41,6 +42,8 @@ struct OpenCall {
 
 struct OpenStream {
     actor: Addr<StreamActor>,
+    /// Tells the stream actor to send nothing more (set when the REPLY is queued).
+    halted: Arc<AtomicBool>,
     direction: Direction,
     /// Credit the client may still spend on data for us.
     allowance: u64,
@@ -69,6 +72,7 @@ pub struct ServerConnection {
     /// Who the peer is; `None` until it authenticates (only with an auth config).
     identity: Option<Identity>,
     started: Instant,
+    writer_task: tokio::task::JoinHandle<()>,
     /// Held for the connection's life: its place in the connection limits.
     _slot: ConnectionSlot,
 }
@@ -93,14 +97,7 @@ impl ServerConnection {
             };
             let (outbox, writer) =
                 Outbox::new(transport.write, config.write_queue, traffic.clone());
-            ctx.spawn(
-                actix::fut::wrap_future::<_, Self>(writer).map(|result, act, ctx| {
-                    if let Err(error) = result {
-                        debug!(parent: &act.span, %error, "writer stopped");
-                    }
-                    ctx.stop();
-                }),
-            );
+            let writer_task = spawn_writer(writer, ctx.address());
             Self {
                 id,
                 span: info_span!("connection", id, peer = %peer),
@@ -122,6 +119,7 @@ impl ServerConnection {
                     Some(auth) => auth.initial(transport.peer_uid),
                 },
                 started: Instant::now(),
+                writer_task,
                 shared,
                 _slot: slot,
             }
@@ -214,8 +212,10 @@ impl ServerConnection {
         let route = frame.route();
         let direction = self.shared.registry.direction(&frame);
         let mut ends = StreamEnds::default();
+        let halted = Arc::new(AtomicBool::new(false));
         let stream_actor = direction.is_stream().then(|| {
             let (actor, opened) = StreamActor::open(StreamSetup {
+                halted: halted.clone(),
                 counters: self.shared.counters.clone(),
                 serial,
                 route,
@@ -252,6 +252,7 @@ impl ServerConnection {
             }
             OpenStream {
                 actor,
+                halted,
                 direction,
                 allowance: if direction.client_sends() {
                     u64::from(window)
@@ -386,6 +387,7 @@ impl ServerConnection {
         call.do_send(StopCall { grace });
         let route = open.route;
         if let Some(stream) = &open.stream {
+            stream.halted.store(true, Ordering::Relaxed);
             stream
                 .actor
                 .do_send(FromPeer::End(outcome.as_ref().err().cloned()));
@@ -566,6 +568,21 @@ impl ServerConnection {
         if let Some(message) = ControlMessage::parse(&frame) {
             return self.on_control(ctx, message);
         }
+        let (kind, status) = (frame.header.kind, frame.header.status);
+        let allowed = match kind {
+            MessageType::Cancel | MessageType::Credit => status == Status::Ok,
+            MessageType::StreamHole => status == Status::Continue,
+            _ => true,
+        };
+        if !allowed {
+            // Section 4: answered for that serial only, if it is open.
+            let serial = frame.header.serial;
+            let error = self.violation_error(
+                serial,
+                format!("{kind:?} with status {status:?} is not allowed"),
+            );
+            return self.conclude(ctx, serial, Err(error));
+        }
         match frame.header.kind {
             MessageType::Call => self.on_call(ctx, frame),
             MessageType::Cancel => self.on_cancel(ctx, frame),
@@ -647,6 +664,7 @@ impl Actor for ServerConnection {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        self.writer_task.abort();
         debug!(parent: &self.span, calls = self.calls.len(), "disconnected");
         let lost =
             CallError::connection_lost(Side::Server, "the connection to the client was lost");
@@ -702,10 +720,24 @@ impl StreamHandler<Result<Frame, DecodeError>> for ServerConnection {
         }
     }
 
+    /// The peer closed its side: nothing more will be asked, so calls stop, but what is
+    /// already queued (replies included) is still written before the connection closes.
     fn finished(&mut self, ctx: &mut Self::Context) {
-        if !self.closing {
-            ctx.stop();
+        if self.closing {
+            return;
         }
+        self.closing = true;
+        let outbox = self.outbox.clone();
+        ctx.spawn(actix::fut::wrap_future(async move { outbox.close().await }));
+        ctx.run_later(CLOSE_GRACE, |_, ctx| ctx.stop());
+    }
+}
+
+impl Handler<WriterStopped> for ServerConnection {
+    type Result = ();
+
+    fn handle(&mut self, _: WriterStopped, ctx: &mut Self::Context) {
+        ctx.stop();
     }
 }
 

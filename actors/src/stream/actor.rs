@@ -5,6 +5,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use actix::prelude::*;
 use bytes::Bytes;
@@ -83,6 +84,7 @@ struct Sending {
 
 pub struct StreamActor {
     counters: Arc<Counters>,
+    halted: Arc<AtomicBool>,
     serial: u32,
     route: Route,
     side: Side,
@@ -99,6 +101,10 @@ pub struct StreamActor {
 /// Stream settings fixed when the stream opens.
 pub struct StreamSetup {
     pub counters: Arc<Counters>,
+    /// Set by the connection when the call's REPLY is queued: from then on the stream sends
+    /// nothing, even for credit that was already in its mailbox (the REPLY is a serial's last
+    /// frame).
+    pub halted: Arc<AtomicBool>,
     pub serial: u32,
     pub route: Route,
     pub side: Side,
@@ -125,6 +131,7 @@ impl StreamActor {
     fn new(setup: StreamSetup) -> Self {
         Self {
             counters: setup.counters,
+            halted: setup.halted,
             serial: setup.serial,
             route: setup.route,
             side: setup.side,
@@ -180,6 +187,9 @@ impl StreamActor {
 
     /// Queues as much of the blocked data as credit allows.
     fn pump(&mut self) {
+        if self.halted.load(Ordering::Relaxed) {
+            return;
+        }
         let Some(sending) = self.sending.as_mut() else {
             return;
         };
