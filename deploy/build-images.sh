@@ -63,9 +63,9 @@ add_binary() {
     die "ldd $src failed: $(cat "$work/ldd.out")"
   fi
   grep -q 'not found' "$work/ldd.out" && die "$src needs libraries this machine lacks: $(grep 'not found' "$work/ldd.out")"
-  for lib in $(awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}' "$work/ldd.out"); do
+  while read -r lib; do
     [ -e "$root$lib" ] || install -D -m 0755 "$(readlink -f "$lib")" "$root$lib"
-  done
+  done < <(awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}' "$work/ldd.out")
 }
 
 # Packs ROOT into a reproducible tarball (sorted, fixed mtimes, numeric owners as set in ROOT)
@@ -84,10 +84,15 @@ import_root() {
     say "$image is up to date ($(du -h "$tarball" | cut -f1) root, ${sum:0:12})"
     return 0
   fi
-  local changes=() change
+  local changes=() change old
   for change in "$@" "LABEL org.ferry.rootfs=$sum"; do changes+=(--change "$change"); done
+  old=$(docker image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)
   docker import "${changes[@]}" --message "deploy/build-images.sh" "$tarball" "$image" >/dev/null
   say "$image imported ($(du -h "$tarball" | cut -f1) root, ${sum:0:12})"
+  # The previous version lost its tag: remove it, unless containers still use it.
+  if [ -n "$old" ]; then
+    docker image rm "$old" >/dev/null 2>&1 || true
+  fi
 }
 
 # Minimal /etc: users, groups, name resolution through /etc/hosts then DNS (Docker provides

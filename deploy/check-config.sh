@@ -2,7 +2,8 @@
 # Checks the cluster's configuration files without starting anything:
 #   - prometheus.yml            promtool check config (it loads alerts.yml too)
 #   - alerts.yml                promtool check rules, and its unit tests in alerts.test.yml
-#   - node1.toml … node3.toml   ferryd --print-config (ferryd parses and validates them)
+#   - node1.toml … node3.toml   ferryd --print-config (ferryd parses and validates them), and
+#                               secrets/node1.toml … (with the users) once make-secrets.sh ran
 #   - docker-compose.yml        docker compose config (when Compose is installed)
 # promtool and ferryd are this machine's if installed (/usr/bin/promtool from Debian's
 # prometheus package; target/release/ferryd), else the ones in the images
@@ -28,15 +29,17 @@ echo "== promtool check rules alerts.yml"
 echo "== promtool test rules alerts.test.yml"
 "${promtool[@]}" test rules alerts.test.yml
 
+# The node configs, and the ones make-secrets.sh made from them (with the users) if it ran.
 ferryd=${CARGO_TARGET_DIR:-$repo/target}/release/ferryd
-for node in node1 node2 node3; do
-  echo "== ferryd --config $node.toml --print-config"
+configs=(node1.toml node2.toml node3.toml)
+[ -f secrets/node1.toml ] && configs+=(secrets/node1.toml secrets/node2.toml secrets/node3.toml)
+for config in "${configs[@]}"; do
+  echo "== ferryd --config $config --print-config"
   if [ -x "$ferryd" ]; then
-    # A scratch data directory: --print-config creates nothing, but keep it off the real one.
     env -u FERRYD_DATA_DIR -u FERRYD_TCP -u FERRYD_METRICS -u FERRYD_CONFIG \
-      "$ferryd" --config "$node.toml" --print-config >/dev/null
+      "$ferryd" --config "$config" --print-config >/dev/null
   else
-    docker run --rm --network none -v "$deploy/$node.toml:/etc/ferry/ferryd.toml:ro" \
+    docker run --rm --network none -v "$deploy/$config:/etc/ferry/ferryd.toml:ro" \
       ferry/ferryd:local --config /etc/ferry/ferryd.toml --print-config >/dev/null
   fi
   echo "  ok"

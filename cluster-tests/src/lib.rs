@@ -332,8 +332,9 @@ fn compose_command(project: &str, ports: Option<(u16, u16)>) -> Command {
 // ---------------------------------------------------------------------------------------------
 // Images, teardown
 
-/// Builds the images once per process with deploy/build-images.sh (a cargo release build,
-/// then a re-import only if something changed).
+/// Once per process: builds the images with deploy/build-images.sh (a cargo release build,
+/// then a re-import only if something changed), then makes the cluster's credentials and node
+/// configs with deploy/make-secrets.sh (existing passwords are kept).
 pub fn ensure_images() {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
@@ -350,7 +351,29 @@ pub fn ensure_images() {
             ran.took.as_secs_f64(),
             tail(&ran.stderr, 3)
         );
+        let script = deploy_dir().join("make-secrets.sh");
+        let ran = run(&mut Command::new(&script), DOCKER_TIMEOUT);
+        assert!(
+            ran.success(),
+            "{} failed: {}",
+            script.display(),
+            ran.describe()
+        );
     });
+}
+
+/// The operator's password (user `admin`) that deploy/make-secrets.sh made.
+pub fn admin_password() -> String {
+    let path = deploy_dir().join("secrets/admin.password");
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| {
+            panic!(
+                "reading {}: {e} (run deploy/make-secrets.sh)",
+                path.display()
+            )
+        })
+        .trim_end()
+        .to_owned()
 }
 
 /// Projects started by this process and not torn down yet.
@@ -593,6 +616,12 @@ impl Cluster {
         docker(&[action, &self.container(service)])
     }
 
+    /// Copies a host file into a service's container (`docker cp`).
+    pub fn copy_into(&self, service: &str, from: &Path, to: &str) {
+        let from = from.to_str().expect("UTF-8 paths");
+        docker(&["cp", from, &format!("{}:{to}", self.container(service))]);
+    }
+
     /// Cuts a service off the cluster's network (its peers and Prometheus no longer reach it,
     /// nor does the host's published port).
     pub fn disconnect(&self, service: &str) {
@@ -661,15 +690,27 @@ impl Cluster {
         run(&mut self.ferry_command(args), timeout)
     }
 
-    /// The host's `ferry` aimed at node1, not started.
+    /// The host's `ferry` aimed at node1, authenticated as `admin`, not started.
     pub fn ferry_command(&self, args: &[&str]) -> Command {
+        let mut command = self.anonymous_ferry_command(args);
+        command
+            .env("FERRY_USER", "admin")
+            .env("FERRY_PASSWORD", admin_password());
+        command
+    }
+
+    /// The host's `ferry` aimed at node1, without credentials, not started.
+    pub fn anonymous_ferry_command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(ferry_bin());
         command
             .arg("--json")
             .arg("-c")
             .arg(format!("tcp://127.0.0.1:{}", self.node1_port))
             .args(args)
-            .env_remove("FERRY_URI");
+            .env_remove("FERRY_URI")
+            .env_remove("FERRY_USER")
+            .env_remove("FERRY_PASSWORD")
+            .env_remove("FERRY_CA");
         command
     }
 

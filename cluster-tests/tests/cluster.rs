@@ -15,7 +15,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ferry_cluster_tests::{
     Cluster, Hash, NODES, Ran, Running, hex_hash, node_keepalive, poll, write_test_file,
@@ -97,6 +97,17 @@ fn holders(cluster: &Cluster, name: &str, checksum: &str) -> Vec<String> {
 #[ignore = "needs Docker: run by .ci/run when a Docker engine answers"]
 fn migrate_moves_a_volume_between_nodes() {
     let cluster = Cluster::start();
+    // The published port wants credentials: an anonymous client gets nothing but an error.
+    let anonymous = ferry_cluster_tests::run(
+        &mut cluster.anonymous_ferry_command(&["vol", "list"]),
+        ferry_cluster_tests::FERRY_TIMEOUT,
+    );
+    assert_eq!(
+        anonymous.code(),
+        Some(7),
+        "denied: {}",
+        anonymous.describe()
+    );
     // 96 MiB with a 32 MiB hole in the middle: holes travel as holes, node to node too.
     let size = 96 * MIB;
     let file = cluster.scratch().join("disk.img");
@@ -234,12 +245,14 @@ fn frozen_and_partitioned_peers_fail_transfers_within_the_keepalive_bound() {
         "node1 to reach node3 again",
         Duration::from_secs(60),
         || {
-            let ran = cluster.ferry_in("node1", &["-c", "tcp://node3:7300", "ping"]);
-            if ran.success() {
-                Ok(())
-            } else {
-                Err(ran.describe())
-            }
+            let view = cluster
+                .ferry(&["vol", "list", "--cluster"])
+                .expect_success()
+                .json();
+            let all = view
+                .as_array()
+                .is_some_and(|nodes| nodes.iter().all(|n| n["reachable"] == true));
+            if all { Ok(()) } else { Err(view.to_string()) }
         },
     );
     assert!(
@@ -338,7 +351,13 @@ fn with_retries(cluster: &Cluster, args: &[&str], report: &mut ClientReport) -> 
             report.operations += 1;
             return ran;
         }
-        let retryable = matches!(ran.code(), Some(3 | 9));
+        // WORKAROUND, remove once fixed: `ferry` exits 7 (denied) when the connection is lost
+        // during the SCRAM exchange (the node restarting, docker's proxy closing), because
+        // every authentication failure maps to 7 (services/src/cli/exit.rs); it should be 3.
+        let lost_while_authenticating = ran.code() == Some(7)
+            && ran.stderr.contains("authenticating")
+            && ran.stderr.contains("connection lost");
+        let retryable = matches!(ran.code(), Some(3 | 9)) || lost_while_authenticating;
         assert!(
             retryable && Instant::now() < deadline,
             "ferry {args:?} failed for good: {}",
@@ -507,12 +526,13 @@ fn rolling_restart_keeps_a_retrying_client_working() {
     }
 }
 
-/// `{node → value}` of a per-node counter once Prometheus has all three nodes' samples.
+/// node1's, node2's and node3's values of an expression over ferryd's per-node series (one
+/// per node), once Prometheus has all three.
 fn counters(
     prometheus: &ferry_cluster_tests::Prometheus,
     metric: &str,
 ) -> Result<Vec<f64>, String> {
-    let values = prometheus.by_node(&format!("sum by (node) ({metric}{{job=\"ferryd\"}})"))?;
+    let values = prometheus.by_node(&format!("max by (node) ({metric})"))?;
     NODES
         .iter()
         .map(|n| {
@@ -569,22 +589,57 @@ fn prometheus_sees_every_node_counts_the_bytes_and_alerts() {
         "alerts.yml is loaded: {names:?}"
     );
 
-    // Byte counters before, then one volume through all three nodes: uploaded to node1,
-    // migrated to node2, copied from node2 to node3, downloaded from node3.
-    let received_before = poll(
-        "stream counters of every node",
-        Duration::from_secs(60),
-        || counters(&prometheus, "ferry_stream_received_bytes_total"),
-    );
-    let sent_before = counters(&prometheus, "ferry_stream_sent_bytes_total").expect("sent bytes");
+    // One volume through all three nodes: uploaded to node1, migrated to node2, copied from
+    // node2 to node3, downloaded from node3. Each node's stream counter must grow by exactly
+    // its size. Two things also count as stream data and are kept out of the measurement: the
+    // SCRAM exchange of every TCP connection that authenticates (it travels on the auth
+    // program's stream), so the clients use the nodes' unix sockets (`docker exec`), which
+    // need none; and the first connection from one node to its peer, so a warm-up volume
+    // takes the same path first, leaving node1's and node2's peer connections open for reuse.
+    let warm_up = cluster.scratch().join("warm-up");
+    write_test_file(&warm_up, 4096, "warm-up", &[]);
+    cluster.copy_into("node1", &warm_up, "/tmp/warm-up");
+    cluster
+        .ferry_in("node1", &["vol", "upload", "/tmp/warm-up", "warm-up"])
+        .expect_success();
+    cluster
+        .ferry_in("node1", &["vol", "copy", "warm-up", "--to", "node2"])
+        .expect_success();
+    cluster
+        .ferry_in("node2", &["vol", "copy", "warm-up", "--to", "node3"])
+        .expect_success();
     let size = 40 * MIB + 123;
     let file = cluster.scratch().join("counted");
     let checksum = hex_hash(&write_test_file(&file, size, "counted", &[]));
+    cluster.copy_into("node1", &file, "/tmp/counted");
+    // Counters from scrapes after the warm-up.
+    let warmed_up = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    poll(
+        "a scrape of every node after the warm-up",
+        Duration::from_secs(60),
+        || {
+            let stamps = counters(&prometheus, "timestamp(ferry_stream_received_bytes_total)")?;
+            if stamps.iter().all(|t| *t > warmed_up) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "sample times {stamps:?}, warm-up done at {warmed_up}"
+                ))
+            }
+        },
+    );
+    let received_before =
+        counters(&prometheus, "ferry_stream_received_bytes_total").expect("received bytes");
+    let sent_before = counters(&prometheus, "ferry_stream_sent_bytes_total").expect("sent bytes");
+
     cluster
-        .ferry(&["vol", "upload", path_str(&file), "counted"])
+        .ferry_in("node1", &["vol", "upload", "/tmp/counted", "counted"])
         .expect_success();
     cluster
-        .ferry(&["vol", "migrate", "counted", "--to", "node2"])
+        .ferry_in("node1", &["vol", "migrate", "counted", "--to", "node2"])
         .expect_success();
     cluster
         .ferry_in("node2", &["vol", "copy", "counted", "--to", "node3"])

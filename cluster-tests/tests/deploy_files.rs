@@ -70,6 +70,19 @@ fn node_configs_parse_and_name_the_other_two_nodes() {
             .map(|other| (other.to_string(), format!("tcp://{other}:7300")))
             .collect();
         assert_eq!(peers, expected, "{}", path.display());
+        for peer in &config.peers {
+            // Nodes authenticate to each other as "peer" with the compose secret.
+            assert_eq!(peer.user.as_deref(), Some("peer"), "{}", path.display());
+            assert_eq!(
+                peer.password_file.as_deref(),
+                Some(std::path::Path::new("/run/secrets/peer-password")),
+                "{}",
+                path.display()
+            );
+        }
+        // Plain TCP on the private network, but every TCP client authenticates.
+        assert!(config.security.allow_plain_tcp, "{}", path.display());
+        assert_eq!(config.security.anonymous_role, None, "{}", path.display());
         assert_eq!(config.tcp, "0.0.0.0:7300");
         assert_eq!(config.metrics, "0.0.0.0:7301");
         // The cluster tests' keepalive bound assumes a short keepalive.
