@@ -5,7 +5,7 @@ use std::time::Duration;
 use ferry_codec::Limits;
 
 /// Keepalive: a PING after `interval` of silence; the peer is dead after `count` silent
-/// intervals, so a silent peer is detected within `interval × (count + 1)`.
+/// intervals, so a silent peer is detected within `interval × (count + 2)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KeepaliveConfig {
     pub interval: Duration,

@@ -275,17 +275,25 @@ impl Output {
     }
 
     pub fn downloaded(&self, r: &DownloadReport) {
+        // Data went to stdout with `-`: the report must not follow it there.
+        let to_stdout = r.file.as_os_str() == "-";
         if self.json {
-            return self.print(json!({
+            let report = json!({
                 "file": r.file.display().to_string(),
                 "bytes": r.bytes,
                 "hole_bytes": r.hole_bytes,
                 "checksum": hex::encode(&r.checksum),
                 "seconds": r.took.as_secs_f64(),
-            }));
+            });
+            if to_stdout {
+                eprintln!("{report}");
+            } else {
+                self.print(report);
+            }
+            return;
         }
         let rate = r.bytes as f64 / r.took.as_secs_f64().max(1e-9);
-        println!(
+        let line = format!(
             "downloaded {}: {} in {:.1} s ({}/s), blake3 {}",
             r.file.display(),
             HumanBytes(r.bytes),
@@ -293,6 +301,11 @@ impl Output {
             HumanBytes(rate as u64),
             hex::encode(&r.checksum)
         );
+        if to_stdout {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
     }
 
     pub fn event(&self, e: &Event) {
