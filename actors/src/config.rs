@@ -43,6 +43,10 @@ pub struct ServerConfig {
     pub arbiters: usize,
     /// Frames queued for one connection's writer before senders wait.
     pub write_queue: usize,
+    /// Stream bytes queued for one connection's socket and not yet written, over all its
+    /// streams; a stream with credit waits for room beyond this. Credit alone does not bound
+    /// it (a client may grant 2^32-1 bytes per stream and stop reading).
+    pub max_send_queue: u32,
     /// Credit granted to the client per upload stream: the most the server buffers for it.
     pub stream_window: u32,
     /// Streams open at once on one connection; more are refused RESOURCE_EXHAUSTED.
@@ -61,6 +65,10 @@ pub struct ServerConfig {
 /// time multiplied by the rate one stream should reach (1 MiB covers 1 GB/s at 1 ms).
 pub const DEFAULT_STREAM_WINDOW: u32 = 1024 * 1024;
 
+/// Default send queue per connection: 4 MiB, four 1 MiB windows. The socket's own buffers
+/// hold the rest of what is in flight; more queued in user space buys no speed.
+pub const DEFAULT_MAX_SEND_QUEUE: u32 = 4 * 1024 * 1024;
+
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
@@ -73,6 +81,7 @@ impl Default for ServerConfig {
             keepalive: Some(KeepaliveConfig::default()),
             arbiters: std::thread::available_parallelism().map_or(1, |n| n.get()),
             write_queue: 1024,
+            max_send_queue: DEFAULT_MAX_SEND_QUEUE,
             stream_window: DEFAULT_STREAM_WINDOW,
             max_streams_per_connection: 256,
             max_buffered_per_connection: 256 * 1024 * 1024,
@@ -93,6 +102,8 @@ pub struct ClientConfig {
     pub default_deadline: Option<Duration>,
     pub keepalive: Option<KeepaliveConfig>,
     pub write_queue: usize,
+    /// As [`ServerConfig::max_send_queue`], for this connection's uploads.
+    pub max_send_queue: u32,
     /// MESSAGE frames queued per event subscriber; further events are dropped for that
     /// subscriber (and counted) so a slow subscriber never stalls the connection.
     pub subscriber_queue: usize,
@@ -109,6 +120,7 @@ impl Default for ClientConfig {
             default_deadline: None,
             keepalive: Some(KeepaliveConfig::default()),
             write_queue: 1024,
+            max_send_queue: DEFAULT_MAX_SEND_QUEUE,
             subscriber_queue: 256,
             stream_window: DEFAULT_STREAM_WINDOW,
         }

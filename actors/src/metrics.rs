@@ -90,6 +90,11 @@ pub struct Counters {
     pub stream_buffered_bytes: Gauge,
     /// Times a stream's sender had data but no credit and had to wait.
     pub credit_stalls: Counter,
+    /// Stream bytes (whole frames) queued for the socket and not yet written; at most
+    /// `max_send_queue` per connection.
+    pub send_queued_bytes: Gauge,
+    /// Times a stream's sender had data and credit but its connection's send queue was full.
+    pub send_queue_stalls: Counter,
     /// Stream data payload bytes received and sent (holes not counted).
     pub stream_bytes_in: Counter,
     pub stream_bytes_out: Counter,

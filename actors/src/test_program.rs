@@ -171,7 +171,7 @@ impl TestHandler for TestService {
         );
         let mut hash = ContentHash::default();
         while let Some(chunk) = incoming.recv().await? {
-            hash.update(&chunk);
+            hash.absorb(&chunk).await;
             if request.stall_after > 0 && hash.bytes() >= request.stall_after {
                 // A consumer that stops reading: only cancellation ends this.
                 std::future::pending::<()>().await;
@@ -216,7 +216,7 @@ impl TestHandler for TestService {
             } else {
                 Chunk::Hole((data_run + request.hole_run - in_run).min(request.length - offset))
             };
-            hash.update(&piece);
+            hash.absorb(&piece).await;
             offset += piece.len();
             outgoing.send_chunk(piece).await?;
         }

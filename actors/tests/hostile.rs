@@ -78,6 +78,9 @@ const IDLE_CONNECTIONS: usize = 2000;
 /// Resident memory the whole suite may add to the process (server and clients together).
 const RSS_GROWTH_LIMIT: u64 = 200 << 20;
 
+/// The largest stream frame the server sends: a default `max_chunk` of data and its head.
+const MAX_STREAM_FRAME: u64 = 256 * 1024 + 28;
+
 fn config() -> ServerConfig {
     ServerConfig {
         handshake_timeout: HANDSHAKE,
@@ -772,6 +775,26 @@ fn downloads_that_never_read(ctx: &Ctx) -> LocalBoxFuture<'_, ()> {
             peers.push(stream);
         }
         common::reach(&ctx.counters.streams_open, streams + 8).await;
+        // The credited downloads fill their sockets, then their connection's send queue, and
+        // wait there: the server queues at most `max_send_queue` per connection, whatever
+        // credit it was given. (Before that limit the writer's data lane grew by the full
+        // 2^32-1 bytes of credit.)
+        let limit = u64::from(config().max_send_queue);
+        let nearly_full = 2 * (limit - MAX_STREAM_FRAME);
+        tokio::time::timeout(
+            PROMPTLY,
+            ctx.counters
+                .send_queued_bytes
+                .wait_for(|n| *n >= nearly_full),
+        )
+        .await
+        .expect("both connections' send queues fill up");
+        let queued = ctx.counters.send_queued_bytes.get();
+        assert!(
+            queued <= 2 * limit,
+            "{queued} bytes queued for two connections that never read"
+        );
+        assert!(ctx.counters.send_queue_stalls.get() >= 2);
         // The server buffers nothing for them, and its memory stays bounded.
         ctx.assert_buffered_at_most(0, "downloads that never read");
         let grown = resident_bytes().saturating_sub(rss);
@@ -905,8 +928,8 @@ async fn hostile_peers_get_the_documented_outcome_while_a_good_client_is_served(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Regressions for bugs found by fuzz/fuzz_targets/connection.rs and by this suite. Ignored
-// until fixed (run them with `--ignored`); each documents the outcome docs/PROTOCOL.md promises.
+// Regressions for bugs found by fuzz/fuzz_targets/connection.rs and by this suite, all fixed;
+// each documents how the bug showed and the outcome docs/PROTOCOL.md promises.
 
 /// A connection that has more control frames to queue than `write_queue` holds deadlocks:
 /// `ServerConnection::send` (actors/src/server/connection.rs) waits for room with `ctx.wait`,
@@ -975,13 +998,12 @@ async fn type_status_pairs_outside_section_4_are_protocol_violations() {
     expect_refusal(&mut stream, 3, ErrorCode::ProtocolViolation).await;
 }
 
-/// A STREAM_HOLE frame costs 40 bytes of credit whatever length it claims, and nothing limits
-/// that length (up to 2^64 - 1). A consumer that hashes or materialises holes spends CPU in
-/// proportion: the test program's Sink hashes the zeros (`ContentHash::zeros`,
-/// actors/src/stream/hash.rs) right in its handler, on the connection's arbiter thread, so one
-/// 40-byte frame claiming 2^50 bytes keeps that thread busy for hours and every connection on it
-/// stalls. Found by fuzz/fuzz_targets/connection.rs (a timeout).
-#[ignore = "bug: one STREAM_HOLE frame claiming 2^50 zero bytes stalls every connection of its arbiter"]
+/// A STREAM_HOLE frame costs 40 bytes of credit whatever length it claims (up to 2^64 - 1),
+/// while a consumer that hashes holes spends CPU in proportion to the length. The test
+/// program's Sink hashed them in its handler, on the connection's arbiter thread, so one
+/// 40-byte frame claiming 2^50 bytes kept that thread busy for days and every connection on it
+/// stalled (found by fuzz/fuzz_targets/connection.rs, as a timeout). Holes are now hashed in
+/// slices with yields between (`ContentHash::absorb`).
 #[actix_rt::test]
 async fn a_huge_hole_does_not_stall_other_connections() {
     let server = start(ServerConfig {

@@ -23,10 +23,9 @@
 //! seeds: a sequence of steps, each an opcode byte and its arguments (see `Step::parse`).
 //! Set `FERRY_FUZZ_DEBUG=1` to print the steps and the server's frames of an input.
 //!
-//! Three known bugs are stepped around until they are fixed (fuzz/README.md, "Findings"): the
-//! server runs with the default `write_queue` (a small one deadlocks the connection on any
-//! burst of replies), holes and Source downloads are capped (`HOLE_CAP`, `SOURCE_CAP`), and
-//! stream data after a REPLY is tolerated (`KNOWN_DATA_AFTER_REPLY`).
+//! The bugs this target found (fuzz/README.md, "Findings") are fixed, and it checks for each
+//! again: the control lane is small (16 frames) so bursts of replies make the connection wait
+//! for its writer, holes of any length are sent, and nothing may follow a serial's REPLY.
 #![no_main]
 
 use std::cell::RefCell;
@@ -60,11 +59,9 @@ const MAX_STREAMS: usize = 4;
 const MAX_IN_FLIGHT: usize = 16;
 /// Steps of one input at most.
 const MAX_STEPS: usize = 256;
-/// Longest hole the fuzzed client sends, and longest Source download it asks for. A hole costs
-/// 40 bytes of credit whatever its length, and the test program's Sink and Source hash every
-/// hole's zeros on the connection's arbiter: a hole of 2^50 bytes keeps it busy for hours (see
-/// fuzz/README.md, "Findings"). Longer ones would only find that again.
-const HOLE_CAP: u64 = 1 << 20;
+/// Longest Source download a garbage CALL body may ask for. The server makes that much data
+/// (within the credit the input grants, up to 2^32-1 per grant), which takes time per input and
+/// finds nothing a short download does not.
 const SOURCE_CAP: u64 = 4 << 20;
 /// Frames one flood step writes at most.
 const MAX_FLOOD: u16 = 2048;
@@ -78,10 +75,6 @@ const IO_BOUND: Duration = Duration::from_secs(10);
 /// Bound on the gauges returning to 0 once the connection ended (handlers of streaming calls
 /// get `stream_abort_grace` first).
 const SETTLE_BOUND: Duration = Duration::from_secs(2);
-
-/// Stream data may follow its serial's REPLY: a known bug (fuzz/README.md, "Findings"), not
-/// reported again until it is fixed. Set to false then.
-const KNOWN_DATA_AFTER_REPLY: bool = true;
 
 fn config() -> ServerConfig {
     ServerConfig {
@@ -99,10 +92,11 @@ fn config() -> ServerConfig {
             count: 3,
         }),
         arbiters: 1,
-        // The default. A small control lane (16) makes almost every burst of replies hit the
-        // connection deadlock described in fuzz/README.md ("Findings"): once that is fixed, a
-        // small lane exercises the path where the connection waits for its writer.
-        write_queue: 1024,
+        // Small, so that bursts of replies exercise the path where the connection waits for
+        // its writer (the deadlock in fuzz/README.md, "Findings").
+        write_queue: 16,
+        // Small too, so that credit floods on downloads make streams wait for room.
+        max_send_queue: 64 * 1024,
         stream_window: WINDOW,
         max_streams_per_connection: MAX_STREAMS,
         max_buffered_per_connection: MAX_BUFFERED,
@@ -438,16 +432,6 @@ fn tame_source(procedure: u32, body: Vec<u8>) -> Vec<u8> {
     }
 }
 
-/// A well-formed hole payload claims at most `HOLE_CAP` bytes.
-fn tame_hole(payload: &[u8]) -> Vec<u8> {
-    let mut payload = payload.to_vec();
-    if payload.len() == 12 {
-        let length = u64::from_be_bytes(payload[..8].try_into().unwrap());
-        payload[..8].copy_from_slice(&length.min(HOLE_CAP).to_be_bytes());
-    }
-    payload
-}
-
 fn encode<M: prost::Message>(message: &M) -> Vec<u8> {
     encode_message(message).to_vec()
 }
@@ -518,7 +502,7 @@ fn actions(steps: &[Step]) -> Vec<Action> {
                 }
             }
             Step::Hole { serial, payload } => {
-                push(route(&routes, *serial), 6, *serial, 2, &tame_hole(payload))
+                push(route(&routes, *serial), 6, *serial, 2, payload)
             }
             Step::StreamOk { serial } => push(route(&routes, *serial), 3, *serial, 0, &[]),
             Step::StreamError { serial, payload } => {
@@ -555,16 +539,12 @@ fn actions(steps: &[Step]) -> Vec<Action> {
                 status,
                 payload,
             } => {
-                let payload = match kind {
-                    MessageType::StreamHole => tame_hole(payload),
-                    _ => payload.clone(),
-                };
                 push(
                     (*program, *version, *procedure),
                     *kind as u32,
                     *serial,
                     *status as u32,
-                    &payload,
+                    payload,
                 )
             }
             Step::Ping => push((KEEPALIVE, 1, 1), 2, 0, 0, &[]),
@@ -687,11 +667,7 @@ impl Received {
             return;
         }
         let seen = self.per_serial.entry(h.serial).or_default();
-        let data = matches!(
-            (h.kind, h.status),
-            (MessageType::Stream, Status::Continue) | (MessageType::StreamHole, _)
-        );
-        if seen.replies > 0 && seen.after_reply.is_none() && !(data && KNOWN_DATA_AFTER_REPLY) {
+        if seen.replies > 0 && seen.after_reply.is_none() {
             seen.after_reply = Some((h.kind, h.status));
         }
         match (h.kind, h.status) {
@@ -830,15 +806,13 @@ async fn run(server: &ServerHandle, actions: Vec<Action>, sent: Sent, debug: boo
                 }
             }
         }
-        // The output may end inside a frame: when the client closes its side, the server stops
-        // the connection at once and drops its writer mid-write (see fuzz/README.md). The bytes
-        // that did arrive passed the decoder's header checks.
-        if debug && !buf.is_empty() {
-            eprintln!(
-                "  the server's output ends inside a frame ({} bytes)",
-                buf.len()
-            );
-        }
+        // The server flushes what it queued before it closes, so its output ends on a frame
+        // boundary.
+        assert!(
+            buf.is_empty(),
+            "the server's output ends inside a frame ({} bytes left over)",
+            buf.len()
+        );
         received
     };
     let Ok((_, received)) =

@@ -96,6 +96,7 @@ pub struct LimitsConfig {
     pub max_connections_per_address: usize,
     pub max_streams_per_connection: usize,
     pub max_buffered_per_connection: u64,
+    pub max_send_queue: u32,
     pub handshake_timeout_secs: u64,
     pub idle_timeout_secs: u64,
     pub keepalive_interval_secs: u64,
@@ -110,6 +111,7 @@ pub struct StoreConfigFile {
     /// How long a partial upload is kept for resuming after its connection was lost.
     pub resume_ttl_secs: u64,
     pub max_name_len: usize,
+    pub max_volume_size: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -152,6 +154,7 @@ impl Default for LimitsConfig {
             max_connections_per_address: server.max_connections_per_address,
             max_streams_per_connection: server.max_streams_per_connection,
             max_buffered_per_connection: server.max_buffered_per_connection,
+            max_send_queue: server.max_send_queue,
             handshake_timeout_secs: server.handshake_timeout.as_secs(),
             idle_timeout_secs: server.idle_timeout.as_secs(),
             keepalive_interval_secs: keepalive.interval.as_secs(),
@@ -166,6 +169,7 @@ impl Default for StoreConfigFile {
         Self {
             resume_ttl_secs: 24 * 3600,
             max_name_len: 128,
+            max_volume_size: crate::store::DEFAULT_MAX_VOLUME_SIZE,
         }
     }
 }
@@ -201,6 +205,7 @@ impl NodeConfig {
             max_connections_per_address: l.max_connections_per_address,
             max_streams_per_connection: l.max_streams_per_connection,
             max_buffered_per_connection: l.max_buffered_per_connection,
+            max_send_queue: l.max_send_queue,
             handshake_timeout: Duration::from_secs(l.handshake_timeout_secs),
             idle_timeout: Duration::from_secs(l.idle_timeout_secs),
             keepalive: (l.keepalive_interval_secs > 0).then(|| KeepaliveConfig {

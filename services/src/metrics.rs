@@ -196,6 +196,18 @@ impl Collector for NodeCollector {
             "Times a stream sender waited for credit.",
             c.credit_stalls.get(),
         )?;
+        gauge(
+            &mut e,
+            "ferry_send_queued_bytes",
+            "Stream bytes queued for sockets and not yet written.",
+            c.send_queued_bytes.get() as i64,
+        )?;
+        counter(
+            &mut e,
+            "ferry_send_queue_stalls",
+            "Times a stream sender waited for room in its connection's send queue.",
+            c.send_queue_stalls.get(),
+        )?;
         counter(
             &mut e,
             "ferry_limit_rejections",

@@ -95,6 +95,7 @@ pub async fn start(config: &NodeConfig) -> Result<Node, NodeError> {
         StoreConfig {
             resume_ttl: Duration::from_secs(config.store.resume_ttl_secs),
             max_name_len: config.store.max_name_len,
+            max_volume_size: config.store.max_volume_size,
         },
     )?);
     info!(recovery = ?store.recovery_report(), dir = %data_dir.display(), "volume store open");

@@ -535,7 +535,7 @@ impl VolumeHandler for VolumeService {
                         .await?;
                 download = rest;
                 let Some(chunk) = chunk else { break };
-                hash.update(&chunk);
+                hash.absorb(&chunk).await;
                 progress.advance(chunk.len()).await;
                 outgoing.send_chunk(chunk).await?;
             }

@@ -394,6 +394,55 @@ fn size_limits() {
     assert_eq!(info.checksum, Some(*blake3::hash(b"").as_bytes()));
 }
 
+/// `max_volume_size` bounds volumes however they are made: created, announced by an upload, or
+/// grown by an upload's data and holes (a hole costs its sender 40 bytes on the wire but is
+/// hashed here as zeros, so this is also the bound on an upload's CPU).
+#[test]
+fn max_volume_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig {
+        max_volume_size: 1 << 20,
+        ..StoreConfig::default()
+    };
+    let store = VolumeStore::open(dir.path(), config).unwrap();
+    let too_large = |result: Result<_, StoreError>, size| match result {
+        Err(StoreError::TooLarge {
+            size: s,
+            limit: 1_048_576,
+            ..
+        }) if s == size => {}
+        Err(other) => panic!("expected TooLarge, got {other}"),
+        Ok(_) => panic!("expected TooLarge, got success"),
+    };
+    too_large(store.create("big", (1 << 20) + 1).map(drop), (1 << 20) + 1);
+    store.create("fits", 1 << 20).unwrap();
+    let announced = UploadOptions {
+        expected_size: Some(1 << 30),
+        ..UploadOptions::default()
+    };
+    too_large(
+        store.begin_upload("announced", announced).map(drop),
+        1 << 30,
+    );
+
+    // Unannounced: the chunk that would pass the limit is refused whole, even a huge hole.
+    let mut upload = store
+        .begin_upload("grown", UploadOptions::default())
+        .unwrap();
+    upload.write(&data(&[7; 4096])).unwrap();
+    too_large(
+        upload.write(&Chunk::Hole(1 << 50)).map(drop),
+        4096 + (1 << 50),
+    );
+    too_large(upload.write(&Chunk::Hole(u64::MAX)).map(drop), u64::MAX);
+    assert_eq!(upload.offset(), 4096);
+    upload.abort().unwrap();
+    assert_eq!(store.upload_status("grown").unwrap(), None);
+    assert_eq!(names(&store), ["fits"]);
+    let err = store.create("big", u64::MAX).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::ResourceExhausted, "{err}");
+}
+
 #[test]
 fn abort_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();

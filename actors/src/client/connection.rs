@@ -14,7 +14,7 @@ use crate::config::ClientConfig;
 use crate::connection::keepalive::{Keepalive, Tick};
 use crate::connection::reader::FrameReader;
 use crate::connection::transport::Transport;
-use crate::connection::writer::{Outbox, WriterStopped, spawn_writer};
+use crate::connection::writer::{Outbox, Room, WriterStopped, spawn_writer};
 use crate::control::ControlMessage;
 use crate::error::CallError;
 use crate::metrics::{Counters, Traffic};
@@ -80,7 +80,12 @@ impl ClientConnection {
                 total: counters.clone(),
                 connection: None,
             };
-            let (outbox, writer) = Outbox::new(transport.write, config.write_queue, traffic);
+            let (outbox, writer) = Outbox::new(
+                transport.write,
+                config.write_queue,
+                config.max_send_queue,
+                traffic,
+            );
             let writer_task = spawn_writer(writer, ctx.address());
             Self {
                 keepalive: config.keepalive.map(Keepalive::new),
@@ -237,7 +242,9 @@ impl ClientConnection {
             Ok(()) => {
                 stream.oks_sent += 1;
                 stream.open = stream.oks_sent < stream.direction.client_oks();
-                let _ = self.outbox.send_data(Frame::stream_finish(route, serial));
+                let _ = self
+                    .outbox
+                    .send_data(Frame::stream_finish(route, serial), Room::none());
             }
             Err(error) => {
                 stream.open = false;

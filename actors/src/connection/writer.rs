@@ -7,20 +7,23 @@
 //!   always written first;
 //! - the **data** lane (STREAM data, holes and finishes): one queue per stream, served round
 //!   robin, at most [`DATA_PER_WRITE`] bytes per write, so a control frame waits at most about
-//!   one chunk's write time behind bulk data. The data lane needs no bound of its own: a stream
-//!   only queues data it has credit for, so each stream's queue is bounded by its window.
+//!   one chunk's write time behind bulk data. Credit alone does not bound it: a peer may grant
+//!   up to 2^32-1 bytes per stream and then stop reading the socket. So the lane also holds at
+//!   most `max_send_queue` bytes per connection: a stream reserves [`Room`] before it queues a
+//!   frame, and the writer gives the room back once the frame is written (or purged).
 //!
 //! Each frame is written as a 28-byte head and its payload `Bytes` side by side in one vectored
 //! write; payloads are never copied into an intermediate buffer.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice};
+use std::sync::Arc;
 
 use ferry_codec::{Frame, MessageType, Status, WireHead};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
-use crate::metrics::Traffic;
+use crate::metrics::{Counters, Traffic};
 
 /// Tells a connection actor that its writer has stopped (socket closed or failed).
 #[derive(actix::Message)]
@@ -60,11 +63,47 @@ const BATCH: usize = 64;
 /// Stream data written per write at most (when there is more than one chunk).
 pub const DATA_PER_WRITE: usize = 256 * 1024;
 
+/// The smallest send queue used, whatever is configured: room for a few frames of any size a
+/// peer's `max_chunk` is likely to allow in one piece.
+pub const MIN_SEND_QUEUE: u32 = 64 * 1024;
+
 /// A handle for queueing frames on a connection.
 #[derive(Debug, Clone)]
 pub struct Outbox {
     control: mpsc::Sender<Control>,
-    data: mpsc::UnboundedSender<Frame>,
+    data: mpsc::UnboundedSender<(Frame, Room)>,
+    room: Arc<Semaphore>,
+    /// The semaphore's size: no single reservation may ask for more.
+    room_limit: u32,
+    /// Where `send_queued_bytes` is kept.
+    counters: Arc<Counters>,
+}
+
+/// Bytes reserved in a connection's data lane for one frame; given back when dropped, that is
+/// when the writer has written or purged the frame.
+#[derive(Debug)]
+pub struct Room(Option<(OwnedSemaphorePermit, Arc<Counters>)>);
+
+impl Room {
+    /// For a frame that carries no data (a finish): it needs no room.
+    pub fn none() -> Self {
+        Self(None)
+    }
+
+    /// The bytes reserved.
+    pub fn bytes(&self) -> usize {
+        self.0
+            .as_ref()
+            .map_or(0, |(permit, _)| permit.num_permits())
+    }
+}
+
+impl Drop for Room {
+    fn drop(&mut self) {
+        if let Some((permit, counters)) = &self.0 {
+            counters.send_queued_bytes.sub(permit.num_permits() as u64);
+        }
+    }
 }
 
 /// The connection's writer has stopped (socket closed or failed).
@@ -73,14 +112,19 @@ pub struct Outbox {
 pub struct WriterGone;
 
 impl Outbox {
-    /// Creates an outbox and the writer future that drains it into `io`.
+    /// Creates an outbox and the writer future that drains it into `io`. `capacity` bounds the
+    /// control lane in frames, `max_send_queue` the data lane in bytes.
     pub fn new(
         io: Box<dyn AsyncWrite + Unpin>,
         capacity: usize,
+        max_send_queue: u32,
         traffic: Traffic,
     ) -> (Self, impl Future<Output = io::Result<()>>) {
+        let room_limit = max_send_queue.max(MIN_SEND_QUEUE);
+        let room = Arc::new(Semaphore::new(room_limit as usize));
         let (control, control_rx) = mpsc::channel(capacity);
         let (data, data_rx) = mpsc::unbounded_channel();
+        let counters = Arc::clone(&traffic.total);
         let writer = Writer {
             io,
             control_rx,
@@ -89,7 +133,14 @@ impl Outbox {
             ready: VecDeque::new(),
             traffic,
         };
-        (Self { control, data }, writer.run())
+        let outbox = Self {
+            control,
+            data,
+            room,
+            room_limit,
+            counters,
+        };
+        (outbox, writer.run())
     }
 
     /// Queues a control frame, waiting while the control lane is full.
@@ -111,9 +162,42 @@ impl Outbox {
             })
     }
 
-    /// Queues a stream frame on its stream's data lane. The caller must hold credit for it.
-    pub fn send_data(&self, frame: Frame) -> Result<(), WriterGone> {
-        self.data.send(frame).map_err(|_| WriterGone)
+    /// Reserves room for a frame of `bytes` in the data lane, if there is that much now. A
+    /// frame larger than the whole lane reserves the whole lane.
+    pub fn try_reserve(&self, bytes: usize) -> Option<Room> {
+        let n = self.clamp(bytes);
+        let permit = Arc::clone(&self.room).try_acquire_many_owned(n).ok()?;
+        Some(self.room(permit))
+    }
+
+    /// Waits until the data lane has room for a frame of `bytes`, and reserves it. Waiters are
+    /// served in order, so streams sharing a full lane take turns.
+    pub fn reserve(&self, bytes: usize) -> impl Future<Output = Room> + 'static + use<> {
+        let (n, outbox) = (self.clamp(bytes), self.clone());
+        async move {
+            let permit = Arc::clone(&outbox.room)
+                .acquire_many_owned(n)
+                .await
+                .expect("the data lane's semaphore is never closed");
+            outbox.room(permit)
+        }
+    }
+
+    fn clamp(&self, bytes: usize) -> u32 {
+        u32::try_from(bytes).map_or(self.room_limit, |n| n.min(self.room_limit))
+    }
+
+    fn room(&self, permit: OwnedSemaphorePermit) -> Room {
+        self.counters
+            .send_queued_bytes
+            .add(permit.num_permits() as u64);
+        Room(Some((permit, Arc::clone(&self.counters))))
+    }
+
+    /// Queues a stream frame on its stream's data lane. The caller must hold credit and
+    /// [`Room`] for it.
+    pub fn send_data(&self, frame: Frame, room: Room) -> Result<(), WriterGone> {
+        self.data.send((frame, room)).map_err(|_| WriterGone)
     }
 
     pub async fn close(&self) {
@@ -124,9 +208,9 @@ impl Outbox {
 struct Writer {
     io: Box<dyn AsyncWrite + Unpin>,
     control_rx: mpsc::Receiver<Control>,
-    data_rx: mpsc::UnboundedReceiver<Frame>,
+    data_rx: mpsc::UnboundedReceiver<(Frame, Room)>,
     /// Queued stream frames, per serial.
-    lanes: HashMap<u32, VecDeque<Frame>>,
+    lanes: HashMap<u32, VecDeque<(Frame, Room)>>,
     /// Serials with queued frames, in round-robin order.
     ready: VecDeque<u32>,
     traffic: Traffic,
@@ -136,20 +220,22 @@ impl Writer {
     async fn run(mut self) -> io::Result<()> {
         let mut control = Vec::with_capacity(BATCH);
         let mut batch = Vec::with_capacity(BATCH + 8);
+        // Room of the data frames in `batch`, given back once they are written.
+        let mut written = Vec::with_capacity(BATCH);
         loop {
             if self.ready.is_empty() {
                 // Nothing queued: wait for either lane.
                 tokio::select! {
                     biased;
                     n = self.control_rx.recv_many(&mut control, BATCH) => if n == 0 { break },
-                    frame = self.data_rx.recv() => match frame {
-                        Some(frame) => self.enqueue(frame),
+                    queued = self.data_rx.recv() => match queued {
+                        Some(queued) => self.enqueue(queued),
                         None => break,
                     },
                 }
             }
-            while let Ok(frame) = self.data_rx.try_recv() {
-                self.enqueue(frame);
+            while let Ok(queued) = self.data_rx.try_recv() {
+                self.enqueue(queued);
             }
             while control.len() < BATCH {
                 match self.control_rx.try_recv() {
@@ -168,10 +254,11 @@ impl Writer {
                 }
             }
             if !closing {
-                self.take_data(&mut batch);
+                self.take_data(&mut batch, &mut written);
             }
             write_frames(&mut self.io, &batch, &self.traffic).await?;
             batch.clear();
+            written.clear();
             if closing {
                 break;
             }
@@ -179,13 +266,13 @@ impl Writer {
         self.io.shutdown().await
     }
 
-    fn enqueue(&mut self, frame: Frame) {
-        let serial = frame.header.serial;
+    fn enqueue(&mut self, queued: (Frame, Room)) {
+        let serial = queued.0.header.serial;
         let lane = self.lanes.entry(serial).or_default();
         if lane.is_empty() {
             self.ready.push_back(serial);
         }
-        lane.push_back(frame);
+        lane.push_back(queued);
     }
 
     /// A REPLY or an abort ends its serial's stream: data still queued for it must not follow.
@@ -199,7 +286,7 @@ impl Writer {
     }
 
     /// Moves stream frames into `batch`, one per stream in turn, up to [`DATA_PER_WRITE`].
-    fn take_data(&mut self, batch: &mut Vec<Frame>) {
+    fn take_data(&mut self, batch: &mut Vec<Frame>, written: &mut Vec<Room>) {
         let mut bytes = 0;
         while bytes < DATA_PER_WRITE && batch.len() < BATCH {
             let Some(serial) = self.ready.pop_front() else {
@@ -209,9 +296,10 @@ impl Writer {
                 .lanes
                 .get_mut(&serial)
                 .expect("ready serials have lanes");
-            let frame = lane.pop_front().expect("ready lanes are not empty");
+            let (frame, room) = lane.pop_front().expect("ready lanes are not empty");
             bytes += frame.wire_len();
             batch.push(frame);
+            written.push(room);
             if lane.is_empty() {
                 self.lanes.remove(&serial);
             } else {

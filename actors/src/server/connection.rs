@@ -17,7 +17,7 @@ use crate::auth::{AuthProgram, Identity, Role};
 use crate::connection::keepalive::{Keepalive, Tick};
 use crate::connection::reader::FrameReader;
 use crate::connection::transport::Transport;
-use crate::connection::writer::{Outbox, WriterStopped, spawn_writer};
+use crate::connection::writer::{Outbox, Room, WriterStopped, spawn_writer};
 use crate::control::ControlMessage;
 use crate::error::CallError;
 use crate::metrics::{ConnectionStats, Traffic};
@@ -95,8 +95,12 @@ impl ServerConnection {
                 total: shared.counters.clone(),
                 connection: Some(stats.clone()),
             };
-            let (outbox, writer) =
-                Outbox::new(transport.write, config.write_queue, traffic.clone());
+            let (outbox, writer) = Outbox::new(
+                transport.write,
+                config.write_queue,
+                config.max_send_queue,
+                traffic.clone(),
+            );
             let writer_task = spawn_writer(writer, ctx.address());
             Self {
                 id,
@@ -768,7 +772,9 @@ impl Handler<StreamNotice> for ServerConnection {
             }
             Notice::Finish => {
                 // After the stream's data on its lane, so it never overtakes a chunk.
-                let _ = self.outbox.send_data(Frame::stream_finish(route, serial));
+                let _ = self
+                    .outbox
+                    .send_data(Frame::stream_finish(route, serial), Room::none());
             }
             Notice::Confirm => {}
             Notice::Abort(error) => self.conclude(ctx, serial, Err(error)),

@@ -13,7 +13,7 @@ use ferry_codec::proto::{ErrorCode, Layer, Side};
 use ferry_codec::{Frame, HOLE_LEN, Hole, MIN_FRAME_LEN, Route};
 use tokio::sync::oneshot;
 
-use crate::connection::writer::Outbox;
+use crate::connection::writer::{Outbox, Room};
 use crate::error::CallError;
 use crate::metrics::Counters;
 use crate::program::StreamEnds;
@@ -75,6 +75,10 @@ struct Receiving {
 #[derive(Default)]
 struct Sending {
     credit: u64,
+    /// Room in the connection's send queue reserved for the next frame.
+    room: Option<Room>,
+    /// A reservation is pending: the send queue was full.
+    awaiting_room: bool,
     /// Data waiting for credit, and who to tell once it is all queued.
     blocked: Option<(Chunk, Waiter<()>)>,
     finished: bool,
@@ -185,55 +189,85 @@ impl StreamActor {
         }
     }
 
-    /// Queues as much of the blocked data as credit allows.
-    fn pump(&mut self) {
-        if self.halted.load(Ordering::Relaxed) {
-            return;
-        }
+    /// Queues as much of the blocked data as credit and the connection's send queue allow.
+    fn pump(&mut self, ctx: &mut Context<Self>) {
         let Some(sending) = self.sending.as_mut() else {
             return;
         };
+        if self.halted.load(Ordering::Relaxed) {
+            sending.room = None;
+            return;
+        }
         let Some((mut rest, done)) = sending.blocked.take() else {
             return;
         };
         let head = MIN_FRAME_LEN as u64;
         loop {
-            match &mut rest {
-                Chunk::Data(bytes) => {
-                    if bytes.is_empty() {
-                        let _ = done.send(Ok(()));
-                        return;
-                    }
-                    if sending.credit <= head {
-                        self.counters.credit_stalls.inc();
-                        break;
-                    }
-                    let room = (sending.credit - head).min(u64::from(self.max_chunk)) as usize;
-                    let piece = bytes.split_to(room.min(bytes.len()));
-                    sending.credit -= head + piece.len() as u64;
-                    let frame = Frame::stream_data(self.route, self.serial, piece);
-                    if self.outbox.send_data(frame).is_err() {
-                        let _ = done.send(Err(CallError::connection_lost(
-                            self.side,
-                            "the connection's writer stopped",
-                        )));
-                        return;
-                    }
-                }
-                Chunk::Hole(length) => {
-                    let cost = head + HOLE_LEN as u64;
-                    if sending.credit < cost {
-                        self.counters.credit_stalls.inc();
-                        break;
-                    }
-                    sending.credit -= cost;
-                    let frame = Frame::hole(self.route, self.serial, Hole::new(*length));
-                    let outcome = self.outbox.send_data(frame).map_err(|_| {
-                        CallError::connection_lost(self.side, "the connection's writer stopped")
-                    });
-                    let _ = done.send(outcome);
+            // The next frame's wire length, as far as credit allows.
+            let wanted = match &rest {
+                Chunk::Data(bytes) if bytes.is_empty() => {
+                    let _ = done.send(Ok(()));
                     return;
                 }
+                Chunk::Data(bytes) if sending.credit > head => {
+                    head + (sending.credit - head)
+                        .min(u64::from(self.max_chunk))
+                        .min(bytes.len() as u64)
+                }
+                Chunk::Hole(_) if sending.credit >= head + HOLE_LEN as u64 => {
+                    head + HOLE_LEN as u64
+                }
+                _ => {
+                    self.counters.credit_stalls.inc();
+                    break;
+                }
+            };
+            let room = match sending.room.take() {
+                Some(room) => room,
+                None => match self.outbox.try_reserve(wanted as usize) {
+                    Some(room) => room,
+                    None => {
+                        if !sending.awaiting_room {
+                            sending.awaiting_room = true;
+                            self.counters.send_queue_stalls.inc();
+                            let reserve = self.outbox.reserve(wanted as usize);
+                            ctx.spawn(fut::wrap_future::<_, Self>(reserve).map(
+                                |room, actor, ctx| {
+                                    if let Some(sending) = actor.sending.as_mut() {
+                                        sending.awaiting_room = false;
+                                        if actor.ended.is_none() {
+                                            sending.room = Some(room);
+                                            actor.pump(ctx);
+                                        }
+                                    }
+                                },
+                            ));
+                        }
+                        break;
+                    }
+                },
+            };
+            let sent = match &mut rest {
+                Chunk::Data(bytes) => {
+                    // A reservation made for a smaller credit (or clamped to the whole send
+                    // queue) bounds the piece too.
+                    let fits = (wanted.min(room.bytes() as u64) - head) as usize;
+                    let piece = bytes.split_to(fits);
+                    sending.credit -= head + piece.len() as u64;
+                    Frame::stream_data(self.route, self.serial, piece)
+                }
+                Chunk::Hole(length) => {
+                    sending.credit -= wanted;
+                    Frame::hole(self.route, self.serial, Hole::new(*length))
+                }
+            };
+            let is_hole = matches!(rest, Chunk::Hole(_));
+            let outcome = self.outbox.send_data(sent, room).map_err(|_| {
+                CallError::connection_lost(self.side, "the connection's writer stopped")
+            });
+            if outcome.is_err() || is_hole {
+                let _ = done.send(outcome);
+                return;
             }
         }
         sending.blocked = Some((rest, done));
@@ -255,6 +289,7 @@ impl StreamActor {
         }
         self.deliver();
         if let Some(sending) = self.sending.as_mut() {
+            sending.room = None;
             if let Some((_, done)) = sending.blocked.take() {
                 let _ = done.send(Err(error.clone()));
             }
@@ -294,7 +329,7 @@ impl Actor for StreamActor {
 impl Handler<FromPeer> for StreamActor {
     type Result = ();
 
-    fn handle(&mut self, event: FromPeer, _: &mut Self::Context) {
+    fn handle(&mut self, event: FromPeer, ctx: &mut Self::Context) {
         match event {
             FromPeer::Data { bytes, cost } => self.received(Chunk::Data(bytes), cost),
             FromPeer::Hole { length, cost } => self.received(Chunk::Hole(length), cost),
@@ -314,7 +349,7 @@ impl Handler<FromPeer> for StreamActor {
                     // Credit beyond 2^32-1 outstanding is capped (docs/PROTOCOL.md 7.5).
                     sending.credit = (sending.credit + u64::from(grant)).min(u64::from(u32::MAX));
                 }
-                self.pump();
+                self.pump(ctx);
             }
             FromPeer::End(error) => self.end(error),
         }
@@ -373,7 +408,7 @@ impl Message for Transmit {
 impl Handler<Transmit> for StreamActor {
     type Result = MessageResult<Transmit>;
 
-    fn handle(&mut self, Transmit(chunk): Transmit, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, Transmit(chunk): Transmit, ctx: &mut Self::Context) -> Self::Result {
         let (tx, rx) = oneshot::channel();
         let refusal = match (&self.ended, self.sending.as_mut()) {
             (Some(error), _) => Some(error.clone()),
@@ -397,7 +432,7 @@ impl Handler<Transmit> for StreamActor {
                 MessageResult(rx)
             }
             None => {
-                self.pump();
+                self.pump(ctx);
                 MessageResult(rx)
             }
         }

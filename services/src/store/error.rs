@@ -73,6 +73,13 @@ pub enum StoreError {
         chunk: u64,
     },
 
+    /// A volume (to create, or an upload's expected size or its data so far) over the store's
+    /// `max_volume_size`.
+    #[error(
+        "volume {name:?} would be {size} bytes, over this node's max_volume_size of {limit} bytes"
+    )]
+    TooLarge { name: String, size: u64, limit: u64 },
+
     /// A download range that does not lie within the volume. Ranges are never clamped.
     #[error(
         "range offset {offset}, length {} is outside volume {name:?} of {size} bytes; ask for a range within the volume",
@@ -118,6 +125,7 @@ impl StoreError {
     /// | `NotFound`, `NoPartialUpload` | `NOT_FOUND` |
     /// | `AlreadyExists` | `ALREADY_EXISTS` |
     /// | `UploadInProgress` | `FAILED_PRECONDITION` |
+    /// | `TooLarge` | `RESOURCE_EXHAUSTED` |
     /// | `ChecksumMismatch`, `SizeMismatch` | `ABORTED` (the upload's sink failed) |
     /// | `Io` with "no space left", "quota exceeded" or "file too large" | `RESOURCE_EXHAUSTED` |
     /// | `Locked`, `InvalidConfig`, `Corrupt`, other `Io` | `INTERNAL` |
@@ -129,6 +137,7 @@ impl StoreError {
             Self::NotFound { .. } | Self::NoPartialUpload { .. } => ErrorCode::NotFound,
             Self::AlreadyExists { .. } => ErrorCode::AlreadyExists,
             Self::UploadInProgress { .. } => ErrorCode::FailedPrecondition,
+            Self::TooLarge { .. } => ErrorCode::ResourceExhausted,
             Self::ChecksumMismatch { .. } | Self::SizeMismatch { .. } => ErrorCode::Aborted,
             Self::Io { source, .. }
                 if matches!(

@@ -86,13 +86,23 @@ pub struct StoreConfig {
     /// The longest volume name accepted, in bytes. Default 128, at most
     /// [`MAX_NAME_LEN_LIMIT`].
     pub max_name_len: usize,
+    /// The largest volume, in logical bytes (holes included), that may be created or uploaded;
+    /// larger ones fail with [`StoreError::TooLarge`]. Besides disk use it bounds CPU: an
+    /// upload's holes cost its sender a few bytes on the wire but are hashed as zeros here, at
+    /// a few GB/s. Default [`DEFAULT_MAX_VOLUME_SIZE`].
+    pub max_volume_size: u64,
 }
+
+/// Default largest volume: 4 TiB, the size of a large real disk image; hashing that many
+/// zeros costs about half an hour of one core.
+pub const DEFAULT_MAX_VOLUME_SIZE: u64 = 4 << 40;
 
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             resume_ttl: Duration::from_secs(24 * 60 * 60),
             max_name_len: DEFAULT_MAX_NAME_LEN,
+            max_volume_size: DEFAULT_MAX_VOLUME_SIZE,
         }
     }
 }
@@ -140,6 +150,21 @@ impl fmt::Debug for VolumeStore {
             .field("root", &self.inner.layout.root)
             .field("config", &self.inner.config)
             .finish_non_exhaustive()
+    }
+}
+
+impl Inner {
+    /// Refuses a volume of `size` logical bytes over `max_volume_size`.
+    pub(crate) fn check_size(&self, name: &str, size: u64) -> Result<()> {
+        let limit = self.config.max_volume_size;
+        if size > limit {
+            return Err(StoreError::TooLarge {
+                name: name.into(),
+                size,
+                limit,
+            });
+        }
+        Ok(())
     }
 }
 
@@ -350,12 +375,7 @@ impl VolumeStore {
         if fs::symlink_metadata(layout.volume(name)).is_ok() {
             return Err(StoreError::AlreadyExists { name: name.into() });
         }
-        if size > i64::MAX as u64 {
-            return Err(StoreError::io(
-                format!("sizing new volume {name:?} to {size} bytes"),
-                io::ErrorKind::FileTooLarge.into(),
-            ));
-        }
+        self.inner.check_size(name, size)?;
         let (temp, file) = sys::create_temp(&layout.volumes, name)
             .context(|| format!("creating a temporary file in {}", layout.volumes.display()))?;
         let result = (|| {

@@ -122,19 +122,8 @@ impl Upload {
         if len == 0 {
             return Ok(());
         }
-        let end = self
-            .offset
-            .checked_add(len)
-            .filter(|&end| end <= i64::MAX as u64)
-            .ok_or_else(|| {
-                StoreError::io(
-                    format!(
-                        "a chunk of {len} bytes at offset {} of upload {:?} ends past the largest possible file",
-                        self.offset, self.name
-                    ),
-                    io::ErrorKind::FileTooLarge.into(),
-                )
-            })?;
+        let end = self.offset.saturating_add(len);
+        self.claim.inner.check_size(&self.name, end)?;
         if let Some(expected) = self.partial.expected_size
             && end > expected
         {
@@ -343,6 +332,9 @@ pub(crate) fn begin(inner: &Arc<Inner>, name: &str, options: UploadOptions) -> R
     let layout = &inner.layout;
     if !options.overwrite && fs::symlink_metadata(layout.volume(name)).is_ok() {
         return Err(StoreError::AlreadyExists { name: name.into() });
+    }
+    if let Some(size) = options.expected_size {
+        inner.check_size(name, size)?;
     }
     let claim = Claim::take(inner, name)?;
     remove_partial_files(layout, name)?;
