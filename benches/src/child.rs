@@ -4,10 +4,14 @@
 //!
 //! The child prints `addr HOST:PORT`, then answers lines on stdin: `stats` (RSS, live heap,
 //! bytes allocated so far, open streams, open connections), `trim`, `quit`.
+//!
+//! Also the other processes a workload runs (`volumes`): daemons stopped when dropped, and
+//! commands timed from spawn to exit.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use crate::alloc;
 use crate::ferry::{FerryServer, Settings};
@@ -172,5 +176,96 @@ impl Drop for Child {
         let _ = writeln!(self.stdin, "quit");
         let _ = self.stdin.flush();
         let _ = self.process.wait();
+    }
+}
+
+/// A daemon the benchmark started (ferryd, libvirtd): asked to stop with SIGTERM when dropped,
+/// killed if it has not exited 10 s later.
+pub struct Daemon {
+    name: String,
+    process: std::process::Child,
+}
+
+impl Daemon {
+    pub fn spawn(name: &str, command: &mut Command) -> Result<Self, String> {
+        let process = command
+            .spawn()
+            .map_err(|e| format!("starting {name}: {e}"))?;
+        Ok(Self {
+            name: name.to_owned(),
+            process,
+        })
+    }
+
+    /// Waits for the first line of the daemon's stdout (piped) that starts with `prefix`, then
+    /// keeps draining the pipe on a thread so the daemon never blocks on it.
+    pub fn line_starting(&mut self, prefix: &str, within: Duration) -> Result<String, String> {
+        let stdout = self
+            .process
+            .stdout
+            .take()
+            .ok_or_else(|| format!("{}: stdout is not piped", self.name))?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let wanted = prefix.to_owned();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with(&wanted) {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        rx.recv_timeout(within).map_err(|_| {
+            format!(
+                "{} did not print its {:?} line within {within:?}",
+                self.name, prefix
+            )
+        })
+    }
+
+    /// Whether the daemon has exited (and how).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.process.try_wait().ok().flatten()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(self.process.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.exited().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!(
+            "   {} did not stop on SIGTERM within 10 s: killed",
+            self.name
+        );
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+/// Runs `command` to its end with stdout discarded; how long it took from spawn to exit, or
+/// its exit status and stderr if it failed.
+pub fn run_timed(command: &mut Command) -> Result<Duration, String> {
+    let started = Instant::now();
+    let output = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| format!("{command:?}: {e}"))?;
+    let elapsed = started.elapsed();
+    if output.status.success() {
+        Ok(elapsed)
+    } else {
+        Err(format!(
+            "{command:?} failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
     }
 }

@@ -16,6 +16,8 @@ pub const MIB: u64 = 1024 * 1024;
 pub enum Transport {
     Tcp,
     Unix,
+    /// TLS over TCP (native-tls, i.e. OpenSSL); Ferry and raw only.
+    Tls,
 }
 
 impl Transport {
@@ -23,6 +25,7 @@ impl Transport {
         match self {
             Self::Tcp => "tcp",
             Self::Unix => "unix",
+            Self::Tls => "tls",
         }
     }
 }
@@ -32,6 +35,8 @@ impl Transport {
 pub struct Addrs {
     pub tcp: String,
     pub unix: PathBuf,
+    /// The TLS listener (`crate::tls`'s certificate for `localhost`), where the peer has one.
+    pub tls: Option<String>,
 }
 
 /// Which of a server's listeners a client uses.
@@ -39,6 +44,7 @@ pub struct Addrs {
 pub enum Via {
     Tcp(String),
     Unix(PathBuf),
+    Tls(String),
 }
 
 impl Addrs {
@@ -46,6 +52,7 @@ impl Addrs {
         match transport {
             Transport::Tcp => Via::Tcp(self.tcp.clone()),
             Transport::Unix => Via::Unix(self.unix.clone()),
+            Transport::Tls => Via::Tls(self.tls.clone().expect("this peer has no TLS listener")),
         }
     }
 }

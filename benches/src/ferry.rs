@@ -203,17 +203,20 @@ impl FerryServer {
             let handle = Server::new(config)
                 .program(TestProgram::serve(service))
                 .listen_tcp("127.0.0.1:0")
+                .listen_tls("127.0.0.1:0", crate::tls::ferry_server())
                 .listen_unix(&path)
                 .start()
                 .await
                 .expect("start the Ferry server");
             Arc::new(handle)
         });
+        // In the order asked for: plain TCP, then TLS.
         let tcp = handle.tcp_addrs()[0].to_string();
+        let tls = Some(handle.tcp_addrs()[1].to_string());
         Self {
             runner,
             handle: Some(handle),
-            addrs: Addrs { tcp, unix },
+            addrs: Addrs { tcp, unix, tls },
             observations,
         }
     }
@@ -239,12 +242,7 @@ impl Drop for FerryServer {
 
 /// Connects a client (inside the calling runner's System).
 pub async fn connect(via: &Via, settings: Settings) -> TestClient {
-    let config = settings.client();
-    let client = match via {
-        Via::Tcp(address) => Client::connect_tcp(address, config).await,
-        Via::Unix(path) => Client::connect_unix(path, config).await,
-    };
-    TestClient::new(client.expect("connect to the Ferry server"))
+    TestClient::new(connect_client(via, settings).await)
 }
 
 /// Connects and returns the untyped client (for its counters).
@@ -253,6 +251,10 @@ pub async fn connect_client(via: &Via, settings: Settings) -> Client {
     match via {
         Via::Tcp(address) => Client::connect_tcp(address, config).await,
         Via::Unix(path) => Client::connect_unix(path, config).await,
+        Via::Tls(address) => {
+            let tls = crate::tls::ferry_client();
+            Client::connect_tls(address, crate::tls::SERVER_NAME, &tls, config).await
+        }
     }
     .expect("connect to the Ferry server")
 }

@@ -250,7 +250,11 @@ impl GrpcServer {
         Self {
             runner,
             stop: Some((stop_tcp, stop_unix)),
-            addrs: Addrs { tcp, unix },
+            addrs: Addrs {
+                tcp,
+                unix,
+                tls: None,
+            },
         }
     }
 }
@@ -395,6 +399,7 @@ pub async fn connect(via: &Via, tuning: Tuning) -> Client {
     let uri = match via {
         Via::Tcp(address) => format!("http://{address}"),
         Via::Unix(path) => format!("unix://{}", path.display()),
+        Via::Tls(_) => unreachable!("the gRPC peer runs without TLS"),
     };
     let channel = endpoint(tuning, uri)
         .connect()

@@ -13,9 +13,11 @@ mod raw;
 mod report;
 mod runner;
 mod targets;
+mod tls;
 mod workloads;
 
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Parser;
@@ -26,25 +28,27 @@ use crate::common::{KIB, MIB};
 static GLOBAL: alloc::Counting = alloc::Counting;
 
 /// The workloads, in the order `all` runs them.
-pub const WORKLOADS: [&str; 8] = [
+pub const WORKLOADS: [&str; 10] = [
     "stream-upload",
     "stream-download",
+    "stream-tls",
     "streams-8",
     "unary",
     "head-of-line",
     "cancel",
     "memory",
     "copies",
+    "volumes",
 ];
 
 #[derive(Debug, Parser)]
 #[command(
     version,
-    about = "Ferry against raw sockets and tonic gRPC, on loopback"
+    about = "Ferry against raw sockets, tonic gRPC and libvirt, on loopback"
 )]
 pub struct Cli {
     /// Workload to run, `all`, or a comma-separated list: stream-upload, stream-download,
-    /// streams-8, unary, head-of-line, cancel, memory, copies.
+    /// stream-tls, streams-8, unary, head-of-line, cancel, memory, copies, volumes.
     #[arg(long, default_value = "all")]
     pub workload: String,
     /// Rounds per workload; peers alternate round by round.
@@ -65,16 +69,27 @@ pub struct Cli {
     /// Idle streams and idle connections for the memory workload.
     #[arg(long, default_value_t = 10_000)]
     pub idle: usize,
-    /// Only these peers (comma-separated: ferry, raw, tonic-default, tonic-tuned); ratios need
-    /// ferry among them.
+    /// Only these peers (comma-separated: ferry, raw, tonic-default, tonic-tuned, virsh);
+    /// ratios need ferry among them.
     #[arg(long)]
     pub peers: Option<String>,
-    /// Stream workloads: only this transport (tcp or unix).
+    /// Stream workloads: only this transport (tcp, unix or tls).
     #[arg(long)]
     pub transport: Option<String>,
     /// Stream workloads: only this chunk size (64KiB, 256KiB or 1MiB).
     #[arg(long, value_parser = parse_size)]
     pub chunk: Option<u64>,
+    /// volumes: the size of the file moved (suffixes KiB, MiB, GiB).
+    #[arg(long, default_value = "2GiB", value_parser = parse_size)]
+    pub vol_size: u64,
+    /// volumes: where the file, both stores and the download go (one filesystem) [default:
+    /// the temporary directory].
+    #[arg(long)]
+    pub vol_dir: Option<PathBuf>,
+    /// volumes: the directory with the `ferryd` and `ferry` binaries [default: ferry-bench's
+    /// own, e.g. target/release after `cargo build --release -p ferry-services`].
+    #[arg(long)]
+    pub bin_dir: Option<PathBuf>,
     /// Experiments: Ferry's stream window (both sides) instead of the default 1 MiB.
     #[arg(long, value_parser = parse_size)]
     pub ferry_window: Option<u64>,
@@ -97,6 +112,9 @@ pub struct Opts {
     pub peers: Option<Vec<String>>,
     pub transport: Option<String>,
     pub chunk: Option<u64>,
+    pub vol_size: u64,
+    pub vol_dir: PathBuf,
+    pub bin_dir: PathBuf,
 }
 
 impl Opts {
@@ -105,6 +123,11 @@ impl Opts {
             .peers
             .as_ref()
             .map(|p| p.split(',').map(|s| s.trim().to_owned()).collect());
+        let vol_dir = cli.vol_dir.clone().unwrap_or_else(std::env::temp_dir);
+        let bin_dir = cli.bin_dir.clone().unwrap_or_else(|| {
+            let exe = std::env::current_exe().expect("own executable");
+            exe.parent().expect("a directory").to_owned()
+        });
         if cli.smoke {
             return Self {
                 rounds: 1,
@@ -118,6 +141,9 @@ impl Opts {
                 peers,
                 transport: cli.transport.clone(),
                 chunk: cli.chunk,
+                vol_size: 4 * MIB,
+                vol_dir,
+                bin_dir,
             };
         }
         Self {
@@ -132,6 +158,9 @@ impl Opts {
             peers,
             transport: cli.transport.clone(),
             chunk: cli.chunk,
+            vol_size: cli.vol_size,
+            vol_dir,
+            bin_dir,
         }
     }
 
@@ -192,6 +221,19 @@ fn main() {
         }
         list
     };
+    if selected.contains(&"volumes") {
+        for binary in ["ferryd", "ferry"] {
+            let path = opts.bin_dir.join(binary);
+            if !path.is_file() {
+                eprintln!(
+                    "volumes needs {}: build it first (cargo build --release -p ferry-services), \
+                     or point --bin-dir at ferryd and ferry",
+                    path.display()
+                );
+                std::process::exit(2);
+            }
+        }
+    }
     let show_table = cli.table || std::io::stderr().is_terminal();
     let machine = workloads::machine();
     report::emit_machine(&machine, &cli, &opts);

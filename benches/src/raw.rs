@@ -1,7 +1,8 @@
-//! The raw peer: the same bytes over a plain tokio socket pair (TCP with TCP_NODELAY, or a unix
-//! socket), in the same chunk sizes, with the server doing the same application work as the
-//! Ferry test service (BLAKE3 of everything it receives or sends). No framing beyond a one-off
-//! request header: this is the practical limit a transport over the same socket can reach.
+//! The raw peer: the same bytes over a plain tokio socket pair (TCP with TCP_NODELAY, a unix
+//! socket, or TLS over TCP through tokio-native-tls: the "OpenSSL pipe"), in the same chunk
+//! sizes, with the server doing the same application work as the Ferry test service (BLAKE3 of
+//! everything it receives or sends). No framing beyond a one-off request header: this is the
+//! practical limit a transport over the same socket can reach.
 //!
 //! Requests start with one operation byte:
 //! - `U` length:u64 chunk:u32 — upload; the server answers bytes:u64 + BLAKE3 (32 bytes).
@@ -39,9 +40,11 @@ impl RawServer {
         let runner = Runner::new("raw-server");
         let unix = socket_path("raw");
         let path = unix.clone();
-        let tcp = runner.run(move || async move {
+        let (tcp, tls) = runner.run(move || async move {
             let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind tcp");
             let address = tcp.local_addr().unwrap().to_string();
+            let tls = TcpListener::bind("127.0.0.1:0").await.expect("bind tls");
+            let tls_address = tls.local_addr().unwrap().to_string();
             let unix = UnixListener::bind(&path).expect("bind unix");
             actix_rt::spawn(async move {
                 while let Ok((stream, _)) = tcp.accept().await {
@@ -50,17 +53,36 @@ impl RawServer {
                     actix_rt::spawn(serve(Box::new(read), Box::new(write)));
                 }
             });
+            // TLS like Ferry's (actors' connection/transport.rs): the handshake on the serving
+            // thread, then the session split with a lock into its two halves.
+            actix_rt::spawn(async move {
+                let acceptor = crate::tls::raw_acceptor();
+                while let Ok((stream, _)) = tls.accept().await {
+                    let _ = stream.set_nodelay(true);
+                    let acceptor = acceptor.clone();
+                    actix_rt::spawn(async move {
+                        if let Ok(stream) = acceptor.accept(stream).await {
+                            let (read, write) = tokio::io::split(stream);
+                            serve(Box::new(read), Box::new(write)).await;
+                        }
+                    });
+                }
+            });
             actix_rt::spawn(async move {
                 while let Ok((stream, _)) = unix.accept().await {
                     let (read, write) = stream.into_split();
                     actix_rt::spawn(serve(Box::new(read), Box::new(write)));
                 }
             });
-            address
+            (address, tls_address)
         });
         Self {
             _runner: runner,
-            addrs: Addrs { tcp, unix },
+            addrs: Addrs {
+                tcp,
+                unix,
+                tls: Some(tls),
+            },
         }
     }
 }
@@ -175,6 +197,16 @@ pub async fn connect(via: &Via) -> (Reader, Writer) {
         Via::Unix(path) => {
             let stream = UnixStream::connect(path).await.expect("connect unix");
             let (read, write) = stream.into_split();
+            (Box::new(read), Box::new(write))
+        }
+        Via::Tls(address) => {
+            let stream = TcpStream::connect(address).await.expect("connect tls");
+            stream.set_nodelay(true).unwrap();
+            let stream = crate::tls::raw_connector()
+                .connect(crate::tls::SERVER_NAME, stream)
+                .await
+                .expect("TLS handshake");
+            let (read, write) = tokio::io::split(stream);
             (Box::new(read), Box::new(write))
         }
     }

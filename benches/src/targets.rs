@@ -86,6 +86,32 @@ pub fn evaluate(records: &[Record]) -> Vec<Verdict> {
             }
         }
     }
+    // Over TLS, against the same transfer through tokio-native-tls (the OpenSSL pipe).
+    for direction in ["upload", "download"] {
+        for chunk in ["256KiB", "1MiB"] {
+            check(
+                "throughput ferry/raw (OpenSSL pipe)".into(),
+                "stream-tls",
+                &format!("{direction}-{chunk}"),
+                "throughput",
+                Some("raw"),
+                ">=",
+                0.9,
+            );
+        }
+    }
+    // Whole processes against real daemons; virsh's figure includes the fsync Ferry does.
+    for case in ["upload", "download"] {
+        check(
+            "throughput ferry/virsh".into(),
+            "volumes",
+            case,
+            "throughput",
+            Some("virsh"),
+            ">=",
+            2.0,
+        );
+    }
     for peer in ["tonic-default", "tonic-tuned"] {
         check(
             format!("calls/s ferry/{peer}"),

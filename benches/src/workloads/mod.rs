@@ -4,6 +4,7 @@ mod cancel;
 mod memory;
 mod streams;
 mod unary;
+mod volumes;
 
 use std::time::Instant;
 
@@ -51,7 +52,7 @@ pub fn peers(opts: &Opts, candidates: &[Peer]) -> Vec<Peer> {
 
 /// The order of peers in round `round`: rotated, so no peer always runs first (on a warm or
 /// a cold machine).
-pub fn rotated(peers: &[Peer], round: usize) -> Vec<Peer> {
+pub fn rotated<P: Clone>(peers: &[P], round: usize) -> Vec<P> {
     let mut order = peers.to_vec();
     if !order.is_empty() {
         let n = order.len();
@@ -89,12 +90,14 @@ pub fn run(workload: &str, opts: &Opts) -> Vec<Record> {
     match workload {
         "stream-upload" => streams::one_stream(opts, streams::Direction::Upload),
         "stream-download" => streams::one_stream(opts, streams::Direction::Download),
+        "stream-tls" => streams::tls(opts),
         "streams-8" => streams::eight_streams(opts),
         "unary" => unary::unary(opts),
         "head-of-line" => unary::head_of_line(opts),
         "cancel" => cancel::cancel(opts),
         "memory" => memory::memory(opts),
         "copies" => memory::copies(opts),
+        "volumes" => volumes::volumes(opts),
         other => unreachable!("unknown workload {other}"),
     }
 }

@@ -1,6 +1,7 @@
 //! `stream-upload`, `stream-download`: one stream of `--size` bytes, chunks of 64 KiB, 256 KiB
-//! and 1 MiB, over TCP and a unix socket. `streams-8`: eight concurrent uploads on one
-//! connection (raw: eight sockets, it has no multiplexing).
+//! and 1 MiB, over TCP and a unix socket. `stream-tls`: the same, up and down, over TLS, Ferry
+//! and raw only. `streams-8`: eight concurrent uploads on one connection (raw: eight sockets, it
+//! has no multiplexing).
 
 use std::time::{Duration, Instant};
 
@@ -46,45 +47,105 @@ pub fn one_stream(opts: &Opts, direction: Direction) -> Vec<Record> {
     );
     let client = Runner::new("bench-client");
     for transport in [Transport::Tcp, Transport::Unix] {
+        for chunk in CHUNKS {
+            let case = format!("{}-{}", transport.name(), chunk_name(chunk));
+            let one = Case {
+                transport,
+                chunk,
+                direction,
+            };
+            one.measure(opts, &client, &peers, &case, &mut results);
+        }
+    }
+    results.finish()
+}
+
+/// `stream-tls`: one upload and one download over TLS, Ferry against the raw peer's same
+/// transfer through tokio-native-tls (both OpenSSL, same certificate and settings).
+pub fn tls(opts: &Opts) -> Vec<Record> {
+    let mut results = Collector::new("stream-tls");
+    let peers = peers(opts, &[Peer::Ferry, Peer::Raw]);
+    let client = Runner::new("bench-client");
+    for direction in [Direction::Upload, Direction::Download] {
+        for chunk in CHUNKS {
+            let case = format!("{}-{}", direction.name(), chunk_name(chunk));
+            let one = Case {
+                transport: Transport::Tls,
+                chunk,
+                direction,
+            };
+            one.measure(opts, &client, &peers, &case, &mut results);
+        }
+    }
+    results.finish()
+}
+
+impl Direction {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Upload => "upload",
+            Self::Download => "download",
+        }
+    }
+}
+
+/// One stream case: every round, each peer in turn moves `--size` bytes.
+struct Case {
+    transport: Transport,
+    chunk: u64,
+    direction: Direction,
+}
+
+impl Case {
+    /// Runs the case's rounds unless `--transport`/`--chunk` exclude it.
+    fn measure(
+        &self,
+        opts: &Opts,
+        client: &Runner,
+        peers: &[Peer],
+        case: &str,
+        results: &mut Collector,
+    ) {
+        let Self {
+            transport,
+            chunk,
+            direction,
+        } = *self;
         if opts
             .transport
             .as_deref()
             .is_some_and(|t| t != transport.name())
+            || opts.chunk.is_some_and(|c| c != chunk)
         {
-            continue;
+            return;
         }
-        for chunk in CHUNKS {
-            if opts.chunk.is_some_and(|c| c != chunk) {
-                continue;
+        for round in 0..opts.rounds {
+            for peer in rotated(peers, round) {
+                let elapsed = one_transfer(client, peer, transport, chunk, opts.size, direction);
+                results.add(
+                    case,
+                    peer.name(),
+                    "throughput",
+                    "MB/s",
+                    Better::Higher,
+                    mbps(opts.size, elapsed),
+                );
             }
-            let case = format!("{}-{}", transport.name(), chunk_name(chunk));
-            for round in 0..opts.rounds {
-                for peer in rotated(&peers, round) {
-                    let elapsed =
-                        one_transfer(&client, peer, transport, chunk, opts.size, direction);
-                    results.add(
-                        &case,
-                        peer.name(),
-                        "throughput",
-                        "MB/s",
-                        Better::Higher,
-                        mbps(opts.size, elapsed),
-                    );
-                }
+        }
+        for peer in peers {
+            results.param(case, peer.name(), "transport", transport.name());
+            results.param(case, peer.name(), "chunk", chunk);
+            results.param(case, peer.name(), "size", opts.size);
+            if transport == Transport::Tls {
+                results.param(case, peer.name(), "tls", crate::tls::openssl_version());
             }
-            for peer in &peers {
-                results.param(&case, peer.name(), "transport", transport.name());
-                results.param(&case, peer.name(), "chunk", chunk);
-                results.param(&case, peer.name(), "size", opts.size);
-                if *peer == Peer::Ferry {
-                    let settings = Settings::for_chunk(chunk);
-                    results.param(&case, "ferry", "max_chunk", settings.max_chunk);
-                    results.param(&case, "ferry", "window", settings.window);
-                }
+            if *peer == Peer::Ferry {
+                let settings = Settings::for_chunk(chunk);
+                results.param(case, "ferry", "max_chunk", settings.max_chunk);
+                results.param(case, "ferry", "window", settings.window);
             }
         }
     }
-    results.finish()
 }
 
 /// One timed transfer on a fresh server and connection, after a warm-up on that connection.
