@@ -220,6 +220,28 @@ impl Running {
         }
     }
 
+    /// Sends SIGINT, as Ctrl-C on a terminal would: `ferry` then aborts its transfer (a
+    /// migration's or copy's call is cancelled) and exits 130. Panics if it already exited,
+    /// since the signal would then prove nothing.
+    pub fn interrupt(&mut self) {
+        assert!(
+            !self.finished(),
+            "{} ended before it could be interrupted",
+            self.what
+        );
+        let pid = libc::pid_t::try_from(self.child.id()).expect("a pid fits pid_t");
+        // SAFETY: kill(2) on our own child, which is not reaped yet (try_wait saw it running),
+        // so the pid cannot have been reused.
+        let sent = unsafe { libc::kill(pid, libc::SIGINT) };
+        assert_eq!(
+            sent,
+            0,
+            "SIGINT to {}: {}",
+            self.what,
+            std::io::Error::last_os_error()
+        );
+    }
+
     /// Has it exited?
     pub fn finished(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(Some(_)))
@@ -797,6 +819,81 @@ impl Cluster {
     /// Subscribes to node1's events (host `ferry events --json`), once the subscription is live.
     pub fn events(&self) -> Events {
         Events::start(self.ferry_command(&["events"]))
+    }
+
+    /// Subscribes to a service's events (`ferry events --json` inside its container), once
+    /// the subscription is live: the other nodes' ports are not published. Dropping it kills
+    /// the `docker exec` client; the `ferry` it started in the container lives on until the
+    /// container stops (harmless: the cluster is torn down at the test's end).
+    pub fn events_in(&self, service: &str) -> Events {
+        Events::start(self.ferry_in_command(service, &["events"]))
+    }
+
+    /// The files under `/data/DIR` of a service's container (the node's data directory, see
+    /// docs/STORE.md: `partial`, `volumes`, `meta`), as (path relative to DIR, size), sorted;
+    /// directories are left out. The images have neither a shell nor `ls`, so the directory
+    /// is read as the tar stream `docker cp` makes of it, listed by the host's `tar`. That
+    /// also works while the container is stopped, such as a node killed a moment ago.
+    pub fn data_files(&self, service: &str, dir: &str) -> Vec<(String, u64)> {
+        assert!(
+            !dir.is_empty() && !dir.contains('/'),
+            "a directory right under /data, not {dir:?}"
+        );
+        let source = format!("{}:/data/{dir}", self.container(service));
+        let mut copy = Command::new("docker");
+        copy.args(["cp", &source, "-"]);
+        let what = describe_command(&copy);
+        let mut copying = copy
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {what}: {e}"));
+        let copy_errors = drain(copying.stderr.take().expect("piped"));
+        // `tar` reads the archive straight from docker's stdout, so file data is never held
+        // here (a partial upload can be most of a GiB).
+        let mut listing = Command::new("tar")
+            .args(["--list", "--verbose", "--numeric-owner", "--file", "-"])
+            .stdin(Stdio::from(copying.stdout.take().expect("piped")))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting tar to list {what}: {e}"));
+        let list = drain(listing.stdout.take().expect("piped"));
+        let list_errors = drain(listing.stderr.take().expect("piped"));
+        let listed = wait_child(&mut listing, DOCKER_TIMEOUT);
+        let copied = wait_child(&mut copying, DOCKER_TIMEOUT);
+        let text = |pipe: thread::JoinHandle<Vec<u8>>| {
+            String::from_utf8_lossy(&pipe.join().unwrap_or_default()).into_owned()
+        };
+        let (list, list_errors, copy_errors) = (text(list), text(list_errors), text(copy_errors));
+        assert!(
+            copied.is_some_and(|s| s.success()),
+            "{what} failed ({copied:?}): {copy_errors}"
+        );
+        assert!(
+            listed.is_some_and(|s| s.success()),
+            "tar could not list {what} ({listed:?}): {list_errors}"
+        );
+        // GNU tar's verbose lines: "-rw------- 10001/10001 16777216 2026-01-01 12:00 partial/x.part".
+        // Volume names have no spaces, so the fields split on whitespace.
+        let prefix = format!("{dir}/");
+        let mut files: Vec<(String, u64)> = list
+            .lines()
+            .filter(|line| !line.starts_with('d'))
+            .map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let (Some(size), Some(path)) = (fields.get(2), fields.get(5)) else {
+                    panic!("{what}: unexpected `tar --list --verbose` line {line:?}")
+                };
+                let size = size
+                    .parse()
+                    .unwrap_or_else(|e| panic!("{what}: size in {line:?}: {e}"));
+                (path.strip_prefix(&prefix).unwrap_or(path).to_owned(), size)
+            })
+            .collect();
+        files.sort();
+        files
     }
 
     /// Prometheus's HTTP API, as published on the host.

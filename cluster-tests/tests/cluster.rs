@@ -1,6 +1,6 @@
 //! A three-node cluster in Docker (deploy/docker-compose.yml): migrations between nodes,
-//! frozen, partitioned and killed peers, a rolling restart under load, and Prometheus watching
-//! it all.
+//! frozen, partitioned and killed peers, a migration cancelled with Ctrl-C, a replica killed
+//! mid-upload, a rolling restart under load, and Prometheus watching it all.
 //!
 //! Every test starts its own cluster (a Compose project `ferry-ct-<pid>-<random>`) and tears it
 //! down at its end, pass or fail (see the harness, src/lib.rs). They need a Docker engine, so
@@ -331,6 +331,233 @@ fn killing_the_destination_mid_migration_keeps_the_source() {
         .expect_success()
         .json();
     assert_eq!(migrated["volume"]["checksum"], checksum, "{migrated}");
+}
+
+/// The names of the volumes `ferry vol list` shows on `service`.
+fn volume_names(cluster: &Cluster, service: &str) -> Vec<String> {
+    let list = cluster
+        .ferry_in(service, &["vol", "list"])
+        .expect_success()
+        .json();
+    list.as_array()
+        .unwrap_or_else(|| panic!("vol list on {service}: not a list: {list}"))
+        .iter()
+        .map(|v| v["name"].as_str().expect("a volume's name").to_owned())
+        .collect()
+}
+
+/// Asserts that `service` keeps no partial upload at all: its data directory's partial/ is
+/// empty. Every test's cluster is new, so any file there is left over from a transfer the test
+/// broke off.
+fn assert_no_partial_data(cluster: &Cluster, service: &str, what: &str) {
+    assert_eq!(
+        cluster.data_files(service, "partial"),
+        [],
+        "{what}: {service} kept partial data in /data/partial"
+    );
+}
+
+/// Asserts that `service` shows no volume `name` and keeps no partial data.
+fn assert_nothing_left(cluster: &Cluster, service: &str, name: &str, what: &str) {
+    let names = volume_names(cluster, service);
+    assert!(
+        !names.iter().any(|n| n == name),
+        "{what}: {service} shows {name:?}: {names:?}"
+    );
+    assert_no_partial_data(cluster, service, what);
+}
+
+#[test]
+#[ignore = "needs Docker: run by .ci/run when a Docker engine answers"]
+fn ctrl_c_on_a_migration_leaves_nothing_on_the_destination_and_the_source_intact() {
+    let cluster = Cluster::start();
+    let hash = upload_big(&cluster, "big");
+    let checksum = hex_hash(&hash);
+    let events = cluster.events();
+    let node2_events = cluster.events_in("node2");
+
+    let mut migrate =
+        Running::spawn(&mut cluster.ferry_command(&["vol", "migrate", "big", "--to", "node2"]));
+    wait_until_moving(&events, "big", "migrate");
+    // node2 has data of big in a partial upload: the thing the cancel must take away. The
+    // rest (BIG less one progress step) takes node2 seconds to receive; the interrupt reaches
+    // node1 within milliseconds, and the assertions on the outcome below prove it was in time.
+    node2_events.wait_for(
+        "node2 to receive part of big",
+        Duration::from_secs(60),
+        |e| {
+            e["event"] == "progress"
+                && e["detail"]["name"] == "big"
+                && e["detail"]["direction"] == "upload"
+        },
+    );
+    migrate.interrupt();
+    let interrupted_at = Instant::now();
+    // ferry makes one round trip to node1 after the cancel (at most 5 s) before it exits.
+    let (ran, ended) = migrate.wait(Duration::from_secs(30));
+    eprintln!(
+        "ferry exited {:.2} s after SIGINT: {}",
+        (ended - interrupted_at).as_secs_f64(),
+        ran.stderr.trim()
+    );
+    assert_eq!(
+        ran.code(),
+        Some(130),
+        "ferry reports the interruption: {}",
+        ran.describe()
+    );
+
+    // node2 discards its partial upload, then reports the upload failed; node1 reports the
+    // migration failed (it never deletes its copy).
+    let discarded = node2_events.wait_for(
+        "node2 to discard the partial upload",
+        Duration::from_secs(30),
+        |e| e["event"] == "failed" && e["detail"]["name"] == "big",
+    );
+    eprintln!(
+        "node2 discarded big after receiving {} of {BIG} bytes: {}",
+        discarded["detail"]["bytes"], discarded["detail"]["reason"]
+    );
+    assert!(
+        discarded["detail"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("cancel")),
+        "node2 saw a cancellation, not a lost connection: {discarded}"
+    );
+    assert!(
+        discarded["detail"]["bytes"]
+            .as_u64()
+            .is_some_and(|b| b > 0 && b < BIG),
+        "the migration was cancelled mid-way: {discarded}"
+    );
+    let failed = events.wait_for(
+        "node1's failed event of the migration",
+        Duration::from_secs(30),
+        |e| e["event"] == "failed" && e["detail"]["name"] == "big",
+    );
+    assert_eq!(failed["detail"]["direction"], "migrate", "{failed}");
+    assert_eq!(failed["detail"]["peer"], "node2", "{failed}");
+
+    assert_nothing_left(&cluster, "node2", "big", "after the cancelled migration");
+    let source = cluster.volume_on("node1", "big").expect("node1 keeps big");
+    assert_eq!(source["checksum"], checksum, "{source}");
+    let (downloaded, bytes) = cluster.download_hash("node1", "big", BIG_TIMEOUT);
+    assert_eq!((hex_hash(&downloaded), bytes), (checksum.clone(), BIG));
+
+    // Nothing stands in the way of the migration afterwards.
+    let migrated = cluster
+        .ferry_for(&["vol", "migrate", "big", "--to", "node2"], BIG_TIMEOUT)
+        .expect_success()
+        .json();
+    assert_eq!(migrated["volume"]["checksum"], checksum, "{migrated}");
+    assert_eq!(holders(&cluster, "big", &checksum), ["node2"]);
+    for node in ["node1", "node2"] {
+        assert_no_partial_data(&cluster, node, "after the migration");
+    }
+}
+
+#[test]
+#[ignore = "needs Docker: run by .ci/run when a Docker engine answers"]
+fn killing_a_replica_mid_upload_fails_it_everywhere_and_leaves_nothing_partial() {
+    let cluster = Cluster::start();
+    let file = cluster.scratch().join("big");
+    let checksum = hex_hash(&write_test_file(&file, BIG, "replicated", &[]));
+    let events = cluster.events();
+    let node2_events = cluster.events_in("node2");
+    let args = ["vol", "upload", path_str(&file), "big", "--replicas", "3"];
+
+    let upload = Running::spawn(&mut cluster.ferry_command(&args));
+    // node1 and node2 both have big in a partial upload; node3, the last replica, too (node1
+    // sends every chunk to every replica before it takes the next from the client).
+    wait_until_moving(&events, "big", "upload");
+    node2_events.wait_for(
+        "node2 to receive part of big",
+        Duration::from_secs(60),
+        |e| {
+            e["event"] == "progress"
+                && e["detail"]["name"] == "big"
+                && e["detail"]["direction"] == "upload"
+        },
+    );
+    cluster.docker_on("kill", "node3");
+    let killed_at = Instant::now();
+    // A killed process's connections are reset by its kernel: no keepalive needed.
+    let (ran, ended) = upload.wait(Duration::from_secs(60));
+    eprintln!(
+        "replicated upload failed {:.2} s after node3 was killed: {}",
+        (ended - killed_at).as_secs_f64(),
+        ran.stderr.trim()
+    );
+    assert_eq!(
+        ran.code(),
+        Some(3),
+        "a lost replica is a connection error: {}",
+        ran.describe()
+    );
+    assert!(
+        said(&ran).contains("node3"),
+        "the error names the replica: {}",
+        ran.describe()
+    );
+
+    // node1 discards its own partial upload before it answers the client; node2 discards
+    // its own once node1's abort of its stream arrives.
+    let failed = events.wait_for(
+        "node1's failed event of the upload",
+        Duration::from_secs(30),
+        |e| e["event"] == "failed" && e["detail"]["name"] == "big",
+    );
+    assert!(
+        failed["detail"]["bytes"]
+            .as_u64()
+            .is_some_and(|b| b > 0 && b < BIG),
+        "node3 was killed mid-way: {failed}"
+    );
+    node2_events.wait_for(
+        "node2 to discard its replica's partial upload",
+        Duration::from_secs(30),
+        |e| e["event"] == "failed" && e["detail"]["name"] == "big",
+    );
+    assert_nothing_left(
+        &cluster,
+        "node1",
+        "big",
+        "after the failed replicated upload",
+    );
+    assert_nothing_left(
+        &cluster,
+        "node2",
+        "big",
+        "after the failed replicated upload",
+    );
+
+    // node3 died with its partial upload on disk, as any node that crashes mid-upload: it
+    // shows nothing when it is back, and the next upload of the name replaces the partial.
+    eprintln!(
+        "killed node3 kept in /data/partial: {:?}",
+        cluster.data_files("node3", "partial")
+    );
+    cluster.docker_on("start", "node3");
+    cluster.wait_healthy(&["node3"], Duration::from_secs(60));
+    let on_node3 = volume_names(&cluster, "node3");
+    assert!(
+        !on_node3.iter().any(|n| n == "big"),
+        "node3 shows nothing of the failed upload: {on_node3:?}"
+    );
+
+    // The same upload, with node3 back, lands on all three nodes and leaves nothing behind.
+    let up = cluster
+        .ferry_for(&args, BIG_TIMEOUT)
+        .expect_success()
+        .json();
+    assert_eq!(up["volume"]["checksum"], checksum, "{up}");
+    assert_eq!(
+        holders(&cluster, "big", &checksum),
+        ["local", "node2", "node3"]
+    );
+    for node in NODES {
+        assert_no_partial_data(&cluster, node, "after the replicated upload");
+    }
 }
 
 /// What the client of the rolling-restart test did.
