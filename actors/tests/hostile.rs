@@ -1070,3 +1070,47 @@ async fn a_cancelled_download_sends_nothing_after_its_reply() {
         frame.payload.len()
     );
 }
+
+/// Section 2: after a framing error the server writes out the whole frames it queued, then
+/// GOAWAY. A peer that closed its side inside a frame used to be dropped at once, cutting a
+/// download's frame off mid-write (found by fuzz/fuzz_targets/connection.rs once it checked
+/// that the server's output ends on a frame boundary).
+#[actix_rt::test]
+async fn a_peer_that_closes_inside_a_frame_gets_whole_frames_then_goaway() {
+    let server = start(config()).await;
+    let mut stream = raw_connect(&server).await;
+    let download = SourceRequest {
+        length: 64 << 20,
+        ..Default::default()
+    }
+    .encode_to_vec();
+    send(&mut stream, &call(SOURCE, 1, &download)).await;
+    send(
+        &mut stream,
+        &frame(SOURCE, CREDIT, 1, OK, &u32::MAX.to_be_bytes()),
+    )
+    .await;
+    let first = next(&mut stream, "the download's first chunk").await;
+    assert_eq!((first.kind, first.serial), (STREAM, 1));
+    // Half an Echo, then the client closes its side while the download still flows.
+    let echo = call(ECHO, 2, &echo_body(b"cut short"));
+    send(&mut stream, &echo[..echo.len() / 2]).await;
+    tokio::io::AsyncWriteExt::shutdown(&mut stream)
+        .await
+        .unwrap();
+    // Whole frames of the download (`next` fails on a cut frame), then GOAWAY and the close.
+    loop {
+        let frame = next(&mut stream, "GOAWAY PROTOCOL_VIOLATION").await;
+        if frame.kind == MESSAGE {
+            assert_eq!((frame.program, frame.procedure), (CONTROL, GOAWAY));
+            let body = error_body(&frame);
+            assert_eq!(body.code, ErrorCode::ProtocolViolation as i32);
+            break;
+        }
+        assert_eq!(frame.serial, 1, "only the download was open: {frame:?}");
+    }
+    let after = tokio::time::timeout(PROMPTLY, read_non_ping(&mut stream))
+        .await
+        .expect("the server did not close after its GOAWAY");
+    assert!(after.is_none(), "a frame after GOAWAY: {after:?}");
+}

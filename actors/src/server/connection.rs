@@ -713,6 +713,12 @@ impl StreamHandler<Result<Frame, DecodeError>> for ServerConnection {
                 self.traffic.received(&frame);
                 self.on_frame(ctx, frame);
             }
+            Err(DecodeError::Io(error)) if error.kind() == std::io::ErrorKind::UnexpectedEof => {
+                // The peer closed its side inside a frame: a broken peer, told so like any
+                // other, and given the whole frames already queued for it.
+                self.shared.counters.protocol_violations.inc();
+                self.close_with(ctx, ErrorCode::ProtocolViolation, error.to_string());
+            }
             Err(DecodeError::Io(error)) => {
                 debug!(parent: &self.span, %error, "read failed");
                 ctx.stop();
