@@ -531,18 +531,21 @@ fn killing_a_replica_mid_upload_fails_it_everywhere_and_leaves_nothing_partial()
         "after the failed replicated upload",
     );
 
-    // node3 died with its partial upload on disk, as any node that crashes mid-upload: it
-    // shows nothing when it is back, and the next upload of the name replaces the partial.
-    eprintln!(
-        "killed node3 kept in /data/partial: {:?}",
-        cluster.data_files("node3", "partial")
+    // node3 died with its copy on disk, marked as a replica's (replicated uploads are not
+    // resumable): when it is back, its recovery has removed it, and it shows nothing.
+    let killed_left = cluster.data_files("node3", "partial");
+    eprintln!("killed node3 left in /data/partial: {killed_left:?}");
+    assert!(
+        killed_left.iter().any(|(file, _)| file == "big.part"),
+        "node3 was killed with part of big on disk: {killed_left:?}"
     );
     cluster.docker_on("start", "node3");
     cluster.wait_healthy(&["node3"], Duration::from_secs(60));
-    let on_node3 = volume_names(&cluster, "node3");
-    assert!(
-        !on_node3.iter().any(|n| n == "big"),
-        "node3 shows nothing of the failed upload: {on_node3:?}"
+    assert_nothing_left(
+        &cluster,
+        "node3",
+        "big",
+        "after node3's restart (its recovery removes the replica's partial upload)",
     );
 
     // The same upload, with node3 back, lands on all three nodes and leaves nothing behind.

@@ -328,13 +328,16 @@ impl VolumeHandler for VolumeService {
         context: CallContext,
         mut incoming: Incoming,
     ) -> Result<UploadReply, CallError> {
+        // A replicated upload succeeds or fails as a whole on every node, so no part of it
+        // (this node's copy, or a peer's copy marked `replica`) can be resumed on its own.
+        let replicated = request.replicas > 1 || request.replica;
+        if replicated && request.resume {
+            return Err(CallError::application(
+                ErrorCode::BadRequest,
+                "a replicated upload cannot be resumed: upload again without resume",
+            ));
+        }
         let targets = if request.replicas > 1 {
-            if request.resume {
-                return Err(CallError::application(
-                    ErrorCode::BadRequest,
-                    "a replicated upload cannot be resumed: upload again without resume",
-                ));
-            }
             self.peers.replicas_for(request.replicas)?
         } else {
             Vec::new()
@@ -343,6 +346,10 @@ impl VolumeHandler for VolumeService {
             expected_size: request.expected_size,
             expected_checksum: checksum_arg(&request.expected_checksum)?,
             overwrite: request.overwrite,
+            // Not resumable: the store discards the partial data if this handler ends without
+            // a decision (dropped with its lost connection), and recovery removes it if the
+            // node dies meanwhile.
+            resumable: !replicated,
         };
         let store = self.store.clone();
         let name = request.name.clone();
@@ -367,9 +374,11 @@ impl VolumeHandler for VolumeService {
         );
         let mut replicas = ReplicaSet::none(self.peers.clone());
         if !targets.is_empty() {
-            // The peers check the same size and checksum; they never replicate further.
+            // The peers check the same size and checksum; they never replicate further, and
+            // never keep their copy for resuming.
             let forward = UploadRequest {
                 replicas: 0,
+                replica: true,
                 ..request.clone()
             };
             match ReplicaSet::open(self.peers.clone(), &targets, &forward).await {
@@ -419,9 +428,10 @@ impl VolumeHandler for VolumeService {
         }
         if let Some(error) = failure {
             // A lost connection keeps the partial data for resuming; anything else (an abort,
-            // a refused chunk, a failed replica) discards it. Replicated uploads are not
-            // resumable, and dropping the replicas' streams makes every peer discard too.
-            let keep = error.code == ErrorCode::ConnectionLost && replicas.is_empty();
+            // a refused chunk, a failed replica) discards it, as does any failure of a
+            // replicated upload, here or on a replica (not resumable). Dropping the replicas'
+            // streams makes every peer discard too.
+            let keep = error.code == ErrorCode::ConnectionLost && upload.resumable();
             drop(replicas);
             info!(name = %request.name, %error, keep, "upload ended early");
             let cleanup = blocking(move || {
@@ -492,7 +502,9 @@ impl VolumeHandler for VolumeService {
     ) -> Result<UploadStatusReply, CallError> {
         let store = self.store.clone();
         let status = blocking(move || store.upload_status(&request.name)).await?;
-        Ok(match status {
+        // A partial upload that cannot be resumed is not offered: it is a replicated upload's
+        // copy, open right now or about to be removed.
+        Ok(match status.filter(|status| status.resumable) {
             None => UploadStatusReply::default(),
             Some(status) => UploadStatusReply {
                 exists: true,
@@ -673,6 +685,7 @@ impl VolumeService {
             overwrite: request.overwrite,
             resume: false,
             replicas: 0,
+            replica: false,
         };
         let (mut stream, link) = self.peers.upload(&request.to_peer, &upload).await?;
         // The peer verifies a known checksum itself; an unknown one is computed here.

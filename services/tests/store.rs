@@ -243,6 +243,7 @@ fn upload_is_visible_only_after_commit() {
             expected_size: Some(content.len() as u64),
             expected_checksum: Some(checksum),
             overwrite: false,
+            resumable: true,
         },
     );
     assert_eq!(upload.offset(), content.len() as u64);
@@ -476,6 +477,7 @@ fn suspend_reopen_resume() {
         expected_size: Some(size),
         expected_checksum: Some(checksum),
         overwrite: false,
+        resumable: true,
     };
 
     {
@@ -537,6 +539,90 @@ fn dropping_an_upload_keeps_it_resumable() {
 }
 
 #[test]
+fn a_non_resumable_upload_is_never_kept_not_even_by_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let partial = root.join("partial");
+    let not_resumable = UploadOptions {
+        resumable: false,
+        ..UploadOptions::default()
+    };
+    let crashed = {
+        let store = open(root);
+        let upload = upload_all(
+            &store,
+            "replica",
+            &pattern(300_000, 1),
+            not_resumable.clone(),
+        );
+        assert!(!upload.resumable());
+        let status = store.upload_status("replica").unwrap().unwrap();
+        assert!(!status.resumable && status.in_progress, "{status:?}");
+        // What a crash at this moment leaves on disk.
+        let crashed: Vec<(String, Vec<u8>)> = ["replica.json", "replica.part"]
+            .into_iter()
+            .map(|file| (file.to_owned(), fs::read(partial.join(file)).unwrap()))
+            .collect();
+        let json: serde_json::Value = serde_json::from_slice(&crashed[0].1).unwrap();
+        assert_eq!(json["resumable"], false, "{json}");
+
+        // Dropping (a lost connection) and suspending both discard it.
+        drop(upload);
+        upload_all(&store, "suspended", b"data", not_resumable.clone())
+            .suspend()
+            .unwrap();
+        // A resumable upload beside them is kept.
+        drop(upload_all(
+            &store,
+            "client",
+            b"client",
+            UploadOptions::default(),
+        ));
+        assert_eq!(files_in(&partial), ["client.json", "client.part"]);
+        crashed
+    };
+    let crash = || {
+        for (file, bytes) in &crashed {
+            fs::write(partial.join(file), bytes).unwrap();
+        }
+    };
+    crash();
+    // A partial JSON written before the field existed is resumable.
+    let old_json = partial.join("client.json");
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&fs::read(&old_json).unwrap()).unwrap();
+    json.as_object_mut().unwrap().remove("resumable").unwrap();
+    fs::write(&old_json, json.to_string()).unwrap();
+
+    // Recovery removes the crashed replica however fresh it is, and keeps the other.
+    let store = open(root);
+    let report = store.recovery_report().clone();
+    assert_eq!(report.unresumable_partials_removed, 1, "{report:?}");
+    assert_eq!(report.partials_kept, 1, "{report:?}");
+    assert_eq!(report.expired_partials_removed, 0, "{report:?}");
+    assert!(report.found_debris());
+    assert!(
+        report
+            .to_string()
+            .contains("1 non-resumable partial uploads removed"),
+        "{report}"
+    );
+    assert_eq!(files_in(&partial), ["client.json", "client.part"]);
+    assert!(store.upload_status("client").unwrap().unwrap().resumable);
+    assert_eq!(store.upload_status("replica").unwrap(), None);
+
+    // Left behind while the store is open: refused for resuming, gone at the next sweep.
+    crash();
+    assert!(matches!(
+        store.resume_upload("replica"),
+        Err(err @ StoreError::NotResumable { .. }) if err.code() == ErrorCode::FailedPrecondition
+    ));
+    assert_eq!(store.expire_partials().unwrap(), 1);
+    assert_eq!(files_in(&partial), ["client.json", "client.part"]);
+    store.resume_upload("client").unwrap().commit().unwrap();
+}
+
+#[test]
 fn begin_replaces_an_older_partial_and_discard_removes_one() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
@@ -574,6 +660,7 @@ fn sparse_upload_and_download() {
                 expected_size: Some(size),
                 expected_checksum: Some(checksum),
                 overwrite: false,
+                resumable: true,
             },
         )
         .unwrap();

@@ -163,6 +163,7 @@ pub async fn upload(
             overwrite: plan.overwrite,
             resume: plan.resume,
             replicas: plan.replicas,
+            replica: false,
         })
         .await
         .map_err(CliError::call(context.clone()))?;

@@ -33,6 +33,14 @@ pub enum StoreError {
     )]
     NoPartialUpload { name: String },
 
+    /// `resume_upload` found a partial upload that was begun as not resumable
+    /// ([`UploadOptions::resumable`](super::UploadOptions::resumable)), such as a replica of
+    /// a replicated upload. It is removed by the next expiry sweep or open.
+    #[error(
+        "the partial upload of volume {name:?} cannot be resumed (it was begun as not resumable, as the replicas of a replicated upload are); start a new upload"
+    )]
+    NotResumable { name: String },
+
     /// Another [`Upload`](super::Upload) of the same name is open in this process.
     #[error(
         "an upload of volume {name:?} is in progress; wait for it to finish or be suspended, then resume it"
@@ -124,7 +132,7 @@ impl StoreError {
     /// | `InvalidName`, `InvalidRange`, `BeyondExpectedSize` | `BAD_REQUEST` |
     /// | `NotFound`, `NoPartialUpload` | `NOT_FOUND` |
     /// | `AlreadyExists` | `ALREADY_EXISTS` |
-    /// | `UploadInProgress` | `FAILED_PRECONDITION` |
+    /// | `UploadInProgress`, `NotResumable` | `FAILED_PRECONDITION` |
     /// | `TooLarge` | `RESOURCE_EXHAUSTED` |
     /// | `ChecksumMismatch`, `SizeMismatch` | `ABORTED` (the upload's sink failed) |
     /// | `Io` with "no space left", "quota exceeded" or "file too large" | `RESOURCE_EXHAUSTED` |
@@ -136,7 +144,9 @@ impl StoreError {
             | Self::BeyondExpectedSize { .. } => ErrorCode::BadRequest,
             Self::NotFound { .. } | Self::NoPartialUpload { .. } => ErrorCode::NotFound,
             Self::AlreadyExists { .. } => ErrorCode::AlreadyExists,
-            Self::UploadInProgress { .. } => ErrorCode::FailedPrecondition,
+            Self::UploadInProgress { .. } | Self::NotResumable { .. } => {
+                ErrorCode::FailedPrecondition
+            }
             Self::TooLarge { .. } => ErrorCode::ResourceExhausted,
             Self::ChecksumMismatch { .. } | Self::SizeMismatch { .. } => ErrorCode::Aborted,
             Self::Io { source, .. }

@@ -40,11 +40,22 @@ pub(crate) struct PartialMeta {
     #[serde(with = "hex_checksum")]
     pub expected_checksum: Option<[u8; 32]>,
     pub overwrite: bool,
+    /// Whether the upload may be resumed after it was interrupted (see
+    /// [`UploadOptions::resumable`](super::UploadOptions::resumable)). One that may not is
+    /// removed by the next recovery or expiry sweep whatever its age, since nothing would
+    /// ever continue it. Missing in files written before the field existed, all of which
+    /// were resumable.
+    #[serde(default = "resumable_by_default")]
+    pub resumable: bool,
     /// When the upload began, unix milliseconds.
     pub created: u64,
     /// Last activity, unix milliseconds: begin, resume, suspend, and during writes at most
     /// every [`TOUCH_INTERVAL`](super::upload::TOUCH_INTERVAL). Expiry is measured from here.
     pub updated: u64,
+}
+
+fn resumable_by_default() -> bool {
+    true
 }
 
 /// Reads a JSON file of the store; `Ok(None)` if it does not exist.

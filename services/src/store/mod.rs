@@ -12,7 +12,8 @@
 //! <root>/volumes/<name>        committed volume data, the only files clients can see
 //! <root>/meta/<name>.json      sidecar: size, BLAKE3 checksum, created/modified times
 //! <root>/partial/<name>.part   data of an upload in progress; its length is the offset
-//! <root>/partial/<name>.json   that upload's expected size/checksum, overwrite flag, activity
+//! <root>/partial/<name>.json   that upload's expected size/checksum, overwrite and resumable
+//!                              flags, activity
 //! <root>/partial/<name>.commit a commit in flight: the sidecar to install once the data is
 //!                              published (see "crash safety")
 //! <root>/*/.<name>.<n>.tmp     temporary files; removed by recovery
@@ -32,7 +33,8 @@
 //!   resumable), so a volume and its sidecar always end up agreeing.
 //! - [`VolumeStore::open`] runs recovery: temporary files go, sidecars without a volume go,
 //!   half-made or unreadable partial uploads go, partial uploads idle for longer than
-//!   [`StoreConfig::resume_ttl`] go. See [`RecoveryReport`].
+//!   [`StoreConfig::resume_ttl`] go, and so do partial uploads begun as not resumable
+//!   ([`UploadOptions::resumable`]) whatever their age. See [`RecoveryReport`].
 //! - A volume file is never modified in place, only replaced by a rename. A [`Download`] keeps
 //!   the file it opened, so it reads one consistent version even if the volume is overwritten
 //!   or deleted meanwhile.
@@ -45,6 +47,11 @@
 //! data file. The checksum covers the whole content, so a resumed upload is verified end to
 //! end at commit whatever happened in between. Partial uploads idle for `resume_ttl` are
 //! removed at the next open or [`VolumeStore::expire_partials`].
+//!
+//! An upload begun with [`UploadOptions::resumable`] `false` (a replica of a replicated
+//! upload, which as a whole cannot be resumed) is the exception: suspending or dropping it
+//! discards it, resuming it is refused with [`StoreError::NotResumable`], and if a crash
+//! leaves it behind, the next open or expiry sweep removes it whatever its age.
 
 mod download;
 mod error;
@@ -492,8 +499,9 @@ impl VolumeStore {
     /// Reopens the partial upload of `name` where it stopped: at the length of its data file.
     /// The BLAKE3 state is rebuilt by reading back what was written (holes are skipped with
     /// `SEEK_HOLE` and hashed as zeros, and stay holes), which costs one read of the partial
-    /// data. [`StoreError::NoPartialUpload`] if there is none; [`StoreError::AlreadyExists`]
-    /// if it does not overwrite and a volume of that name has been committed since.
+    /// data. [`StoreError::NoPartialUpload`] if there is none; [`StoreError::NotResumable`] if
+    /// it was begun as not resumable; [`StoreError::AlreadyExists`] if it does not overwrite
+    /// and a volume of that name has been committed since.
     pub fn resume_upload(&self, name: &str) -> Result<Upload> {
         self.validate_name(name)?;
         upload::resume(&self.inner, name)
@@ -519,8 +527,8 @@ impl VolumeStore {
         upload::discard(&self.inner, name)
     }
 
-    /// Removes partial uploads idle for at least `resume_ttl`, except those open right now,
-    /// and returns how many went. Open does this once; a long-running daemon should call it
+    /// Removes partial uploads idle for at least `resume_ttl`, and those that are not
+    /// resumable whatever their age, except those open right now, and returns how many went. Open does this once; a long-running daemon should call it
     /// now and then (hourly, say) so abandoned uploads do not wait for the next restart.
     pub fn expire_partials(&self) -> Result<usize> {
         recovery::expire(&self.inner)

@@ -3,7 +3,8 @@
 //! Every multi-step operation of the store is ordered so that what a crash can leave behind is
 //! recognisable here and has one safe resolution: temporary files are deleted, a commit whose
 //! data was published is completed, one whose data was not is rolled back to a resumable
-//! partial upload, and half-made partial uploads are removed.
+//! partial upload, and half-made partial uploads are removed, as are partial uploads begun as
+//! not resumable (nothing will ever continue them).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -40,6 +41,9 @@ pub struct RecoveryReport {
     pub commits_rolled_back: usize,
     /// Partial uploads idle for at least `resume_ttl`, deleted.
     pub expired_partials_removed: usize,
+    /// Partial uploads begun as not resumable (replicas of a replicated upload) that the
+    /// process did not get to discard because it died, deleted whatever their age.
+    pub unresumable_partials_removed: usize,
     /// Partial uploads that were half made (data without its JSON or the reverse) or whose
     /// JSON does not parse, deleted: they cannot be resumed safely.
     pub broken_partials_removed: usize,
@@ -57,6 +61,7 @@ impl RecoveryReport {
             + self.commits_completed
             + self.commits_rolled_back
             + self.broken_partials_removed
+            + self.unresumable_partials_removed
             > 0
     }
 }
@@ -81,6 +86,10 @@ impl fmt::Display for RecoveryReport {
             (
                 self.broken_partials_removed,
                 "broken partial uploads removed",
+            ),
+            (
+                self.unresumable_partials_removed,
+                "non-resumable partial uploads removed",
             ),
             (self.ignored_entries, "foreign entries ignored"),
         ];
@@ -168,12 +177,17 @@ pub(crate) fn recover(layout: &Layout, config: &StoreConfig) -> Result<RecoveryR
         }
         if files.part && files.json {
             match meta::read::<PartialMeta>(&layout.partial_json(&name)) {
-                Ok(Some(partial)) if !expired(&partial, now, config) => report.partials_kept += 1,
-                Ok(Some(_)) => {
-                    remove_partial_files(layout, &name)?;
-                    report.expired_partials_removed += 1;
-                    dirty.set_partial();
-                }
+                Ok(Some(partial)) => match removal(&partial, now, config) {
+                    None => report.partials_kept += 1,
+                    Some(why) => {
+                        remove_partial_files(layout, &name)?;
+                        *match why {
+                            Removal::Expired => &mut report.expired_partials_removed,
+                            Removal::NotResumable => &mut report.unresumable_partials_removed,
+                        } += 1;
+                        dirty.set_partial();
+                    }
+                },
                 Ok(None) | Err(StoreError::Corrupt { .. }) => {
                     remove_partial_files(layout, &name)?;
                     report.broken_partials_removed += 1;
@@ -247,7 +261,7 @@ pub(crate) fn expire(inner: &Inner) -> Result<usize> {
         }
         // A JSON that does not parse is left for recovery at the next open to judge.
         if let Ok(Some(partial)) = meta::read::<PartialMeta>(&layout.partial_json(name))
-            && expired(&partial, now, &inner.config)
+            && removal(&partial, now, &inner.config).is_some()
         {
             remove_partial_files(layout, name)?;
             removed += 1;
@@ -257,10 +271,24 @@ pub(crate) fn expire(inner: &Inner) -> Result<usize> {
     Ok(removed)
 }
 
-/// Idle for at least `resume_ttl` (so a TTL of zero expires every partial upload).
-fn expired(partial: &PartialMeta, now: u64, config: &StoreConfig) -> bool {
+/// Why a partial upload that is not open is removed rather than kept for resuming.
+enum Removal {
+    /// Idle for at least `resume_ttl` (so a TTL of zero expires every partial upload).
+    Expired,
+    /// Begun as not resumable: nothing will continue it, however recent.
+    NotResumable,
+}
+
+/// Whether (and why) a partial upload that is not open goes, at open and in expiry sweeps.
+fn removal(partial: &PartialMeta, now: u64, config: &StoreConfig) -> Option<Removal> {
     let ttl = u64::try_from(config.resume_ttl.as_millis()).unwrap_or(u64::MAX);
-    now.saturating_sub(partial.updated) >= ttl
+    if !partial.resumable {
+        Some(Removal::NotResumable)
+    } else if now.saturating_sub(partial.updated) >= ttl {
+        Some(Removal::Expired)
+    } else {
+        None
+    }
 }
 
 /// Which of volumes/, meta/, partial/ had entries removed or renamed and need a sync.

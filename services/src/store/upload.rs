@@ -22,7 +22,7 @@ use ferry_actors::stream::ContentHash;
 pub(crate) const TOUCH_INTERVAL: Duration = Duration::from_secs(30);
 
 /// What the client announces when it starts an upload.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UploadOptions {
     /// The final size. Chunks past it are refused at once, and a commit at another size fails.
     pub expected_size: Option<u64>,
@@ -31,6 +31,24 @@ pub struct UploadOptions {
     pub expected_checksum: Option<[u8; 32]>,
     /// Whether the commit may replace an existing volume of the same name.
     pub overwrite: bool,
+    /// Whether the upload is kept for [`resume_upload`](super::VolumeStore::resume_upload)
+    /// when it ends without a decision (suspended, dropped, or the process crashed). Default
+    /// `true`. An upload that is part of something larger that cannot be resumed, such as a
+    /// replica of a replicated upload, sets it to `false`: it is then discarded instead, and
+    /// if a crash leaves it behind, recovery removes it at the next open rather than keeping
+    /// it for `resume_ttl`.
+    pub resumable: bool,
+}
+
+impl Default for UploadOptions {
+    fn default() -> Self {
+        Self {
+            expected_size: None,
+            expected_checksum: None,
+            overwrite: false,
+            resumable: true,
+        }
+    }
 }
 
 /// The state of a partial upload, as [`VolumeStore::upload_status`](super::VolumeStore::upload_status)
@@ -43,6 +61,9 @@ pub struct PartialStatus {
     pub expected_size: Option<u64>,
     pub expected_checksum: Option<[u8; 32]>,
     pub overwrite: bool,
+    /// Whether it may be resumed (see [`UploadOptions::resumable`]). One that may not is
+    /// either open right now or about to be removed; it is not offered to clients.
+    pub resumable: bool,
     /// Last activity; the upload expires `resume_ttl` after it. While an upload is open this
     /// may lag up to half a minute behind its last write.
     pub updated: SystemTime,
@@ -62,7 +83,8 @@ pub struct PartialStatus {
 /// [`resume_upload`](super::VolumeStore::resume_upload). **Dropping an `Upload` suspends it**:
 /// the usual reason an upload ends without a decision is a lost connection or a crashing
 /// handler, and the client should then be able to resume rather than send everything again.
-/// Partial uploads nobody resumes expire after `resume_ttl`.
+/// Partial uploads nobody resumes expire after `resume_ttl`. An upload begun with
+/// [`UploadOptions::resumable`] `false` cannot be kept: suspending or dropping it discards it.
 pub struct Upload {
     name: String,
     file: File,
@@ -108,6 +130,11 @@ impl Upload {
 
     pub fn overwrite(&self) -> bool {
         self.partial.overwrite
+    }
+
+    /// Whether it is kept for resuming when it ends without a commit or an abort.
+    pub fn resumable(&self) -> bool {
+        self.partial.resumable
     }
 
     /// Appends a chunk: data is written at the offset, a hole only moves the offset (the file
@@ -179,7 +206,8 @@ impl Upload {
     ///
     /// If a volume of the name appeared meanwhile and the upload does not overwrite, this fails
     /// with [`StoreError::AlreadyExists`] and **keeps** the partial upload: delete the volume
-    /// and resume, or discard the upload.
+    /// and resume, or discard the upload. (A non-resumable upload is discarded, as always
+    /// when it is dropped.)
     pub fn commit(mut self) -> Result<VolumeInfo> {
         let inner = Arc::clone(&self.claim.inner);
         let layout = &inner.layout;
@@ -268,7 +296,18 @@ impl Upload {
     /// Keeps the partial upload for [`resume_upload`](super::VolumeStore::resume_upload): syncs
     /// the data and records the time, so the upload survives a crash and its expiry counts
     /// from now. Dropping an `Upload` does the same, ignoring errors.
+    ///
+    /// A non-resumable upload is discarded instead: nothing would ever continue it, so keeping
+    /// it would only hold its disk space until it expired.
     pub fn suspend(mut self) -> Result<()> {
+        self.interrupt()
+    }
+
+    /// Ends the upload without a decision: see [`suspend`](Self::suspend).
+    fn interrupt(&mut self) -> Result<()> {
+        if !self.partial.resumable {
+            return self.discard_files();
+        }
         self.done = true;
         self.file
             .sync_data()
@@ -294,12 +333,13 @@ impl Upload {
 }
 
 impl Drop for Upload {
-    /// Suspends: see the type's documentation for why dropping keeps the upload.
+    /// Suspends (or discards a non-resumable upload): see the type's documentation for why
+    /// dropping keeps the upload. Errors are ignored: there is nobody to report them to, and
+    /// recovery at the next open judges whatever is left.
     fn drop(&mut self) {
         if !self.done {
+            let _ = self.interrupt();
             self.done = true;
-            let _ = self.file.sync_data();
-            let _ = self.touch(true);
         }
     }
 }
@@ -344,6 +384,7 @@ pub(crate) fn begin(inner: &Arc<Inner>, name: &str, options: UploadOptions) -> R
         expected_size: options.expected_size,
         expected_checksum: options.expected_checksum,
         overwrite: options.overwrite,
+        resumable: options.resumable,
         created: now,
         updated: now,
     };
@@ -381,6 +422,9 @@ pub(crate) fn resume(inner: &Arc<Inner>, name: &str) -> Result<Upload> {
     let claim = Claim::take(inner, name)?;
     let no_partial = || StoreError::NoPartialUpload { name: name.into() };
     let partial = meta::read::<PartialMeta>(&layout.partial_json(name))?.ok_or_else(no_partial)?;
+    if !partial.resumable {
+        return Err(StoreError::NotResumable { name: name.into() });
+    }
     let part = layout.part(name);
     let file = match OpenOptions::new().read(true).write(true).open(&part) {
         Ok(file) => file,
@@ -438,6 +482,7 @@ pub(crate) fn status(inner: &Inner, name: &str) -> Result<Option<PartialStatus>>
         expected_size: partial.expected_size,
         expected_checksum: partial.expected_checksum,
         overwrite: partial.overwrite,
+        resumable: partial.resumable,
         updated: sys::from_unix_millis(partial.updated),
         in_progress,
     }))
