@@ -39,6 +39,14 @@ pub struct FrameReader<R> {
     big_block: usize,
     /// Whether the last frame was big enough to call for big blocks.
     bulk: bool,
+    /// Bytes at the start of the block's spare capacity that an earlier read initialised. A
+    /// reader such as TLS's zero-fills all of a `ReadBuf` it is handed before reading into it;
+    /// telling it what is already initialised makes that once per block, not once per read
+    /// (it was a quarter of the CPU of a TLS stream with 1 MiB chunks).
+    init_spare: usize,
+    /// Where the spare capacity started when `init_spare` was measured: if it starts elsewhere
+    /// now (the decoder reserved room, say), `init_spare` no longer applies.
+    init_at: usize,
     eof: bool,
 }
 
@@ -52,6 +60,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             contiguous,
             big_block: 8 * contiguous,
             bulk: false,
+            init_spare: 0,
+            init_at: 0,
             eof: false,
         }
     }
@@ -126,15 +136,27 @@ impl<R: AsyncRead + Unpin> Stream for FrameReader<R> {
             }
             let limit = this.read_limit();
             let spare = &mut this.buf.spare_capacity_mut()[..limit];
+            let start = spare.as_ptr() as usize;
+            let known = if start == this.init_at {
+                this.init_spare.min(limit)
+            } else {
+                0
+            };
             let mut read = ReadBuf::uninit(spare);
-            match Pin::new(&mut this.io).poll_read(cx, &mut read) {
+            // SAFETY: an earlier read into this block, at this same place, initialised these
+            // bytes, and nothing has been written to the spare capacity since.
+            unsafe { read.assume_init(known) };
+            let outcome = Pin::new(&mut this.io).poll_read(cx, &mut read);
+            let n = read.filled().len();
+            this.init_spare = known.max(read.initialized().len()) - n;
+            this.init_at = start + n;
+            match outcome {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(error)) => {
                     this.eof = true;
                     return Poll::Ready(Some(Err(error.into())));
                 }
                 Poll::Ready(Ok(())) => {
-                    let n = read.filled().len();
                     if n == 0 {
                         this.eof = true;
                     }

@@ -177,6 +177,19 @@ impl ServerConnection {
         ctx.run_later(CLOSE_GRACE, |_, ctx| ctx.stop());
     }
 
+    /// The peer is done with the connection (it closed its side, or said GOAWAY): what is
+    /// already queued is written, never a frame cut short, then the connection closes; the
+    /// grace timer closes it anyway if the peer stops reading.
+    fn wind_down(&mut self, ctx: &mut Context<Self>) {
+        if self.closing {
+            return;
+        }
+        self.closing = true;
+        let outbox = self.outbox.clone();
+        ctx.spawn(actix::fut::wrap_future(async move { outbox.close().await }));
+        ctx.run_later(CLOSE_GRACE, |_, ctx| ctx.stop());
+    }
+
     fn on_call(&mut self, ctx: &mut Context<Self>, frame: Frame) {
         let serial = frame.header.serial;
         let refusal = if frame.header.status != Status::Ok {
@@ -559,7 +572,7 @@ impl ServerConnection {
             ControlMessage::Pong => {}
             ControlMessage::GoAway(body) => {
                 debug!(parent: &self.span, message = %body.message, "client said GOAWAY");
-                ctx.stop();
+                self.wind_down(ctx);
             }
             ControlMessage::Shutdown(_) => {
                 self.shared.counters.protocol_violations.inc();
@@ -733,13 +746,7 @@ impl StreamHandler<Result<Frame, DecodeError>> for ServerConnection {
     /// The peer closed its side: nothing more will be asked, so calls stop, but what is
     /// already queued (replies included) is still written before the connection closes.
     fn finished(&mut self, ctx: &mut Self::Context) {
-        if self.closing {
-            return;
-        }
-        self.closing = true;
-        let outbox = self.outbox.clone();
-        ctx.spawn(actix::fut::wrap_future(async move { outbox.close().await }));
-        ctx.run_later(CLOSE_GRACE, |_, ctx| ctx.stop());
+        self.wind_down(ctx);
     }
 }
 
