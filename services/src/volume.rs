@@ -92,9 +92,11 @@ fn store_error(error: StoreError) -> CallError {
 
 /// Runs disk work on the blocking pool.
 async fn run<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, CallError> {
-    tokio::task::spawn_blocking(work).await.map_err(|error| {
-        CallError::application(ErrorCode::Internal, format!("store task failed: {error}"))
-    })
+    tokio::task::spawn_blocking(work).await.map_err(task_failed)
+}
+
+fn task_failed(error: tokio::task::JoinError) -> CallError {
+    CallError::application(ErrorCode::Internal, format!("store task failed: {error}"))
 }
 
 /// Runs a store operation on the blocking pool.
@@ -238,6 +240,45 @@ impl Drop for Progress {
     }
 }
 
+/// Chunks an upload may be ahead of its disk writes.
+const WRITE_BEHIND: usize = 4;
+
+/// Writes an upload on one blocking thread, a few chunks behind the connection: a hand-off to
+/// the blocking pool per chunk cost more in wake-ups than the write itself, and while chunks
+/// keep coming the writer never sleeps.
+struct WriteBehind {
+    chunks: mpsc::Sender<Chunk>,
+    writer: tokio::task::JoinHandle<(Upload, Result<(), StoreError>)>,
+}
+
+impl WriteBehind {
+    fn start(mut upload: Upload) -> Self {
+        let (chunks, mut rx) = mpsc::channel::<Chunk>(WRITE_BEHIND);
+        let writer = tokio::task::spawn_blocking(move || {
+            while let Some(chunk) = rx.blocking_recv() {
+                if let Err(error) = upload.write(&chunk) {
+                    return (upload, Err(error));
+                }
+            }
+            (upload, Ok(()))
+        });
+        Self { chunks, writer }
+    }
+
+    /// Queues a chunk, waiting while `WRITE_BEHIND` are queued; `false` if the writer stopped
+    /// on an error.
+    async fn write(&self, chunk: Chunk) -> bool {
+        self.chunks.send(chunk).await.is_ok()
+    }
+
+    /// Waits until every queued chunk is written; gives the upload back, with the error that
+    /// stopped the writer if one did.
+    async fn finish(self) -> Result<(Upload, Result<(), StoreError>), CallError> {
+        drop(self.chunks);
+        self.writer.await.map_err(task_failed)
+    }
+}
+
 /// Reads a download on the blocking pool, a few chunks ahead of the consumer, and (with
 /// `hash`) hashes it there too, handing out the digest once all was read. Dropping the
 /// receiver stops the reading.
@@ -354,7 +395,7 @@ impl VolumeHandler for VolumeService {
         let store = self.store.clone();
         let name = request.name.clone();
         let resume = request.resume;
-        let mut upload = blocking(move || {
+        let upload = blocking(move || {
             if resume {
                 store.resume_upload(&name)
             } else {
@@ -393,6 +434,7 @@ impl VolumeHandler for VolumeService {
         }
         let mut holes = 0;
         let mut failure = None;
+        let disk = WriteBehind::start(upload);
         loop {
             let chunk = match incoming.recv().await {
                 Ok(Some(chunk)) => chunk,
@@ -406,18 +448,13 @@ impl VolumeHandler for VolumeService {
             if let Chunk::Hole(length) = chunk {
                 holes += length;
             }
-            // The next chunk is taken from the client only once this one is on disk here and
-            // queued for every replica: the slowest of them paces the client.
-            let to_disk = chunk.clone();
-            let local = run(move || {
-                let written = upload.write(&to_disk);
-                (upload, written)
-            });
-            let (local, forwarded) = futures::join!(local, replicas.send(&chunk));
-            let (back, written) = local?;
-            upload = back;
-            if let Err(error) = written {
-                failure = Some(store_error(error));
+            // The next chunk is taken from the client only once this one is queued for the
+            // disk here (at most WRITE_BEHIND chunks ahead of it) and for every replica: the
+            // slowest of them paces the client.
+            let (queued, forwarded) =
+                futures::join!(disk.write(chunk.clone()), replicas.send(&chunk));
+            if !queued {
+                // The writer stopped on an error, which `finish` gives back.
                 break;
             }
             if let Err(error) = forwarded {
@@ -425,6 +462,10 @@ impl VolumeHandler for VolumeService {
                 break;
             }
             progress.advance(n).await;
+        }
+        let (upload, written) = disk.finish().await?;
+        if let (None, Err(error)) = (&failure, written) {
+            failure = Some(store_error(error));
         }
         if let Some(error) = failure {
             // A lost connection keeps the partial data for resuming; anything else (an abort,
@@ -528,8 +569,7 @@ impl VolumeHandler for VolumeService {
         let store = self.store.clone();
         let name = request.name.clone();
         let length = (request.length > 0).then_some(request.length);
-        let mut download =
-            blocking(move || store.open_download(&name, request.offset, length)).await?;
+        let download = blocking(move || store.open_download(&name, request.offset, length)).await?;
         let max = context.server.config().limits.max_chunk as usize;
         let mut progress = Progress::new(
             self,
@@ -539,15 +579,18 @@ impl VolumeHandler for VolumeService {
             0,
             download.len(),
         );
-        let mut hash = ContentHash::default();
+        // Read and hashed on one blocking thread a few chunks ahead: a hand-off to the blocking
+        // pool per chunk cost more in wake-ups than the read, and hashing (of a large hole,
+        // say) never holds the connection's thread.
+        let (mut chunks, digest) = read_ahead(download, max, true);
+        let (mut bytes, mut hole_bytes) = (0, 0);
         let outcome: Result<(), CallError> = async {
-            loop {
-                let (rest, chunk) =
-                    blocking(move || download.next_chunk(max).map(|chunk| (download, chunk)))
-                        .await?;
-                download = rest;
-                let Some(chunk) = chunk else { break };
-                hash.absorb(&chunk).await;
+            while let Some(chunk) = chunks.recv().await {
+                let chunk = chunk.map_err(store_error)?;
+                bytes += chunk.len();
+                if let Chunk::Hole(length) = chunk {
+                    hole_bytes += length;
+                }
                 progress.advance(chunk.len()).await;
                 outgoing.send_chunk(chunk).await?;
             }
@@ -557,10 +600,13 @@ impl VolumeHandler for VolumeService {
         match outcome {
             Ok(()) => {
                 progress.finished();
+                let checksum = digest.await.map_err(|_| {
+                    CallError::application(ErrorCode::Internal, "the download's reader stopped")
+                })?;
                 Ok(DownloadReply {
-                    bytes: hash.bytes(),
-                    hole_bytes: hash.hole_bytes(),
-                    checksum: hash.finish(),
+                    bytes,
+                    hole_bytes,
+                    checksum: checksum.to_vec().into(),
                 })
             }
             Err(error) => {
