@@ -49,6 +49,11 @@ pub struct ServerConfig {
     pub max_send_queue: u32,
     /// Credit granted to the client per upload stream: the most the server buffers for it.
     pub stream_window: u32,
+    /// Credit all of one connection's uploads may hold together (at least `stream_window` is
+    /// used; each upload may always hold a quarter of `stream_window`). One upload alone gets
+    /// its whole window; several share this, which bounds the bytes in flight ahead of a
+    /// small call on the same connection (head-of-line latency).
+    pub connection_window: u64,
     /// Streams open at once on one connection; more are refused RESOURCE_EXHAUSTED.
     pub max_streams_per_connection: usize,
     /// Stream bytes one connection may have buffered on the server: a stream that receives
@@ -83,6 +88,7 @@ impl Default for ServerConfig {
             write_queue: 1024,
             max_send_queue: DEFAULT_MAX_SEND_QUEUE,
             stream_window: DEFAULT_STREAM_WINDOW,
+            connection_window: u64::from(DEFAULT_STREAM_WINDOW),
             max_streams_per_connection: 256,
             max_buffered_per_connection: 256 * 1024 * 1024,
             stream_abort_grace: Duration::from_secs(2),

@@ -1114,3 +1114,39 @@ async fn a_peer_that_closes_inside_a_frame_gets_whole_frames_then_goaway() {
         .expect("the server did not close after its GOAWAY");
     assert!(after.is_none(), "a frame after GOAWAY: {after:?}");
 }
+
+/// Uploads on one connection share `connection_window`: the first gets its whole window, the
+/// next a quarter window each (what every upload may always hold), however many there are.
+/// What a client can have in flight towards the server, ahead of its small calls, is bounded
+/// by the connection's budget plus a quarter window per upload, not a window per upload.
+#[actix_rt::test]
+async fn uploads_share_the_connection_window() {
+    let server = start(ServerConfig {
+        connection_window: u64::from(WINDOW),
+        ..config()
+    })
+    .await;
+    let mut stream = raw_connect(&server).await;
+    let mut calls = Vec::new();
+    for serial in 1..=4 {
+        calls.extend_from_slice(&call(SINK, serial, &[]));
+    }
+    send(&mut stream, &calls).await;
+    let mut first = std::collections::BTreeMap::new();
+    while first.len() < 4 {
+        let frame = next(&mut stream, "the uploads' first CREDITs").await;
+        assert_eq!((frame.kind, frame.status), (CREDIT, OK), "{frame:?}");
+        let grant = u32::from_be_bytes(frame.payload[..].try_into().unwrap());
+        assert!(
+            first.insert(frame.serial, grant).is_none(),
+            "two first CREDITs"
+        );
+    }
+    let quarter = WINDOW / 4;
+    assert_eq!(
+        first.into_iter().collect::<Vec<_>>(),
+        [(1, WINDOW), (2, quarter), (3, quarter), (4, quarter)]
+    );
+    // Nothing more until credit is spent: the budget is taken.
+    echo_works(&mut stream, 9).await;
+}

@@ -283,3 +283,21 @@ async fn tokio_io_copy_works_in_both_directions() {
     assert_eq!(received.len(), 3_000_000);
     assert_eq!(reply.checksum[..], blake3::hash(&received).as_bytes()[..]);
 }
+
+/// Uploads sharing a small `connection_window` all finish intact: the owed credit reaches each
+/// of them in turn as the others spend theirs.
+#[actix_rt::test]
+async fn uploads_sharing_a_small_connection_window_all_finish() {
+    let window = 256 * 1024;
+    let server = start(ferry_actors::ServerConfig {
+        stream_window: window,
+        connection_window: u64::from(window),
+        ..quick_server_config()
+    })
+    .await;
+    let client = server.test_client(common::Via::Tcp).await;
+    let uploads = (0..8).map(|i| upload(&client, (4 << 20) + i * 4097, 64 * 1024 + 7));
+    tokio::time::timeout(4 * PROMPTLY, futures::future::join_all(uploads))
+        .await
+        .expect("every upload finishes");
+}

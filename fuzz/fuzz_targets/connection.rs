@@ -98,6 +98,8 @@ fn config() -> ServerConfig {
         // Small too, so that credit floods on downloads make streams wait for room.
         max_send_queue: 64 * 1024,
         stream_window: WINDOW,
+        // One window for all uploads, so several exercise the credit held back and paid later.
+        connection_window: u64::from(WINDOW),
         max_streams_per_connection: MAX_STREAMS,
         max_buffered_per_connection: MAX_BUFFERED,
         stream_abort_grace: Duration::from_millis(10),

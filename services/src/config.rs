@@ -91,6 +91,7 @@ pub struct LimitsConfig {
     pub max_frame: u32,
     pub max_chunk: u32,
     pub stream_window: u32,
+    pub connection_window: u64,
     pub max_in_flight_calls: usize,
     pub max_connections: usize,
     pub max_connections_per_address: usize,
@@ -149,6 +150,7 @@ impl Default for LimitsConfig {
             max_frame: server.limits.max_frame,
             max_chunk: server.limits.max_chunk,
             stream_window: server.stream_window,
+            connection_window: server.connection_window,
             max_in_flight_calls: server.max_in_flight_calls,
             max_connections: server.max_connections,
             max_connections_per_address: server.max_connections_per_address,
@@ -213,6 +215,7 @@ impl NodeConfig {
                 count: l.keepalive_count,
             }),
             stream_window: l.stream_window,
+            connection_window: l.connection_window,
             ..ServerConfig::default()
         }
     }

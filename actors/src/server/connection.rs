@@ -2,7 +2,7 @@
 //! actors, owns the serial table and sends every REPLY, so a serial is freed exactly when
 //! docs/PROTOCOL.md says.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -47,6 +47,9 @@ struct OpenStream {
     direction: Direction,
     /// Credit the client may still spend on data for us.
     allowance: u64,
+    /// Credit the consumer drained that is not yet granted back: held while the connection's
+    /// streams together hold `connection_window` (see `ServerConnection::distribute`).
+    owed: u64,
     /// STREAM/OK frames received from the client (its finish, then its confirmation).
     client_oks: u8,
     /// The client has not sent its last frame for this serial yet.
@@ -63,6 +66,8 @@ pub struct ServerConnection {
     shared: Arc<ServerShared>,
     outbox: Outbox,
     calls: HashMap<u32, OpenCall>,
+    /// Streams with credit owed, in the order they are to be paid.
+    owing: VecDeque<u32>,
     keepalive: Option<Keepalive>,
     got_first_frame: bool,
     last_call_activity: Instant,
@@ -111,6 +116,7 @@ impl ServerConnection {
                 keepalive: config.keepalive.map(Keepalive::new),
                 outbox,
                 calls: HashMap::new(),
+                owing: VecDeque::new(),
                 got_first_frame: false,
                 last_call_activity: Instant::now(),
                 draining: false,
@@ -262,25 +268,34 @@ impl ServerConnection {
         };
         let span = info_span!(parent: &self.span, "call", serial, program = route.program, procedure = route.procedure);
         let call = CallActor::new(serial, ctx.address(), handler, span).start();
-        let stream = stream_actor.map(|actor| {
-            let window = self.shared.config.stream_window;
-            if direction.client_sends() {
-                self.send(ctx, Frame::credit(route, serial, Credit(window)));
-            }
-            OpenStream {
-                actor,
-                halted,
-                direction,
-                allowance: if direction.client_sends() {
-                    u64::from(window)
-                } else {
-                    0
-                },
-                client_oks: 0,
-                client_open: true,
-                aborted_by_client: false,
-            }
+        let window = u64::from(self.shared.config.stream_window);
+        // The first grant (which also accepts the stream) is the window, or what the
+        // connection's budget has left (at least a grant step); the rest is owed.
+        let first = if direction.client_sends() {
+            window.min(self.budget_left().max(self.grant_floor()))
+        } else {
+            0
+        };
+        if first > 0 {
+            self.send(ctx, Frame::credit(route, serial, Credit(first as u32)));
+        }
+        let stream = stream_actor.map(|actor| OpenStream {
+            actor,
+            halted,
+            direction,
+            allowance: first,
+            owed: if direction.client_sends() {
+                window - first
+            } else {
+                0
+            },
+            client_oks: 0,
+            client_open: true,
+            aborted_by_client: false,
         });
+        if first < window && direction.client_sends() {
+            self.owing.push_back(serial);
+        }
         self.calls.insert(
             serial,
             OpenCall {
@@ -429,6 +444,67 @@ impl ServerConnection {
         self.release_if_done(ctx, serial);
     }
 
+    /// Credit the connection's streams may still be granted before they hold
+    /// `connection_window` together.
+    fn budget_left(&self) -> u64 {
+        let held: u64 = self
+            .calls
+            .values()
+            .filter_map(|open| open.stream.as_ref())
+            .map(|stream| stream.allowance)
+            .sum();
+        let budget =
+            (self.shared.config.connection_window).max(u64::from(self.shared.config.stream_window));
+        budget.saturating_sub(held)
+    }
+
+    /// A stream may always hold this much credit, whatever the budget: a quarter window, the
+    /// step in which consumers return credit. It keeps every stream moving (no stream waits
+    /// for credit that idle streams hold) and caps the budget's overshoot.
+    fn grant_floor(&self) -> u64 {
+        u64::from(self.shared.config.stream_window / 4).max(1)
+    }
+
+    /// Pays owed credit, in turn, as far as the connection's budget allows. The budget bounds
+    /// the bytes in flight towards this node on the connection, in the kernel's queues ahead of
+    /// a small call's CALL; one stream alone still gets its whole window.
+    fn distribute(&mut self, ctx: &mut Context<Self>) {
+        if self.owing.is_empty() {
+            return;
+        }
+        let floor = self.grant_floor();
+        let mut left = self.budget_left();
+        for _ in 0..self.owing.len() {
+            let serial = self.owing.pop_front().expect("counted");
+            let Some(open) = self
+                .calls
+                .get_mut(&serial)
+                .filter(|open| open.call.is_some())
+            else {
+                continue;
+            };
+            let route = open.route;
+            let Some(stream) = open.stream.as_mut().filter(|s| s.owed > 0) else {
+                continue;
+            };
+            let grant = stream
+                .owed
+                .min(left.max(floor.saturating_sub(stream.allowance)));
+            // Not in crumbs: a grant is worth a frame once it is a step, or all that is owed.
+            if grant > 0 && grant >= stream.owed.min(floor) {
+                stream.owed -= grant;
+                stream.allowance += grant;
+                left = left.saturating_sub(grant);
+                self.send(ctx, Frame::credit(route, serial, Credit(grant as u32)));
+            }
+            if let Some(stream) = self.calls.get(&serial).and_then(|o| o.stream.as_ref())
+                && stream.owed > 0
+            {
+                self.owing.push_back(serial);
+            }
+        }
+    }
+
     /// Frees a serial once its REPLY is out and the client sent its last frame.
     fn release_if_done(&mut self, ctx: &mut Context<Self>, serial: u32) {
         let done = self.calls.get(&serial).is_some_and(|open| {
@@ -436,6 +512,7 @@ impl ServerConnection {
         });
         if done {
             self.calls.remove(&serial);
+            self.distribute(ctx);
             self.update_stats();
             self.shared.counters.calls_in_flight.dec();
             self.last_call_activity = Instant::now();
@@ -534,7 +611,11 @@ impl ServerConnection {
                 self.conclude(ctx, serial, Err(error));
             }
             _ => match admit_inbound(frame, &mut stream.allowance, max_chunk) {
-                Ok(event) => stream.actor.do_send(event),
+                Ok(event) => {
+                    stream.actor.do_send(event);
+                    // Credit spent is room in the connection's budget.
+                    self.distribute(ctx);
+                }
                 Err(message) => {
                     let error = self.violation_error(serial, message);
                     self.conclude(ctx, serial, Err(error));
@@ -778,10 +859,15 @@ impl Handler<StreamNotice> for ServerConnection {
         let route = open.route;
         match msg.notice {
             Notice::Grant(grant) => {
-                if let Some(stream) = self.calls.get_mut(&serial).and_then(|o| o.stream.as_mut()) {
-                    stream.allowance += u64::from(grant);
+                let Some(stream) = self.calls.get_mut(&serial).and_then(|o| o.stream.as_mut())
+                else {
+                    return;
+                };
+                if stream.owed == 0 {
+                    self.owing.push_back(serial);
                 }
-                self.send(ctx, Frame::credit(route, serial, Credit(grant)));
+                stream.owed += u64::from(grant);
+                self.distribute(ctx);
             }
             Notice::Finish => {
                 // After the stream's data on its lane, so it never overtakes a chunk.
