@@ -18,7 +18,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ferry_cluster_tests::{
-    Cluster, Hash, NODES, Ran, Running, hex_hash, node_keepalive, poll, write_test_file,
+    Cluster, Events, Hash, NODES, Ran, Running, hex_hash, node_keepalive, poll, write_test_file,
 };
 use serde_json::Value;
 
@@ -32,6 +32,23 @@ const BIG_TIMEOUT: Duration = Duration::from_secs(300);
 
 fn path_str(path: &std::path::Path) -> &str {
     path.to_str().expect("scratch paths are UTF-8")
+}
+
+/// Waits (at most 30 s) for the FAILED event of volume `big` among `events`.
+fn failure_of_big(events: &Events, what: &str) -> Value {
+    events.wait_for(what, Duration::from_secs(30), |e| {
+        e["event"] == "failed" && e["detail"]["name"] == "big"
+    })
+}
+
+/// A FAILED event's transfer had moved some, not all, of BIG: the fault struck mid-way.
+fn assert_mid_way(failed: &Value, what: &str) {
+    assert!(
+        failed["detail"]["bytes"]
+            .as_u64()
+            .is_some_and(|b| b > 0 && b < BIG),
+        "{what}: {failed}"
+    );
 }
 
 /// Everything `ferry` printed, stdout and stderr, for matching error messages.
@@ -309,11 +326,7 @@ fn killing_the_destination_mid_migration_keeps_the_source() {
         "the error names the volume and the peer: {}",
         ran.describe()
     );
-    let failed = events.wait_for(
-        "the migration's failed event",
-        Duration::from_secs(30),
-        |e| e["event"] == "failed" && e["detail"]["name"] == "big",
-    );
+    let failed = failure_of_big(&events, "the migration's failed event");
     assert_eq!(failed["detail"]["peer"], "node2", "{failed}");
 
     // The source is intact, byte for byte.
@@ -409,11 +422,7 @@ fn ctrl_c_on_a_migration_leaves_nothing_on_the_destination_and_the_source_intact
 
     // node2 discards its partial upload, then reports the upload failed; node1 reports the
     // migration failed (it never deletes its copy).
-    let discarded = node2_events.wait_for(
-        "node2 to discard the partial upload",
-        Duration::from_secs(30),
-        |e| e["event"] == "failed" && e["detail"]["name"] == "big",
-    );
+    let discarded = failure_of_big(&node2_events, "node2 to discard the partial upload");
     eprintln!(
         "node2 discarded big after receiving {} of {BIG} bytes: {}",
         discarded["detail"]["bytes"], discarded["detail"]["reason"]
@@ -424,17 +433,8 @@ fn ctrl_c_on_a_migration_leaves_nothing_on_the_destination_and_the_source_intact
             .is_some_and(|r| r.contains("cancel")),
         "node2 saw a cancellation, not a lost connection: {discarded}"
     );
-    assert!(
-        discarded["detail"]["bytes"]
-            .as_u64()
-            .is_some_and(|b| b > 0 && b < BIG),
-        "the migration was cancelled mid-way: {discarded}"
-    );
-    let failed = events.wait_for(
-        "node1's failed event of the migration",
-        Duration::from_secs(30),
-        |e| e["event"] == "failed" && e["detail"]["name"] == "big",
-    );
+    assert_mid_way(&discarded, "the migration was cancelled mid-way");
+    let failed = failure_of_big(&events, "node1's failed event of the migration");
     assert_eq!(failed["detail"]["direction"], "migrate", "{failed}");
     assert_eq!(failed["detail"]["peer"], "node2", "{failed}");
 
@@ -502,21 +502,11 @@ fn killing_a_replica_mid_upload_fails_it_everywhere_and_leaves_nothing_partial()
 
     // node1 discards its own partial upload before it answers the client; node2 discards
     // its own once node1's abort of its stream arrives.
-    let failed = events.wait_for(
-        "node1's failed event of the upload",
-        Duration::from_secs(30),
-        |e| e["event"] == "failed" && e["detail"]["name"] == "big",
-    );
-    assert!(
-        failed["detail"]["bytes"]
-            .as_u64()
-            .is_some_and(|b| b > 0 && b < BIG),
-        "node3 was killed mid-way: {failed}"
-    );
-    node2_events.wait_for(
+    let failed = failure_of_big(&events, "node1's failed event of the upload");
+    assert_mid_way(&failed, "node3 was killed mid-way");
+    failure_of_big(
+        &node2_events,
         "node2 to discard its replica's partial upload",
-        Duration::from_secs(30),
-        |e| e["event"] == "failed" && e["detail"]["name"] == "big",
     );
     assert_nothing_left(
         &cluster,
