@@ -76,10 +76,11 @@ fn upload_big(cluster: &Cluster, name: &str) -> Hash {
     hash
 }
 
-/// Waits until node1 reports progress of a transfer of `name` in `direction` (migrate, copy).
-fn wait_until_moving(events: &ferry_cluster_tests::Events, name: &str, direction: &str) {
+/// Waits until `node` (whose `events` these are) reports progress of a transfer of `name` in
+/// `direction` (migrate, copy, upload).
+fn wait_until_moving(events: &Events, node: &str, name: &str, direction: &str) {
     events.wait_for(
-        &format!("node1 to start the {direction} of {name}"),
+        &format!("{node} to start the {direction} of {name}"),
         Duration::from_secs(60),
         |e| {
             e["event"] == "progress"
@@ -201,7 +202,7 @@ fn frozen_and_partitioned_peers_fail_transfers_within_the_keepalive_bound() {
     // 1. A frozen destination: node2 paused in the middle of a migration.
     let migrate =
         Running::spawn(&mut cluster.ferry_command(&["vol", "migrate", "big", "--to", "node2"]));
-    wait_until_moving(&events, "big", "migrate");
+    wait_until_moving(&events, "node1", "big", "migrate");
     cluster.docker_on("pause", "node2");
     let frozen_at = Instant::now();
     let (ran, ended) = migrate.wait(bound + Duration::from_secs(60));
@@ -237,7 +238,7 @@ fn frozen_and_partitioned_peers_fail_transfers_within_the_keepalive_bound() {
 
     // 2. A partition: node3 cut off the network in the middle of a copy.
     let copy = Running::spawn(&mut cluster.ferry_command(&["vol", "copy", "big", "--to", "node3"]));
-    wait_until_moving(&events, "big", "copy");
+    wait_until_moving(&events, "node1", "big", "copy");
     cluster.disconnect("node3");
     let cut_at = Instant::now();
     let (ran, ended) = copy.wait(bound + Duration::from_secs(60));
@@ -309,7 +310,7 @@ fn killing_the_destination_mid_migration_keeps_the_source() {
 
     let migrate =
         Running::spawn(&mut cluster.ferry_command(&["vol", "migrate", "big", "--to", "node2"]));
-    wait_until_moving(&events, "big", "migrate");
+    wait_until_moving(&events, "node1", "big", "migrate");
     cluster.docker_on("kill", "node2");
     let killed_at = Instant::now();
     // A killed process's connections are reset by its kernel: no keepalive needed.
@@ -391,19 +392,11 @@ fn ctrl_c_on_a_migration_leaves_nothing_on_the_destination_and_the_source_intact
 
     let mut migrate =
         Running::spawn(&mut cluster.ferry_command(&["vol", "migrate", "big", "--to", "node2"]));
-    wait_until_moving(&events, "big", "migrate");
+    wait_until_moving(&events, "node1", "big", "migrate");
     // node2 has data of big in a partial upload: the thing the cancel must take away. The
     // rest (BIG less one progress step) takes node2 seconds to receive; the interrupt reaches
     // node1 within milliseconds, and the assertions on the outcome below prove it was in time.
-    node2_events.wait_for(
-        "node2 to receive part of big",
-        Duration::from_secs(60),
-        |e| {
-            e["event"] == "progress"
-                && e["detail"]["name"] == "big"
-                && e["detail"]["direction"] == "upload"
-        },
-    );
+    wait_until_moving(&node2_events, "node2", "big", "upload");
     migrate.interrupt();
     let interrupted_at = Instant::now();
     // ferry makes one round trip to node1 after the cancel (at most 5 s) before it exits.
@@ -469,16 +462,8 @@ fn killing_a_replica_mid_upload_fails_it_everywhere_and_leaves_nothing_partial()
     let upload = Running::spawn(&mut cluster.ferry_command(&args));
     // node1 and node2 both have big in a partial upload; node3, the last replica, too (node1
     // sends every chunk to every replica before it takes the next from the client).
-    wait_until_moving(&events, "big", "upload");
-    node2_events.wait_for(
-        "node2 to receive part of big",
-        Duration::from_secs(60),
-        |e| {
-            e["event"] == "progress"
-                && e["detail"]["name"] == "big"
-                && e["detail"]["direction"] == "upload"
-        },
-    );
+    wait_until_moving(&events, "node1", "big", "upload");
+    wait_until_moving(&node2_events, "node2", "big", "upload");
     cluster.docker_on("kill", "node3");
     let killed_at = Instant::now();
     // A killed process's connections are reset by its kernel: no keepalive needed.
