@@ -144,25 +144,20 @@ fn drain<R: Read + Send + 'static>(mut pipe: R) -> thread::JoinHandle<Vec<u8>> {
 /// Runs `command` to its end, with stdin closed and its output captured. If it is still
 /// running after `timeout`, it is killed and this panics.
 pub fn run(command: &mut Command, timeout: Duration) -> Ran {
+    Running::spawn(command).wait(timeout).0
+}
+
+/// Starts `command` with stdin closed and stdout and stderr piped; panics if it cannot start.
+/// Returns the command line, for messages, and the child.
+fn spawn_piped(command: &mut Command) -> (String, Child) {
     let what = describe_command(command);
-    let started = Instant::now();
-    let mut child = command
+    let child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("starting {what}: {e}"));
-    let stdout = drain(child.stdout.take().expect("piped"));
-    let stderr = drain(child.stderr.take().expect("piped"));
-    let status = wait_child(&mut child, timeout)
-        .unwrap_or_else(|| panic!("{what} still running after {timeout:?}: killed"));
-    Ran {
-        what,
-        status,
-        stdout: stdout.join().unwrap_or_default(),
-        stderr: String::from_utf8_lossy(&stderr.join().unwrap_or_default()).into_owned(),
-        took: started.elapsed(),
-    }
+    (what, child)
 }
 
 /// Waits for `child` to exit, at most `timeout`; kills (and reaps) it and returns `None` if it
@@ -202,13 +197,7 @@ pub struct Running {
 
 impl Running {
     pub fn spawn(command: &mut Command) -> Self {
-        let what = describe_command(command);
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {what}: {e}"));
+        let (what, mut child) = spawn_piped(command);
         let stdout = Some(drain(child.stdout.take().expect("piped")));
         let stderr = Some(drain(child.stderr.take().expect("piped")));
         Self {
@@ -776,13 +765,7 @@ impl Cluster {
             name,
             "-",
         ]);
-        let what = describe_command(&command);
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {what}: {e}"));
+        let (what, mut child) = spawn_piped(&mut command);
         let stderr = drain(child.stderr.take().expect("piped"));
         let mut stdout = child.stdout.take().expect("piped");
         let hashing = thread::spawn(move || -> std::io::Result<(Hash, u64, Vec<u8>)> {
@@ -842,13 +825,7 @@ impl Cluster {
         let source = format!("{}:/data/{dir}", self.container(service));
         let mut copy = Command::new("docker");
         copy.args(["cp", &source, "-"]);
-        let what = describe_command(&copy);
-        let mut copying = copy
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {what}: {e}"));
+        let (what, mut copying) = spawn_piped(&mut copy);
         let copy_errors = drain(copying.stderr.take().expect("piped"));
         // `tar` reads the archive straight from docker's stdout, so file data is never held
         // here (a partial upload can be most of a GiB).

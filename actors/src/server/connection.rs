@@ -491,16 +491,17 @@ impl ServerConnection {
                 .owed
                 .min(left.max(floor.saturating_sub(stream.allowance)));
             // Not in crumbs: a grant is worth a frame once it is a step, or all that is owed.
-            if grant > 0 && grant >= stream.owed.min(floor) {
+            let paid = grant > 0 && grant >= stream.owed.min(floor);
+            if paid {
                 stream.owed -= grant;
                 stream.allowance += grant;
                 left = left.saturating_sub(grant);
-                self.send(ctx, Frame::credit(route, serial, Credit(grant as u32)));
             }
-            if let Some(stream) = self.calls.get(&serial).and_then(|o| o.stream.as_ref())
-                && stream.owed > 0
-            {
+            if stream.owed > 0 {
                 self.owing.push_back(serial);
+            }
+            if paid {
+                self.send(ctx, Frame::credit(route, serial, Credit(grant as u32)));
             }
         }
     }

@@ -222,30 +222,10 @@ impl StreamActor {
                     break;
                 }
             };
-            let room = match sending.room.take() {
-                Some(room) => room,
-                None => match self.outbox.try_reserve(wanted as usize) {
-                    Some(room) => room,
-                    None => {
-                        if !sending.awaiting_room {
-                            sending.awaiting_room = true;
-                            self.counters.send_queue_stalls.inc();
-                            let reserve = self.outbox.reserve(wanted as usize);
-                            ctx.spawn(fut::wrap_future::<_, Self>(reserve).map(
-                                |room, actor, ctx| {
-                                    if let Some(sending) = actor.sending.as_mut() {
-                                        sending.awaiting_room = false;
-                                        if actor.ended.is_none() {
-                                            sending.room = Some(room);
-                                            actor.pump(ctx);
-                                        }
-                                    }
-                                },
-                            ));
-                        }
-                        break;
-                    }
-                },
+            let reserved = sending.room.take();
+            let Some(room) = reserved.or_else(|| self.outbox.try_reserve(wanted as usize)) else {
+                await_room(sending, &self.outbox, &self.counters, wanted, ctx);
+                break;
             };
             let sent = match &mut rest {
                 Chunk::Data(bytes) => {
@@ -298,6 +278,32 @@ impl StreamActor {
             }
         }
     }
+}
+
+/// The connection's send queue is full: reserves `wanted` bytes of it as soon as they are free
+/// (once per stall), then pumps again, unless the stream ended meanwhile.
+fn await_room(
+    sending: &mut Sending,
+    outbox: &Outbox,
+    counters: &Counters,
+    wanted: u64,
+    ctx: &mut Context<StreamActor>,
+) {
+    if sending.awaiting_room {
+        return;
+    }
+    sending.awaiting_room = true;
+    counters.send_queue_stalls.inc();
+    let reserve = fut::wrap_future::<_, StreamActor>(outbox.reserve(wanted as usize));
+    ctx.spawn(reserve.map(|room, actor, ctx| {
+        if let Some(sending) = actor.sending.as_mut() {
+            sending.awaiting_room = false;
+            if actor.ended.is_none() {
+                sending.room = Some(room);
+                actor.pump(ctx);
+            }
+        }
+    }));
 }
 
 impl StreamActor {
