@@ -2,14 +2,13 @@
 //! write copy no payload bytes. This file is its own test binary, so the counting global
 //! allocator below affects no other test.
 //!
-//! Only allocations made by the measuring thread while a measurement is running are counted
-//! (a const-initialised thread-local flag), so the test harness's other threads cannot
-//! disturb the figures.
+//! Each thread counts its own allocations in const-initialised thread-local cells, and a
+//! measurement reads only the measuring thread's cells: allocations made at the same time by
+//! the harness's other test threads can never land in it, whatever they do.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::hint::black_box;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use ferry_codec::{Frame, FrameCodec, MIN_FRAME_LEN, Route};
@@ -20,26 +19,43 @@ const LARGE: usize = 4096;
 
 struct Counting;
 
-static COUNT: AtomicUsize = AtomicUsize::new(0);
-static BYTES: AtomicUsize = AtomicUsize::new(0);
-static LARGE_BLOCKS: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    static MEASURING: Cell<bool> = const { Cell::new(false) };
+/// What one thread has allocated since it started; only that thread reads or writes it.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Allocated {
+    count: usize,
+    bytes: usize,
+    large: usize,
 }
 
-fn record(size: usize) {
-    if MEASURING.try_with(Cell::get).unwrap_or(false) {
-        COUNT.fetch_add(1, Ordering::Relaxed);
-        BYTES.fetch_add(size, Ordering::Relaxed);
-        if size >= LARGE {
-            LARGE_BLOCKS.fetch_add(1, Ordering::Relaxed);
+impl Allocated {
+    fn since(self, before: Allocated) -> Allocated {
+        Allocated {
+            count: self.count - before.count,
+            bytes: self.bytes - before.bytes,
+            large: self.large - before.large,
         }
     }
 }
 
-// SAFETY: every call is forwarded unchanged to the system allocator; `record` only touches
-// atomics and a const thread-local, neither of which allocates.
+thread_local! {
+    static ALLOCATED: Cell<Allocated> = const {
+        Cell::new(Allocated { count: 0, bytes: 0, large: 0 })
+    };
+}
+
+fn record(size: usize) {
+    // `try_with` fails only while the thread is being torn down; nothing is measured then.
+    let _ = ALLOCATED.try_with(|cell| {
+        let mut now = cell.get();
+        now.count += 1;
+        now.bytes += size;
+        now.large += usize::from(size >= LARGE);
+        cell.set(now);
+    });
+}
+
+// SAFETY: every call is forwarded unchanged to the system allocator; `record` only touches a
+// const thread-local cell, which does not allocate.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         record(layout.size());
@@ -64,28 +80,11 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-#[derive(Debug)]
-struct Allocated {
-    count: usize,
-    bytes: usize,
-    large: usize,
-}
-
-/// Runs `f` with counting switched on for this thread only.
+/// Runs `f` and returns what this thread allocated meanwhile.
 fn measure<R>(f: impl FnOnce() -> R) -> (R, Allocated) {
-    let before = (
-        COUNT.load(Ordering::Relaxed),
-        BYTES.load(Ordering::Relaxed),
-        LARGE_BLOCKS.load(Ordering::Relaxed),
-    );
-    MEASURING.with(|m| m.set(true));
+    let before = ALLOCATED.with(Cell::get);
     let result = f();
-    MEASURING.with(|m| m.set(false));
-    let allocated = Allocated {
-        count: COUNT.load(Ordering::Relaxed) - before.0,
-        bytes: BYTES.load(Ordering::Relaxed) - before.1,
-        large: LARGE_BLOCKS.load(Ordering::Relaxed) - before.2,
-    };
+    let allocated = ALLOCATED.with(Cell::get).since(before);
     (result, allocated)
 }
 
