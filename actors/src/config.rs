@@ -61,6 +61,11 @@ pub struct ServerConfig {
     /// of windows past this. Together with credit this bounds what a peer that opens streams
     /// and never sends, or sends and never lets them drain, can make the server hold.
     pub max_buffered_per_connection: u64,
+    /// Memory one connection's data may hold beyond its windows and send queue: the large
+    /// blocks its frames are read into, for as long as any chunk cut from them is held, and
+    /// its downloads' read-ahead (crate::memory). When it is full the connection's frames are
+    /// read into allocations of their own size, and downloads wait to read ahead.
+    pub max_memory_per_connection: usize,
     /// When a streaming call ends early (abort, lost connection), how long its handler may
     /// still run to observe why (from its stream handle) and clean up before it is dropped.
     pub stream_abort_grace: Duration,
@@ -73,6 +78,11 @@ pub const DEFAULT_STREAM_WINDOW: u32 = 1024 * 1024;
 /// Default send queue per connection: 4 MiB, four 1 MiB windows. The socket's own buffers
 /// hold the rest of what is in flight; more queued in user space buys no speed.
 pub const DEFAULT_MAX_SEND_QUEUE: u32 = 4 * 1024 * 1024;
+
+/// Default memory budget per connection: 64 MiB, thirty-two read blocks of 8 maximum chunks,
+/// or the read-ahead of 25 downloads. Sixteen blocks in use already keep a 10 Gb/s stream
+/// flowing; the rest is room for chunks that streams hold.
+pub const DEFAULT_MAX_MEMORY_PER_CONNECTION: usize = 64 * 1024 * 1024;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -91,6 +101,7 @@ impl Default for ServerConfig {
             connection_window: u64::from(DEFAULT_STREAM_WINDOW),
             max_streams_per_connection: 256,
             max_buffered_per_connection: 256 * 1024 * 1024,
+            max_memory_per_connection: DEFAULT_MAX_MEMORY_PER_CONNECTION,
             stream_abort_grace: Duration::from_secs(2),
         }
     }
@@ -115,6 +126,8 @@ pub struct ClientConfig {
     pub subscriber_queue: usize,
     /// Credit granted to the server per download stream.
     pub stream_window: u32,
+    /// As [`ServerConfig::max_memory_per_connection`], for what the server sends.
+    pub max_memory_per_connection: usize,
 }
 
 impl Default for ClientConfig {
@@ -129,6 +142,7 @@ impl Default for ClientConfig {
             max_send_queue: DEFAULT_MAX_SEND_QUEUE,
             subscriber_queue: 256,
             stream_window: DEFAULT_STREAM_WINDOW,
+            max_memory_per_connection: DEFAULT_MAX_MEMORY_PER_CONNECTION,
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod config;
 mod connection;
 pub mod control;
 pub mod error;
+pub mod memory;
 pub mod metrics;
 pub mod program;
 pub mod server;

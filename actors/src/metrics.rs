@@ -95,6 +95,12 @@ pub struct Counters {
     pub send_queued_bytes: Gauge,
     /// Times a stream's sender had data and credit but its connection's send queue was full.
     pub send_queue_stalls: Counter,
+    /// Bytes charged to connections' memory budgets (`max_memory_per_connection`): large read
+    /// blocks until the last chunk cut from them is dropped, and download read-ahead.
+    pub held_bytes: Gauge,
+    /// Times a connection's reader found its memory budget full and read a frame into an
+    /// allocation of its own size instead of a large block.
+    pub memory_full: Counter,
     /// Stream data payload bytes received and sent (holes not counted).
     pub stream_bytes_in: Counter,
     pub stream_bytes_out: Counter,

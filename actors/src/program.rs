@@ -12,6 +12,7 @@ use futures::future::LocalBoxFuture;
 use crate::auth::Identity;
 use crate::connection::writer::Outbox;
 use crate::error::CallError;
+use crate::memory::MemoryBudget;
 use crate::server::ServerView;
 use crate::stream::{Direction, Incoming, Outgoing};
 
@@ -27,6 +28,9 @@ pub struct CallContext {
     pub server: ServerView,
     /// Who the connection is (the anonymous admin when the server has no authentication).
     pub identity: Option<Identity>,
+    /// The connection's memory budget, which work held for the call (a download's read-ahead)
+    /// is charged to.
+    pub memory: MemoryBudget,
     pub(crate) connection: actix::Recipient<SetIdentity>,
 }
 

@@ -208,6 +208,18 @@ impl Collector for NodeCollector {
             "Times a stream sender waited for room in its connection's send queue.",
             c.send_queue_stalls.get(),
         )?;
+        gauge(
+            &mut e,
+            "ferry_memory_held_bytes",
+            "Bytes held against connections' memory budgets: read blocks and download read-ahead.",
+            c.held_bytes.get() as i64,
+        )?;
+        counter(
+            &mut e,
+            "ferry_memory_full",
+            "Times a connection's reader found its memory budget full.",
+            c.memory_full.get(),
+        )?;
         counter(
             &mut e,
             "ferry_limit_rejections",

@@ -211,6 +211,7 @@ fn peer_client_config(config: &NodeConfig) -> ClientConfig {
         limits: server.limits,
         keepalive: server.keepalive,
         stream_window: server.stream_window,
+        max_memory_per_connection: server.max_memory_per_connection,
         ..ClientConfig::default()
     }
 }

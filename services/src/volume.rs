@@ -6,11 +6,13 @@
 //! (synced, checksum checked, renamed into place); the REPLY is that confirmation.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use ferry_actors::memory::{self, MemoryBudget};
 use ferry_actors::program::CallContext;
 use ferry_actors::stream::ContentHash;
-use ferry_actors::stream::{Chunk, Incoming, Outgoing};
+use ferry_actors::stream::{Chunk, Halted, Incoming, Outgoing};
 use ferry_actors::{CallError, ClientStream, ErrorCode, program};
 use futures::future::join_all;
 use tokio::sync::{mpsc, oneshot};
@@ -246,23 +248,46 @@ const WRITE_BEHIND: usize = 4;
 /// Writes an upload on one blocking thread, a few chunks behind the connection: a hand-off to
 /// the blocking pool per chunk cost more in wake-ups than the write itself, and while chunks
 /// keep coming the writer never sleeps.
+///
+/// The writer stops when the stream ends early ([`stop`](Self::stop)) or the handler is
+/// dropped, even inside a hole: hashing a claimed hole is the one piece of its work whose
+/// cost the client does not pay for in bytes.
 struct WriteBehind {
     chunks: mpsc::Sender<Chunk>,
     writer: tokio::task::JoinHandle<(Upload, Result<(), StoreError>)>,
+    stop: StopOnDrop,
+}
+
+/// Sets an upload's stop flag when dropped: the handler that owns the writer is gone.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 impl WriteBehind {
     fn start(mut upload: Upload) -> Self {
         let (chunks, mut rx) = mpsc::channel::<Chunk>(WRITE_BEHIND);
+        let stop = upload.stopper();
+        let stopped = Arc::clone(&stop);
         let writer = tokio::task::spawn_blocking(move || {
             while let Some(chunk) = rx.blocking_recv() {
+                if stopped.load(Ordering::Relaxed) {
+                    break;
+                }
                 if let Err(error) = upload.write(&chunk) {
                     return (upload, Err(error));
                 }
             }
             (upload, Ok(()))
         });
-        Self { chunks, writer }
+        Self {
+            chunks,
+            writer,
+            stop: StopOnDrop(stop),
+        }
     }
 
     /// Queues a chunk, waiting while `WRITE_BEHIND` are queued; `false` if the writer stopped
@@ -271,9 +296,17 @@ impl WriteBehind {
         self.chunks.send(chunk).await.is_ok()
     }
 
-    /// Waits until every queued chunk is written; gives the upload back, with the error that
-    /// stopped the writer if one did.
+    /// The stream ended early: what is queued is not written, a hole being hashed is left.
+    fn stop(&self) {
+        self.stop.0.store(true, Ordering::Relaxed);
+    }
+
+    /// Waits until every queued chunk is written (or, after [`stop`](Self::stop), until the
+    /// writer has stopped); gives the upload back, with the error that stopped the writer if
+    /// one did.
     async fn finish(self) -> Result<(Upload, Result<(), StoreError>), CallError> {
+        // `stop` goes only with `self`, after the writer is done (nothing writes the upload
+        // after that), or when this future is dropped while it waits, which stops the writer.
         drop(self.chunks);
         self.writer.await.map_err(task_failed)
     }
@@ -281,11 +314,19 @@ impl WriteBehind {
 
 /// Reads a download on the blocking pool, a few chunks ahead of the consumer, and (with
 /// `hash`) hashes it there too, handing out the digest once all was read. Dropping the
-/// receiver stops the reading.
+/// receiver stops the reading, and so does the end of the call (`halted`) the hashing of a
+/// hole in the middle.
+///
+/// Each data chunk is charged to `memory` (the connection's budget) before it is read, and
+/// carries that charge until its last byte is written to the socket: credit does not bound
+/// read-ahead (a peer may grant 2^32-1 bytes and stop reading), so without the charge every
+/// stalled download would hold `READ_AHEAD` chunks outside any budget.
 fn read_ahead(
     mut download: Download,
     max: usize,
     hash: bool,
+    memory: MemoryBudget,
+    halted: Option<Halted>,
 ) -> (
     mpsc::Receiver<Result<Chunk, StoreError>>,
     oneshot::Receiver<[u8; 32]>,
@@ -295,6 +336,14 @@ fn read_ahead(
     tokio::task::spawn_blocking(move || {
         let mut hasher = hash.then(ContentHash::default);
         loop {
+            // Waits for room in the budget, or for the consumer to go away.
+            let charge = futures::executor::block_on(async {
+                tokio::select! {
+                    charge = memory.charge(max) => Some(charge),
+                    () = tx.closed() => None,
+                }
+            });
+            let Some(charge) = charge else { break };
             let next = match download.next_chunk(max).transpose() {
                 Some(next) => next,
                 None => {
@@ -304,6 +353,10 @@ fn read_ahead(
                     break;
                 }
             };
+            let next = next.map(|chunk| match chunk {
+                Chunk::Data(bytes) => Chunk::Data(memory::pin(bytes, Arc::new(charge))),
+                hole => hole,
+            });
             let failed = next.is_err();
             // Hashed after it is handed on, so the peer's work on a chunk (hashing a large
             // hole, say) overlaps with this node's.
@@ -312,7 +365,18 @@ fn read_ahead(
                 break;
             }
             if let (Some(chunk), Some(hasher)) = (copy, &mut hasher) {
-                hasher.update(&chunk);
+                let whole = match chunk {
+                    Chunk::Data(bytes) => {
+                        hasher.data(&bytes);
+                        true
+                    }
+                    Chunk::Hole(length) => hasher.zeros_while(length, || {
+                        !tx.is_closed() && !halted.as_ref().is_some_and(Halted::is_set)
+                    }),
+                };
+                if !whole {
+                    break;
+                }
             }
         }
     });
@@ -463,6 +527,9 @@ impl VolumeHandler for VolumeService {
             }
             progress.advance(n).await;
         }
+        if failure.is_some() {
+            disk.stop();
+        }
         let (upload, written) = disk.finish().await?;
         if let (None, Err(error)) = (&failure, written) {
             failure = Some(store_error(error));
@@ -582,7 +649,8 @@ impl VolumeHandler for VolumeService {
         // Read and hashed on one blocking thread a few chunks ahead: a hand-off to the blocking
         // pool per chunk cost more in wake-ups than the read, and hashing (of a large hole,
         // say) never holds the connection's thread.
-        let (mut chunks, digest) = read_ahead(download, max, true);
+        let halted = Some(outgoing.halted());
+        let (mut chunks, digest) = read_ahead(download, max, true, context.memory.clone(), halted);
         let (mut bytes, mut hole_bytes) = (0, 0);
         let outcome: Result<(), CallError> = async {
             while let Some(chunk) = chunks.recv().await {
@@ -683,7 +751,14 @@ impl VolumeService {
         // Until every byte is sent, cancelling the call drops this future, and with it the
         // stream to the peer: the peer discards what it received, this node changed nothing.
         let streamed = self
-            .stream_to_peer(&request, download, &source, max, &mut progress)
+            .stream_to_peer(
+                &request,
+                download,
+                &source,
+                max,
+                context.memory.clone(),
+                &mut progress,
+            )
             .await;
         let (stream, link, sent) = match streamed {
             Ok(streamed) => streamed,
@@ -722,6 +797,7 @@ impl VolumeService {
         download: Download,
         source: &VolumeInfo,
         max: usize,
+        memory: MemoryBudget,
         progress: &mut Progress,
     ) -> Result<(ClientStream<UploadReply>, PeerLink, Sent), CallError> {
         let upload = UploadRequest {
@@ -736,7 +812,8 @@ impl VolumeService {
         let (mut stream, link) = self.peers.upload(&request.to_peer, &upload).await?;
         // The peer verifies a known checksum itself; an unknown one is computed here.
         let unknown = source.checksum.is_none();
-        let (mut chunks, digest) = read_ahead(download, max, unknown);
+        // The peer's stream fails the next send when it ends: that drops `chunks`.
+        let (mut chunks, digest) = read_ahead(download, max, unknown, memory, None);
         let mut sent = Sent {
             bytes: 0,
             hole_bytes: 0,

@@ -17,6 +17,7 @@ use crate::connection::transport::Transport;
 use crate::connection::writer::{Outbox, Room, WriterStopped, spawn_writer};
 use crate::control::ControlMessage;
 use crate::error::CallError;
+use crate::memory::MemoryBudget;
 use crate::metrics::{Counters, Traffic};
 use crate::program::StreamEnds;
 use crate::stream::{
@@ -75,7 +76,8 @@ impl ClientConnection {
     ) -> Addr<Self> {
         Self::create(move |ctx| {
             let codec = FrameCodec::new(config.limits);
-            ctx.add_stream(FrameReader::new(transport.read, codec));
+            let memory = MemoryBudget::new(config.max_memory_per_connection, counters.clone());
+            ctx.add_stream(FrameReader::new(transport.read, codec, memory));
             let traffic = Traffic {
                 total: counters.clone(),
                 connection: None,

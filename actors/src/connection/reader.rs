@@ -10,16 +10,24 @@
 //!
 //! Only frames larger than `contiguous` (big CALL payloads, never stream data) may be moved
 //! once while they are assembled.
+//!
+//! Every large block is charged to the connection's [`MemoryBudget`] and every payload cut
+//! from it carries that charge (crate::memory): a block counts until its last slice is
+//! dropped. When the budget has no room for another block, frames are read into allocations
+//! of their own size (after a small head block), so held chunks pin only their own bytes.
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use ferry_codec::{DecodeError, Frame, FrameCodec, MIN_FRAME_LEN};
 use futures::Stream;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio_util::codec::Decoder;
+
+use crate::memory::{self, Charge, MemoryBudget};
 
 /// Block size while only small frames have been seen: what an idle connection costs (10,000
 /// idle connections hold 40 MiB of them). A larger CALL is moved once while it is assembled.
@@ -39,6 +47,11 @@ pub struct FrameReader<R> {
     big_block: usize,
     /// Whether the last frame was big enough to call for big blocks.
     bulk: bool,
+    /// The connection's budget, which every big block is charged to.
+    memory: MemoryBudget,
+    /// The charge of the current block, if it is a big one; shared with every payload cut
+    /// from it.
+    block: Option<Arc<Charge>>,
     /// Bytes at the start of the block's spare capacity that an earlier read initialised. A
     /// reader such as TLS's zero-fills all of a `ReadBuf` it is handed before reading into it;
     /// telling it what is already initialised makes that once per block, not once per read
@@ -51,7 +64,7 @@ pub struct FrameReader<R> {
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
-    pub fn new(io: R, codec: FrameCodec) -> Self {
+    pub fn new(io: R, codec: FrameCodec, memory: MemoryBudget) -> Self {
         let contiguous = codec.limits().max_chunk as usize + MIN_FRAME_LEN;
         Self {
             io,
@@ -60,6 +73,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             contiguous,
             big_block: 8 * contiguous,
             bulk: false,
+            memory,
+            block: None,
             init_spare: 0,
             init_at: 0,
             eof: false,
@@ -77,10 +92,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 (SMALL_BLOCK, MIN_SMALL_READ)
             };
             if free < enough {
-                // Takes the block back if every frame cut from it is gone (the consumer keeps
-                // up): the kernel then writes into memory that is still in cache. Otherwise a
-                // new block.
-                self.buf.reserve(block);
+                self.start_block(block);
             }
             let free = self.buf.capacity();
             return if free > self.contiguous + MIN_READ {
@@ -99,10 +111,45 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             None => 4 - self.buf.len(),
         };
         if want > free {
-            // Only a frame larger than `contiguous` gets here; it is moved once.
-            self.buf.reserve(want);
+            // A frame larger than `contiguous`, or one assembled while the budget is full,
+            // gets here; what of it was read is moved once (at most a block's worth) into an
+            // allocation of the frame's own size. No charge covers that allocation: it holds
+            // one frame (at most `max_frame`), and credit bounds what streams keep of such
+            // frames. Always a fresh allocation, never the block taken back, so the block
+            // cannot live on uncharged.
+            let mut frame = BytesMut::with_capacity(self.buf.len() + want);
+            frame.extend_from_slice(&self.buf);
+            self.buf = frame;
+            self.block = None;
+            self.init_spare = 0;
         }
         want
+    }
+
+    /// Starts a block at a frame boundary: a big one charged to the budget when there is room
+    /// for it, otherwise a small one (frames are then assembled at their own size).
+    fn start_block(&mut self, size: usize) {
+        // Ours is given up first: if nothing cut from the block is left, that frees its room.
+        let was_big = self.block.take().is_some();
+        if size > SMALL_BLOCK {
+            if let Some(charge) = self.memory.try_charge(size) {
+                // Takes the block back if every frame cut from it is gone (the consumer keeps
+                // up): the kernel then writes into memory that is still in cache. Otherwise a
+                // new block.
+                self.buf.reserve(size);
+                self.block = Some(Arc::new(charge));
+                return;
+            }
+            self.memory.counters().memory_full.inc();
+        }
+        if was_big || size > SMALL_BLOCK {
+            // A fresh small block, never a big one taken back uncharged.
+            self.buf = BytesMut::with_capacity(SMALL_BLOCK);
+            self.init_spare = 0;
+        } else {
+            // The small block is taken back if nothing cut from it is left.
+            self.buf.reserve(size);
+        }
     }
 }
 
@@ -113,8 +160,18 @@ impl<R: AsyncRead + Unpin> Stream for FrameReader<R> {
         let this = self.get_mut();
         loop {
             match this.codec.decode(&mut this.buf) {
-                Ok(Some(frame)) => {
+                Ok(Some(mut frame)) => {
                     this.bulk = frame.wire_len() > SMALL_BLOCK / 2;
+                    if let Some(block) = &this.block {
+                        frame.payload = if frame.payload.len() < SMALL_BLOCK {
+                            // A small payload (a CALL, a short chunk) is copied out rather
+                            // than pinning its block: a stream that holds such chunks would
+                            // otherwise keep a whole block alive per few bytes of credit.
+                            Bytes::copy_from_slice(&frame.payload)
+                        } else {
+                            memory::pin(frame.payload, Arc::clone(block))
+                        };
+                    }
                     return Poll::Ready(Some(Ok(frame)));
                 }
                 Ok(None) => {}

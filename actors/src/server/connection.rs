@@ -20,6 +20,7 @@ use crate::connection::transport::Transport;
 use crate::connection::writer::{Outbox, Room, WriterStopped, spawn_writer};
 use crate::control::ControlMessage;
 use crate::error::CallError;
+use crate::memory::MemoryBudget;
 use crate::metrics::{ConnectionStats, Traffic};
 use crate::program::{CallContext, SetIdentity, StreamEnds};
 use crate::server::call::{CallActor, CallDone, StopCall};
@@ -78,6 +79,8 @@ pub struct ServerConnection {
     identity: Option<Identity>,
     started: Instant,
     writer_task: tokio::task::JoinHandle<()>,
+    /// What this connection's data may hold (read blocks, download read-ahead).
+    memory: MemoryBudget,
     /// Held for the connection's life: its place in the connection limits.
     _slot: ConnectionSlot,
 }
@@ -93,7 +96,9 @@ impl ServerConnection {
         Self::create(move |ctx| {
             let config = &shared.config;
             let codec = FrameCodec::new(config.limits);
-            ctx.add_stream(FrameReader::new(transport.read, codec));
+            let memory =
+                MemoryBudget::new(config.max_memory_per_connection, shared.counters.clone());
+            ctx.add_stream(FrameReader::new(transport.read, codec, memory.clone()));
             let peer: Arc<str> = transport.peer.into();
             let stats = Arc::new(ConnectionStats::new(id, peer.clone()));
             let traffic = Traffic {
@@ -130,6 +135,7 @@ impl ServerConnection {
                 },
                 started: Instant::now(),
                 writer_task,
+                memory,
                 shared,
                 _slot: slot,
             }
@@ -260,6 +266,7 @@ impl ServerConnection {
             outbox: self.outbox.clone(),
             server: ServerView::new(self.shared.clone()),
             identity: self.identity.clone(),
+            memory: self.memory.clone(),
             connection: ctx.address().recipient(),
         };
         let handler = match self.shared.registry.dispatch(&frame, context, ends) {

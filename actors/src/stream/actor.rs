@@ -124,10 +124,11 @@ impl StreamActor {
     /// Starts the actor and hands out the handles for the directions this side has.
     pub fn open(setup: StreamSetup) -> (Addr<Self>, StreamEnds) {
         let (receives, sends) = (setup.receives, setup.sends);
+        let halted = setup.halted.clone();
         let actor = Self::new(setup).start();
         let ends = StreamEnds {
             incoming: receives.then(|| Incoming::new(actor.clone())),
-            outgoing: sends.then(|| Outgoing::new(actor.clone())),
+            outgoing: sends.then(|| Outgoing::new(actor.clone(), halted)),
         };
         (actor, ends)
     }

@@ -2,6 +2,9 @@
 //! Dropping either before its direction is done aborts the stream (on the client; on the
 //! server the handler's outcome settles the call).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use actix::Addr;
 use bytes::Bytes;
 use ferry_codec::proto::Side;
@@ -90,15 +93,35 @@ impl Drop for Incoming {
 /// The sending end of a stream.
 pub struct Outgoing {
     actor: Addr<StreamActor>,
+    halted: Arc<AtomicBool>,
     finished: bool,
 }
 
+/// Whether a stream's call has ended (its REPLY is queued: done, cancelled, aborted or its
+/// connection lost), readable from any thread. Work that feeds a stream from elsewhere (a
+/// blocking thread reading and hashing ahead) polls it to stop at once rather than when its
+/// handler is dropped, a grace period later.
+#[derive(Debug, Clone)]
+pub struct Halted(Arc<AtomicBool>);
+
+impl Halted {
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 impl Outgoing {
-    pub(crate) fn new(actor: Addr<StreamActor>) -> Self {
+    pub(crate) fn new(actor: Addr<StreamActor>, halted: Arc<AtomicBool>) -> Self {
         Self {
             actor,
+            halted,
             finished: false,
         }
+    }
+
+    /// Tells when this stream's call has ended.
+    pub fn halted(&self) -> Halted {
+        Halted(Arc::clone(&self.halted))
     }
 
     /// Sends data; returns once all of it is queued for the socket, which waits for credit

@@ -12,7 +12,7 @@ mod io;
 
 pub use actor::StreamActor;
 pub(crate) use actor::{FromPeer, Notice, StreamNotice, StreamSetup};
-pub use handles::{Incoming, Outgoing};
+pub use handles::{Halted, Incoming, Outgoing};
 pub use hash::ContentHash;
 pub use io::{IncomingReader, OutgoingWriter};
 

@@ -108,6 +108,9 @@ pub enum StoreError {
     Locked { root: PathBuf },
 
     /// The [`StoreConfig`](super::StoreConfig) cannot work.
+    /// The upload's stream ended while a hole was being hashed ([`Upload::stopper`](super::Upload::stopper)).
+    #[error("upload {name:?} was stopped while it hashed a hole: its stream ended")]
+    Stopped { name: String },
     #[error("invalid volume store configuration: {reason}")]
     InvalidConfig { reason: String },
 
@@ -135,6 +138,7 @@ impl StoreError {
     /// | `UploadInProgress`, `NotResumable` | `FAILED_PRECONDITION` |
     /// | `TooLarge` | `RESOURCE_EXHAUSTED` |
     /// | `ChecksumMismatch`, `SizeMismatch` | `ABORTED` (the upload's sink failed) |
+    /// | `Stopped` | `CANCELLED` (the upload's stream already ended) |
     /// | `Io` with "no space left", "quota exceeded" or "file too large" | `RESOURCE_EXHAUSTED` |
     /// | `Locked`, `InvalidConfig`, `Corrupt`, other `Io` | `INTERNAL` |
     pub fn code(&self) -> ErrorCode {
@@ -149,6 +153,7 @@ impl StoreError {
             }
             Self::TooLarge { .. } => ErrorCode::ResourceExhausted,
             Self::ChecksumMismatch { .. } | Self::SizeMismatch { .. } => ErrorCode::Aborted,
+            Self::Stopped { .. } => ErrorCode::Cancelled,
             Self::Io { source, .. }
                 if matches!(
                     source.kind(),

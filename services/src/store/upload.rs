@@ -6,6 +6,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use ferry_actors::stream::Chunk;
@@ -92,6 +93,8 @@ pub struct Upload {
     hash: ContentHash,
     partial: PartialMeta,
     last_touch: Instant,
+    /// Set from outside (see [`stopper`](Self::stopper)) to call off the hashing of a hole.
+    stop: Arc<AtomicBool>,
     /// Set once committed, aborted or suspended: then dropping does nothing more.
     done: bool,
     /// Dropped last (fields drop after `Drop::drop`), so the name stays claimed until the
@@ -130,6 +133,15 @@ impl Upload {
 
     pub fn overwrite(&self) -> bool {
         self.partial.overwrite
+    }
+
+    /// A flag that, once set, makes a hole being written stop hashing and fail with
+    /// [`StoreError::Stopped`]: hashing a hole costs CPU in proportion to the length it claims
+    /// (minutes for a few TiB) while the hole costs its sender 40 bytes, so that work must
+    /// end when the upload's stream does (abort, lost connection). The upload is of no use
+    /// after that but to be suspended or aborted.
+    pub fn stopper(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.stop)
     }
 
     /// Whether it is kept for resuming when it ends without a commit or an abort.
@@ -182,7 +194,16 @@ impl Upload {
                         self.name, self.offset
                     )
                 })?;
-                self.hash.zeros(len);
+                if !self
+                    .hash
+                    .zeros_while(len, || !self.stop.load(Ordering::Relaxed))
+                {
+                    // The hash is of no use now; the file is left as it was before the hole.
+                    let _ = self.file.set_len(self.offset);
+                    return Err(StoreError::Stopped {
+                        name: self.name.clone(),
+                    });
+                }
             }
         }
         self.offset = end;
@@ -412,6 +433,7 @@ pub(crate) fn begin(inner: &Arc<Inner>, name: &str, options: UploadOptions) -> R
         hash: ContentHash::default(),
         partial,
         last_touch: Instant::now(),
+        stop: Arc::default(),
         done: false,
         claim,
     })
@@ -446,6 +468,7 @@ pub(crate) fn resume(inner: &Arc<Inner>, name: &str) -> Result<Upload> {
         hash,
         partial,
         last_touch: Instant::now(),
+        stop: Arc::default(),
         done: false,
         claim,
     };

@@ -65,6 +65,11 @@ impl Daemon {
         format!("unix://{}", self.unix.display())
     }
 
+    /// The process id, to read what the node holds from /proc.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL: no chance to clean up, like a crash.
     pub fn kill9(&mut self) {
         self.child.kill().unwrap();
