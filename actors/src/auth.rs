@@ -74,11 +74,22 @@ impl std::fmt::Debug for User {
 /// Iterations of PBKDF2 for new passwords (RFC 7677 asks for at least 4096).
 pub const DEFAULT_ITERATIONS: u16 = 4096;
 
+/// Bytes of a new user's salt.
+const SALT_LEN: usize = 16;
+
+/// Bytes of a salted password: PBKDF2-HMAC-SHA-256's output.
+const SALTED_PASSWORD_LEN: usize = 32;
+
+/// Fills `bytes` from the system's random source.
+fn random(bytes: &mut [u8]) -> std::io::Result<()> {
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, bytes)
+}
+
 impl User {
     /// Salts and hashes `password` with a fresh random salt.
     pub fn from_password(password: &str, role: Role, iterations: u16) -> std::io::Result<Self> {
-        let mut salt = vec![0u8; 16];
-        std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut salt)?;
+        let mut salt = vec![0u8; SALT_LEN];
+        random(&mut salt)?;
         let rounds = NonZeroU32::new(u32::from(iterations.max(1))).expect("at least 1");
         let salted_password = scram_2::hash_password(password, rounds, &salt).to_vec();
         Ok(Self {
@@ -142,16 +153,51 @@ fn unauthenticated(side: Side, message: &str) -> CallError {
 /// The message a wrong user and a wrong password both get, so neither is revealed.
 const REFUSED: &str = "wrong user name or password";
 
-/// Looks users up for the SCRAM server, remembering who asked. Unknown users get a random
-/// stored password, so their exchange fails at the proof like a wrong password would.
-struct Lookup {
-    credentials: Arc<dyn Credentials>,
+/// What the server offers a user it does not know, so that asking cannot tell whether a user
+/// exists. A known user's salt and salted password are stored: the same on every attempt, and
+/// looked up, not computed. A decoy must match on both counts, so it is derived from a server
+/// secret and the name (keyed BLAKE3, a pseudorandom function, which ferry-actors already
+/// depends on for stream hashing): one name always gets the same salt, different names get
+/// unrelated ones, and nothing runs PBKDF2, since the exchange fails at the proof anyway. Its
+/// iterations are [`DEFAULT_ITERATIONS`], those of users made by [`User::from_password`].
+///
+/// The secret is drawn when the server starts and lives in its [`AuthService`], which the
+/// server holds for its whole life. Not in [`AuthConfig`]: its fields are public and callers
+/// build it as a literal, so a secret there would change every caller. A restart draws a new
+/// secret, so a decoy differs across restarts where a stored salt does not.
+struct Decoys {
+    secret: [u8; blake3::KEY_LEN],
+}
+
+impl Decoys {
+    fn new() -> std::io::Result<Self> {
+        let mut secret = [0u8; blake3::KEY_LEN];
+        random(&mut secret)?;
+        Ok(Self { secret })
+    }
+
+    /// The decoy for `name`: salt and salted password are two parts of one keyed output.
+    fn password_for(&self, name: &str) -> PasswordInfo {
+        let mut derived = [0u8; SALT_LEN + SALTED_PASSWORD_LEN];
+        blake3::Hasher::new_keyed(&self.secret)
+            .update(name.as_bytes())
+            .finalize_xof()
+            .fill(&mut derived);
+        let (salt, salted_password) = derived.split_at(SALT_LEN);
+        PasswordInfo::new(salted_password.to_vec(), DEFAULT_ITERATIONS, salt.to_vec())
+    }
+}
+
+/// Looks users up for the SCRAM server, remembering who asked. Unknown users get a decoy
+/// ([`Decoys`]), so their exchange fails at the proof like a wrong password would.
+struct Lookup<'a> {
+    service: &'a AuthService,
     found: Rc<RefCell<Option<(String, Role)>>>,
 }
 
-impl AuthenticationProvider for Lookup {
+impl AuthenticationProvider for Lookup<'_> {
     fn get_password_for(&self, name: &str) -> Option<PasswordInfo> {
-        match self.credentials.user(name) {
+        match self.service.credentials.user(name) {
             Some(user) => {
                 *self.found.borrow_mut() = Some((name.to_owned(), user.role));
                 Some(PasswordInfo::new(
@@ -162,17 +208,7 @@ impl AuthenticationProvider for Lookup {
             }
             None => {
                 *self.found.borrow_mut() = None;
-                let decoy = User::from_password(
-                    &format!("{:?}", std::time::Instant::now()),
-                    Role::ReadOnly,
-                    DEFAULT_ITERATIONS,
-                )
-                .ok()?;
-                Some(PasswordInfo::new(
-                    decoy.salted_password,
-                    decoy.iterations,
-                    decoy.salt,
-                ))
+                Some(self.service.decoys.password_for(name))
             }
         }
     }
@@ -190,7 +226,19 @@ async fn receive(incoming: &mut Incoming, side: Side) -> Result<String, CallErro
 
 /// Serves the auth program.
 pub struct AuthService {
-    pub credentials: Arc<dyn Credentials>,
+    credentials: Arc<dyn Credentials>,
+    decoys: Decoys,
+}
+
+impl AuthService {
+    /// Draws the secret that unknown users' decoy salts derive from, held as long as the
+    /// service; fails only if the system's random source does.
+    pub fn new(credentials: Arc<dyn Credentials>) -> std::io::Result<Self> {
+        Ok(Self {
+            credentials,
+            decoys: Decoys::new()?,
+        })
+    }
 }
 
 impl AuthHandler for AuthService {
@@ -203,7 +251,7 @@ impl AuthHandler for AuthService {
     ) -> Result<Authenticated, CallError> {
         let found = Rc::new(RefCell::new(None));
         let server = ScramServer::new(Lookup {
-            credentials: self.credentials.clone(),
+            service: self,
             found: found.clone(),
         });
         let client_first = receive(&mut incoming, Side::Server).await?;

@@ -92,7 +92,7 @@ pub enum ConnectError {
     },
 }
 
-/// A server could not start listening.
+/// A server could not start: a listener would not bind, or its decoy secret could not be drawn.
 #[derive(Debug, thiserror::Error)]
 pub enum ListenError {
     #[error("listening on {address}: {source}")]
@@ -100,4 +100,7 @@ pub enum ListenError {
         address: String,
         source: std::io::Error,
     },
+    /// The secret that SCRAM answers for unknown users derive from could not be drawn.
+    #[error("drawing the SCRAM decoy secret from /dev/urandom: {0}")]
+    DecoySecret(#[source] std::io::Error),
 }

@@ -1,5 +1,6 @@
 //! Authentication and authorization: nothing but the auth program before an identity, SCRAM
-//! refusing wrong, missing, truncated and replayed exchanges, roles checked per procedure.
+//! refusing wrong, missing, truncated and replayed exchanges, unknown users answered like known
+//! ones, roles checked per procedure.
 
 mod common;
 
@@ -9,11 +10,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{PROMPTLY, quick_server_config, raw_frame, read_non_ping, send};
-use ferry_actors::auth::{AuthClient, AuthConfig, Authorizer, Role, User};
+use ferry_actors::auth::proto::Authenticated;
+use ferry_actors::auth::{AuthClient, AuthConfig, Authorizer, DEFAULT_ITERATIONS, Role, User};
 use ferry_actors::codec::Route;
 use ferry_actors::test_program::proto::{EchoRequest, SinkRequest};
 use ferry_actors::test_program::{TestClient, TestProgram, TestService};
-use ferry_actors::{Client, ClientConfig, ErrorCode, Server, ServerHandle};
+use ferry_actors::{Client, ClientConfig, ClientStream, ErrorCode, Server, ServerHandle};
 
 /// The test program's policy: reading is read-only, uploading needs read-write.
 struct Policy;
@@ -38,11 +40,11 @@ async fn secured(unix_users: HashMap<u32, Role>) -> Secured {
     let mut users = HashMap::new();
     users.insert(
         "alice".to_owned(),
-        User::from_password("wonderland", Role::ReadWrite, 4096).unwrap(),
+        User::from_password("wonderland", Role::ReadWrite, DEFAULT_ITERATIONS).unwrap(),
     );
     users.insert(
         "bob".to_owned(),
-        User::from_password("builder", Role::ReadOnly, 4096).unwrap(),
+        User::from_password("builder", Role::ReadOnly, DEFAULT_ITERATIONS).unwrap(),
     );
     let dir = tempfile::tempdir().unwrap();
     let unix = dir.path().join("s.sock");
@@ -182,6 +184,58 @@ async fn a_truncated_exchange_is_refused() {
     assert_eq!(error.code, ErrorCode::Unauthenticated);
 }
 
+/// Opens a SCRAM exchange on `client` and sends `client_first`: the exchange, and the
+/// server-first message it was answered with.
+async fn begin(client: &Client, client_first: &str) -> (ClientStream<Authenticated>, String) {
+    let mut exchange = AuthClient::new(client.clone())
+        .scram_sha256(&Default::default())
+        .await
+        .unwrap();
+    let (outgoing, incoming) = exchange.ends();
+    outgoing
+        .unwrap()
+        .send(Bytes::from(client_first.to_owned()))
+        .await
+        .unwrap();
+    let server_first = incoming.unwrap().recv_bytes().await.unwrap().unwrap();
+    let server_first = String::from_utf8(server_first.to_vec()).unwrap();
+    (exchange, server_first)
+}
+
+/// What a server-first message offers a user: the salt (base64) and the iteration count.
+#[derive(Debug, PartialEq, Eq)]
+struct Offer {
+    salt: String,
+    iterations: u32,
+}
+
+impl Offer {
+    /// Bytes of the salt: base64 of it is padded to whole groups of four characters.
+    fn salt_len(&self) -> usize {
+        let padding = self.salt.bytes().rev().take_while(|&b| b == b'=').count();
+        self.salt.len() / 4 * 3 - padding
+    }
+}
+
+/// Asks the server, on a new connection as an outsider would, what it offers `user`; the
+/// exchange is abandoned after the server-first message, before any proof.
+async fn offer(server: &Secured, user: &str) -> Offer {
+    let client = connect(server).await;
+    let (_, client_first) = scram_2::ScramClient::new(user, "guess", None).client_first();
+    let (_, server_first) = begin(&client, &client_first).await;
+    let field = |key: &str| {
+        server_first
+            .split(',')
+            .find_map(|field| field.strip_prefix(key))
+            .unwrap_or_else(|| panic!("no {key} in {server_first:?}"))
+            .to_owned()
+    };
+    Offer {
+        salt: field("s="),
+        iterations: field("i=").parse().unwrap(),
+    }
+}
+
 /// Sends two recorded SCRAM client messages on a new exchange, whatever the server says.
 async fn replay(
     client: &Client,
@@ -208,22 +262,13 @@ async fn a_replayed_exchange_is_refused() {
     let honest = connect(&server).await;
     let (scram, client_first) =
         scram_2::ScramClient::new("alice", "wonderland", None).client_first();
-    let mut exchange = AuthClient::new(honest.clone())
-        .scram_sha256(&Default::default())
-        .await
-        .unwrap();
-    let (outgoing, incoming) = exchange.ends();
-    let (outgoing, incoming) = (outgoing.unwrap(), incoming.unwrap());
-    outgoing
-        .send(Bytes::from(client_first.clone()))
-        .await
-        .unwrap();
-    let server_first =
-        String::from_utf8(incoming.recv_bytes().await.unwrap().unwrap().to_vec()).unwrap();
+    let (mut exchange, server_first) = begin(&honest, &client_first).await;
     let (scram, client_final) = scram
         .handle_server_first(&server_first)
         .unwrap()
         .client_final();
+    let (outgoing, incoming) = exchange.ends();
+    let (outgoing, incoming) = (outgoing.unwrap(), incoming.unwrap());
     outgoing
         .send(Bytes::from(client_final.clone()))
         .await
@@ -246,6 +291,41 @@ async fn a_replayed_exchange_is_refused() {
         .await
         .unwrap_err();
     assert_eq!(error.code, ErrorCode::Unauthenticated);
+}
+
+/// Asking twice must not tell an unknown user from a known one: a known user's salt is stored,
+/// so the same on every attempt, and an unknown user's decoy must be too (issue 13, defect 4:
+/// it was fresh and random each time). Different unknown users get different salts, as
+/// different known users do.
+#[actix_rt::test]
+async fn an_unknown_user_is_offered_the_same_salt_and_iterations_every_time() {
+    let server = secured(HashMap::new()).await;
+    let first = offer(&server, "mallory").await;
+    for attempt in 2..=3 {
+        assert_eq!(
+            offer(&server, "mallory").await,
+            first,
+            "attempt {attempt} for an unknown user was offered something else"
+        );
+    }
+    assert_eq!(offer(&server, "alice").await, offer(&server, "alice").await);
+    assert_ne!(offer(&server, "trudy").await.salt, first.salt);
+}
+
+/// An unknown user's decoy has the shape of a known user's offer: as long a salt, as many
+/// iterations.
+#[actix_rt::test]
+async fn an_unknown_user_is_offered_a_salt_and_iterations_like_a_known_users() {
+    let server = secured(HashMap::new()).await;
+    let known = offer(&server, "alice").await;
+    let unknown = offer(&server, "mallory").await;
+    assert_eq!(
+        unknown.salt_len(),
+        known.salt_len(),
+        "{unknown:?} {known:?}"
+    );
+    assert_eq!(unknown.iterations, known.iterations);
+    assert_eq!(known.iterations, u32::from(DEFAULT_ITERATIONS));
 }
 
 #[actix_rt::test]

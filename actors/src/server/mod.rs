@@ -79,11 +79,9 @@ impl Server {
     }
 
     /// Requires every connection to have an identity before it calls anything but the auth
-    /// program, and checks each call against the role its procedure requires.
+    /// program, and checks each call against the role its procedure requires. The auth program
+    /// is added when the server starts, which can fail, since it draws a secret then.
     pub fn authentication(mut self, auth: AuthConfig) -> Self {
-        self.registry.add(AuthProgram::serve(AuthService {
-            credentials: auth.credentials.clone(),
-        }));
         self.auth = Some(auth);
         self
     }
@@ -113,7 +111,12 @@ impl Server {
         self
     }
 
-    pub async fn start(self) -> Result<ServerHandle, ListenError> {
+    pub async fn start(mut self) -> Result<ServerHandle, ListenError> {
+        if let Some(auth) = &self.auth {
+            let service =
+                AuthService::new(auth.credentials.clone()).map_err(ListenError::DecoySecret)?;
+            self.registry.add(AuthProgram::serve(service));
+        }
         let arbiters: Vec<Arbiter> = (0..self.config.arbiters.max(1))
             .map(|_| Arbiter::new())
             .collect();
