@@ -179,13 +179,10 @@ async fn a_connection_that_sends_nothing_is_closed_after_the_handshake_timeout()
     common::reach(&server.handle.counters().connections_open, 0).await;
 }
 
-#[actix_rt::test]
-async fn connections_over_the_limit_get_goaway_resource_exhausted() {
-    let server = start(ServerConfig {
-        max_connections: 1,
-        ..quick_server_config()
-    })
-    .await;
+/// With one TCP connection open, a second one gets GOAWAY RESOURCE_EXHAUSTED and is closed,
+/// and the first keeps being served.
+async fn a_second_connection_is_refused(config: ServerConfig) {
+    let server = start(config).await;
     let first = server.test_client(common::Via::Tcp).await;
     first.echo(&Default::default()).await.unwrap();
     let mut second = raw_connect(&server).await;
@@ -200,4 +197,71 @@ async fn connections_over_the_limit_get_goaway_resource_exhausted() {
     assert!(read_non_ping(&mut second).await.is_none());
     first.echo(&Default::default()).await.unwrap();
     assert_eq!(server.handle.counters().limit_rejections.get(), 1);
+}
+
+#[actix_rt::test]
+async fn connections_over_the_limit_get_goaway_resource_exhausted() {
+    a_second_connection_is_refused(ServerConfig {
+        max_connections: 1,
+        ..quick_server_config()
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn connections_from_one_address_over_its_limit_get_goaway_resource_exhausted() {
+    a_second_connection_is_refused(ServerConfig {
+        max_connections_per_address: 1,
+        ..quick_server_config()
+    })
+    .await;
+}
+
+/// A STREAM frame whose payload exceeds `max_chunk` (within the stream's credit) aborts that
+/// stream with PROTOCOL_VIOLATION; the connection keeps serving.
+#[actix_rt::test]
+async fn a_chunk_over_max_chunk_aborts_only_its_stream() {
+    const SINK: u32 = 4;
+    const STREAM: u32 = 3;
+    const CONTINUE: u32 = 2;
+    let server = start(quick_server_config()).await;
+    let max_chunk = ServerConfig::default().limits.max_chunk as usize;
+    let mut stream = raw_connect(&server).await;
+    send(&mut stream, &raw_frame(TEST, 1, SINK, CALL, 1, OK, &[])).await;
+    let credit = tokio::time::timeout(PROMPTLY, read_non_ping(&mut stream))
+        .await
+        .unwrap()
+        .unwrap();
+    let window = u32::from_be_bytes(credit.payload[..].try_into().unwrap()) as usize;
+    assert!(
+        window > max_chunk + 28,
+        "the window must cover the oversized chunk"
+    );
+    let chunk = vec![1u8; max_chunk + 1];
+    send(
+        &mut stream,
+        &raw_frame(TEST, 1, SINK, STREAM, 1, CONTINUE, &chunk),
+    )
+    .await;
+    let reply = tokio::time::timeout(PROMPTLY, read_non_ping(&mut stream))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((reply.kind, reply.serial, reply.status), (REPLY, 1, ERROR));
+    let body = ErrorBody::decode(&reply.payload[..]).unwrap();
+    assert_eq!(body.code, ferry_actors::ErrorCode::ProtocolViolation as i32);
+    assert!(body.message.contains("max_chunk"), "{}", body.message);
+    let echo = ferry_actors::test_program::proto::EchoRequest {
+        payload: b"still here".to_vec().into(),
+    };
+    send(
+        &mut stream,
+        &raw_frame(TEST, 1, ECHO, CALL, 2, OK, &echo.encode_to_vec()),
+    )
+    .await;
+    let reply = tokio::time::timeout(PROMPTLY, read_non_ping(&mut stream))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((reply.kind, reply.serial, reply.status), (REPLY, 2, OK));
 }

@@ -255,13 +255,6 @@ impl Peer {
         }
     }
 
-    /// Spends all the credit `serial` has, in chunks of at most `max_chunk`.
-    fn spend_credit(&mut self, route: Route, serial: u32) {
-        let have = self.credit.get(&serial).copied().unwrap_or(0);
-        let chunks = have.div_ceil(FRAME_HEAD + MAX_CHUNK as u64);
-        self.stream(route, serial, have - chunks * FRAME_HEAD);
-    }
-
     /// Reads until the REPLY for `serial` and returns it.
     fn reply(&mut self, serial: u32) -> Frame {
         loop {
@@ -416,42 +409,61 @@ fn page_sized_chunks_held_by_a_stalled_stream_pin_no_more_than_the_budget() {
     );
 }
 
-/// Stalled uploads: 2 connections × 256 uploads that send all their credit and are never
-/// read (Sink stalls after the first byte). The windows are the data; blocks beyond them are
-/// charged to the budget.
+/// Stalled uploads: 2 connections × 255 uploads (and one more: the stream limit is 256), each of which sends one page that its Sink
+/// takes and then holds (it stalls after it), while an upload on the same connection that is
+/// consumed sends 250 KiB between them. Before the fix each held page kept its read block
+/// alive: +130 MiB for 2 MiB of held data.
 #[test]
-fn stalled_uploads_hold_their_windows_and_the_budget() {
+fn stalled_uploads_hold_what_they_hold_and_the_budget() {
     const CONNECTIONS: u64 = 2;
-    const UPLOADS: u32 = 256;
+    const UPLOADS: u32 = 255;
+    const HELD: usize = 4096;
+    const BETWEEN: u64 = 250 * 1024;
     let dir = tempfile::tempdir().unwrap();
     let node = node(dir.path());
     let pid = node.pid();
     let baseline = settle(pid, PROMPTLY);
-    let mut granted = 0;
     let mut peers: Vec<Peer> = (0..CONNECTIONS).map(|_| Peer::connect(&node)).collect();
+    let consumed = UPLOADS + 1;
     for peer in &mut peers {
+        peer.call(test(SINK), consumed, &SinkRequest { stall_after: 0 });
+        peer.accepted(consumed);
         for serial in 1..=UPLOADS {
             peer.call(test(SINK), serial, &SinkRequest { stall_after: 1 });
             peer.accepted(serial);
-            granted += peer.credit[&serial];
-            peer.spend_credit(test(SINK), serial);
+            peer.data(test(SINK), serial, Bytes::from(vec![0x5a; HELD]));
+            peer.stream(test(SINK), consumed, BETWEEN);
         }
     }
     let peak = settle(pid, PROMPTLY);
-    eprintln!("granted windows: {:.1} MiB", granted as f64 / MIB as f64);
-    Measured { baseline, peak }.within("stalled uploads", granted + CONNECTIONS * BUDGET);
+    let held = CONNECTIONS * u64::from(UPLOADS) * (HELD as u64 + FRAME_HEAD);
+    // The consumed upload's window may be full of data not yet taken, too.
+    let in_flight = CONNECTIONS * WINDOW;
+    Measured { baseline, peak }.within("stalled uploads", held + in_flight + CONNECTIONS * BUDGET);
 }
 
 // ---------------------------------------------------------------------------------------------
 // CPU: work a hole asks for stops with its stream.
 
-/// A hole as large as a volume may be (4 TiB): hashing it takes the node many minutes.
-const HUGE_HOLE: u64 = 4 << 40;
+/// A hole of 1 TiB (within `max_volume_size`): hashing it takes the node minutes.
+const HUGE_HOLE: u64 = 1 << 40;
 
-/// CPU seconds the node may spend after the stream ended (hashing the rest of a 4 TiB hole
+/// CPU time the node may spend after the stream ended (hashing the rest of a 1 TiB hole
 /// would take minutes).
 const AFTER_END: Duration = Duration::from_secs(1);
 
+/// Waits (boundedly) until the node has used a fifth of a second of CPU from now on: it is
+/// at work on what it was just sent.
+fn busy(node: &Daemon) {
+    let start = cpu_ticks(node.pid());
+    let deadline = Instant::now() + PROMPTLY;
+    while cpu_ticks(node.pid()) < start + ticks_per_second() / 5 {
+        assert!(Instant::now() < deadline, "the node never got to work");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Opens an upload, sends a huge hole and waits until the node is hashing it.
 fn upload_a_huge_hole(node: &Daemon) -> Peer {
     let mut peer = Peer::connect(node);
     let request = UploadRequest {
@@ -468,6 +480,7 @@ fn upload_a_huge_hole(node: &Daemon) -> Peer {
             flags: 0,
         },
     ));
+    busy(node);
     peer
 }
 
