@@ -34,7 +34,7 @@ use bytes::{Bytes, BytesMut};
 use common::Daemon;
 use ferry_actors::codec::proto::ErrorBody;
 use ferry_actors::codec::{Credit, Frame, FrameCodec, Hole, MessageType, Route, Status};
-use ferry_actors::test_program::proto::SinkRequest;
+use ferry_actors::test_program::proto::{EchoRequest, SinkRequest};
 use ferry_actors::{ErrorCode, codec};
 use ferry_services::proto::volume::{DownloadRequest, UploadRequest};
 use prost::Message;
@@ -58,6 +58,7 @@ const TEST: u32 = 0x7465_7374;
 const UPLOAD: u32 = 5;
 const DOWNLOAD: u32 = 7;
 const SINK: u32 = 4;
+const ECHO: u32 = 1;
 
 /// Bound on every wait for the node.
 const PROMPTLY: Duration = Duration::from_secs(30);
@@ -440,6 +441,61 @@ fn stalled_uploads_hold_what_they_hold_and_the_budget() {
     // The consumed upload's window may be full of data not yet taken, too.
     let in_flight = CONNECTIONS * WINDOW;
     Measured { baseline, peak }.within("stalled uploads", held + in_flight + CONNECTIONS * BUDGET);
+}
+
+/// Replies never read: a peer sends large Echo calls and never reads. Each call's payload is
+/// charged to the budget until its REPLY (which carries it back) is written, and calls that do
+/// not fit are refused RESOURCE_EXHAUSTED at once. Before, the node held every one.
+#[test]
+fn replies_never_read_hold_no_more_than_the_budget() {
+    const CALLS: u32 = 200;
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(dir.path());
+    let pid = node.pid();
+    let baseline = settle(pid, PROMPTLY);
+    let mut peer = Peer::connect(&node);
+    // Written from another thread: once the node stops reading, this one would block.
+    let mut socket = peer.socket.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        let payload = Bytes::from(vec![0x33; MIB as usize]);
+        let mut codec = FrameCodec::default();
+        for serial in 1..=CALLS {
+            let request = EchoRequest {
+                payload: payload.clone(),
+            };
+            let mut out = BytesMut::new();
+            let frame = Frame::call(test(ECHO), serial, request.encode_to_vec().into());
+            codec.encode(frame, &mut out).unwrap();
+            if socket.write_all(&out).is_err() {
+                break;
+            }
+        }
+    });
+    let peak = settle(pid, PROMPTLY);
+    // The calls being read and answered: at most the budget, and one call being assembled.
+    Measured { baseline, peak }.within("replies never read", BUDGET + 2 * MIB);
+    writer.join().unwrap();
+    // Reading now gets a reply to every call: the echo for those that fitted, a refusal that
+    // names the budget for the others.
+    let (mut echoed, mut refused) = (0, 0);
+    for serial in 1..=CALLS {
+        let reply = peer.reply(serial);
+        if reply.header.status == Status::Ok {
+            echoed += 1;
+            continue;
+        }
+        let body = ErrorBody::decode(&reply.payload[..]).unwrap();
+        assert_eq!(body.code, ErrorCode::ResourceExhausted as i32, "{body:?}");
+        assert!(
+            body.message.contains("max_memory_per_connection"),
+            "{body:?}"
+        );
+        refused += 1;
+    }
+    assert!(
+        echoed >= 1 && refused >= 1,
+        "{echoed} echoed, {refused} refused"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

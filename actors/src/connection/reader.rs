@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
-use ferry_codec::{DecodeError, Frame, FrameCodec, MIN_FRAME_LEN};
+use ferry_codec::{DecodeError, Frame, FrameCodec, MIN_FRAME_LEN, MessageType};
 use futures::Stream;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio_util::codec::Decoder;
@@ -163,13 +163,17 @@ impl<R: AsyncRead + Unpin> Stream for FrameReader<R> {
                 Ok(Some(mut frame)) => {
                     this.bulk = frame.wire_len() > SMALL_BLOCK / 2;
                     if let Some(block) = &this.block {
-                        frame.payload = if frame.payload.len() < SMALL_BLOCK {
-                            // A small payload (a CALL, a short chunk) is copied out rather
-                            // than pinning its block: a stream that holds such chunks would
-                            // otherwise keep a whole block alive per few bytes of credit.
-                            Bytes::copy_from_slice(&frame.payload)
-                        } else {
+                        let bulk = frame.header.kind == MessageType::Stream
+                            && frame.payload.len() >= SMALL_BLOCK;
+                        frame.payload = if bulk {
                             memory::pin(frame.payload, Arc::clone(block))
+                        } else {
+                            // A short chunk is copied out rather than pinning its block: a
+                            // stream that holds such chunks would otherwise keep a whole
+                            // block alive per few bytes of credit. Other frames (calls,
+                            // replies, events) are copied too: the connection charges what
+                            // they hold on their own, and none is bulk data.
+                            Bytes::copy_from_slice(&frame.payload)
                         };
                     }
                     return Poll::Ready(Some(Ok(frame)));

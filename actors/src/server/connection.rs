@@ -20,7 +20,7 @@ use crate::connection::transport::Transport;
 use crate::connection::writer::{Outbox, Room, WriterStopped, spawn_writer};
 use crate::control::ControlMessage;
 use crate::error::CallError;
-use crate::memory::MemoryBudget;
+use crate::memory::{self, Charge, MemoryBudget};
 use crate::metrics::{ConnectionStats, Traffic};
 use crate::program::{CallContext, SetIdentity, StreamEnds};
 use crate::server::call::{CallActor, CallDone, StopCall};
@@ -39,6 +39,8 @@ struct OpenCall {
     /// The running handler; `None` once the REPLY was sent.
     call: Option<Addr<CallActor>>,
     stream: Option<OpenStream>,
+    /// What the CALL's payload is charged to the connection's budget; the REPLY takes it on.
+    charge: Option<Arc<Charge>>,
 }
 
 struct OpenStream {
@@ -84,6 +86,10 @@ pub struct ServerConnection {
     /// Held for the connection's life: its place in the connection limits.
     _slot: ConnectionSlot,
 }
+
+/// CALL payloads of at least this many bytes are charged to the connection's memory budget;
+/// smaller ones are bounded by `max_in_flight_calls` (4 MiB per connection at most).
+const CHARGED_CALL: usize = 4096;
 
 impl ServerConnection {
     /// Starts the actor for an accepted socket on the current arbiter.
@@ -159,6 +165,36 @@ impl ServerConnection {
             ctx,
             Frame::reply_error(frame.route(), frame.header.serial, &error.to_body()),
         );
+    }
+
+    /// Charges a large CALL's payload to the connection's memory budget, or refuses the call
+    /// RESOURCE_EXHAUSTED when it does not fit. The charge is held with the call, then by its
+    /// REPLY until that is written: a handler's answer is what it keeps of a large request
+    /// (an echo, say), and without the charge a peer that sends large calls and never reads
+    /// the replies makes the node hold `max_in_flight_calls` × `max_frame`, and then a full
+    /// write queue of them. Refused rather than waited for: a wait would stop the reader, and
+    /// with it the CREDIT frames that let downloads give their charges back.
+    fn charge_payload(&self, frame: &Frame) -> Result<Option<Arc<Charge>>, CallError> {
+        let len = frame.payload.len();
+        if len < CHARGED_CALL {
+            return Ok(None);
+        }
+        match self.memory.try_charge(len) {
+            Some(charge) => Ok(Some(Arc::new(charge))),
+            None => {
+                self.shared.counters.limit_rejections.inc();
+                self.shared.counters.memory_full.inc();
+                Err(CallError::new(
+                    ErrorCode::ResourceExhausted,
+                    Side::Server,
+                    Layer::Call,
+                    format!(
+                        "a call of {len} bytes does not fit in what this connection may hold now (max_memory_per_connection {})",
+                        self.memory.limit()
+                    ),
+                ))
+            }
+        }
     }
 
     fn violation_error(&self, serial: u32, message: String) -> CallError {
@@ -237,6 +273,10 @@ impl ServerConnection {
         if let Some(error) = refusal {
             return self.refuse(ctx, &frame, &error);
         }
+        let charge = match self.charge_payload(&frame) {
+            Ok(charge) => charge,
+            Err(error) => return self.refuse(ctx, &frame, &error),
+        };
         self.last_call_activity = Instant::now();
         let route = frame.route();
         let direction = self.shared.registry.direction(&frame);
@@ -310,6 +350,7 @@ impl ServerConnection {
                 started: Instant::now(),
                 call: Some(call),
                 stream,
+                charge,
             },
         );
         self.shared.counters.calls_total.inc();
@@ -440,8 +481,15 @@ impl ServerConnection {
         self.shared
             .observer
             .call_finished(route, code, open.started.elapsed());
+        let charge = open.charge.take();
         let frame = match outcome {
-            Ok(payload) => Frame::reply_ok(route, serial, payload),
+            Ok(payload) => {
+                let payload = match charge {
+                    Some(charge) if !payload.is_empty() => memory::pin(payload, charge),
+                    _ => payload,
+                };
+                Frame::reply_ok(route, serial, payload)
+            }
             Err(error) => {
                 self.shared.counters.calls_failed.inc();
                 Frame::reply_error(route, serial, &error.to_body())
