@@ -9,9 +9,10 @@
 //!   deadlocked connection fails after `IO_BOUND`);
 //! - the connection ends promptly after the client closes, before any server timer could
 //!   have ended it (no stuck actor, no lost EOF);
-//! - `calls_in_flight`, `streams_open` and `stream_buffered_bytes` return to 0 and the server
-//!   lists no open connection (nothing leaks per connection);
-//! - `stream_buffered_bytes` never exceeds `max_buffered_per_connection` while the input runs;
+//! - `calls_in_flight`, `streams_open`, `stream_buffered_bytes` and `held_bytes` return to 0
+//!   and the server lists no open connection (nothing leaks per connection);
+//! - `stream_buffered_bytes` never exceeds `max_buffered_per_connection`, nor `held_bytes`
+//!   `max_memory_per_connection`, while the input runs;
 //! - everything the server writes is a well-formed frame of a type a server may send (never
 //!   CALL, CANCEL or STREAM/ERROR);
 //! - for a serial the input opened with exactly one CALL, the server sends at most one REPLY
@@ -55,6 +56,9 @@ const MAX_FRAME: u32 = 256 * 1024;
 const MAX_CHUNK: u32 = 16 * 1024;
 const WINDOW: u32 = 64 * 1024;
 const MAX_BUFFERED: u64 = 3 * WINDOW as u64;
+/// Four of the reader's large blocks (8 maximum chunks each): small, so inputs fill it and the
+/// reader's budget-full path and refused large calls are exercised.
+const MAX_MEMORY: usize = 4 * 8 * (MAX_CHUNK as usize + 28);
 const MAX_STREAMS: usize = 4;
 const MAX_IN_FLIGHT: usize = 16;
 /// Steps of one input at most.
@@ -102,6 +106,7 @@ fn config() -> ServerConfig {
         connection_window: u64::from(WINDOW),
         max_streams_per_connection: MAX_STREAMS,
         max_buffered_per_connection: MAX_BUFFERED,
+        max_memory_per_connection: MAX_MEMORY,
         stream_abort_grace: Duration::from_millis(10),
     }
 }
@@ -767,6 +772,11 @@ async fn run(server: &ServerHandle, actions: Vec<Action>, sent: Sent, debug: boo
             held <= MAX_BUFFERED,
             "the server holds {held} stream bytes, over max_buffered_per_connection"
         );
+        let charged = counters.held_bytes.get();
+        assert!(
+            charged <= MAX_MEMORY as u64,
+            "the server holds {charged} bytes against a budget of {MAX_MEMORY} (max_memory_per_connection)"
+        );
     };
     let (client, server_io) = tokio::io::duplex(64 * 1024);
     server.serve_io(server_io, "fuzz");
@@ -845,6 +855,7 @@ async fn run(server: &ServerHandle, actions: Vec<Action>, sent: Sent, debug: boo
         SETTLE_BOUND,
     )
     .await;
+    settle(&counters.held_bytes, "held_bytes", SETTLE_BOUND).await;
     assert!(
         server.view().connections().is_empty(),
         "the server still lists a connection"
