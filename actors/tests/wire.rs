@@ -94,9 +94,117 @@ async fn cancel_for_a_finished_call_is_ignored_and_cancel_for_an_open_one_is_ans
     send(&mut stream, &raw_frame(TEST, 1, SLEEP, 8, 3, OK, &[])).await;
     let reply = read_non_ping(&mut stream).await.unwrap();
     assert_eq!((reply.serial, reply.kind, reply.status), (3, REPLY, ERROR));
+    let body = ErrorBody::decode(&reply.payload[..]).unwrap();
+    assert_eq!(body.code, ferry_actors::ErrorCode::Cancelled as i32);
+    // The client raised it (section 6.2).
+    assert_eq!(body.side, ferry_actors::Side::Client as i32, "{body:?}");
+}
+
+const SINK: u32 = 4;
+const SOURCE: u32 = 5;
+const STREAM: u32 = 3;
+const CREDIT: u32 = 7;
+const CONTINUE: u32 = 2;
+
+/// The next frame that is not a keepalive PING, within PROMPTLY.
+async fn next(stream: &mut tokio::net::TcpStream) -> common::RawFrame {
+    tokio::time::timeout(PROMPTLY, read_non_ping(stream))
+        .await
+        .expect("the server answers in time")
+        .expect("the connection stays open")
+}
+
+fn abort_body(code: ferry_actors::ErrorCode) -> Vec<u8> {
+    ErrorBody {
+        code: code as i32,
+        message: "client side".into(),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+/// Section 7.6: a client's STREAM/ERROR on an upload is answered with its own reason,
+/// CANCELLED for a cancel and ABORTED for anything else, raised by the client.
+#[actix_rt::test]
+async fn a_client_abort_of_an_upload_is_answered_with_its_reason() {
+    use ferry_actors::ErrorCode::{Aborted, Cancelled, Internal};
+    let server = start(quick_server_config()).await;
+    let mut stream = raw_connect(&server).await;
+    for (serial, sent, answered) in [
+        (1, Cancelled, Cancelled),
+        (2, Aborted, Aborted),
+        (3, Internal, Aborted),
+    ] {
+        send(
+            &mut stream,
+            &raw_frame(TEST, 1, SINK, CALL, serial, OK, &[]),
+        )
+        .await;
+        let credit = next(&mut stream).await;
+        assert_eq!((credit.kind, credit.serial), (CREDIT, serial), "{credit:?}");
+        send(
+            &mut stream,
+            &raw_frame(TEST, 1, SINK, STREAM, serial, CONTINUE, b"some data"),
+        )
+        .await;
+        send(
+            &mut stream,
+            &raw_frame(TEST, 1, SINK, STREAM, serial, ERROR, &abort_body(sent)),
+        )
+        .await;
+        let reply = loop {
+            let frame = next(&mut stream).await;
+            if frame.kind == REPLY {
+                break frame;
+            }
+        };
+        assert_eq!((reply.serial, reply.status), (serial, ERROR), "{reply:?}");
+        let body = ErrorBody::decode(&reply.payload[..]).unwrap();
+        assert_eq!(body.code, answered as i32, "client sent {sent:?}: {body:?}");
+        assert_eq!(body.side, ferry_actors::Side::Client as i32, "{body:?}");
+        assert_eq!(body.layer, ferry_actors::Layer::Stream as i32, "{body:?}");
+    }
+}
+
+/// Section 7.6: a download whose client sink fails (STREAM/ERROR instead of the confirmation)
+/// is answered REPLY/ERROR ABORTED.
+#[actix_rt::test]
+async fn a_download_whose_client_sink_fails_is_answered_aborted() {
+    let server = start(quick_server_config()).await;
+    let mut stream = raw_connect(&server).await;
+    let request = ferry_actors::test_program::proto::SourceRequest {
+        length: 1000,
+        ..Default::default()
+    };
+    send(
+        &mut stream,
+        &raw_frame(TEST, 1, SOURCE, CALL, 4, OK, &request.encode_to_vec()),
+    )
+    .await;
+    send(
+        &mut stream,
+        &raw_frame(TEST, 1, SOURCE, CREDIT, 4, OK, &(1u32 << 20).to_be_bytes()),
+    )
+    .await;
+    // The data, then the server's finish.
+    loop {
+        let frame = next(&mut stream).await;
+        assert_eq!((frame.serial, frame.kind), (4, STREAM), "{frame:?}");
+        if frame.status == OK {
+            break;
+        }
+    }
+    let failed = abort_body(ferry_actors::ErrorCode::Aborted);
+    send(
+        &mut stream,
+        &raw_frame(TEST, 1, SOURCE, STREAM, 4, ERROR, &failed),
+    )
+    .await;
+    let reply = next(&mut stream).await;
+    assert_eq!((reply.serial, reply.kind, reply.status), (4, REPLY, ERROR));
     assert_eq!(
         error_code(&reply.payload),
-        ferry_actors::ErrorCode::Cancelled as i32
+        ferry_actors::ErrorCode::Aborted as i32
     );
 }
 

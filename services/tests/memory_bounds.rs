@@ -9,8 +9,8 @@
 //!   the windows the node grants being what bounds held upload data;
 //! - keepalive off, so a peer that never reads is not closed while it is measured.
 //!
-//! A peer here is a raw unix socket speaking frames built with the codec (the node's own
-//! client library would be a well-behaved peer). The measurement: the node's RSS before the
+//! A peer here is a raw unix socket speaking frames built with the codec (common/raw.rs; the
+//! node's own client library would be a well-behaved peer). The measurement: the node's RSS before the
 //! hostile peers start, then its largest RSS while they hold everything they can make it
 //! hold, taken once the node has gone quiet (its CPU time stops advancing: there is no event
 //! for "done all it will do", so that is polled, boundedly). The growth must stay within what
@@ -24,21 +24,20 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
+use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use common::Daemon;
+use common::raw::{DOWNLOAD, ECHO, FRAME_HEAD, PROMPTLY, Peer, SINK, UPLOAD, test, volume};
+use ferry_actors::ErrorCode;
 use ferry_actors::codec::proto::ErrorBody;
-use ferry_actors::codec::{Credit, Frame, FrameCodec, Hole, MessageType, Route, Status};
+use ferry_actors::codec::{Credit, Frame, FrameCodec, Hole, MessageType, Status};
 use ferry_actors::test_program::proto::{EchoRequest, SinkRequest};
-use ferry_actors::{ErrorCode, codec};
 use ferry_services::proto::volume::{DownloadRequest, UploadRequest};
 use prost::Message;
-use tokio_util::codec::{Decoder, Encoder};
+use tokio_util::codec::Encoder;
 
 const MIB: u64 = 1 << 20;
 /// `max_memory_per_connection` of every node here.
@@ -48,20 +47,6 @@ const WINDOW: u64 = MIB;
 const UPLOAD_FLOOR: u64 = WINDOW / 4;
 /// What the node may hold beyond its budgets under these patterns: its own bookkeeping.
 const OVERHEAD: u64 = 32 * MIB;
-/// The default `max_chunk`.
-const MAX_CHUNK: usize = 256 * 1024;
-/// What a frame costs in credit beyond its payload: its length word and header.
-const FRAME_HEAD: u64 = codec::MIN_FRAME_LEN as u64;
-
-const VOLUME: u32 = 0x766f_6c75;
-const TEST: u32 = 0x7465_7374;
-const UPLOAD: u32 = 5;
-const DOWNLOAD: u32 = 7;
-const SINK: u32 = 4;
-const ECHO: u32 = 1;
-
-/// Bound on every wait for the node.
-const PROMPTLY: Duration = Duration::from_secs(30);
 
 // ---------------------------------------------------------------------------------------------
 // The node and what it holds.
@@ -164,115 +149,6 @@ impl Measured {
             OVERHEAD / MIB
         );
     }
-}
-
-// ---------------------------------------------------------------------------------------------
-// A raw peer.
-
-/// A peer on the node's unix socket that sends what it likes and reads only when it chooses.
-struct Peer {
-    socket: UnixStream,
-    codec: FrameCodec,
-    inbox: BytesMut,
-    /// Credit the node granted per serial and not yet spent.
-    credit: HashMap<u32, u64>,
-}
-
-impl Peer {
-    fn connect(node: &Daemon) -> Self {
-        let socket = UnixStream::connect(&node.unix).unwrap();
-        socket.set_read_timeout(Some(PROMPTLY)).unwrap();
-        Self {
-            socket,
-            codec: FrameCodec::default(),
-            inbox: BytesMut::new(),
-            credit: HashMap::new(),
-        }
-    }
-
-    fn send(&mut self, frame: Frame) {
-        let mut out = BytesMut::new();
-        self.codec.encode(frame, &mut out).unwrap();
-        self.socket.write_all(&out).unwrap();
-    }
-
-    fn call(&mut self, route: Route, serial: u32, request: &impl Message) {
-        self.send(Frame::call(route, serial, request.encode_to_vec().into()));
-    }
-
-    /// The next frame from the node (its grants are noted on the way).
-    fn next(&mut self) -> Frame {
-        loop {
-            if let Some(frame) = self.codec.decode(&mut self.inbox).unwrap() {
-                if frame.header.kind == MessageType::Credit {
-                    let Credit(n) = Credit::decode(&frame.payload).unwrap();
-                    *self.credit.entry(frame.header.serial).or_default() += u64::from(n);
-                }
-                return frame;
-            }
-            let mut buf = [0u8; 64 * 1024];
-            let n = self
-                .socket
-                .read(&mut buf)
-                .expect("the node answers in time");
-            assert!(n > 0, "the node closed the connection");
-            self.inbox.extend_from_slice(&buf[..n]);
-        }
-    }
-
-    /// Waits for the node's first grant to `serial`: the upload is accepted.
-    fn accepted(&mut self, serial: u32) {
-        while !self.credit.contains_key(&serial) {
-            let frame = self.next();
-            assert!(
-                frame.header.kind == MessageType::Credit || frame.header.serial != serial,
-                "upload {serial} refused: {frame:?}"
-            );
-        }
-    }
-
-    /// Sends `payload` on `serial` as soon as the node's credit allows it.
-    fn data(&mut self, route: Route, serial: u32, payload: Bytes) {
-        let cost = FRAME_HEAD + payload.len() as u64;
-        while self.credit.get(&serial).copied().unwrap_or(0) < cost {
-            self.next();
-        }
-        *self.credit.get_mut(&serial).unwrap() -= cost;
-        self.send(Frame::stream_data(route, serial, payload));
-    }
-
-    /// Sends `len` bytes on `serial` in chunks as large as the credit at hand allows.
-    fn stream(&mut self, route: Route, serial: u32, len: u64) {
-        let mut left = len;
-        while left > 0 {
-            while self.credit.get(&serial).copied().unwrap_or(0) <= FRAME_HEAD {
-                self.next();
-            }
-            let n = (self.credit[&serial] - FRAME_HEAD)
-                .min(MAX_CHUNK as u64)
-                .min(left);
-            self.data(route, serial, Bytes::from(vec![0x5a; n as usize]));
-            left -= n;
-        }
-    }
-
-    /// Reads until the REPLY for `serial` and returns it.
-    fn reply(&mut self, serial: u32) -> Frame {
-        loop {
-            let frame = self.next();
-            if frame.header.kind == MessageType::Reply && frame.header.serial == serial {
-                return frame;
-            }
-        }
-    }
-}
-
-fn volume(procedure: u32) -> Route {
-    Route::new(VOLUME, 1, procedure)
-}
-
-fn test(procedure: u32) -> Route {
-    Route::new(TEST, 1, procedure)
 }
 
 /// A volume of `len` bytes of data (no holes) on the node, uploaded with the CLI.

@@ -323,7 +323,7 @@ fn checksum_mismatch_leaves_nothing() {
             };
             assert_eq!(expected, &hex::encode(wrong));
             assert_eq!(actual, blake3::hash(&content).to_hex().as_str());
-            assert_eq!(err.code(), ErrorCode::Aborted);
+            assert_eq!(err.code(), ErrorCode::FailedPrecondition);
             assert!(err.to_string().contains("upload it again"), "{err}");
         }
         other => panic!("expected a checksum mismatch, got {other}"),

@@ -586,7 +586,7 @@ impl ServerConnection {
             self.shared.counters.calls_cancelled.inc();
             let error = CallError::new(
                 ErrorCode::Cancelled,
-                Side::Server,
+                Side::Client,
                 Layer::Call,
                 "cancelled by the client",
             );
@@ -619,9 +619,15 @@ impl ServerConnection {
                 stream.aborted_by_client = true;
                 let body: ErrorBody =
                     ferry_codec::decode_message(&frame.payload).unwrap_or_default();
+                // Section 7.6: CANCELLED when the client's user cancelled, ABORTED for any
+                // other reason (its sink failed, say); raised by the client either way.
+                let code = match ErrorCode::try_from(body.code) {
+                    Ok(ErrorCode::Cancelled) => ErrorCode::Cancelled,
+                    _ => ErrorCode::Aborted,
+                };
                 let error = CallError::new(
-                    ErrorCode::Cancelled,
-                    Side::Server,
+                    code,
+                    Side::Client,
                     Layer::Stream,
                     format!("the client aborted the stream: {}", body.message),
                 );

@@ -137,7 +137,7 @@ impl StoreError {
     /// | `AlreadyExists` | `ALREADY_EXISTS` |
     /// | `UploadInProgress`, `NotResumable` | `FAILED_PRECONDITION` |
     /// | `TooLarge` | `RESOURCE_EXHAUSTED` |
-    /// | `ChecksumMismatch`, `SizeMismatch` | `ABORTED` (the upload's sink failed) |
+    /// | `ChecksumMismatch`, `SizeMismatch` | `FAILED_PRECONDITION` (what the upload announced does not hold; sending the same again fails again) |
     /// | `Stopped` | `CANCELLED` (the upload's stream already ended) |
     /// | `Io` with "no space left", "quota exceeded" or "file too large" | `RESOURCE_EXHAUSTED` |
     /// | `Locked`, `InvalidConfig`, `Corrupt`, other `Io` | `INTERNAL` |
@@ -148,11 +148,11 @@ impl StoreError {
             | Self::BeyondExpectedSize { .. } => ErrorCode::BadRequest,
             Self::NotFound { .. } | Self::NoPartialUpload { .. } => ErrorCode::NotFound,
             Self::AlreadyExists { .. } => ErrorCode::AlreadyExists,
-            Self::UploadInProgress { .. } | Self::NotResumable { .. } => {
-                ErrorCode::FailedPrecondition
-            }
+            Self::UploadInProgress { .. }
+            | Self::NotResumable { .. }
+            | Self::ChecksumMismatch { .. }
+            | Self::SizeMismatch { .. } => ErrorCode::FailedPrecondition,
             Self::TooLarge { .. } => ErrorCode::ResourceExhausted,
-            Self::ChecksumMismatch { .. } | Self::SizeMismatch { .. } => ErrorCode::Aborted,
             Self::Stopped { .. } => ErrorCode::Cancelled,
             Self::Io { source, .. }
                 if matches!(

@@ -1,6 +1,8 @@
 //! Real `ferryd` processes and the real `ferry` binary, for the daemon's integration tests.
 #![allow(dead_code)]
 
+pub mod raw;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Output, Stdio};

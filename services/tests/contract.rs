@@ -1,0 +1,61 @@
+//! docs/PROTOCOL.md and the volume program's .proto against a real `ferryd`, on the wire: raw
+//! frames (common/raw.rs), so what is checked is what any peer would see.
+
+mod common;
+
+use bytes::Bytes;
+use common::Daemon;
+use common::raw::{Peer, UPLOAD, volume};
+use ferry_actors::codec::proto::ErrorBody;
+use ferry_actors::codec::{Frame, Status};
+use ferry_actors::{ErrorCode, Layer, Side};
+use ferry_services::proto::volume::UploadRequest;
+use prost::Message;
+
+/// Uploads `data` as `name` with `request`'s expectations and returns the REPLY's error body.
+fn failed_upload(node: &Daemon, request: UploadRequest, data: &[u8]) -> ErrorBody {
+    let mut peer = Peer::connect(node);
+    peer.call(volume(UPLOAD), 1, &request);
+    peer.accepted(1);
+    peer.data(volume(UPLOAD), 1, Bytes::copy_from_slice(data));
+    peer.send(Frame::stream_finish(volume(UPLOAD), 1));
+    let reply = peer.reply(1);
+    assert_eq!(reply.header.status, Status::Error, "{reply:?}");
+    ErrorBody::decode(&reply.payload[..]).unwrap()
+}
+
+fn listed(node: &Daemon) -> serde_json::Value {
+    common::run_json(node, &["vol", "list"])
+}
+
+/// volume.proto: an upload whose content differs from `expected_checksum`, or whose finish
+/// comes at another size than `expected_size`, fails with FAILED_PRECONDITION (what it
+/// announced does not hold), and nothing becomes visible.
+#[test]
+fn an_upload_that_breaks_its_announced_size_or_checksum_fails_with_failed_precondition() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Daemon::start(dir.path(), None);
+    let data = b"the content of the volume";
+    let wrong_checksum = UploadRequest {
+        name: "checked".into(),
+        expected_checksum: Bytes::from(vec![0u8; 32]),
+        ..Default::default()
+    };
+    let short = UploadRequest {
+        name: "sized".into(),
+        expected_size: Some(data.len() as u64 + 1),
+        ..Default::default()
+    };
+    for request in [wrong_checksum, short] {
+        let name = request.name.clone();
+        let body = failed_upload(&node, request, data);
+        assert_eq!(
+            body.code,
+            ErrorCode::FailedPrecondition as i32,
+            "{name}: {body:?}"
+        );
+        assert_eq!(body.side, Side::Server as i32, "{body:?}");
+        assert_eq!(body.layer, Layer::Application as i32, "{body:?}");
+    }
+    assert_eq!(listed(&node), serde_json::json!([]));
+}
