@@ -99,6 +99,7 @@ async fn a_silent_client_is_closed_by_the_server_keepalive() {
     send(&mut stream, &raw_frame(0x7465_7374, 1, 1, 0, 1, 0, &[])).await;
     let started = Instant::now();
     let mut pings = 0;
+    let mut last = None;
     while let Some(frame) = tokio::time::timeout(PROMPTLY, read_raw_frame(&mut stream))
         .await
         .unwrap()
@@ -106,8 +107,27 @@ async fn a_silent_client_is_closed_by_the_server_keepalive() {
         if frame.program == 0x6b65_6570 {
             pings += 1;
         }
+        last = Some(frame);
     }
     assert_eq!(pings, KEEPALIVE.count, "one PING per silent interval");
+    // Section 9.1: the last frame is GOAWAY DEADLINE_EXCEEDED (control program, procedure 2,
+    // MESSAGE/ERROR on serial 0).
+    let goaway = last.expect("frames before the close");
+    assert_eq!(
+        (
+            goaway.program,
+            goaway.procedure,
+            goaway.kind,
+            goaway.serial,
+            goaway.status
+        ),
+        (0x6672_7279, 2, 2, 0, 1),
+        "{goaway:?}"
+    );
+    let body =
+        <ferry_actors::codec::proto::ErrorBody as prost::Message>::decode(&goaway.payload[..])
+            .unwrap();
+    assert_eq!(body.code, ErrorCode::DeadlineExceeded as i32, "{body:?}");
     assert!(started.elapsed() <= KEEPALIVE.interval * (KEEPALIVE.count + 3));
     assert_eq!(server.handle.counters().keepalive_timeouts.get(), 1);
     common::reach(&server.handle.counters().connections_open, 0).await;

@@ -5,9 +5,10 @@ mod common;
 
 use bytes::Bytes;
 use common::Daemon;
-use common::raw::{Peer, UPLOAD, volume};
+use common::raw::{ECHO, Peer, UPLOAD, test, volume};
 use ferry_actors::codec::proto::ErrorBody;
 use ferry_actors::codec::{Frame, Status};
+use ferry_actors::test_program::proto::EchoRequest;
 use ferry_actors::{ErrorCode, Layer, Side};
 use ferry_services::proto::volume::UploadRequest;
 use prost::Message;
@@ -58,4 +59,35 @@ fn an_upload_that_breaks_its_announced_size_or_checksum_fails_with_failed_precon
         assert_eq!(body.layer, Layer::Application as i32, "{body:?}");
     }
     assert_eq!(listed(&node), serde_json::json!([]));
+}
+
+/// Section 7.5: the first CREDIT says the runtime accepted the stream; the procedure may still
+/// refuse it with a REPLY/ERROR (a server abort, section 7.6), here ALREADY_EXISTS for an upload
+/// of a name that exists. The client then closes its side with STREAM/ERROR ABORTED.
+#[test]
+fn an_upload_of_an_existing_name_is_refused_after_its_first_credit() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Daemon::start(dir.path(), None);
+    let create = common::run(&node, &["vol", "create", "taken", "1MiB"]);
+    assert!(create.status.success(), "{create:?}");
+    let mut peer = Peer::connect(&node);
+    let request = UploadRequest {
+        name: "taken".into(),
+        ..Default::default()
+    };
+    peer.call(volume(UPLOAD), 1, &request);
+    peer.accepted(1);
+    let reply = peer.reply(1);
+    assert_eq!(reply.header.status, Status::Error, "{reply:?}");
+    let body = ErrorBody::decode(&reply.payload[..]).unwrap();
+    assert_eq!(body.code, ErrorCode::AlreadyExists as i32, "{body:?}");
+    let closing = ErrorBody {
+        code: ErrorCode::Aborted as i32,
+        ..Default::default()
+    };
+    peer.send(Frame::stream_abort(volume(UPLOAD), 1, &closing));
+    // The connection goes on serving, serial 1 included.
+    peer.call(test(ECHO), 1, &EchoRequest::default());
+    assert_eq!(peer.reply(1).header.status, Status::Ok);
+    assert_eq!(listed(&node).as_array().map(Vec::len), Some(1));
 }

@@ -240,10 +240,18 @@ impl ServerConnection {
 
     fn on_call(&mut self, ctx: &mut Context<Self>, frame: Frame) {
         let serial = frame.header.serial;
+        if serial == 0 {
+            // Section 5: there is no call to answer on serial 0 (a REPLY there would read as
+            // a connection frame), so the peer is told once, for the connection.
+            self.shared.counters.protocol_violations.inc();
+            return self.close_with(
+                ctx,
+                ErrorCode::ProtocolViolation,
+                "a CALL on serial 0, which is reserved for the connection".into(),
+            );
+        }
         let refusal = if frame.header.status != Status::Ok {
             Some(self.violation_error(serial, "CALL must have status OK".into()))
-        } else if serial == 0 {
-            Some(self.violation_error(serial, "serial 0 is reserved for the connection".into()))
         } else if self.calls.contains_key(&serial) {
             Some(self.violation_error(serial, format!("serial {serial} is already open")))
         } else if self.draining {
@@ -749,8 +757,14 @@ impl ServerConnection {
             MessageType::Credit => self.on_credit(ctx, frame),
             MessageType::Stream | MessageType::StreamHole => self.on_stream_frame(ctx, frame),
             MessageType::Reply | MessageType::Message => {
-                self.shared.counters.protocol_violations.inc();
-                warn!(parent: &self.span, kind = ?frame.header.kind, "clients do not send this type");
+                // Section 8: a violation for that serial, which ends its call if it is open;
+                // on a serial that is not open there is nothing to answer (section 5).
+                let serial = frame.header.serial;
+                let error = self.violation_error(
+                    serial,
+                    format!("clients do not send {kind:?} frames (except control messages)"),
+                );
+                self.conclude(ctx, serial, Err(error));
             }
         }
     }
@@ -816,7 +830,14 @@ impl Actor for ServerConnection {
                     Tick::Dead => {
                         act.shared.counters.keepalive_timeouts.inc();
                         warn!(parent: &act.span, "keepalive: peer silent, closing");
-                        ctx.stop();
+                        // Best effort: a peer that was only frozen learns why when it wakes;
+                        // one that is gone costs nothing more (the close grace stops this
+                        // actor whether or not the GOAWAY is written).
+                        act.close_with(
+                            ctx,
+                            ErrorCode::DeadlineExceeded,
+                            "keepalive: the peer answered no PING".into(),
+                        );
                     }
                 }
             });
