@@ -15,6 +15,10 @@ pub struct CallError {
     pub message: String,
     pub side: Side,
     pub layer: Layer,
+    /// For a CONNECTION_LOST that followed the peer's GOAWAY: the code the GOAWAY gave (a limit
+    /// hit, a shutdown, a protocol violation), so a caller can tell "refused" from "the link
+    /// died". Local only: never on the wire.
+    pub cause: Option<ErrorCode>,
 }
 
 impl CallError {
@@ -24,6 +28,7 @@ impl CallError {
             message: message.into(),
             side,
             layer,
+            cause: None,
         }
     }
 
@@ -35,6 +40,21 @@ impl CallError {
     /// The connection died; raised locally on whichever side noticed.
     pub fn connection_lost(side: Side, message: impl Into<String>) -> Self {
         Self::new(ErrorCode::ConnectionLost, side, Layer::Connection, message)
+    }
+
+    /// The connection closed after the peer's GOAWAY said why (section 9.3 of PROTOCOL.md).
+    pub fn after_goaway(goaway: CallError) -> Self {
+        Self {
+            cause: Some(goaway.code),
+            ..Self::connection_lost(
+                goaway.side,
+                format!(
+                    "the server closed the connection ({}): {}",
+                    goaway.code.as_str_name().to_lowercase().replace('_', " "),
+                    goaway.message
+                ),
+            )
+        }
     }
 
     pub fn to_body(&self) -> ErrorBody {
@@ -53,6 +73,7 @@ impl CallError {
             side: Side::try_from(body.side).unwrap_or(Side::Unspecified),
             layer: Layer::try_from(body.layer).unwrap_or(Layer::Unspecified),
             message: body.message,
+            cause: None,
         }
     }
 }

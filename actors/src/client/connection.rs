@@ -1,7 +1,7 @@
 //! The client's connection actor: allocates serials, sends CALLs and CANCELs, and routes each
 //! REPLY to the call waiting for it and each event to its subscribers.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use actix::prelude::*;
 use bytes::Bytes;
@@ -23,7 +23,7 @@ use crate::program::StreamEnds;
 use crate::stream::{
     Direction, FromPeer, Notice, StreamActor, StreamNotice, StreamSetup, admit_inbound,
 };
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// A call whose REPLY has not arrived yet.
 struct Pending {
@@ -56,6 +56,12 @@ pub struct ClientConnection {
     next_call_id: u64,
     subscribers: Vec<Subscriber>,
     keepalive: Option<Keepalive>,
+    /// The PINGs sent and not yet answered, oldest first (a peer answers each one, in order):
+    /// `Some` for a [`Ping`] awaiting its PONG, `None` for a keepalive probe.
+    pings: VecDeque<Option<oneshot::Sender<()>>>,
+    /// Why the connection ended, first cause wins; shared with [`Client`](super::Client) so
+    /// calls made after the actor stopped fail with it too.
+    closed: Arc<OnceLock<CallError>>,
     /// Set by the server's SHUTDOWN notice, or by a local close: no new calls.
     refusing: Option<CallError>,
     span: tracing::Span,
@@ -73,6 +79,7 @@ impl ClientConnection {
         transport: Transport,
         config: ClientConfig,
         counters: Arc<Counters>,
+        closed: Arc<OnceLock<CallError>>,
     ) -> Addr<Self> {
         Self::create(move |ctx| {
             let codec = FrameCodec::new(config.limits);
@@ -89,8 +96,12 @@ impl ClientConnection {
                 traffic,
             );
             let writer_task = spawn_writer(writer, ctx.address());
+            let keepalive = config.keepalive.map(Keepalive::new);
+            if let Some(keepalive) = &keepalive {
+                Self::watch_keepalive(ctx, keepalive);
+            }
             Self {
-                keepalive: config.keepalive.map(Keepalive::new),
+                keepalive,
                 span: info_span!("client", peer = %transport.peer),
                 config,
                 counters,
@@ -99,10 +110,39 @@ impl ClientConnection {
                 next_serial: 1,
                 next_call_id: 0,
                 subscribers: Vec::new(),
+                pings: VecDeque::new(),
+                closed,
                 refusing: None,
                 writer_task,
             }
         })
+    }
+
+    /// Ticks the keepalive, if there is one. Set up from `start` rather than from `started`:
+    /// an actor dropped before its first poll (a command that fails locally right after
+    /// connecting) runs `started` while the runtime shuts down, where no timer can be made.
+    fn watch_keepalive(ctx: &mut Context<Self>, keepalive: &Keepalive) {
+        ctx.run_interval(keepalive.config().interval, |act, ctx| {
+            let Some(keepalive) = act.keepalive.as_mut() else {
+                return;
+            };
+            match keepalive.tick() {
+                Tick::Quiet => {}
+                Tick::Ping => {
+                    act.pings.push_back(None);
+                    act.send(ctx, ControlMessage::Ping.to_frame());
+                }
+                Tick::Dead => {
+                    act.counters.keepalive_timeouts.inc();
+                    warn!(parent: &act.span, "keepalive: server silent, closing");
+                    act.fail_all(CallError::connection_lost(
+                        Side::Client,
+                        "keepalive: no sign of life from the server",
+                    ));
+                    ctx.stop();
+                }
+            }
+        });
     }
 
     fn send(&self, ctx: &mut Context<Self>, frame: Frame) {
@@ -272,7 +312,11 @@ impl ClientConnection {
     fn on_control(&mut self, ctx: &mut Context<Self>, message: ControlMessage) {
         match message {
             ControlMessage::Ping => self.send(ctx, ControlMessage::Pong.to_frame()),
-            ControlMessage::Pong => {}
+            ControlMessage::Pong => {
+                if let Some(Some(waiter)) = self.pings.pop_front() {
+                    let _ = waiter.send(());
+                }
+            }
             ControlMessage::Shutdown(notice) => {
                 debug!(parent: &self.span, drain_millis = notice.drain_millis, "server is shutting down");
                 self.refusing = Some(CallError::new(
@@ -285,16 +329,15 @@ impl ClientConnection {
             ControlMessage::GoAway(body) => {
                 let error = CallError::from_body(body);
                 debug!(parent: &self.span, %error, "server said GOAWAY");
-                self.fail_all(CallError::connection_lost(
-                    Side::Server,
-                    format!("server closed the connection: {error}"),
-                ));
+                self.fail_all(CallError::after_goaway(error));
                 ctx.stop();
             }
         }
     }
 
     fn fail_all(&mut self, error: CallError) {
+        self.pings.clear();
+        let _ = self.closed.set(error.clone());
         for (_, pending) in self.pending.drain() {
             if let Some(stream) = pending.stream {
                 stream.actor.do_send(FromPeer::End(Some(error.clone())));
@@ -309,29 +352,6 @@ impl ClientConnection {
 
 impl Actor for ClientConnection {
     type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        if let Some(keepalive) = &self.keepalive {
-            ctx.run_interval(keepalive.config().interval, |act, ctx| {
-                let Some(keepalive) = act.keepalive.as_mut() else {
-                    return;
-                };
-                match keepalive.tick() {
-                    Tick::Quiet => {}
-                    Tick::Ping => act.send(ctx, ControlMessage::Ping.to_frame()),
-                    Tick::Dead => {
-                        act.counters.keepalive_timeouts.inc();
-                        warn!(parent: &act.span, "keepalive: server silent, closing");
-                        act.fail_all(CallError::connection_lost(
-                            Side::Client,
-                            "keepalive: no sign of life from the server",
-                        ));
-                        ctx.stop();
-                    }
-                }
-            });
-        }
-    }
 
     fn stopped(&mut self, _: &mut Self::Context) {
         self.writer_task.abort();
@@ -568,6 +588,26 @@ impl Handler<Subscribe> for ClientConnection {
             procedure: msg.procedure,
             tx,
         });
+        Ok(rx)
+    }
+}
+
+/// Send a keepalive PING; the receiver resolves on its PONG, or fails if the connection ends
+/// first.
+#[derive(Message)]
+#[rtype(result = "Result<oneshot::Receiver<()>, CallError>")]
+pub struct Ping;
+
+impl Handler<Ping> for ClientConnection {
+    type Result = Result<oneshot::Receiver<()>, CallError>;
+
+    fn handle(&mut self, _: Ping, ctx: &mut Self::Context) -> Self::Result {
+        if let Some(error) = &self.refusing {
+            return Err(error.clone());
+        }
+        let (tx, rx) = oneshot::channel();
+        self.pings.push_back(Some(tx));
+        self.send(ctx, ControlMessage::Ping.to_frame());
         Ok(rx)
     }
 }

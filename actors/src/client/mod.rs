@@ -7,7 +7,7 @@ mod connection;
 
 use std::marker::PhantomData;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use actix::Addr;
@@ -23,7 +23,7 @@ use crate::error::{CallError, ConnectError};
 use crate::metrics::Counters;
 use crate::stream::{Chunk, Direction, Incoming, Outgoing};
 use crate::tls::ClientTls;
-use connection::{Abandon, Begin, ClientConnection, Close, Subscribe};
+use connection::{Abandon, Begin, ClientConnection, Close, Ping, Subscribe};
 
 fn lost() -> CallError {
     CallError::connection_lost(Side::Client, "the connection is closed")
@@ -49,6 +49,15 @@ struct Inner {
     permits: Arc<Semaphore>,
     config: ClientConfig,
     counters: Arc<Counters>,
+    /// Why the connection ended, set by its actor.
+    closed: Arc<OnceLock<CallError>>,
+}
+
+impl Inner {
+    /// The error for a call that finds the connection gone: why it ended, if known.
+    fn lost(&self) -> CallError {
+        self.closed.get().cloned().unwrap_or_else(lost)
+    }
 }
 
 impl Drop for Inner {
@@ -118,13 +127,20 @@ impl Client {
 
     fn over(transport: Transport, config: ClientConfig) -> Self {
         let counters = Arc::new(Counters::default());
-        let addr = ClientConnection::start(transport, config.clone(), counters.clone());
+        let closed = Arc::new(OnceLock::new());
+        let addr = ClientConnection::start(
+            transport,
+            config.clone(),
+            counters.clone(),
+            closed.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
                 addr,
                 permits: Arc::new(Semaphore::new(config.max_in_flight_calls)),
                 config,
                 counters,
+                closed,
             }),
         }
     }
@@ -167,7 +183,7 @@ impl Client {
         payload: Bytes,
         options: CallOptions,
     ) -> Result<Bytes, CallError> {
-        let _permit = self.inner.permits.acquire().await.map_err(|_| lost())?;
+        let _permit = self.inner.permits.acquire().await.map_err(|_| self.inner.lost())?;
         let (reply, response) = oneshot::channel();
         // Dropped when this future ends, however it ends; the connection then cancels the
         // call unless its REPLY already came.
@@ -182,7 +198,7 @@ impl Client {
                 caller_gone,
             })
             .await
-            .map_err(|_| lost())??;
+            .map_err(|_| self.inner.lost())??;
         let deadline = options.deadline.or(self.inner.config.default_deadline);
         let outcome = match deadline {
             None => response.await,
@@ -198,7 +214,7 @@ impl Client {
                 }
             },
         };
-        outcome.unwrap_or_else(|_| Err(lost()))
+        outcome.unwrap_or_else(|_| Err(self.inner.lost()))
     }
 
     /// Opens a streaming call: sends the CALL and returns the stream. The call's result comes
@@ -219,7 +235,7 @@ impl Client {
             .clone()
             .acquire_owned()
             .await
-            .map_err(|_| lost())?;
+            .map_err(|_| self.inner.lost())?;
         let (reply, response) = oneshot::channel();
         let (waiting, caller_gone) = oneshot::channel::<()>();
         let began = self
@@ -233,7 +249,7 @@ impl Client {
                 caller_gone,
             })
             .await
-            .map_err(|_| lost())??;
+            .map_err(|_| self.inner.lost())??;
         Ok(ClientStream {
             _client: self.clone(),
             incoming: began.ends.incoming,
@@ -260,7 +276,16 @@ impl Client {
             .addr
             .send(Subscribe { program, procedure })
             .await
-            .map_err(|_| lost())?
+            .map_err(|_| self.inner.lost())?
+    }
+
+    /// Measures the round trip with a keepalive PING (section 9.1 of PROTOCOL.md): open to
+    /// every role, and answered by the peer's connection itself, ahead of queued data.
+    pub async fn ping(&self) -> Result<Duration, CallError> {
+        let started = std::time::Instant::now();
+        let pong = self.inner.addr.send(Ping).await.map_err(|_| self.inner.lost())??;
+        pong.await.map_err(|_| self.inner.lost())?;
+        Ok(started.elapsed())
     }
 
     /// Closes the connection now; calls in flight fail with CONNECTION_LOST.

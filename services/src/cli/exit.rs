@@ -33,9 +33,7 @@ pub enum Exit {
 pub enum CliError {
     #[error("{0}")]
     Usage(String),
-    #[error(
-        "cannot connect to {uri}: {source}\n  is ferryd running? start it with `ferryd`, or say where it is with -c URI"
-    )]
+    #[error("cannot connect to {uri}: {source}{}", connect_hint(source))]
     Connect {
         uri: String,
         source: super::uri::AccessError,
@@ -49,6 +47,9 @@ pub enum CliError {
     },
     #[error("{0}")]
     Mismatch(String),
+    /// A local file is in the way (a download's destination without --force).
+    #[error("{0}")]
+    Exists(String),
     #[error("interrupted: the transfer was aborted and the node discarded what it had received")]
     Interrupted,
 }
@@ -68,29 +69,63 @@ impl CliError {
         match self {
             Self::Usage(_) => Exit::Usage,
             Self::Connect {
-                source: super::uri::AccessError::Auth { .. },
+                source: super::uri::AccessError::Auth { error, .. },
                 ..
-            } => Exit::Denied,
+            } => call_exit(error),
+            // The command line lacks the CA, or names one that cannot be read.
+            Self::Connect {
+                source: super::uri::AccessError::NoCa | super::uri::AccessError::Tls(_),
+                ..
+            } => Exit::Usage,
             Self::Connect { .. } => Exit::Connection,
-            Self::Local { .. } => Exit::Failure,
-            Self::Mismatch(_) => Exit::Mismatch,
-            Self::Interrupted => Exit::Interrupted,
-            Self::Call { error, .. } => match error.code {
-                ErrorCode::ConnectionLost
-                | ErrorCode::ShuttingDown
-                | ErrorCode::DeadlineExceeded => Exit::Connection,
-                ErrorCode::NotFound => Exit::NotFound,
-                ErrorCode::AlreadyExists => Exit::AlreadyExists,
-                ErrorCode::BadRequest
-                | ErrorCode::UnknownProgram
-                | ErrorCode::UnknownVersion
-                | ErrorCode::UnknownProcedure => Exit::Invalid,
-                ErrorCode::PermissionDenied | ErrorCode::Unauthenticated => Exit::Denied,
-                ErrorCode::FailedPrecondition => Exit::Mismatch,
-                ErrorCode::ResourceExhausted => Exit::Busy,
-                ErrorCode::Cancelled | ErrorCode::Aborted => Exit::Interrupted,
+            Self::Local { source, .. } => match source.kind() {
+                std::io::ErrorKind::NotFound => Exit::NotFound,
+                std::io::ErrorKind::AlreadyExists => Exit::AlreadyExists,
+                std::io::ErrorKind::PermissionDenied => Exit::Denied,
+                std::io::ErrorKind::InvalidInput => Exit::Invalid,
                 _ => Exit::Failure,
             },
+            Self::Mismatch(_) => Exit::Mismatch,
+            Self::Exists(_) => Exit::AlreadyExists,
+            Self::Interrupted => Exit::Interrupted,
+            Self::Call { error, .. } => call_exit(error),
         }
+    }
+}
+
+/// What to try when a node did not answer (not when the command line or a password was wrong).
+fn connect_hint(error: &super::uri::AccessError) -> &'static str {
+    match error {
+        super::uri::AccessError::Connect(_) => {
+            "\n  is ferryd running? start it with `ferryd`, or say where it is with -c URI"
+        }
+        _ => "",
+    }
+}
+
+/// The exit code for a failed call. A connection the node closed with a GOAWAY is a connection
+/// failure (3), unless the GOAWAY said the node is at a connection limit (9, busy) or the
+/// client did not authenticate in time (7).
+fn call_exit(error: &CallError) -> Exit {
+    match error.cause {
+        Some(ErrorCode::ResourceExhausted) => return Exit::Busy,
+        Some(ErrorCode::Unauthenticated) => return Exit::Denied,
+        _ => {}
+    }
+    match error.code {
+        ErrorCode::ConnectionLost | ErrorCode::ShuttingDown | ErrorCode::DeadlineExceeded => {
+            Exit::Connection
+        }
+        ErrorCode::NotFound => Exit::NotFound,
+        ErrorCode::AlreadyExists => Exit::AlreadyExists,
+        ErrorCode::BadRequest
+        | ErrorCode::UnknownProgram
+        | ErrorCode::UnknownVersion
+        | ErrorCode::UnknownProcedure => Exit::Invalid,
+        ErrorCode::PermissionDenied | ErrorCode::Unauthenticated => Exit::Denied,
+        ErrorCode::FailedPrecondition => Exit::Mismatch,
+        ErrorCode::ResourceExhausted => Exit::Busy,
+        ErrorCode::Cancelled | ErrorCode::Aborted => Exit::Interrupted,
+        _ => Exit::Failure,
     }
 }

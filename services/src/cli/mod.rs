@@ -12,10 +12,10 @@ mod uri;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use ferry_actors::{CallOptions, Client, ClientConfig};
+use ferry_actors::{CallError, CallOptions, Client, ClientConfig, ErrorCode, Layer, Side};
 
 pub use exit::{CliError, Exit};
 pub use uri::{Access, AccessError, NodeUri, UriError};
@@ -95,7 +95,8 @@ pub enum Vol {
     Create {
         name: String,
         /// Size: bytes, or with a unit (KiB, MiB, GiB, TiB, KB, MB, GB…).
-        size: String,
+        #[arg(value_parser = parse_size_arg)]
+        size: u64,
     },
     /// Delete a volume.
     #[command(alias = "rm")]
@@ -175,7 +176,10 @@ pub enum Admin {
 
 /// Runs `ferry` with the process's arguments; the binary's whole `main`.
 pub fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(error) => return usage_error(error),
+    };
     let output = Output::new(args.json, std::io::stderr().is_terminal() && !args.json);
     let outcome = actix_rt::System::new().block_on(run(args, &output));
     match outcome {
@@ -185,6 +189,53 @@ pub fn main() -> ExitCode {
             ExitCode::from(error.exit() as u8)
         }
     }
+}
+
+/// Reports a command line clap refused: as clap prints it, or with `--json` as the same JSON
+/// document as every other failure (help and version requests still print as text).
+fn usage_error(error: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    let informational = matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+    );
+    if informational || !std::env::args_os().any(|arg| arg == "--json") {
+        error.exit();
+    }
+    // clap's first paragraph says what is wrong; the rest points at --help.
+    let rendered = error.render().to_string();
+    let message = rendered.split("\n\n").next().unwrap_or_default();
+    let message = message.trim().trim_start_matches("error: ");
+    output::errln!("{}", serde_json::json!({"error": message, "exit": Exit::Usage as u8}));
+    ExitCode::from(Exit::Usage as u8)
+}
+
+/// A size on the command line: bytes, or with a unit.
+fn parse_size_arg(size: &str) -> Result<u64, String> {
+    parse_size::Config::new()
+        .with_binary()
+        .parse_size(size)
+        .map_err(|e| format!("{e} (try 10GiB or 4096)"))
+}
+
+/// What can be found wrong without the node, found before connecting: a command that cannot
+/// work fails the same way whether or not a node answers.
+fn preflight(command: &Command) -> Result<(), CliError> {
+    if let Command::Vol(Vol::Upload {
+        file,
+        resume,
+        replicas,
+        ..
+    }) = command
+    {
+        if *replicas > 1 && *resume {
+            return Err(CliError::Usage(
+                "a replicated upload cannot be resumed: upload again without --resume".into(),
+            ));
+        }
+        transfer::open_source(file)?;
+    }
+    Ok(())
 }
 
 /// The password for `user`: FERRY_PASSWORD, or a prompt on the terminal.
@@ -208,10 +259,19 @@ fn hash_password(name: &str, role: &str) -> Result<(), CliError> {
             )));
         }
     };
-    let entry = crate::security::user_entry(name, &password(name)?, role)
+    if name.trim().is_empty() {
+        return Err(CliError::Usage("a user name cannot be empty".into()));
+    }
+    let password = password(name)?;
+    if password.is_empty() {
+        return Err(CliError::Usage(
+            "the password is empty: set FERRY_PASSWORD or type one at the prompt".into(),
+        ));
+    }
+    let entry = crate::security::user_entry(name, &password, role)
         .map_err(CliError::local("salting the password"))?;
     let toml = toml::to_string(&entry).expect("a user entry is valid TOML");
-    println!("[[security.users]]\n{toml}");
+    output::outln!("[[security.users]]\n{toml}");
     Ok(())
 }
 
@@ -219,6 +279,7 @@ async fn run(args: Args, output: &Output) -> Result<(), CliError> {
     if let Command::HashPassword { name, role } = &args.command {
         return hash_password(name, role);
     }
+    preflight(&args.command)?;
     let access = uri::Access {
         ca: args.ca.clone(),
         credentials: match &args.user {
@@ -249,20 +310,32 @@ async fn run(args: Args, output: &Output) -> Result<(), CliError> {
         })?;
     match args.command {
         Command::HashPassword { .. } => unreachable!("handled before connecting"),
-        Command::Ping => ping(&client, &uri, output).await,
+        Command::Ping => ping(&client, &uri, Duration::from_secs(args.timeout), output).await,
         Command::Vol(command) => vol(&client, command, output).await,
         Command::Events => events(&client, output).await,
         Command::Admin(command) => admin(&client, command, output).await,
     }
 }
 
-async fn ping(client: &Client, uri: &NodeUri, output: &Output) -> Result<(), CliError> {
-    let started = Instant::now();
-    let info = AdminClient::new(client.clone())
-        .info(&AdminInfoRequest {})
+/// A keepalive PING's round trip: open to every role, so any user can check a node.
+async fn ping(
+    client: &Client,
+    uri: &NodeUri,
+    timeout: Duration,
+    output: &Output,
+) -> Result<(), CliError> {
+    let took = tokio::time::timeout(timeout, client.ping())
         .await
+        .unwrap_or_else(|_| {
+            Err(CallError::new(
+                ErrorCode::DeadlineExceeded,
+                Side::Client,
+                Layer::Connection,
+                format!("no answer within {} s", timeout.as_secs()),
+            ))
+        })
         .map_err(CliError::call("ping"))?;
-    output.ping(uri, &info, started.elapsed());
+    output.ping(uri, took);
     Ok(())
 }
 
@@ -291,12 +364,6 @@ async fn vol(client: &Client, command: Vol, output: &Output) -> Result<(), CliEr
             output.volume(&volume);
         }
         Vol::Create { name, size } => {
-            let size = parse_size::Config::new()
-                .with_binary()
-                .parse_size(&size)
-                .map_err(|e| {
-                    CliError::Usage(format!("bad size {size:?}: {e} (try 10GiB or 4096)"))
-                })?;
             let volume = volumes
                 .create(&CreateRequest {
                     name: name.clone(),
@@ -324,11 +391,6 @@ async fn vol(client: &Client, command: Vol, output: &Output) -> Result<(), CliEr
             no_verify,
             replicas,
         } => {
-            if replicas > 1 && resume {
-                return Err(CliError::Usage(
-                    "a replicated upload cannot be resumed: upload again without --resume".into(),
-                ));
-            }
             let name = match name {
                 Some(name) => name,
                 None => file
@@ -360,7 +422,12 @@ async fn vol(client: &Client, command: Vol, output: &Output) -> Result<(), CliEr
             offset,
             length,
         } => {
-            let file = file.unwrap_or_else(|| PathBuf::from(&name));
+            // Like cp: into a directory, the file takes the volume's name.
+            let file = match file {
+                Some(dir) if dir.is_dir() => dir.join(&name),
+                Some(file) => file,
+                None => PathBuf::from(&name),
+            };
             let plan = transfer::DownloadPlan {
                 name,
                 file,

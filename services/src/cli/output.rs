@@ -1,6 +1,8 @@
 //! What `ferry` prints: tables and sentences for people, JSON for programs. Results go to
 //! stdout; progress, notes and errors go to stderr.
 
+use std::fmt;
+use std::io::{self, Write};
 use std::time::Duration;
 
 use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -12,6 +14,36 @@ use super::uri::NodeUri;
 use crate::proto::admin::{Client, ServerInfo};
 use crate::proto::events::{Event, event};
 use crate::proto::volume::{NodeVolumes, Volume};
+
+/// Writes one line to stdout or stderr, like `println!`, without its panic when the reader is
+/// gone (`ferry vol list | head -1`): ferry then stops quietly with 141, as tools killed by
+/// SIGPIPE do. (Rust ignores SIGPIPE so that a closed socket is an error, not a death; so the
+/// terminal's pipe is handled here.) Any other failure to write is reported and exits 1.
+pub(super) fn write_line(mut to: impl Write, line: fmt::Arguments) {
+    if let Err(error) = to.write_fmt(line).and_then(|()| to.write_all(b"\n")) {
+        if error.kind() == io::ErrorKind::BrokenPipe {
+            std::process::exit(141);
+        }
+        let _ = writeln!(io::stderr(), "ferry: writing the output: {error}");
+        std::process::exit(super::Exit::Failure as i32);
+    }
+}
+
+/// `println!` through [`write_line`].
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::cli::output::write_line(std::io::stdout().lock(), format_args!($($arg)*))
+    };
+}
+
+/// `eprintln!` through [`write_line`].
+macro_rules! errln {
+    ($($arg:tt)*) => {
+        $crate::cli::output::write_line(std::io::stderr().lock(), format_args!($($arg)*))
+    };
+}
+
+pub(super) use {errln, outln};
 
 pub struct Output {
     json: bool,
@@ -40,7 +72,7 @@ impl Output {
     }
 
     fn print(&self, value: Value) {
-        println!("{value}");
+        outln!("{value}");
     }
 
     /// A progress bar on a terminal; hidden otherwise (and with `--json`).
@@ -62,7 +94,7 @@ impl Output {
 
     pub fn done(&self, note: &str) {
         if !self.json {
-            eprintln!("{note}");
+            errln!("{note}");
         }
     }
 
@@ -71,28 +103,27 @@ impl Output {
         if self.json {
             self.print(value);
         } else {
-            println!("{sentence}");
+            outln!("{sentence}");
         }
     }
 
     pub fn error(&self, error: &CliError) {
         if self.json {
-            eprintln!(
+            errln!(
                 "{}",
                 json!({"error": error.to_string(), "exit": error.exit() as u8})
             );
         } else {
-            eprintln!("ferry: {error}");
+            errln!("ferry: {error}");
         }
     }
 
-    pub fn ping(&self, uri: &NodeUri, info: &ServerInfo, took: Duration) {
+    pub fn ping(&self, uri: &NodeUri, took: Duration) {
         if self.json {
-            self.print(json!({"node": uri.to_string(), "version": info.version, "round_trip_micros": took.as_micros() as u64}));
+            self.print(json!({"node": uri.to_string(), "round_trip_micros": took.as_micros() as u64}));
         } else {
-            println!(
-                "{uri}: ferryd {} answered in {:.2} ms",
-                info.version,
+            outln!(
+                "{uri}: ferryd answered in {:.2} ms",
                 took.as_secs_f64() * 1000.0
             );
         }
@@ -103,9 +134,9 @@ impl Output {
             return self.print(Value::Array(volumes.iter().map(volume_json).collect()));
         }
         if volumes.is_empty() {
-            return eprintln!("no volumes");
+            return errln!("no volumes");
         }
-        println!(
+        outln!(
             "{:<32} {:>12} {:>12}  {:<20}  CHECKSUM",
             "NAME", "SIZE", "ALLOCATED", "MODIFIED"
         );
@@ -115,7 +146,7 @@ impl Output {
             } else {
                 hex::encode(&v.checksum[..8])
             };
-            println!(
+            outln!(
                 "{:<32} {:>12} {:>12}  {:<20}  {checksum}",
                 v.name,
                 HumanBytes(v.size).to_string(),
@@ -129,9 +160,9 @@ impl Output {
         if self.json {
             return self.print(volume_json(v));
         }
-        println!("name:      {}", v.name);
-        println!("size:      {} ({} bytes)", HumanBytes(v.size), v.size);
-        println!(
+        outln!("name:      {}", v.name);
+        outln!("size:      {} ({} bytes)", HumanBytes(v.size), v.size);
+        outln!(
             "allocated: {} ({} bytes)",
             HumanBytes(v.allocated),
             v.allocated
@@ -141,9 +172,9 @@ impl Output {
         } else {
             hex::encode(&v.checksum)
         };
-        println!("blake3:    {checksum}");
-        println!("created:   {}", time(v.created_millis));
-        println!("modified:  {}", time(v.modified_millis));
+        outln!("blake3:    {checksum}");
+        outln!("created:   {}", time(v.created_millis));
+        outln!("modified:  {}", time(v.modified_millis));
     }
 
     pub fn uploaded(&self, r: &UploadReport) {
@@ -162,7 +193,7 @@ impl Output {
         }
         let name = r.volume.as_ref().map_or("?", |v| v.name.as_str());
         let rate = r.bytes_sent as f64 / r.took.as_secs_f64().max(1e-9);
-        println!(
+        outln!(
             "uploaded {name}: {} in {:.1} s ({}/s){}{}",
             HumanBytes(r.bytes_sent),
             r.took.as_secs_f64(),
@@ -180,7 +211,7 @@ impl Output {
         );
         if !r.replicas.is_empty() {
             let peers: Vec<&str> = r.replicas.iter().map(|r| r.peer.as_str()).collect();
-            println!("  replicated to {} (same checksum)", peers.join(", "));
+            outln!("  replicated to {} (same checksum)", peers.join(", "));
         }
     }
 
@@ -204,7 +235,7 @@ impl Output {
             .filter(|v| !v.checksum.is_empty())
             .map_or_else(|| "unknown".into(), |v| hex::encode(&v.checksum));
         let rate = reply.bytes_sent as f64 / r.took.as_secs_f64().max(1e-9);
-        println!(
+        outln!(
             "{} {name} to {}: {} in {:.1} s ({}/s){}, blake3 {checksum}",
             if r.migrate { "migrated" } else { "copied" },
             reply.peer,
@@ -250,16 +281,16 @@ impl Output {
             }
         }
         if rows.is_empty() {
-            eprintln!("no volumes");
+            errln!("no volumes");
         } else {
-            println!("{:<32} {:>12}  {:<16}  NODES", "NAME", "SIZE", "CHECKSUM");
+            outln!("{:<32} {:>12}  {:<16}  NODES", "NAME", "SIZE", "CHECKSUM");
             for ((name, size, checksum), holders) in &rows {
                 let checksum = if checksum.is_empty() {
                     "-".into()
                 } else {
                     hex::encode(&checksum[..8])
                 };
-                println!(
+                outln!(
                     "{name:<32} {:>12}  {checksum:<16}  {}",
                     HumanBytes(*size).to_string(),
                     holders.join(", ")
@@ -267,7 +298,7 @@ impl Output {
             }
         }
         for node in nodes.iter().filter(|n| !n.reachable) {
-            println!(
+            outln!(
                 "{} ({}) is unreachable: {}",
                 node.node, node.address, node.error
             );
@@ -286,7 +317,7 @@ impl Output {
                 "seconds": r.took.as_secs_f64(),
             });
             if to_stdout {
-                eprintln!("{report}");
+                errln!("{report}");
             } else {
                 self.print(report);
             }
@@ -302,9 +333,9 @@ impl Output {
             hex::encode(&r.checksum)
         );
         if to_stdout {
-            eprintln!("{line}");
+            errln!("{line}");
         } else {
-            println!("{line}");
+            outln!("{line}");
         }
     }
 
@@ -335,15 +366,15 @@ impl Output {
             return self.print(json!({"at_millis": e.at_millis, "event": kind, "dropped_before": e.dropped_before, "detail": detail}));
         }
         if kind == "subscribed" {
-            return eprintln!("watching events; Ctrl-C to stop");
+            return errln!("watching events; Ctrl-C to stop");
         }
         if e.dropped_before > 0 {
-            println!(
+            outln!(
                 "({} events dropped: this terminal was too slow)",
                 e.dropped_before
             );
         }
-        println!("{} {kind:<9} {detail}", time(e.at_millis));
+        outln!("{} {kind:<9} {detail}", time(e.at_millis));
     }
 
     pub fn server_info(&self, i: &ServerInfo) {
@@ -355,26 +386,26 @@ impl Output {
                 "max_chunk": i.max_chunk, "stream_window": i.stream_window,
             }));
         }
-        println!("version:             {}", i.version);
-        println!(
+        outln!("version:             {}", i.version);
+        outln!(
             "uptime:              {:.0} s",
             i.uptime_millis as f64 / 1000.0
         );
-        println!("data directory:      {}", i.data_dir);
-        println!(
+        outln!("data directory:      {}", i.data_dir);
+        outln!(
             "connections:         {} open, at most {}",
             i.connections_open, i.max_connections
         );
-        println!(
+        outln!(
             "calls per connection: at most {} in flight",
             i.max_in_flight_calls
         );
-        println!(
+        outln!(
             "max frame / chunk:   {} / {}",
             HumanBytes(i.max_frame),
             HumanBytes(i.max_chunk)
         );
-        println!("stream window:       {}", HumanBytes(i.stream_window));
+        outln!("stream window:       {}", HumanBytes(i.stream_window));
     }
 
     pub fn clients(&self, clients: &[Client]) {
@@ -386,12 +417,12 @@ impl Output {
                     .collect(),
             ));
         }
-        println!(
+        outln!(
             "{:>6}  {:<28} {:<20}  {:>5} {:>7} {:>10} {:>10}",
             "ID", "PEER", "SINCE", "CALLS", "STREAMS", "IN", "OUT"
         );
         for c in clients {
-            println!(
+            outln!(
                 "{:>6}  {:<28} {:<20}  {:>5} {:>7} {:>10} {:>10}",
                 c.id,
                 c.peer,

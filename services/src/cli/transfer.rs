@@ -83,6 +83,39 @@ fn read_chunks(file: File, start: u64, end: u64) -> mpsc::Receiver<io::Result<Ch
     rx
 }
 
+/// Opens what an upload reads and finds its size: a regular file, or a block device (a disk
+/// uploaded whole). Anything else (a directory, /dev/zero, a pipe) has no size to promise the
+/// node, so it is refused rather than uploaded as whatever it yields.
+pub fn open_source(path: &Path) -> Result<(File, u64), CliError> {
+    use std::io::Seek;
+    use std::os::unix::fs::FileTypeExt;
+    let mut file =
+        File::open(path).map_err(CliError::local(format!("opening {}", path.display())))?;
+    let kind = file
+        .metadata()
+        .map_err(CliError::local(format!("reading {}", path.display())))?
+        .file_type();
+    let size = if kind.is_file() {
+        file.metadata()
+            .map_err(CliError::local(format!("reading {}", path.display())))?
+            .len()
+    } else if kind.is_block_device() {
+        let size = file
+            .seek(io::SeekFrom::End(0))
+            .map_err(CliError::local(format!("sizing {}", path.display())))?;
+        file.rewind()
+            .map_err(CliError::local(format!("reading {}", path.display())))?;
+        size
+    } else {
+        let what = if kind.is_dir() { "a directory" } else { "not a regular file or block device" };
+        return Err(CliError::Usage(format!(
+            "cannot upload {}: {what}; give a file (its size is what the volume gets)",
+            path.display()
+        )));
+    };
+    Ok((file, size))
+}
+
 /// BLAKE3 of a whole file (holes as zeros), so the node can refuse data that does not match.
 async fn hash_file(path: &Path, size: u64, output: &Output) -> Result<[u8; 32], CliError> {
     let file = File::open(path).map_err(CliError::local(format!("opening {}", path.display())))?;
@@ -105,11 +138,7 @@ pub async fn upload(
 ) -> Result<UploadReport, CliError> {
     let started = Instant::now();
     let path = &plan.file;
-    let file = File::open(path).map_err(CliError::local(format!("opening {}", path.display())))?;
-    let size = file
-        .metadata()
-        .map_err(CliError::local(format!("reading {}", path.display())))?
-        .len();
+    let (file, size) = open_source(path)?;
     let volumes = VolumeClient::new(client.clone());
     let name = plan.name.clone();
     let mut start = 0;
@@ -341,7 +370,7 @@ pub async fn download(
         Sink::Stdout
     } else {
         if plan.file.exists() && !plan.force {
-            return Err(CliError::Usage(format!(
+            return Err(CliError::Exists(format!(
                 "{} exists; use --force to replace it",
                 plan.file.display()
             )));
