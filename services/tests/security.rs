@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::Daemon;
+use common::{Daemon, user_entry as user};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 
 /// A CA and a node certificate for "localhost", written as PEM files into `dir`.
@@ -34,22 +34,6 @@ fn pki(dir: &Path, name: &str) -> (String, String, String) {
         write("cert.pem", cert.pem()),
         write("key.pem", key.serialize_pem()),
     )
-}
-
-fn user(name: &str, password: &str, role: &str) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(["hash-password", name, "--role", role])
-        .env("FERRY_PASSWORD", password)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let entry = String::from_utf8(output.stdout).unwrap();
-    assert!(!entry.contains(password), "the password itself was printed");
-    entry
 }
 
 struct Secured {

@@ -47,6 +47,10 @@ struct PendingStream {
     open: bool,
 }
 
+/// How long a connection whose writes fail waits for the server's last frames (section 9.3 of
+/// PROTOCOL.md: a GOAWAY comes before the close). They are already on this host by then.
+const LAST_WORDS: std::time::Duration = std::time::Duration::from_millis(500);
+
 pub struct ClientConnection {
     config: ClientConfig,
     counters: Arc<Counters>,
@@ -411,12 +415,17 @@ impl StreamHandler<Result<Frame, DecodeError>> for ClientConnection {
 impl Handler<WriterStopped> for ClientConnection {
     type Result = ();
 
+    /// A write failed: the server closed or reset the connection. Its last frames may still be
+    /// unread (a GOAWAY saying why: a limit, a shutdown), so the reader gets a moment to reach
+    /// them, or the end of the stream, before the calls fail for a reason less precise.
     fn handle(&mut self, _: WriterStopped, ctx: &mut Self::Context) {
-        self.fail_all(CallError::connection_lost(
-            Side::Client,
-            "writing to the server failed",
-        ));
-        ctx.stop();
+        ctx.run_later(LAST_WORDS, |act, ctx| {
+            act.fail_all(CallError::connection_lost(
+                Side::Client,
+                "writing to the server failed",
+            ));
+            ctx.stop();
+        });
     }
 }
 

@@ -128,12 +128,8 @@ impl Client {
     fn over(transport: Transport, config: ClientConfig) -> Self {
         let counters = Arc::new(Counters::default());
         let closed = Arc::new(OnceLock::new());
-        let addr = ClientConnection::start(
-            transport,
-            config.clone(),
-            counters.clone(),
-            closed.clone(),
-        );
+        let addr =
+            ClientConnection::start(transport, config.clone(), counters.clone(), closed.clone());
         Self {
             inner: Arc::new(Inner {
                 addr,
@@ -183,7 +179,12 @@ impl Client {
         payload: Bytes,
         options: CallOptions,
     ) -> Result<Bytes, CallError> {
-        let _permit = self.inner.permits.acquire().await.map_err(|_| self.inner.lost())?;
+        let _permit = self
+            .inner
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| self.inner.lost())?;
         let (reply, response) = oneshot::channel();
         // Dropped when this future ends, however it ends; the connection then cancels the
         // call unless its REPLY already came.
@@ -283,7 +284,12 @@ impl Client {
     /// every role, and answered by the peer's connection itself, ahead of queued data.
     pub async fn ping(&self) -> Result<Duration, CallError> {
         let started = std::time::Instant::now();
-        let pong = self.inner.addr.send(Ping).await.map_err(|_| self.inner.lost())??;
+        let pong = self
+            .inner
+            .addr
+            .send(Ping)
+            .await
+            .map_err(|_| self.inner.lost())??;
         pong.await.map_err(|_| self.inner.lost())?;
         Ok(started.elapsed())
     }

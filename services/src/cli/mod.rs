@@ -206,7 +206,10 @@ fn usage_error(error: clap::Error) -> ExitCode {
     let rendered = error.render().to_string();
     let message = rendered.split("\n\n").next().unwrap_or_default();
     let message = message.trim().trim_start_matches("error: ");
-    output::errln!("{}", serde_json::json!({"error": message, "exit": Exit::Usage as u8}));
+    output::errln!(
+        "{}",
+        serde_json::json!({"error": message, "exit": Exit::Usage as u8})
+    );
     ExitCode::from(Exit::Usage as u8)
 }
 

@@ -120,7 +120,9 @@ impl Output {
 
     pub fn ping(&self, uri: &NodeUri, took: Duration) {
         if self.json {
-            self.print(json!({"node": uri.to_string(), "round_trip_micros": took.as_micros() as u64}));
+            self.print(
+                json!({"node": uri.to_string(), "round_trip_micros": took.as_micros() as u64}),
+            );
         } else {
             outln!(
                 "{uri}: ferryd answered in {:.2} ms",
@@ -138,7 +140,10 @@ impl Output {
         }
         outln!(
             "{:<32} {:>12} {:>12}  {:<20}  CHECKSUM",
-            "NAME", "SIZE", "ALLOCATED", "MODIFIED"
+            "NAME",
+            "SIZE",
+            "ALLOCATED",
+            "MODIFIED"
         );
         for v in volumes {
             let checksum = if v.checksum.is_empty() {
@@ -300,7 +305,9 @@ impl Output {
         for node in nodes.iter().filter(|n| !n.reachable) {
             outln!(
                 "{} ({}) is unreachable: {}",
-                node.node, node.address, node.error
+                node.node,
+                node.address,
+                node.error
             );
         }
     }
@@ -394,7 +401,8 @@ impl Output {
         outln!("data directory:      {}", i.data_dir);
         outln!(
             "connections:         {} open, at most {}",
-            i.connections_open, i.max_connections
+            i.connections_open,
+            i.max_connections
         );
         outln!(
             "calls per connection: at most {} in flight",
@@ -419,7 +427,13 @@ impl Output {
         }
         outln!(
             "{:>6}  {:<28} {:<20}  {:>5} {:>7} {:>10} {:>10}",
-            "ID", "PEER", "SINCE", "CALLS", "STREAMS", "IN", "OUT"
+            "ID",
+            "PEER",
+            "SINCE",
+            "CALLS",
+            "STREAMS",
+            "IN",
+            "OUT"
         );
         for c in clients {
             outln!(

@@ -89,30 +89,27 @@ fn read_chunks(file: File, start: u64, end: u64) -> mpsc::Receiver<io::Result<Ch
 pub fn open_source(path: &Path) -> Result<(File, u64), CliError> {
     use std::io::Seek;
     use std::os::unix::fs::FileTypeExt;
-    let mut file =
-        File::open(path).map_err(CliError::local(format!("opening {}", path.display())))?;
-    let kind = file
-        .metadata()
-        .map_err(CliError::local(format!("reading {}", path.display())))?
+    // The type first: opening a FIFO would wait for a writer.
+    let kind = std::fs::metadata(path)
+        .map_err(CliError::local(format!("opening {}", path.display())))?
         .file_type();
-    let size = if kind.is_file() {
-        file.metadata()
-            .map_err(CliError::local(format!("reading {}", path.display())))?
-            .len()
-    } else if kind.is_block_device() {
-        let size = file
-            .seek(io::SeekFrom::End(0))
-            .map_err(CliError::local(format!("sizing {}", path.display())))?;
-        file.rewind()
-            .map_err(CliError::local(format!("reading {}", path.display())))?;
-        size
-    } else {
-        let what = if kind.is_dir() { "a directory" } else { "not a regular file or block device" };
+    if !kind.is_file() && !kind.is_block_device() {
+        let what = if kind.is_dir() {
+            "a directory"
+        } else {
+            "not a regular file or block device"
+        };
         return Err(CliError::Usage(format!(
             "cannot upload {}: {what}; give a file (its size is what the volume gets)",
             path.display()
         )));
-    };
+    }
+    let mut file =
+        File::open(path).map_err(CliError::local(format!("opening {}", path.display())))?;
+    let size = file
+        .seek(io::SeekFrom::End(0))
+        .and_then(|size| file.rewind().map(|()| size))
+        .map_err(CliError::local(format!("sizing {}", path.display())))?;
     Ok((file, size))
 }
 

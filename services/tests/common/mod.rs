@@ -128,6 +128,23 @@ pub fn first_line_with(stdout: ChildStdout, needle: &str, within: Duration) -> O
     rx.recv_timeout(within).ok()
 }
 
+/// A `[[security.users]]` entry for ferryd's config, made by `ferry hash-password`.
+pub fn user_entry(name: &str, password: &str, role: &str) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["hash-password", name, "--role", role])
+        .env("FERRY_PASSWORD", password)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let entry = String::from_utf8(output.stdout).unwrap();
+    assert!(!entry.contains(password), "the password itself was printed");
+    entry
+}
+
 /// The `ferry` binary aimed at a daemon.
 pub fn ferry(daemon: &Daemon) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_ferry"));
