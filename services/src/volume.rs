@@ -531,15 +531,22 @@ impl VolumeHandler for VolumeService {
             disk.stop();
         }
         let (upload, written) = disk.finish().await?;
+        let mut disk_full = false;
         if let (None, Err(error)) = (&failure, written) {
-            failure = Some(store_error(error));
+            disk_full = error.is_disk_full() && upload.resumable();
+            let mut error = store_error(error);
+            if disk_full {
+                error.message += "; the node keeps what it received: make room, then resume";
+            }
+            failure = Some(error);
         }
         if let Some(error) = failure {
-            // A lost connection keeps the partial data for resuming; anything else (an abort,
-            // a refused chunk, a failed replica) discards it, as does any failure of a
-            // replicated upload, here or on a replica (not resumable). Dropping the replicas'
-            // streams makes every peer discard too.
-            let keep = error.code == ErrorCode::ConnectionLost && upload.resumable();
+            // A lost connection or a full disk keeps the partial data for resuming; anything
+            // else (an abort, a refused chunk, a failed replica) discards it, as does any
+            // failure of a replicated upload, here or on a replica (not resumable). Dropping
+            // the replicas' streams makes every peer discard too.
+            let keep =
+                (error.code == ErrorCode::ConnectionLost || disk_full) && upload.resumable();
             drop(replicas);
             info!(name = %request.name, %error, keep, "upload ended early");
             let cleanup = blocking(move || {

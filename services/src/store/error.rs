@@ -171,6 +171,13 @@ impl StoreError {
         }
     }
 
+    /// The disk (or the node's quota on it) is full: an upload that hit this is kept, to be
+    /// resumed once there is room.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, Self::Io { source, .. }
+            if matches!(source.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded))
+    }
+
     /// An [`Io`](Self::Io) error; `context` says what was being done and to what.
     pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
         Self::Io {

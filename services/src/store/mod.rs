@@ -400,11 +400,7 @@ impl VolumeStore {
                 modified: now,
             };
             let _namespace = self.inner.write_namespace();
-            publish(&self.inner, name, &temp, false)?;
-            // A stale sidecar of an earlier volume of this name is replaced here; until then
-            // readers are kept out by the namespace lock, and after a crash in between the
-            // volume simply has no sidecar, which is what it needs anyway.
-            meta::write(&layout.meta(name), &sidecar, true)?;
+            commit(&self.inner, name, &temp, &sidecar, false)?.finish(&self.inner, name)?;
             self.inner.info_locked(name)
         })();
         if result.is_err() {
@@ -543,6 +539,59 @@ impl VolumeStore {
         self.validate_name(name)?;
         download::open(&self.inner, name, offset, length)
     }
+}
+
+/// Makes the file `from` the volume `name` with its sidecar, so that nothing incomplete is
+/// ever visible: the sidecar is written first, as a commit record in `partial/`; then the data
+/// is published; then the record becomes the sidecar. A failure (a full disk) before the
+/// publish leaves no volume and no record; after it, the volume is whole and
+/// [`Published::finish`] installs the sidecar, or recovery does at the next open. The caller
+/// holds the namespace lock for writing.
+pub(crate) fn commit(
+    inner: &Inner,
+    name: &str,
+    from: &Path,
+    sidecar: &VolumeMeta,
+    overwrite: bool,
+) -> Result<Published> {
+    let record = inner.layout.commit_record(name);
+    meta::write(&record, sidecar, true).inspect_err(|_| {
+        let _ = sys::remove_if_exists(&record);
+    })?;
+    if let Err(err) = publish(inner, name, from, overwrite) {
+        let _ = sys::remove_if_exists(&record);
+        return Err(err);
+    }
+    Ok(Published { record })
+}
+
+/// A volume whose data is published and whose sidecar is still its commit record.
+#[must_use = "the sidecar is installed by finish(), or by recovery at the next open"]
+pub(crate) struct Published {
+    record: PathBuf,
+}
+
+impl Published {
+    /// Installs the sidecar. An error here leaves a whole volume whose sidecar recovery
+    /// installs at the next open; the message says so.
+    pub fn finish(self, inner: &Inner, name: &str) -> Result<()> {
+        let layout = &inner.layout;
+        let finishing = |what: &str, err| unfinished(name, what, err);
+        sys::fsync_dir(&layout.partial).map_err(|e| finishing("syncing partial/ failed", e))?;
+        fs::rename(&self.record, layout.meta(name))
+            .map_err(|e| finishing("installing its sidecar failed", e))?;
+        sys::fsync_dir(&layout.meta).map_err(|e| finishing("syncing meta/ failed", e))
+    }
+}
+
+/// A step after a volume's publish failed: the volume is whole, the next open finishes it.
+pub(crate) fn unfinished(name: &str, what: &str, err: io::Error) -> StoreError {
+    StoreError::io(
+        format!(
+            "volume {name:?} was published but {what}; the next open of the store completes it"
+        ),
+        err,
+    )
 }
 
 /// Renames `from` to `volumes/<name>` (replacing only with `overwrite`) and syncs

@@ -14,7 +14,9 @@ use ferry_actors::stream::Chunk;
 use super::error::IoContext;
 use super::meta::{self, PartialMeta, VolumeMeta};
 use super::sys;
-use super::{Inner, Layout, MAX_NAME_LEN_LIMIT, Result, StoreError, VolumeInfo, publish};
+use super::{
+    Inner, Layout, MAX_NAME_LEN_LIMIT, Result, StoreError, VolumeInfo, commit, unfinished,
+};
 use crate::sparse::SparseReader;
 use ferry_actors::stream::ContentHash;
 
@@ -282,27 +284,18 @@ impl Upload {
             created: previous.map_or(now, |p| p.created),
             modified: now,
         };
-        let record = layout.commit_record(&name);
-        meta::write(&record, &sidecar, true)?;
-        if let Err(err) = publish(&inner, &name, &layout.part(&name), self.partial.overwrite) {
-            let _ = sys::remove_if_exists(&record);
-            return Err(err);
-        }
+        let published = commit(
+            &inner,
+            &name,
+            &layout.part(&name),
+            &sidecar,
+            self.partial.overwrite,
+        )?;
         // The data is the volume now; from here on nothing is left to suspend, and a failure
         // is finished by recovery at the next open (the commit record says how).
         self.done = true;
-        let finishing = |what: &str, err: io::Error| {
-            StoreError::io(
-                format!(
-                    "volume {name:?} was published but {what}; the next open of the store completes it"
-                ),
-                err,
-            )
-        };
-        sys::fsync_dir(&layout.partial).map_err(|e| finishing("syncing partial/ failed", e))?;
-        fs::rename(&record, layout.meta(&name))
-            .map_err(|e| finishing("installing its sidecar failed", e))?;
-        sys::fsync_dir(&layout.meta).map_err(|e| finishing("syncing meta/ failed", e))?;
+        published.finish(&inner, &name)?;
+        let finishing = |what: &str, err| unfinished(&name, what, err);
         sys::remove_if_exists(&layout.partial_json(&name))
             .map_err(|e| finishing("removing its partial upload record failed", e))?;
         sys::fsync_dir(&layout.partial).map_err(|e| finishing("syncing partial/ failed", e))?;
