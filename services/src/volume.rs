@@ -545,8 +545,7 @@ impl VolumeHandler for VolumeService {
             // else (an abort, a refused chunk, a failed replica) discards it, as does any
             // failure of a replicated upload, here or on a replica (not resumable). Dropping
             // the replicas' streams makes every peer discard too.
-            let keep =
-                (error.code == ErrorCode::ConnectionLost || disk_full) && upload.resumable();
+            let keep = (error.code == ErrorCode::ConnectionLost || disk_full) && upload.resumable();
             drop(replicas);
             info!(name = %request.name, %error, keep, "upload ended early");
             let cleanup = blocking(move || {

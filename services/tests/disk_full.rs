@@ -133,7 +133,11 @@ fn a_full_disk_fails_each_operation_cleanly_and_a_delete_makes_room() {
     // Create: the data file is sparse, its sidecar finds no room.
     assert_busy(&run(&full, &["vol", "create", "tiny", "1MiB"]), "create");
     assert_eq!(names(&full), ["keeper"]);
-    assert_eq!(full.partial_files(), Vec::<String>::new(), "a commit record was left");
+    assert_eq!(
+        full.partial_files(),
+        Vec::<String>::new(),
+        "a commit record was left"
+    );
     // Upload: refused at its start.
     assert_busy(
         &run(&full, &["vol", "upload", small.to_str().unwrap(), "small"]),
@@ -142,7 +146,10 @@ fn a_full_disk_fails_each_operation_cleanly_and_a_delete_makes_room() {
     assert_eq!(names(&full), ["keeper"]);
     assert_eq!(full.partial_files(), Vec::<String>::new());
     // Migrate-in: the source keeps its volume, the full node shows nothing of it.
-    let migrating = run(&source, &["vol", "upload", small.to_str().unwrap(), "moving"]);
+    let migrating = run(
+        &source,
+        &["vol", "upload", small.to_str().unwrap(), "moving"],
+    );
     assert!(migrating.status.success(), "{migrating:?}");
     let migrate = run(&source, &["vol", "migrate", "moving", "--to", "full"]);
     assert_eq!(migrate.status.code(), Some(BUSY), "{migrate:?}");
@@ -167,7 +174,13 @@ fn a_full_disk_fails_each_operation_cleanly_and_a_delete_makes_room() {
     assert_busy(
         &run(
             &full,
-            &["vol", "upload", small.to_str().unwrap(), "small", "--resume"],
+            &[
+                "vol",
+                "upload",
+                small.to_str().unwrap(),
+                "small",
+                "--resume",
+            ],
         ),
         "resume on a full disk",
     );
@@ -185,7 +198,13 @@ fn a_full_disk_fails_each_operation_cleanly_and_a_delete_makes_room() {
     assert!(deleted.status.success(), "{deleted:?}");
     let resumed = run(
         &full,
-        &["vol", "upload", small.to_str().unwrap(), "small", "--resume"],
+        &[
+            "vol",
+            "upload",
+            small.to_str().unwrap(),
+            "small",
+            "--resume",
+        ],
     );
     assert!(resumed.status.success(), "{resumed:?}");
     assert_eq!(checksum(&full, "small"), file_hash(&small));
