@@ -10,7 +10,7 @@ use common::{PROMPTLY, quick_server_config, raw_connect, raw_frame, read_non_pin
 use ferry_actors::codec::proto::ErrorBody;
 use ferry_actors::test_program::proto::{EchoRequest, SinkRequest, SourceRequest};
 use ferry_actors::test_program::{TestClient, pattern};
-use ferry_actors::{Client, ClientConfig, ErrorCode, ServerConfig};
+use ferry_actors::{Client, ClientConfig, ErrorCode, Layer, ServerConfig, Side};
 use prost::Message;
 use tokio::net::TcpListener;
 
@@ -202,6 +202,12 @@ async fn a_raw_peer_that_overruns_its_window_gets_that_stream_aborted_only() {
         body.message
     );
     assert!(body.message.contains("credit"), "{}", body.message);
+    // Section 6.2: credit violations are the STREAM layer's, raised by the server.
+    assert_eq!(
+        (body.side, body.layer),
+        (Side::Server as i32, Layer::Stream as i32),
+        "{body:?}"
+    );
     // The client closes its side; the serial is free and the connection keeps serving.
     send(&mut stream, &raw_frame(TEST, 1, SINK, 3, 1, 1, &[])).await;
     common::reach(&server.handle.counters().calls_in_flight, 0).await;

@@ -197,15 +197,13 @@ impl ServerConnection {
         }
     }
 
-    fn violation_error(&self, serial: u32, message: String) -> CallError {
+    /// A violation answered for one serial: on the CALL layer for the call as such (its CALL,
+    /// a CANCEL, a REPLY from the client), on the STREAM layer for its stream's frames (data,
+    /// holes, credit), as section 6.2 says.
+    fn violation_error(&self, serial: u32, layer: Layer, message: String) -> CallError {
         self.shared.counters.protocol_violations.inc();
         warn!(parent: &self.span, serial, "protocol violation: {message}");
-        CallError::new(
-            ErrorCode::ProtocolViolation,
-            Side::Server,
-            Layer::Call,
-            message,
-        )
+        CallError::new(ErrorCode::ProtocolViolation, Side::Server, layer, message)
     }
 
     /// Sends GOAWAY with `error`, flushes, and stops; the grace timer stops the actor even if
@@ -251,9 +249,13 @@ impl ServerConnection {
             );
         }
         let refusal = if frame.header.status != Status::Ok {
-            Some(self.violation_error(serial, "CALL must have status OK".into()))
+            Some(self.violation_error(serial, Layer::Call, "CALL must have status OK".into()))
         } else if self.calls.contains_key(&serial) {
-            Some(self.violation_error(serial, format!("serial {serial} is already open")))
+            Some(self.violation_error(
+                serial,
+                Layer::Call,
+                format!("serial {serial} is already open"),
+            ))
         } else if self.draining {
             Some(CallError::new(
                 ErrorCode::ShuttingDown,
@@ -617,8 +619,11 @@ impl ServerConnection {
         let replied = open.call.is_none();
         let route = open.route;
         let Some(stream) = open.stream.as_mut() else {
-            let error =
-                self.violation_error(serial, "stream frame for a call that has no stream".into());
+            let error = self.violation_error(
+                serial,
+                Layer::Stream,
+                "stream frame for a call that has no stream".into(),
+            );
             return self.conclude(ctx, serial, Err(error));
         };
         match (frame.header.kind, frame.header.status) {
@@ -656,6 +661,7 @@ impl ServerConnection {
                 if stream.client_oks > expected {
                     let error = self.violation_error(
                         serial,
+                        Layer::Stream,
                         "more STREAM/OK frames than the direction allows".into(),
                     );
                     return self.conclude(ctx, serial, Err(error));
@@ -676,8 +682,11 @@ impl ServerConnection {
             }
             _ if replied => {} // draining an aborted stream: discard, bounded by credit
             _ if !stream.direction.client_sends() || stream.client_oks > 0 => {
-                let error = self
-                    .violation_error(serial, "stream data in a direction that is closed".into());
+                let error = self.violation_error(
+                    serial,
+                    Layer::Stream,
+                    "stream data in a direction that is closed".into(),
+                );
                 self.conclude(ctx, serial, Err(error));
             }
             _ => match admit_inbound(frame, &mut stream.allowance, max_chunk) {
@@ -687,7 +696,7 @@ impl ServerConnection {
                     self.distribute(ctx);
                 }
                 Err(message) => {
-                    let error = self.violation_error(serial, message);
+                    let error = self.violation_error(serial, Layer::Stream, message);
                     self.conclude(ctx, serial, Err(error));
                 }
             },
@@ -711,7 +720,7 @@ impl ServerConnection {
             }
             Ok(_) => {}
             Err(e) => {
-                let error = self.violation_error(serial, e.to_string());
+                let error = self.violation_error(serial, Layer::Stream, e.to_string());
                 self.conclude(ctx, serial, Err(error));
             }
         }
@@ -745,8 +754,14 @@ impl ServerConnection {
         if !allowed {
             // Section 4: answered for that serial only, if it is open.
             let serial = frame.header.serial;
+            let layer = if kind == MessageType::Cancel {
+                Layer::Call
+            } else {
+                Layer::Stream
+            };
             let error = self.violation_error(
                 serial,
+                layer,
                 format!("{kind:?} with status {status:?} is not allowed"),
             );
             return self.conclude(ctx, serial, Err(error));
@@ -762,6 +777,7 @@ impl ServerConnection {
                 let serial = frame.header.serial;
                 let error = self.violation_error(
                     serial,
+                    Layer::Call,
                     format!("clients do not send {kind:?} frames (except control messages)"),
                 );
                 self.conclude(ctx, serial, Err(error));
