@@ -87,7 +87,13 @@ impl Frame {
 
     /// The end of one direction of a stream, or the receiver's confirmation of that end.
     pub fn stream_finish(route: Route, serial: u32) -> Self {
-        Self::build(route, MessageType::Stream, serial, Status::Ok, Bytes::new())
+        Self::stream_finish_with(route, serial, Bytes::new())
+    }
+
+    /// A finish carrying a trailer: what the procedure says its sender vouches for once all
+    /// its data is out (the volume program's UPLOAD: `UploadFinish`, the content's BLAKE3).
+    pub fn stream_finish_with(route: Route, serial: u32, trailer: Bytes) -> Self {
+        Self::build(route, MessageType::Stream, serial, Status::Ok, trailer)
     }
 
     pub fn stream_abort(route: Route, serial: u32, error: &ErrorBody) -> Self {

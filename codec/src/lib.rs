@@ -23,4 +23,6 @@ pub use codec::{FrameCodec, Limits};
 pub use error::{DecodeError, EncodeError, PayloadError};
 pub use frame::{Frame, Route};
 pub use header::{HEADER_LEN, Header, LENGTH_LEN, MIN_FRAME_LEN, MessageType, Status, WireHead};
-pub use payload::{CREDIT_LEN, Credit, HOLE_LEN, Hole, decode_message, encode_message};
+pub use payload::{
+    CREDIT_LEN, Credit, HOLE_LEN, Hole, MAX_TRAILER, decode_message, encode_message,
+};

@@ -8,6 +8,9 @@ use crate::error::PayloadError;
 pub const HOLE_LEN: usize = 12;
 /// Size of a CREDIT payload.
 pub const CREDIT_LEN: usize = 4;
+/// The most a finish's trailer may carry (docs/PROTOCOL.md section 7.6): a checksum or a
+/// few fields, never data, so a peer cannot park a large payload on a stream's end.
+pub const MAX_TRAILER: usize = 4096;
 
 /// A run of zeros in sparse stream data. The layout (`u64` length, `u32` flags, big endian)
 /// is libvirt's `virNetStreamHole`, so a libvirt dissector reads it too.

@@ -38,6 +38,12 @@ const CANCEL: &str = "0000001c 74657374 00000001 00000002 00000008 00000003 0000
 /// STREAM OK (finish) test/1/4, serial 7, empty.
 const STREAM_FINISH: &str = "0000001c 74657374 00000001 00000004 00000003 00000007 00000000";
 
+/// STREAM OK (finish) volu/1/5 (UPLOAD), serial 9, with a trailer: UploadFinish{checksum:
+/// BLAKE3 of the empty content} = 0a 20 + 32 bytes.
+const STREAM_FINISH_TRAILER: &str = "0000003e 766f6c75 00000001 00000005 00000003 00000009 \
+                                     00000000 0a20af13 49b9f5f9 a1a6a040 4dea36dc c9499bcb \
+                                     25c9adc1 12b7cc9a 93cae41f 3262";
+
 /// STREAM ERROR (abort) test/1/4, serial 7, payload ErrorBody{code: CANCELLED, message: "stop",
 /// side: CLIENT, layer: STREAM} = 08 0a | 12 04 "stop" | 18 01 | 20 03.
 const STREAM_ABORT: &str = "00000028 74657374 00000001 00000004 00000003 00000007 \
@@ -50,6 +56,8 @@ const KEEPALIVE_PING: &str = "0000001c 6b656570 00000001 00000001 00000002 00000
 const TEST_PROGRAM: u32 = 0x7465_7374;
 /// The keepalive program, "keep" in ASCII.
 const KEEPALIVE_PROGRAM: u32 = 0x6b65_6570;
+/// The volume program, "volu" in ASCII.
+const VOLUME_PROGRAM: u32 = 0x766f_6c75;
 
 /// The test program's Echo request (owned by the test program's .proto, not the wire
 /// protocol); mirrored here so the vector exercises a real protobuf encoder.
@@ -155,6 +163,35 @@ fn stream_finish() {
     );
 }
 
+/// The volume program's UploadFinish (owned by services' volume.proto), mirrored like
+/// EchoRequest.
+#[derive(Clone, PartialEq, prost::Message)]
+struct UploadFinish {
+    #[prost(bytes = "bytes", tag = "1")]
+    checksum: Bytes,
+}
+
+#[test]
+fn stream_finish_with_a_trailer() {
+    let empty_content = Bytes::copy_from_slice(blake3_of_nothing());
+    let trailer = encode_message(&UploadFinish {
+        checksum: empty_content,
+    });
+    check(
+        Frame::stream_finish_with(Route::new(VOLUME_PROGRAM, 1, 5), 9, trailer),
+        STREAM_FINISH_TRAILER,
+    );
+}
+
+/// BLAKE3 of no bytes, as published with the reference implementation.
+fn blake3_of_nothing() -> &'static [u8] {
+    &[
+        0xaf, 0x13, 0x49, 0xb9, 0xf5, 0xf9, 0xa1, 0xa6, 0xa0, 0x40, 0x4d, 0xea, 0x36, 0xdc, 0xc9,
+        0x49, 0x9b, 0xcb, 0x25, 0xc9, 0xad, 0xc1, 0x12, 0xb7, 0xcc, 0x9a, 0x93, 0xca, 0xe4, 0x1f,
+        0x32, 0x62,
+    ]
+}
+
 #[test]
 fn stream_abort() {
     let body = ErrorBody {
@@ -180,4 +217,5 @@ fn keepalive_ping() {
 fn program_numbers_spell_their_names() {
     assert_eq!(&TEST_PROGRAM.to_be_bytes(), b"test");
     assert_eq!(&KEEPALIVE_PROGRAM.to_be_bytes(), b"keep");
+    assert_eq!(&VOLUME_PROGRAM.to_be_bytes(), b"volu");
 }

@@ -6,6 +6,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use bytes::Bytes;
 use ferry_actors::stream::Chunk;
 use ferry_actors::{CallError, CallOptions, Client, ClientConfig, ClientStream, ErrorCode};
 use futures::future::{join_all, try_join_all};
@@ -456,12 +457,14 @@ impl ReplicaSet {
         .map(drop)
     }
 
-    /// Finishes every stream and waits, concurrently, for each peer's REPLY: its commit.
-    pub async fn finish(self) -> Vec<ReplicaOutcome> {
+    /// Finishes every stream with the client's trailer (each peer checks what the client
+    /// vouched for) and waits, concurrently, for each peer's REPLY: its commit.
+    pub async fn finish(self, trailer: Bytes) -> Vec<ReplicaOutcome> {
         let peers = &self.peers;
+        let trailer = &trailer;
         join_all(self.streams.into_iter().map(|(stream, link)| async move {
             let result = stream
-                .finish()
+                .finish_with(trailer.clone())
                 .await
                 .map_err(|error| peers.peer_error(&link, error));
             ReplicaOutcome {

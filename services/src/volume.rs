@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
+use ferry_actors::codec::{decode_message, encode_message};
 use ferry_actors::memory::{self, MemoryBudget};
 use ferry_actors::program::CallContext;
 use ferry_actors::stream::ContentHash;
@@ -24,7 +26,7 @@ use crate::proto::events::{self, Event, event};
 use crate::proto::volume::{
     CreateRequest, DeleteReply, DeleteRequest, DownloadReply, DownloadRequest, InfoRequest,
     ListClusterReply, ListClusterRequest, ListReply, ListRequest, NodeVolumes, PeerTransferReply,
-    PeerTransferRequest, Replica, UploadReply, UploadRequest, UploadStatusReply,
+    PeerTransferRequest, Replica, UploadFinish, UploadReply, UploadRequest, UploadStatusReply,
     UploadStatusRequest, Volume,
 };
 use crate::store::{Download, StoreError, Upload, UploadOptions, VolumeInfo, VolumeStore};
@@ -130,9 +132,20 @@ fn checksum_arg(bytes: &[u8]) -> Result<Option<[u8; 32]>, CallError> {
         32 => Ok(Some(bytes.try_into().expect("length checked"))),
         n => Err(CallError::application(
             ErrorCode::BadRequest,
-            format!("expected_checksum must be 32 bytes of BLAKE3, got {n}"),
+            format!("a checksum must be 32 bytes of BLAKE3, got {n}"),
         )),
     }
+}
+
+/// The checksum an upload's finish vouches for: its trailer, an `UploadFinish`.
+fn vouched(trailer: &[u8]) -> Result<Option<[u8; 32]>, CallError> {
+    let finish: UploadFinish = decode_message(trailer).map_err(|error| {
+        CallError::application(
+            ErrorCode::BadRequest,
+            format!("the upload's finish is not an UploadFinish: {error}"),
+        )
+    })?;
+    checksum_arg(&finish.checksum)
 }
 
 /// Publishes a transfer's progress every `every` bytes, and how it ended, to the event hub
@@ -383,7 +396,7 @@ fn read_ahead(
     (rx, digest)
 }
 
-fn checksum_bytes(checksum: Option<[u8; 32]>) -> bytes::Bytes {
+pub(crate) fn checksum_bytes(checksum: Option<[u8; 32]>) -> Bytes {
     checksum.map(|c| c.to_vec().into()).unwrap_or_default()
 }
 
@@ -530,8 +543,25 @@ impl VolumeHandler for VolumeService {
         if failure.is_some() {
             disk.stop();
         }
-        let (upload, written) = disk.finish().await?;
+        let (mut upload, written) = disk.finish().await?;
         let mut disk_full = false;
+        // What the client's finish vouches for, checked at commit (here and on replicas).
+        let mut trailer = Bytes::new();
+        if failure.is_none() && written.is_ok() {
+            let vouch = match incoming.trailer().await {
+                Ok(bytes) => {
+                    trailer = bytes;
+                    vouched(&trailer).and_then(|checksum| match checksum {
+                        Some(checksum) => upload.vouch(checksum).map_err(store_error),
+                        None => Ok(()),
+                    })
+                }
+                Err(error) => Err(error),
+            };
+            if let Err(error) = vouch {
+                failure = Some(error);
+            }
+        }
         if let (None, Err(error)) = (&failure, written) {
             disk_full = error.is_disk_full() && upload.resumable();
             let mut error = store_error(error);
@@ -570,6 +600,7 @@ impl VolumeHandler for VolumeService {
                 self.peers.clone(),
                 upload,
                 replicas,
+                trailer,
                 progress,
             );
             let (info, replicas) = actix_rt::spawn(commit).await.map_err(|error| {
@@ -885,13 +916,18 @@ async fn settle_transfer(
 ) -> Result<PeerTransferReply, CallError> {
     let name = source.name.clone();
     let outcome = async {
+        // The finish vouches for the checksum (known before, or hashed while sending): the
+        // peer refuses to commit anything else.
+        let trailer = UploadFinish {
+            checksum: checksum_bytes(sent.checksum),
+        };
         let reply = stream
-            .finish()
+            .finish_with(encode_message(&trailer))
             .await
             .map_err(|error| peers.peer_error(&link, error))?;
         let committed = reply.volume.unwrap_or_default();
-        // The peer verified a known checksum before committing; an unknown one is compared
-        // now, with what this node hashed while sending.
+        // A peer that predates UploadFinish committed without checking: compare what it
+        // stored with what was sent.
         let expected = sent.checksum.unwrap_or_default();
         if committed.checksum[..] != expected[..] {
             // The peer's copy is not what was sent.
@@ -983,12 +1019,14 @@ async fn commit_replicated(
     peers: Arc<PeerSet>,
     upload: Upload,
     replicas: ReplicaSet,
+    trailer: Bytes,
     mut progress: Progress,
 ) -> Result<(VolumeInfo, Vec<Replica>), CallError> {
     let name = upload.name().to_owned();
     let mut committed = Vec::new();
     let mut failure = None;
-    for outcome in replicas.finish().await {
+    // Each replica checks what the client vouched for, as this node does.
+    for outcome in replicas.finish(trailer).await {
         match outcome.result {
             Ok(reply) => committed.push(Replica {
                 peer: outcome.peer,

@@ -91,3 +91,85 @@ fn an_upload_of_an_existing_name_is_refused_after_its_first_credit() {
     assert_eq!(peer.reply(1).header.status, Status::Ok);
     assert_eq!(listed(&node).as_array().map(Vec::len), Some(1));
 }
+
+/// Uploads `data` as `name`, finishing with `trailer` as the STREAM/OK payload; the REPLY.
+fn upload_with_trailer(node: &Daemon, name: &str, data: &[u8], trailer: Bytes) -> Frame {
+    let mut peer = Peer::connect(node);
+    let request = UploadRequest {
+        name: name.into(),
+        expected_size: Some(data.len() as u64),
+        ..Default::default()
+    };
+    peer.call(volume(UPLOAD), 1, &request);
+    peer.accepted(1);
+    peer.data(volume(UPLOAD), 1, Bytes::copy_from_slice(data));
+    peer.send(Frame::stream_finish_with(volume(UPLOAD), 1, trailer));
+    peer.reply(1)
+}
+
+/// PROTOCOL.md 7.6 and volume.proto: an upload's finish may carry an `UploadFinish` with the
+/// checksum the client computed while sending; the node commits only that content. A wrong
+/// one fails FAILED_PRECONDITION, a trailer that is not an UploadFinish BAD_REQUEST, one over
+/// MAX_TRAILER a PROTOCOL_VIOLATION on the stream; none of them leaves a volume.
+#[test]
+fn the_checksum_vouched_for_in_an_uploads_finish_decides_its_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Daemon::start(dir.path(), None);
+    let data = b"hashed while it was sent";
+    let finish = |checksum: &[u8]| {
+        Bytes::from(
+            ferry_services::proto::volume::UploadFinish {
+                checksum: Bytes::copy_from_slice(checksum),
+            }
+            .encode_to_vec(),
+        )
+    };
+    let right = blake3::hash(data);
+    let reply = upload_with_trailer(&node, "vouched", data, finish(right.as_bytes()));
+    assert_eq!(reply.header.status, Status::Ok, "{reply:?}");
+    let info = common::run_json(&node, &["vol", "info", "vouched"]);
+    assert_eq!(info["checksum"], right.to_hex().as_str());
+
+    let refused = [
+        (
+            "wrong",
+            finish(&[7u8; 32]),
+            ErrorCode::FailedPrecondition,
+            Layer::Application,
+        ),
+        (
+            "short",
+            finish(&[7u8; 5]),
+            ErrorCode::BadRequest,
+            Layer::Application,
+        ),
+        (
+            "garbage",
+            Bytes::from_static(b"\xff\xff\xff"),
+            ErrorCode::BadRequest,
+            Layer::Application,
+        ),
+        (
+            "huge",
+            finish(&vec![1u8; ferry_actors::codec::MAX_TRAILER]),
+            ErrorCode::ProtocolViolation,
+            Layer::Stream,
+        ),
+    ];
+    for (name, trailer, code, layer) in refused {
+        let reply = upload_with_trailer(&node, name, data, trailer);
+        assert_eq!(reply.header.status, Status::Error, "{name}: {reply:?}");
+        let body = ErrorBody::decode(&reply.payload[..]).unwrap();
+        assert_eq!(
+            (body.code, body.layer),
+            (code as i32, layer as i32),
+            "{name}: {body:?}"
+        );
+    }
+    assert_eq!(
+        listed(&node).as_array().unwrap().len(),
+        1,
+        "{}",
+        listed(&node)
+    );
+}

@@ -6,7 +6,9 @@ use std::collections::{HashMap, VecDeque};
 use actix::prelude::*;
 use bytes::Bytes;
 use ferry_codec::proto::{ErrorBody, ErrorCode, Layer, Side};
-use ferry_codec::{Credit, DecodeError, Frame, FrameCodec, MessageType, Route, Status};
+use ferry_codec::{
+    Credit, DecodeError, Frame, FrameCodec, MAX_TRAILER, MessageType, Route, Status,
+};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info_span, warn};
 
@@ -241,7 +243,16 @@ impl ClientConnection {
                 Ok(_) => {}
                 Err(e) => self.abort_stream(ctx, serial, e.to_string()),
             },
-            (MessageType::Stream, Status::Ok) => stream.actor.do_send(FromPeer::Finish),
+            (MessageType::Stream, Status::Ok) if frame.payload.len() > MAX_TRAILER => {
+                let message = format!(
+                    "a STREAM/OK trailer of {} bytes (at most {MAX_TRAILER})",
+                    frame.payload.len()
+                );
+                self.abort_stream(ctx, serial, message)
+            }
+            (MessageType::Stream, Status::Ok) => {
+                stream.actor.do_send(FromPeer::Finish(frame.payload))
+            }
             (MessageType::Stream, Status::Error) => {
                 let body: ErrorBody =
                     ferry_codec::decode_message(&frame.payload).unwrap_or_default();
@@ -274,9 +285,14 @@ impl ClientConnection {
         self.close_side(ctx, serial, Err(error));
     }
 
-    /// Sends one of our closing STREAM frames: OK (finish or confirmation, after the data on
-    /// the stream's lane) or ERROR (abort, ahead of everything).
-    fn close_side(&mut self, ctx: &mut Context<Self>, serial: u32, frame: Result<(), CallError>) {
+    /// Sends one of our closing STREAM frames: OK (finish, with its trailer, or confirmation,
+    /// after the data on the stream's lane) or ERROR (abort, ahead of everything).
+    fn close_side(
+        &mut self,
+        ctx: &mut Context<Self>,
+        serial: u32,
+        frame: Result<Bytes, CallError>,
+    ) {
         let Some(pending) = self.pending.get_mut(&serial) else {
             return;
         };
@@ -285,12 +301,13 @@ impl ClientConnection {
             return;
         };
         match frame {
-            Ok(()) => {
+            Ok(trailer) => {
                 stream.oks_sent += 1;
                 stream.open = stream.oks_sent < stream.direction.client_oks();
-                let _ = self
-                    .outbox
-                    .send_data(Frame::stream_finish(route, serial), Room::none());
+                let _ = self.outbox.send_data(
+                    Frame::stream_finish_with(route, serial, trailer),
+                    Room::none(),
+                );
             }
             Err(error) => {
                 stream.open = false;
@@ -570,7 +587,8 @@ impl Handler<StreamNotice> for ClientConnection {
                     self.send(ctx, Frame::credit(route, serial, Credit(grant)));
                 }
             }
-            Notice::Finish | Notice::Confirm => self.close_side(ctx, serial, Ok(())),
+            Notice::Finish(trailer) => self.close_side(ctx, serial, Ok(trailer)),
+            Notice::Confirm => self.close_side(ctx, serial, Ok(Bytes::new())),
             Notice::Abort(error) => {
                 self.counters.calls_cancelled.inc();
                 self.close_side(ctx, serial, Err(error));

@@ -369,9 +369,15 @@ impl<R: prost::Message + Default> ClientStream<R> {
 
     /// Finishes what this side sends, confirms what it received (which must have been read
     /// to its end), and returns the call's result: the server's word that its side committed.
-    pub async fn finish(mut self) -> Result<R, CallError> {
+    pub async fn finish(self) -> Result<R, CallError> {
+        self.finish_with(Bytes::new()).await
+    }
+
+    /// [`finish`](Self::finish), with a trailer on this side's STREAM/OK (an upload's
+    /// `UploadFinish`: the checksum, known only once everything was read and sent).
+    pub async fn finish_with(mut self, trailer: Bytes) -> Result<R, CallError> {
         if let Some(outgoing) = self.outgoing.as_mut() {
-            outgoing.finish().await?;
+            outgoing.finish_with(trailer).await?;
         }
         if let Some(incoming) = self.incoming.as_mut() {
             // Not read to its end: either the call already failed (its error is the answer),

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use bytes::Bytes;
 use ferry_codec::proto::{ErrorBody, ErrorCode, Layer, Shutdown, Side};
-use ferry_codec::{Credit, DecodeError, Frame, FrameCodec, MessageType, Route, Status};
+use ferry_codec::{
+    Credit, DecodeError, Frame, FrameCodec, MAX_TRAILER, MessageType, Route, Status,
+};
 use tracing::{debug, info_span, warn};
 
 use crate::auth::{AuthProgram, Identity, Role};
@@ -655,6 +657,17 @@ impl ServerConnection {
                     self.conclude(ctx, serial, Err(error));
                 }
             }
+            (MessageType::Stream, Status::Ok) if frame.payload.len() > MAX_TRAILER => {
+                let error = self.violation_error(
+                    serial,
+                    Layer::Stream,
+                    format!(
+                        "a STREAM/OK trailer of {} bytes (at most {MAX_TRAILER})",
+                        frame.payload.len()
+                    ),
+                );
+                self.conclude(ctx, serial, Err(error));
+            }
             (MessageType::Stream, Status::Ok) => {
                 stream.client_oks += 1;
                 let expected = stream.direction.client_oks();
@@ -670,7 +683,7 @@ impl ServerConnection {
                     stream.client_open = false;
                 }
                 let event = if stream.direction.client_sends() && stream.client_oks == 1 {
-                    FromPeer::Finish
+                    FromPeer::Finish(frame.payload)
                 } else {
                     FromPeer::Confirm
                 };
@@ -968,11 +981,12 @@ impl Handler<StreamNotice> for ServerConnection {
                 stream.owed += u64::from(grant);
                 self.distribute(ctx);
             }
-            Notice::Finish => {
+            Notice::Finish(trailer) => {
                 // After the stream's data on its lane, so it never overtakes a chunk.
-                let _ = self
-                    .outbox
-                    .send_data(Frame::stream_finish(route, serial), Room::none());
+                let _ = self.outbox.send_data(
+                    Frame::stream_finish_with(route, serial, trailer),
+                    Room::none(),
+                );
             }
             Notice::Confirm => {}
             Notice::Abort(error) => self.conclude(ctx, serial, Err(error)),

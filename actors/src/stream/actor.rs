@@ -30,8 +30,8 @@ pub struct StreamNotice {
 pub enum Notice {
     /// The consumer drained this many bytes of credit: grant them to the peer.
     Grant(u32),
-    /// This side has sent all its data: queue STREAM/OK after it.
-    Finish,
+    /// This side has sent all its data: queue STREAM/OK after it, carrying this trailer.
+    Finish(Bytes),
     /// (Client) the peer's finish was received and the sink committed: queue STREAM/OK.
     Confirm,
     /// (Client) the user gave up on the stream: abort it.
@@ -50,8 +50,8 @@ pub enum FromPeer {
         length: u64,
         cost: u32,
     },
-    /// The peer sent all its data.
-    Finish,
+    /// The peer sent all its data; its finish carried this trailer (often empty).
+    Finish(Bytes),
     /// (Server) the client confirmed our finish.
     Confirm,
     Credit(u32),
@@ -70,6 +70,8 @@ struct Receiving {
     drained: u64,
     /// The local consumer dropped its handle: data is discarded.
     abandoned: bool,
+    /// The payload of the peer's finish, once it came.
+    trailer: Bytes,
 }
 
 #[derive(Default)]
@@ -340,9 +342,10 @@ impl Handler<FromPeer> for StreamActor {
         match event {
             FromPeer::Data { bytes, cost } => self.received(Chunk::Data(bytes), cost),
             FromPeer::Hole { length, cost } => self.received(Chunk::Hole(length), cost),
-            FromPeer::Finish => {
+            FromPeer::Finish(trailer) => {
                 if let Some(receiving) = self.receiving.as_mut() {
                     receiving.finished = true;
+                    receiving.trailer = trailer;
                 }
                 self.deliver();
             }
@@ -446,9 +449,28 @@ impl Handler<Transmit> for StreamActor {
     }
 }
 
-/// End the sending direction. The server waits for the client's confirmation; the client's
-/// confirmation is the REPLY, which the caller awaits separately.
-pub struct Finish;
+/// The trailer of the peer's finish (empty before it, or if it carried none).
+#[derive(Message)]
+#[rtype(result = "Bytes")]
+pub struct Trailer;
+
+impl Handler<Trailer> for StreamActor {
+    type Result = MessageResult<Trailer>;
+
+    fn handle(&mut self, _: Trailer, _: &mut Self::Context) -> Self::Result {
+        MessageResult(
+            self.receiving
+                .as_ref()
+                .map(|receiving| receiving.trailer.clone())
+                .unwrap_or_default(),
+        )
+    }
+}
+
+/// End the sending direction, with a trailer on the finish. The server waits for the
+/// client's confirmation; the client's confirmation is the REPLY, which the caller awaits
+/// separately.
+pub struct Finish(pub Bytes);
 
 impl Message for Finish {
     type Result = oneshot::Receiver<Result<(), CallError>>;
@@ -457,7 +479,7 @@ impl Message for Finish {
 impl Handler<Finish> for StreamActor {
     type Result = MessageResult<Finish>;
 
-    fn handle(&mut self, _: Finish, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, Finish(trailer): Finish, _: &mut Self::Context) -> Self::Result {
         let (tx, rx) = oneshot::channel();
         if let Some(error) = &self.ended {
             let _ = tx.send(Err(error.clone()));
@@ -472,7 +494,7 @@ impl Handler<Finish> for StreamActor {
         };
         if !sending.finished {
             sending.finished = true;
-            self.notify(Notice::Finish);
+            self.notify(Notice::Finish(trailer));
         }
         match self.side {
             Side::Server => self.sending.as_mut().expect("checked").confirming = Some(tx),

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use ferry_codec::proto::Side;
 
 use crate::error::CallError;
-use crate::stream::actor::{Abandon, Confirm, Finish, Recv, StreamActor, Transmit};
+use crate::stream::actor::{Abandon, Confirm, Finish, Recv, StreamActor, Trailer, Transmit};
 use crate::stream::{Chunk, ZEROS};
 
 fn lost() -> CallError {
@@ -52,6 +52,12 @@ impl Incoming {
             self.done = true;
         }
         Ok(outcome)
+    }
+
+    /// The trailer the sender's finish carried (empty if none): valid once [`recv`](Self::recv)
+    /// returned `None`.
+    pub async fn trailer(&self) -> Result<Bytes, CallError> {
+        self.actor.send(Trailer).await.map_err(|_| lost())
     }
 
     /// The next piece of plain bytes: holes come out as zeros (in pieces of at most 256 KiB,
@@ -161,9 +167,15 @@ impl Outgoing {
     /// Ends this direction (STREAM/OK). On the server this waits for the client's
     /// confirmation that its sink committed, so the handler learns the real outcome.
     pub async fn finish(&mut self) -> Result<(), CallError> {
+        self.finish_with(Bytes::new()).await
+    }
+
+    /// [`finish`](Self::finish) with a trailer in the STREAM/OK: what the procedure has its
+    /// sender vouch for once all the data is out (docs/PROTOCOL.md section 7.6).
+    pub async fn finish_with(&mut self, trailer: Bytes) -> Result<(), CallError> {
         self.finished = true;
         self.actor
-            .send(Finish)
+            .send(Finish(trailer))
             .await
             .map_err(|_| lost())?
             .await

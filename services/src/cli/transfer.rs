@@ -10,19 +10,20 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ferry_actors::Client;
+use ferry_actors::codec::encode_message;
 use ferry_actors::stream::Chunk;
 use ferry_actors::stream::ContentHash;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::exit::CliError;
 use super::output::Output;
 use crate::proto::events::{Event, event};
 use crate::proto::volume::{
-    DownloadRequest, InfoRequest, PeerTransferReply, PeerTransferRequest, Replica, UploadRequest,
-    UploadStatusRequest, Volume,
+    DownloadRequest, InfoRequest, PeerTransferReply, PeerTransferRequest, Replica, UploadFinish,
+    UploadRequest, UploadStatusRequest, Volume,
 };
 use crate::sparse::{SparseReader, SparseWriter};
-use crate::volume::{PROGRESS, VolumeClient, VolumeProgram};
+use crate::volume::{PROGRESS, VolumeClient, VolumeProgram, checksum_bytes};
 
 /// Bytes read per data chunk: one maximum stream chunk.
 const CHUNK: usize = 256 * 1024;
@@ -66,21 +67,55 @@ pub struct DownloadReport {
     pub took: Duration,
 }
 
-/// Reads `[start, end)` of a file as chunks on a blocking thread.
-fn read_chunks(file: File, start: u64, end: u64) -> mpsc::Receiver<io::Result<Chunk>> {
+/// Reads `[start, end)` of a file as chunks on a blocking thread, hashing them there too when
+/// given a hash to continue (one pass over the file: it is read once, while it is sent). The
+/// hash comes back once the last chunk was read.
+fn read_chunks(
+    file: File,
+    start: u64,
+    end: u64,
+    mut hash: Option<ContentHash>,
+) -> (
+    mpsc::Receiver<io::Result<Chunk>>,
+    oneshot::Receiver<Option<ContentHash>>,
+) {
     let (tx, rx) = mpsc::channel(AHEAD);
+    let (hashed, digest) = oneshot::channel();
     tokio::task::spawn_blocking(move || {
         let mut reader = SparseReader::new(file, start, end);
         loop {
             let next = reader.next_chunk(CHUNK).transpose();
-            let Some(next) = next else { break };
+            let Some(next) = next else {
+                let _ = hashed.send(hash);
+                break;
+            };
+            if let (Ok(chunk), Some(hash)) = (&next, hash.as_mut()) {
+                hash.update(chunk);
+            }
             let failed = next.is_err();
             if tx.blocking_send(next).is_err() || failed {
                 break;
             }
         }
     });
-    rx
+    (rx, digest)
+}
+
+/// BLAKE3 state over the first `len` bytes of a file (holes as zeros): what a resumed upload
+/// already sent, so the checksum it vouches for covers the whole file.
+async fn hash_prefix(path: &Path, len: u64, output: &Output) -> Result<ContentHash, CliError> {
+    let file = File::open(path).map_err(CliError::local(format!("opening {}", path.display())))?;
+    let bar = output.bar(len, "hashing what the node has");
+    let (mut chunks, digest) = read_chunks(file, 0, len, Some(ContentHash::default()));
+    while let Some(chunk) = chunks.recv().await {
+        let chunk = chunk.map_err(CliError::local(format!("reading {}", path.display())))?;
+        bar.inc(chunk.len());
+    }
+    bar.finish_and_clear();
+    digest.await.ok().flatten().ok_or_else(|| CliError::Local {
+        context: format!("hashing {}", path.display()),
+        source: io::Error::other("the reader stopped"),
+    })
 }
 
 /// Opens what an upload reads and finds its size: a regular file, or a block device (a disk
@@ -111,21 +146,6 @@ pub fn open_source(path: &Path) -> Result<(File, u64), CliError> {
         .and_then(|size| file.rewind().map(|()| size))
         .map_err(CliError::local(format!("sizing {}", path.display())))?;
     Ok((file, size))
-}
-
-/// BLAKE3 of a whole file (holes as zeros), so the node can refuse data that does not match.
-async fn hash_file(path: &Path, size: u64, output: &Output) -> Result<[u8; 32], CliError> {
-    let file = File::open(path).map_err(CliError::local(format!("opening {}", path.display())))?;
-    let bar = output.bar(size, "hashing");
-    let mut chunks = read_chunks(file, 0, size);
-    let mut hash = ContentHash::default();
-    while let Some(chunk) = chunks.recv().await {
-        let chunk = chunk.map_err(CliError::local(format!("reading {}", path.display())))?;
-        bar.inc(chunk.len());
-        hash.update(&chunk);
-    }
-    bar.finish_and_clear();
-    Ok(hash.finish()[..].try_into().expect("BLAKE3 is 32 bytes"))
 }
 
 pub async fn upload(
@@ -161,7 +181,7 @@ pub async fn upload(
         start = status.offset;
     }
     if !plan.overwrite && !plan.resume {
-        // Refuse before hashing a large file for nothing; the node checks again at commit.
+        // Refuse before sending a large file for nothing; the node checks again at commit.
         match volumes.info(&InfoRequest { name: name.clone() }).await {
             Ok(_) => {
                 return Err(CliError::Call {
@@ -176,16 +196,19 @@ pub async fn upload(
             Err(error) => return Err(CliError::call(format!("volume {name:?}"))(error)),
         }
     }
-    let checksum = match plan.verify {
-        true => Some(hash_file(path, size, output).await?),
-        false => None,
+    // The checksum is computed while the file is read and sent, and vouched for in the
+    // finish (`UploadFinish`); a resumed upload first hashes what the node already has.
+    let hash = match (plan.verify, start) {
+        (false, _) => None,
+        (true, 0) => Some(ContentHash::default()),
+        (true, _) => Some(hash_prefix(path, start, output).await?),
     };
     let context = format!("uploading {} to volume {name:?}", path.display());
     let mut stream = volumes
         .upload(&UploadRequest {
             name: name.clone(),
             expected_size: Some(size),
-            expected_checksum: checksum.map(|c| c.to_vec().into()).unwrap_or_default(),
+            expected_checksum: Default::default(),
             overwrite: plan.overwrite,
             resume: plan.resume,
             replicas: plan.replicas,
@@ -196,7 +219,7 @@ pub async fn upload(
     let bar = output.bar(size, "upload");
     bar.set_position(start);
     let (mut bytes_sent, mut hole_bytes) = (0, 0);
-    let mut chunks = read_chunks(file, start, size);
+    let (mut chunks, digest) = read_chunks(file, start, size, hash);
     while let Some(chunk) = chunks.recv().await {
         let chunk = chunk.map_err(CliError::local(format!("reading {}", path.display())))?;
         match &chunk {
@@ -210,8 +233,12 @@ pub async fn upload(
             .map_err(CliError::call(context.clone()))?;
     }
     bar.set_message("committing");
+    let checksum = digest.await.ok().flatten().map(|hash| hash.digest());
+    let trailer = UploadFinish {
+        checksum: checksum_bytes(checksum),
+    };
     let reply = stream
-        .finish()
+        .finish_with(encode_message(&trailer))
         .await
         .map_err(CliError::call(context.clone()))?;
     bar.finish_and_clear();

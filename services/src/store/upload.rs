@@ -146,6 +146,23 @@ impl Upload {
         Arc::clone(&self.stop)
     }
 
+    /// The checksum the client vouches for at its finish (an `UploadFinish`), checked at
+    /// commit like one announced at the start. Announcing two different ones fails here, as
+    /// a mismatch, discarding nothing yet (the commit's checks decide).
+    pub fn vouch(&mut self, checksum: [u8; 32]) -> Result<()> {
+        match self.partial.expected_checksum {
+            Some(announced) if announced != checksum => Err(StoreError::ChecksumMismatch {
+                name: self.name.clone(),
+                expected: hex::encode(announced),
+                actual: hex::encode(checksum),
+            }),
+            _ => {
+                self.partial.expected_checksum = Some(checksum);
+                Ok(())
+            }
+        }
+    }
+
     /// Whether it is kept for resuming when it ends without a commit or an abort.
     pub fn resumable(&self) -> bool {
         self.partial.resumable
