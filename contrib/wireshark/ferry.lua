@@ -422,7 +422,11 @@ decode_message = function(tvb, offset, limit, tree, name, pinfo, depth)
                 else
                     tree:add(def.field, whole):set_text(def.name .. ": (empty)")
                 end
-                summary[#summary + 1] = def.name .. "=" .. content_len .. " bytes"
+                if content and content_len <= 16 then
+                    summary[#summary + 1] = def.name .. "=" .. tostring(content:bytes()):lower()
+                else
+                    summary[#summary + 1] = def.name .. "=" .. content_len .. " bytes"
+                end
             else
                 local sub = tree:add(def.field, whole)
                 sub:append_text(" (" .. def.extra .. ")")
