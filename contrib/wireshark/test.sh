@@ -369,8 +369,7 @@ raw_send "00000021 74657374 00000001 00000004 00000003 00000006 00000002 6665727
 raw_send "00000028 74657374 00000001 00000004 00000006 00000006 00000002 00000000 04000000 00000000"
 raw_send "0000001c 74657374 00000001 00000004 00000003 00000006 00000000"
 raw_wait "SINK's reply" "74657374 00000001 00000004 00000001 00000006 00000000"
-exec 9>&-
-kill "$raw_reader"
+# (The raw connection stays open: it will see the node's shutdown.)
 
 # A download into a pipe nobody reads, interrupted: the client aborts its stream
 # (STREAM/ERROR CANCELLED) and the node answers REPLY/ERROR CANCELLED.
@@ -394,10 +393,16 @@ grep -q "interrupted" "$tmp/aborted.err" || fail "the download was not interrupt
 kill -INT "$events_pid"
 bounded "the events watcher to exit" 100 eval '! kill -0 $events_pid 2>/dev/null'
 
+# The node shuts down: the raw connection, idle, gets SHUTDOWN, then GOAWAY SHUTTING_DOWN.
+kill -TERM "$ferryd_pid"
+bounded "ferryd to exit" 300 eval '! kill -0 $ferryd_pid 2>/dev/null'
+raw_has "66727279 00000001 00000002 00000002 00000000 00000001" || fail "no GOAWAY on the raw connection"
+exec 9>&-
+kill "$raw_reader" 2>/dev/null || true
+
 bounded "every connection closed in the capture" 100 all_captured
 kill -INT "$tshark_pid"
 bounded "tshark to stop" 100 eval '! kill -0 $tshark_pid 2>/dev/null'
-kill -TERM "$ferryd_pid"
 if grep -q "dropped" "$tmp/capture.err"; then
   fail "the capture dropped packets: $(grep dropped "$tmp/capture.err")"
 fi
@@ -473,6 +478,12 @@ expect_all "raw session: SOURCE's request" "300000" "$source_frames && ferry.typ
 
 expect_output "raw session: SINK's reply counts the hole" "67108869|67108864" \
   'ferry.type == REPLY && ferry.procedure.name == "SINK"' ferry.test.sink_reply.bytes ferry.test.sink_reply.hole_bytes
+
+expect_count "control SHUTDOWN with its drain time" 1 \
+  'ferry.type == MESSAGE && ferry.procedure.name == "SHUTDOWN" && ferry.shutdown.drain_millis > 0'
+expect_count "control GOAWAY (MESSAGE/ERROR, serial 0) SHUTTING_DOWN from the SERVER, CONNECTION layer" 1 \
+  'ferry.type == MESSAGE && ferry.status == ERROR && ferry.procedure.name == "GOAWAY" && ferry.serial == 0 &&
+   ferry.error.code == SHUTTING_DOWN && ferry.error.side == SERVER && ferry.error.layer == CONNECTION'
 
 if [ -s "$tmp/tshark-read.err" ] && grep -qi "lua\|error" "$tmp/tshark-read.err"; then
   fail "tshark reported errors: $(grep -i "lua\|error" "$tmp/tshark-read.err" | sort -u | head -5)"
