@@ -6,7 +6,9 @@
 #   2. a real session: ferryd on a free loopback TCP port, captured with tshark while `ferry`
 #      authenticates (SCRAM), pings, creates, lists, uploads and downloads a sparse volume (a
 #      64 MiB hole: STREAM_HOLE; 256 KiB chunks: CREDIT, frames split over many segments),
-#      asks for a missing volume (NOT_FOUND), watches events and aborts a download (Ctrl-C).
+#      asks for a missing volume (NOT_FOUND), watches events and aborts a download (Ctrl-C);
+#      raw frames from bash to the test program (PING, ECHO, SLEEP + CANCEL, FAIL, an unknown
+#      program, SOURCE and SINK with holes); then the node's shutdown (SHUTDOWN, GOAWAY).
 #
 # Usage: contrib/wireshark/test.sh   (root: it captures on lo, and installs tshark if missing)
 # FERRYD and FERRY name the binaries (default: in PATH, else the workspace's target/).
@@ -352,7 +354,7 @@ raw_wait "the cancelled SLEEP's reply" "74657374 00000001 00000002 00000001 0000
 # FAIL s=3 {code: ALREADY_EXISTS, message: "exists"} -> REPLY/ERROR
 raw_send "00000026 74657374 00000001 00000003 00000000 00000003 00000000 08061206 65786973 7473"
 raw_wait "FAIL's reply" "74657374 00000001 00000003 00000001 00000003 00000001"
-# a program that does not exist, s=4 -> REPLY/ERROR UNKNOWN_PROGRAM
+# a program that does not exist, s=4 -> REPLY/ERROR (PERMISSION_DENIED from ferryd today)
 raw_send "0000001c 12345678 00000001 00000001 00000000 00000004 00000000"
 raw_wait "the unknown program's reply" "12345678 00000001 00000001 00000001 00000004 00000001"
 # SOURCE s=5 {length: 300000, data_run: 100000, hole_run: 100000}, CREDIT 1 MiB: data, a
@@ -389,7 +391,7 @@ exec 7<&-
 bounded "the interrupted download to exit" 100 eval '! kill -0 $download_pid 2>/dev/null'
 grep -q "interrupted" "$tmp/aborted.err" || fail "the download was not interrupted: $(cat "$tmp/aborted.err")"
 
-# Ctrl-C on the events watcher: its subscription call is cancelled (CANCEL).
+# Ctrl-C on the events watcher (it closes its connection; it sends no CANCEL).
 kill -INT "$events_pid"
 bounded "the events watcher to exit" 100 eval '! kill -0 $events_pid 2>/dev/null'
 
