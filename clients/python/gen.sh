@@ -7,6 +7,8 @@ here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 out="${1:-$here/src/ferry_client/pb}"
 python="${PYTHON:-python3}"
+plugin="$("$python" -c 'import os, sys; print(os.path.join(os.path.dirname(sys.executable), "protoc-gen-mypy"))')"
+[ -x "$plugin" ] || plugin="$(command -v protoc-gen-mypy)"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 protos=(
@@ -25,7 +27,8 @@ for entry in "${protos[@]}"; do
     echo "gen.sh: $file imports another .proto; the flat layout of ferry_client.pb needs updating" >&2
     exit 1
   fi
-  "$python" -m grpc_tools.protoc -I "$include" --python_out="$tmp" --mypy_out="$tmp" "$file"
+  "$python" -m grpc_tools.protoc -I "$include" --plugin=protoc-gen-mypy="$plugin" \
+    --python_out="$tmp" --mypy_out="$tmp" "$file" >/dev/null
   dir="$(dirname "$file")"
   base="$(basename "$file" .proto)"
   cp "$tmp/$dir/${base}_pb2.py" "$out/${base}_pb2.py"

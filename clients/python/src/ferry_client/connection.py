@@ -444,6 +444,9 @@ class Connection:
         self.identity: str | None = None
         self.role: int | None = None
         self._changed: asyncio.Future[None] | None = None
+        self.trace: Callable[[str, fr.Frame], None] | None = None
+        """When set, called with ("tx" or "rx", frame) for every frame sent and received:
+        a wire tap for tests and debugging (it costs a decode per frame)."""
 
     # -- opening --------------------------------------------------------------------------
 
@@ -576,6 +579,12 @@ class Connection:
         transport = self._transport
         if transport is None or transport.is_closing():
             return
+        if self.trace is not None:
+            view = memoryview(data)
+            while len(view):
+                frame, used = fr.decode(view, fr.MAX_CREDIT)
+                self.trace("tx", frame)
+                view = view[used:]
         transport.write(data)
 
     async def _drain(self) -> None:
@@ -723,6 +732,10 @@ class Connection:
         status: int,
         payload: bytes,
     ) -> None:
+        if self.trace is not None:
+            self.trace("rx", fr.Frame(fr.Header(
+                program, version, procedure, fr.MessageType(type_), serial, fr.Status(status)
+            ), payload))
         if serial == 0:
             self._connection_frame(program, procedure, type_, status, payload)
             return
