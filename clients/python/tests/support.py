@@ -15,7 +15,7 @@ from typing import Callable
 
 from ferry_client import frame as fr
 from ferry_client.connection import Connection
-from ferry_client.pb import wire_pb2
+from ferry_client.errors import FerryError, error_from_payload
 
 REPO = Path(__file__).resolve().parents[3]
 READY_WITHIN = 30.0
@@ -168,10 +168,9 @@ def record(conn: Connection) -> Recorder:
     return recorder
 
 
-def error_body(payload: bytes) -> wire_pb2.ErrorBody:
-    body = wire_pb2.ErrorBody()
-    body.ParseFromString(payload)
-    return body
+def error_body(payload: bytes) -> FerryError:
+    """An error body as its typed error: `.code`, `.side`, `.layer` (enums), `.message`."""
+    return error_from_payload(payload)
 
 
 class RawPeer:

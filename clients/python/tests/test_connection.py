@@ -185,3 +185,11 @@ async def test_the_client_answers_a_framing_error_from_the_server_with_goaway(tm
         goaway = got[0]
         assert goaway is not None and error_body(goaway.payload).code == fc.ErrorCode.PROTOCOL_VIOLATION
         assert got[1] is None
+
+
+async def test_our_keepalive_pings_a_quiet_server_and_its_pongs_keep_us_alive(node: Node) -> None:
+    conn = await node.connect(options=fc.Options(keepalive_interval=0.1, keepalive_count=1))
+    await until(conn, lambda: conn.pongs_received >= 10)
+    assert not conn.closed
+    assert await TestClient(conn).echo(b"alive") == b"alive"
+    await conn.aclose()

@@ -124,7 +124,8 @@ async def test_a_consumer_that_stops_reading_stops_its_sender_after_one_window(s
     await rec.wait_for("rx", lambda f: buffered() > WINDOW - (fr.HEADER_SIZE + 1) - 16384)
     async with asyncio.timeout(WAIT):
         while buffered() <= WINDOW - 2 * fr.HEADER_SIZE:
-            await rec.wait_for("rx", lambda f, b=buffered(): buffered() > b)
+            before = buffered()
+            await rec.wait_for("rx", lambda f: buffered() > before)
     assert buffered() <= WINDOW
     assert len(rec.find("tx", lambda f: f.header.type == T.CREDIT)) == 1
     # Echo still answers: only this stream is stalled.
@@ -271,7 +272,8 @@ async def test_a_stalled_sink_stops_the_sender_until_cancelled(sconn: Connection
     # The sink took 1000 bytes and stops; we run out of credit within two windows.
     async with asyncio.timeout(WAIT):
         while not (sink.credit < fr.HEADER_SIZE + 1 and sink._call.out_waiter is not None):
-            await rec.wait_for("tx", lambda f, n=len(rec.frames): len(rec.frames) > n)
+            count = len(rec.frames)
+            await rec.wait_for("tx", lambda f: len(rec.frames) > count)
     sent = assert_credit_respected(rec, sink.serial, "tx")
     assert sent <= 2 * WINDOW
     task.cancel()

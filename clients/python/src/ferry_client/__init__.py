@@ -13,7 +13,25 @@ from .connection import (
     connect,
     tls_context,
 )
-from .errors import *  # noqa: F403
+from .errors import (
+    UnknownProgramError,
+    UnknownVersionError,
+    UnknownProcedureError,
+    BadRequestError,
+    NotFoundError,
+    AlreadyExistsError,
+    PermissionDeniedError,
+    UnauthenticatedError,
+    ResourceExhaustedError,
+    CancelledError,
+    AbortedError,
+    ProtocolViolationError,
+    ConnectionLostError,
+    InternalError,
+    ShuttingDownError,
+    DeadlineExceededError,
+    FailedPreconditionError,
+)
 from .errors import ERRORS, ErrorCode, FerryError, Layer, Side, error_class
 from .events import EventsClient
 from .testprog import TestClient
@@ -44,4 +62,21 @@ __all__ = [
     "error_class",
     "file_checksum",
     "tls_context",
-] + [cls.__name__ for cls in ERRORS.values()]
+    "UnknownProgramError",
+    "UnknownVersionError",
+    "UnknownProcedureError",
+    "BadRequestError",
+    "NotFoundError",
+    "AlreadyExistsError",
+    "PermissionDeniedError",
+    "UnauthenticatedError",
+    "ResourceExhaustedError",
+    "CancelledError",
+    "AbortedError",
+    "ProtocolViolationError",
+    "ConnectionLostError",
+    "InternalError",
+    "ShuttingDownError",
+    "DeadlineExceededError",
+    "FailedPreconditionError",
+]

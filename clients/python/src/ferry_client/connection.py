@@ -591,7 +591,8 @@ class Connection:
         while self._write_paused and not self.closed:
             if self._drain_waiter is None or self._drain_waiter.done():
                 self._drain_waiter = self._loop.create_future()
-            await asyncio.wait([self._drain_waiter, self._closed], return_when=asyncio.FIRST_COMPLETED)
+            waiters: list[asyncio.Future[None]] = [self._drain_waiter, self._closed]
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
 
     # -- calls ------------------------------------------------------------------------------
 
@@ -822,22 +823,25 @@ class Connection:
         """Section 9.1: a PING after each silent interval; dead after more than `count`."""
         interval = self.options.keepalive_interval
         silent = 0
+        checked = self._loop.time()
         while not self.closed:
             await asyncio.sleep(interval)
-            if self._loop.time() - self._last_rx >= interval:
-                silent += 1
-                if silent > self.options.keepalive_count:
-                    self._close_error = _local_error(
-                        ConnectionLostError,
-                        f"keepalive: the server was silent for {silent} intervals of {interval} s",
-                        Layer.CONNECTION,
-                    )
-                    if self._transport is not None:
-                        self._transport.abort()
-                    return
-                self._write(_PING)
-            else:
+            heard = self._last_rx >= checked  # anything received since the previous check
+            checked = self._loop.time()
+            if heard:
                 silent = 0
+                continue
+            silent += 1
+            if silent > self.options.keepalive_count:
+                self._close_error = _local_error(
+                    ConnectionLostError,
+                    f"keepalive: the server was silent for {silent} intervals of {interval} s",
+                    Layer.CONNECTION,
+                )
+                if self._transport is not None:
+                    self._transport.abort()
+                return
+            self._write(_PING)
 
 
 _PING = fr.encode_header(0, fr.KEEPALIVE, 1, fr.KEEPALIVE_PING, fr.MessageType.MESSAGE, 0, fr.Status.OK)
@@ -912,8 +916,8 @@ class EventCall(Generic[E, R]):
                     raise result
                 return
             call.event_waiter = self._conn._loop.create_future()
-            waiter = call.event_waiter
-            await asyncio.wait([waiter, call.reply], return_when=asyncio.FIRST_COMPLETED)
+            waiters: list[asyncio.Future[Any]] = [call.event_waiter, call.reply]
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
 
     async def result(self, timeout: float | None = None) -> R:
         return _decode(self._reply_type, await self._conn._await_reply(self._call, timeout))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import os
 import tempfile
 from pathlib import Path
@@ -59,7 +60,7 @@ class VolumeClient:
         volume: pb.Volume = await self._unary(CREATE, pb.CreateRequest(name=name, size=size), pb.Volume)
         return volume
 
-    async def list(self) -> list[pb.Volume]:
+    async def list(self) -> builtins.list[pb.Volume]:
         reply: pb.ListReply = await self._unary(LIST, pb.ListRequest(), pb.ListReply)
         return list(reply.volumes)
 
@@ -76,7 +77,7 @@ class VolumeClient:
         )
         return reply
 
-    async def list_cluster(self) -> list[pb.NodeVolumes]:
+    async def list_cluster(self) -> builtins.list[pb.NodeVolumes]:
         reply: pb.ListClusterReply = await self._unary(
             LIST_CLUSTER, pb.ListClusterRequest(), pb.ListClusterReply
         )
@@ -113,12 +114,12 @@ class VolumeClient:
         from the offset the node has (UPLOAD_STATUS; a refusal "in progress" right after a
         lost connection is retried for up to 5 s). Returns the node's commit confirmation."""
         if isinstance(source, (str, os.PathLike)):
-            with open(source, "rb") as file:
+            with open(source, "rb") as opened:
                 return await self.upload(
-                    name, file, overwrite=overwrite, resume=resume, replicas=replicas,
+                    name, opened, overwrite=overwrite, resume=resume, replicas=replicas,
                     checksum=checksum, verify=verify, size=size, sparse=sparse,
                 )
-        file = source
+        file: IO[bytes] = source
         fd: int | None
         try:
             fd = file.fileno()
