@@ -20,6 +20,8 @@ async def until(conn: fc.Connection, pred: object, timeout: float = WAIT) -> Non
     assert callable(pred)
     async with asyncio.timeout(timeout):
         while not pred():
+            if conn.closed:
+                raise AssertionError(f"closed first: {await conn.wait_closed()}")
             await conn.wait_changed()
 
 
@@ -69,8 +71,11 @@ async def test_sigterm_drains_calls_then_goaway_shutting_down(node: Node) -> Non
     conn = await node.connect()
     rec = record(conn)
     test = TestClient(conn)
+    # ferryd installs its SIGTERM handler just after printing its ready line: a served call
+    # first makes sure the signal does not arrive in between (it would kill it outright).
+    assert await test.echo(b"up") == b"up"
     slow = asyncio.create_task(test.sleep(700))
-    await rec.wait_for("tx", lambda f: f.header.type == T.CALL)
+    await rec.wait_for("tx", lambda f: f.header.type == T.CALL and f.header.procedure == 2)
     node.signal(signal.SIGTERM)
     await until(conn, lambda: conn.shutdown is not None)
     assert conn.shutdown is not None and conn.shutdown.drain_millis > 0
