@@ -74,14 +74,16 @@ async def test_sigterm_drains_calls_then_goaway_shutting_down(node: Node) -> Non
     # ferryd installs its SIGTERM handler just after printing its ready line: a served call
     # first makes sure the signal does not arrive in between (it would kill it outright).
     assert await test.echo(b"up") == b"up"
-    slow = asyncio.create_task(test.sleep(700))
-    await rec.wait_for("tx", lambda f: f.header.type == T.CALL and f.header.procedure == 2)
+    # An upload the node has accepted (its first CREDIT) is a call in flight at the signal.
+    sink = test.sink()
+    await sink.wait_credit(fr.HEADER_SIZE + 1)
     node.signal(signal.SIGTERM)
     await until(conn, lambda: conn.shutdown is not None)
     assert conn.shutdown is not None and conn.shutdown.drain_millis > 0
     with pytest.raises(fc.ShuttingDownError):
         await test.echo(b"new calls fail locally")
-    assert await slow >= 700  # the call in flight still finishes
+    await sink.send(b"the call in flight still finishes")
+    assert (await sink.finish()).bytes == 33
     why = await asyncio.wait_for(conn.wait_closed(), WAIT)
     assert conn.goaway is not None and conn.goaway.code == fc.ErrorCode.SHUTTING_DOWN
     assert isinstance(why, fc.ConnectionLostError) and "SHUTTING_DOWN" in why.message
