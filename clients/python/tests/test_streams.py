@@ -382,3 +382,11 @@ async def test_the_client_aborts_a_stream_the_server_overruns(tmp_path: Path) ->
             await source.result()
         assert conn.open_serials == []
         await conn.aclose()
+
+
+async def test_result_before_the_end_of_a_download_is_refused_locally(conn: Connection) -> None:
+    source = TestClient(conn).source(10_000_000)
+    with pytest.raises(RuntimeError):
+        await source.result()
+    assert isinstance(await source.abort(), fc.CancelledError)
+    assert conn.open_serials == []

@@ -1108,6 +1108,16 @@ class Stream(Generic[R]):
         """Ends our side as it should (finish for an upload not yet finished; confirmation of
         the server's finish for a download) and returns the REPLY, or raises its error."""
         call = self._call
+        if (
+            call.direction.receives
+            and not call.in_finished
+            and call.in_error is None
+            and not call.reply.done()
+        ):
+            raise RuntimeError(
+                "result() before the server finished its data: read the stream to its end, "
+                "or abort() it"
+            )
         if call.direction is Direction.UPLOAD and call.out_open and call.out_error is None:
             self.close_send()
         if call.direction.receives and call.in_finished and not call.last_sent:
