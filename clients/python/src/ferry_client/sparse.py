@@ -1,0 +1,174 @@
+"""Streams from and to file objects, keeping holes (SEEK_DATA/SEEK_HOLE, STREAM_HOLE)."""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import stat
+from typing import IO, Any, Iterator, Protocol
+
+from . import frame as fr
+from .connection import Hole, Stream
+
+ZEROS = bytes(1024 * 1024)
+
+
+class Hasher(Protocol):
+    def update(self, data: bytes | bytearray | memoryview, /) -> Any: ...
+
+
+def regions(fd: int, start: int, end: int) -> Iterator[tuple[int, int, bool]]:
+    """(offset, length, is_hole) runs of the file between `start` and `end`.
+
+    A file system without SEEK_DATA support yields one data run."""
+    pos = start
+    while pos < end:
+        try:
+            data = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError as error:
+            if error.errno == errno.ENXIO:  # no data after pos: a hole to the end
+                data = end
+            elif error.errno in (errno.EINVAL, errno.EOPNOTSUPP):
+                yield pos, end - pos, False
+                return
+            else:
+                raise
+        data = min(data, end)
+        if data > pos:
+            yield pos, data - pos, True
+            pos = data
+            continue
+        hole = min(os.lseek(fd, pos, os.SEEK_HOLE), end)
+        yield pos, hole - pos, False
+        pos = hole
+
+
+def _regular_fd(file: IO[bytes]) -> int | None:
+    try:
+        fd = file.fileno()
+    except (AttributeError, io.UnsupportedOperation, OSError):
+        return None
+    return fd if stat.S_ISREG(os.fstat(fd).st_mode) else None
+
+
+async def send_file(
+    stream: Stream[Any],
+    file: IO[bytes],
+    start: int = 0,
+    end: int | None = None,
+    *,
+    sparse: bool = True,
+) -> tuple[int, int]:
+    """Sends the file's bytes from `start` to `end` (default: its size; for a file object
+    without a descriptor, until read() returns nothing), holes as STREAM_HOLE when `sparse`.
+
+    Data is read straight into the frames sent, each no larger than max chunk and the credit
+    left. Returns (data bytes, hole bytes). Does not finish the stream."""
+    fd = _regular_fd(file)
+    if fd is None:
+        return await _send_reader(stream, file)
+    if end is None:
+        end = os.fstat(fd).st_size
+    data_bytes = hole_bytes = 0
+    runs = regions(fd, start, end) if sparse else iter([(start, end - start, False)])
+    for offset, length, is_hole in runs:
+        if is_hole:
+            await stream.send_hole(length)
+            hole_bytes += length
+            continue
+        stop = offset + length
+        while offset < stop:
+            await stream.wait_credit(fr.HEADER_SIZE + 1)
+            n = min(stream.max_piece(), stop - offset)
+            buf = bytearray(fr.HEADER_SIZE + n)
+            view = memoryview(buf)
+            got = os.preadv(fd, [view[fr.HEADER_SIZE :]], offset)
+            view.release()
+            if got < n:
+                if got == 0:
+                    raise EOFError(f"the file ended at {offset}, before {end}")
+                del buf[fr.HEADER_SIZE + got :]
+            buf[: fr.HEADER_SIZE] = stream.data_header(got)
+            stream.write_frame(buf)
+            offset += got
+            data_bytes += got
+    return data_bytes, hole_bytes
+
+
+async def _send_reader(stream: Stream[Any], file: IO[bytes]) -> tuple[int, int]:
+    sent = 0
+    while True:
+        await stream.wait_credit(fr.HEADER_SIZE + 1)
+        data = file.read(stream.max_piece())
+        if not data:
+            return sent, 0
+        await stream.send(data)
+        sent += len(data)
+
+
+def _hash_zeros(hasher: Hasher, length: int) -> None:
+    while length > 0:
+        n = min(length, len(ZEROS))
+        hasher.update(memoryview(ZEROS)[:n])
+        length -= n
+
+
+async def receive_to_file(
+    stream: Stream[Any], file: IO[bytes], hasher: Hasher | None = None
+) -> tuple[int, int]:
+    """Writes the stream into the file from its current position: data written, holes seeked
+    over (on a seekable file; zeros written otherwise). A seekable file is first truncated at
+    that position (so what holes skip reads as zeros) and ends at the end of what was received.
+    Returns (logical bytes, hole bytes)."""
+    fd = _regular_fd(file)
+    total = holes = 0
+    if fd is not None:
+        file.flush()
+        pos = start = file.tell()
+        os.ftruncate(fd, start)
+        async for chunk in stream:
+            if isinstance(chunk, Hole):
+                pos += chunk.length
+                holes += chunk.length
+                if hasher is not None:
+                    _hash_zeros(hasher, chunk.length)
+                continue
+            written = 0
+            while written < len(chunk):
+                written += os.pwrite(fd, memoryview(chunk)[written:], pos + written)
+            pos += len(chunk)
+            if hasher is not None:
+                hasher.update(chunk)
+        os.ftruncate(fd, pos)
+        file.seek(pos)
+        return pos - start, holes
+    seekable = file.seekable()
+    if seekable:
+        file.truncate()
+    async for chunk in stream:
+        if isinstance(chunk, Hole):
+            holes += chunk.length
+            total += chunk.length
+            if hasher is not None:
+                _hash_zeros(hasher, chunk.length)
+            if seekable:
+                file.seek(chunk.length, os.SEEK_CUR)
+            else:
+                left = chunk.length
+                while left > 0:
+                    n = min(left, len(ZEROS))
+                    file.write(memoryview(ZEROS)[:n])
+                    left -= n
+            continue
+        file.write(chunk)
+        total += len(chunk)
+        if hasher is not None:
+            hasher.update(chunk)
+    if seekable:
+        end = file.tell()
+        if file.seek(0, os.SEEK_END) < end:  # ended in a hole: extend with its last zero
+            file.seek(end - 1)
+            file.write(b"\0")
+        file.seek(end)
+    return total, holes
