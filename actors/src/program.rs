@@ -118,6 +118,13 @@ impl Registry {
         self.programs.insert(program.number, program);
     }
 
+    /// Whether this program is served in this version.
+    pub fn serves(&self, program: u32, version: u32) -> bool {
+        self.programs
+            .get(&program)
+            .is_some_and(|served| served.version == version)
+    }
+
     /// Which way a CALL's procedure streams; `Unary` when the procedure is not served.
     pub fn direction(&self, frame: &Frame) -> Direction {
         let h = &frame.header;

@@ -15,16 +15,20 @@ use ferry_actors::auth::{AuthClient, AuthConfig, Authorizer, DEFAULT_ITERATIONS,
 use ferry_actors::codec::Route;
 use ferry_actors::test_program::proto::{EchoRequest, SinkRequest};
 use ferry_actors::test_program::{TestClient, TestProgram, TestService};
-use ferry_actors::{Client, ClientConfig, ClientStream, ErrorCode, Server, ServerHandle};
+use ferry_actors::{
+    CallOptions, Client, ClientConfig, ClientStream, ErrorCode, Server, ServerHandle,
+};
 
-/// The test program's policy: reading is read-only, uploading needs read-write.
+/// The test program's policy: reading is read-only, uploading needs read-write; any other
+/// program needs admin (as ferryd's policy has it).
 struct Policy;
 
 impl Authorizer for Policy {
     fn required(&self, route: Route) -> Role {
-        match route.procedure {
-            4 | 6 => Role::ReadWrite,
-            _ => Role::ReadOnly,
+        match (route.program, route.procedure) {
+            (TestProgram::NUMBER, 4 | 6) => Role::ReadWrite,
+            (TestProgram::NUMBER, _) => Role::ReadOnly,
+            _ => Role::Admin,
         }
     }
 }
@@ -115,6 +119,21 @@ async fn wrong_and_unknown_credentials_get_the_same_refusal_and_leak_nothing() {
         assert_eq!(error.code, ErrorCode::Unauthenticated);
         client.authenticate("alice", "wonderland").await.unwrap();
     }
+}
+
+/// PROTOCOL.md section 6: a program the server does not serve is UNKNOWN_PROGRAM to anyone
+/// identified, whatever the role its number would need; before authentication it is, like
+/// everything, UNAUTHENTICATED (which programs exist is not told to strangers).
+#[actix_rt::test]
+async fn an_unknown_program_is_unknown_to_every_role_and_hidden_before_authentication() {
+    let server = secured(HashMap::new()).await;
+    let client = connect(&server).await;
+    let nowhere = Route::new(0x6e6f_7065, 1, 1);
+    let call = || client.call_raw(nowhere, Bytes::new(), CallOptions::default());
+    assert_eq!(call().await.unwrap_err().code, ErrorCode::Unauthenticated);
+    client.authenticate("bob", "builder").await.unwrap();
+    let error = call().await.unwrap_err();
+    assert_eq!(error.code, ErrorCode::UnknownProgram, "{error}");
 }
 
 #[actix_rt::test]

@@ -386,6 +386,11 @@ impl ServerConnection {
                 "authenticate first (the auth program); nothing else is reachable before",
             ));
         };
+        // A program this server does not serve is answered UNKNOWN_PROGRAM (or _VERSION) by
+        // the dispatcher, whatever the caller's role: only the identified get that far.
+        if !self.shared.registry.serves(route.program, route.version) {
+            return None;
+        }
         let required = auth.authorizer.required(route);
         if identity.role < required {
             self.shared.counters.auth_refusals.inc();

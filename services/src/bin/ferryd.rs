@@ -25,10 +25,12 @@ fn main() -> anyhow::Result<()> {
         let node = ferry_services::node::start(&config)
             .await
             .context("starting ferryd")?;
-        // One line on stdout that scripts and tests can wait for.
-        println!("ferryd ready: {}", node.ready());
+        // The handlers first: a SIGTERM sent as soon as the ready line is read shuts down
+        // gracefully, never kills.
         let mut terminate = signal(SignalKind::terminate())?;
         let mut interrupt = signal(SignalKind::interrupt())?;
+        // One line on stdout that scripts and tests can wait for.
+        println!("ferryd ready: {}", node.ready());
         tokio::select! {
             _ = terminate.recv() => {}
             _ = interrupt.recv() => {}
