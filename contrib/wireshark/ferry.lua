@@ -13,6 +13,7 @@
 local ferry = Proto("ferry", "Ferry RPC Protocol")
 
 local HEADER_LEN = 28 -- length word + header
+local MAX_TRAILER = 4096 -- section 7.6: the most a finish's trailer may carry
 
 ---------------------------------------------------------------------------------------------
 -- Numbers of the protocol (PROTOCOL.md sections 3, 4, 6.1, 6.2)
@@ -68,7 +69,8 @@ local PROGRAMS = {
         [2] = { name = "LIST", dir = "unary", req = "ferry.volume.v1.ListRequest", rep = "ferry.volume.v1.ListReply" },
         [3] = { name = "INFO", dir = "unary", req = "ferry.volume.v1.InfoRequest", rep = "ferry.volume.v1.Volume" },
         [4] = { name = "DELETE", dir = "unary", req = "ferry.volume.v1.DeleteRequest", rep = "ferry.volume.v1.DeleteReply" },
-        [5] = { name = "UPLOAD", dir = "upload", req = "ferry.volume.v1.UploadRequest", rep = "ferry.volume.v1.UploadReply" },
+        [5] = { name = "UPLOAD", dir = "upload", req = "ferry.volume.v1.UploadRequest", rep = "ferry.volume.v1.UploadReply",
+                trailer = "ferry.volume.v1.UploadFinish" },
         [6] = { name = "UPLOAD_STATUS", dir = "unary", req = "ferry.volume.v1.UploadStatusRequest", rep = "ferry.volume.v1.UploadStatusReply" },
         [7] = { name = "DOWNLOAD", dir = "download", req = "ferry.volume.v1.DownloadRequest", rep = "ferry.volume.v1.DownloadReply" },
         [8] = { name = "MIGRATE", dir = "unary", req = "ferry.volume.v1.PeerTransferRequest", rep = "ferry.volume.v1.PeerTransferReply" },
@@ -179,6 +181,7 @@ local SCHEMA = {
         { 1, "name", "string" }, { 2, "expected_size", "uint64" }, { 3, "expected_checksum", "bytes" },
         { 4, "overwrite", "bool" }, { 5, "resume", "bool" }, { 6, "replicas", "uint32" },
         { 7, "replica", "bool" } } },
+    ["ferry.volume.v1.UploadFinish"] = { fields = { { 1, "checksum", "bytes" } } },
     ["ferry.volume.v1.UploadReply"] = { fields = {
         { 1, "volume", "message", "ferry.volume.v1.Volume" }, { 2, "resumed_from", "uint64" },
         { 3, "hole_bytes", "uint64" }, { 4, "replicas", "message", "ferry.volume.v1.Replica" } } },
@@ -631,7 +634,16 @@ local function dissect_frame(tvb, pinfo, tree)
         elseif status == STATUS.OK then
             item:add(f.finish, tvb:range(16, 12))
             info = info .. " (finish/confirmation)"
-            if has_payload then violation("STREAM/OK must be empty") end
+            -- A finish may carry a trailer (section 7.6) of at most MAX_TRAILER bytes.
+            if payload_len > MAX_TRAILER then
+                violation("trailer of " .. payload_len .. " bytes, over " .. MAX_TRAILER)
+            elseif has_payload and proc and proc.trailer then
+                local s = add_protobuf(tvb, HEADER_LEN, item, proc.trailer, pinfo, "Trailer")
+                info = info .. " trailer" .. ((s and s ~= "") and (" " .. s) or "")
+            elseif has_payload then
+                item:add(f.payload, payload)
+                info = info .. " trailer " .. payload_len .. " bytes"
+            end
         else
             error_body("Abort")
         end

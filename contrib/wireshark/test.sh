@@ -128,6 +128,7 @@ vectors=(
   "0000001c 74657374 00000001 00000004 00000003 00000007 00000000"
   "00000028 74657374 00000001 00000004 00000003 00000007 00000001 080a1204 73746f70 18012003"
   "0000001c 6b656570 00000001 00000001 00000002 00000000 00000000"
+  "0000003e 766f6c75 00000001 00000005 00000003 00000009 00000000 0a20af13 49b9f5f9 a1a6a040 4dea36dc c9499bcb 25c9adc1 12b7cc9a 93cae41f 3262"
 )
 for v in "${vectors[@]}"; do
   if grep -qF "\`$v\`" "$repo/docs/PROTOCOL.md"; then :; else fail "vector not in PROTOCOL.md section 11: $v"; fi
@@ -171,6 +172,7 @@ expect_output "headers of every vector" "$(cat <<'EOF'
 28|0x74657374|1|4|3|7|0|test|SINK
 40|0x74657374|1|4|3|7|1|test|SINK
 28|0x6b656570|1|1|2|0|0|keepalive|PING
+62|0x766f6c75|1|5|3|9|0|volume|UPLOAD
 EOF
 )" ferry ferry.length ferry.program ferry.version ferry.procedure ferry.type ferry.serial \
   ferry.status ferry.program.name ferry.procedure.name
@@ -184,6 +186,7 @@ expect_output "payloads of every vector" "$(cat <<'EOF'
 |1|||||||||
 ||||||||||
 ||10|stop|1|3|||||
+||||||||||
 ||||||||||
 EOF
 )" ferry ferry.test.echo_request.payload ferry.cancel ferry.error.code ferry.error.message \
@@ -200,8 +203,13 @@ CANCEL/OK test.SLEEP s=3
 STREAM/OK test.SINK s=7 (finish/confirmation)
 STREAM/ERROR test.SINK s=7 CANCELLED "stop"
 MESSAGE/OK keepalive.PING s=0
+STREAM/OK volume.UPLOAD s=9 (finish/confirmation) trailer checksum=32 bytes
 EOF
 )" ferry _ws.col.Info
+
+expect_output "an upload's finish trailer decodes as UploadFinish (section 7.6)" \
+  "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262" \
+  'ferry.serial == 9' ferry.volume.upload_finish.checksum
 
 expect_count "type names in filters (CREDIT, STREAM_HOLE, CANCEL)" 3 \
   'ferry.type == CREDIT || ferry.type == STREAM_HOLE || ferry.type == CANCEL'
@@ -211,12 +219,12 @@ expect_output "error body names: NOT_FOUND/SERVER/APPLICATION, CANCELLED/CLIENT/
 expect_none "no expert warnings or errors on the vectors" \
   '_ws.malformed || _ws.expert.severity >= warning || ferry.expert.framing || ferry.expert.violation'
 
-# All nine in one segment.
+# All ten in one segment.
 all=""
 for v in "${vectors[@]}"; do all+="${v// /}"; done
 cap="$tmp/one-segment.pcap"
 make_pcap "$cap" "$all"
-expect_output "all vectors in one segment: nine frames" "0,1,3,6,7,8,3,3,2|1,1,7,7,7,3,7,7,0" \
+expect_output "all vectors in one segment: ten frames" "0,1,3,6,7,8,3,3,2,3|1,1,7,7,7,3,7,7,0,9" \
   ferry ferry.type ferry.serial
 
 # Frames split across segments: the error reply in three pieces (the last also carrying the
@@ -319,6 +327,7 @@ head -c 1048576 /dev/urandom >"$tmp/sparse.img"
 truncate -s $((65 * 1048576)) "$tmp/sparse.img"
 head -c 1048576 /dev/urandom >>"$tmp/sparse.img"
 ferry vol upload "$tmp/sparse.img" disk1 >/dev/null
+disk1_checksum=$(ferry --json vol info disk1 | python3 -c 'import json, sys; print(json.load(sys.stdin)["checksum"])')
 ferry vol download disk1 "$tmp/back.img" >/dev/null
 connections=$((connections + 2))
 cmp -s "$tmp/sparse.img" "$tmp/back.img" || fail "the downloaded volume differs from the upload"
@@ -442,6 +451,8 @@ expect_count "STREAM_HOLE of 64 MiB on DOWNLOAD" 2 \
 expect_count "256 KiB STREAM frames reassembled from several segments" 4 \
   'ferry.type == STREAM && ferry.status == CONTINUE && ferry.data.length == 262144 && tcp.segment.count > 1'
 expect_count "segments carrying several frames" 1 'count(ferry.type) >= 2'
+expect_output "the CLI's upload vouches for the file's BLAKE3 in its finish" \
+  "$disk1_checksum" 'ferry.volume.upload_finish.checksum' ferry.volume.upload_finish.checksum
 expect_count "upload finish (STREAM/OK) and its REPLY with the hole count" 1 \
   'ferry.volume.upload_reply.hole_bytes == 67108864 && ferry.volume.volume.name == "disk1"'
 expect_count "download REPLY with its byte and hole counts" 1 \
