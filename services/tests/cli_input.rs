@@ -309,3 +309,39 @@ fn connection_limit_refusals_exit_busy_and_any_role_can_ping() {
     }
     drop(watcher);
 }
+
+/// Conventions users know: SI and IEC units differ as numfmt reads them; a downloaded file gets
+/// the mode the umask gives a new file (not the temporary file's 0600); Ctrl-C on `ferry
+/// events` exits 130 like any interrupted command.
+#[test]
+fn units_file_modes_and_interrupts_follow_unix_conventions() {
+    let node = Setup::new();
+    let uri = &node.uri();
+    for (name, size, bytes) in [
+        ("si", "10GB", 10_000_000_000u64),
+        ("iec", "10GiB", 10 << 30),
+    ] {
+        let created = ferry_at(uri, &["vol", "create", name, size], true);
+        assert!(created.status.success(), "{created:?}");
+        let volume: serde_json::Value = serde_json::from_slice(&created.stdout).unwrap();
+        assert_eq!(volume["size"], bytes, "{size}");
+    }
+    for (umask, mode) in [("022", 0o644), ("027", 0o640)] {
+        let file = node.file(&format!("mode-{umask}"));
+        let script = format!("umask {umask} && exec \"$0\" -c \"$1\" vol download disk \"$2\"",);
+        let downloaded = Command::new("sh")
+            .args(["-c", &script, env!("CARGO_BIN_EXE_ferry"), uri, &file])
+            .output()
+            .unwrap();
+        assert!(downloaded.status.success(), "{downloaded:?}");
+        use std::os::unix::fs::PermissionsExt;
+        let got = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(got, mode, "umask {umask}: mode {got:o}");
+    }
+    let mut watcher = common::EventWatcher::start(&node.daemon);
+    watcher.interrupt();
+    assert_eq!(
+        watcher.wait_exit(std::time::Duration::from_secs(30)),
+        Some(130)
+    );
+}

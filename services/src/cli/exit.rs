@@ -50,8 +50,9 @@ pub enum CliError {
     /// A local file is in the way (a download's destination without --force).
     #[error("{0}")]
     Exists(String),
-    #[error("interrupted: the transfer was aborted and the node discarded what it had received")]
-    Interrupted,
+    /// Ctrl-C: what it stopped, and what that left (each command says its own).
+    #[error("interrupted: {0}")]
+    Interrupted(&'static str),
 }
 
 impl CliError {
@@ -87,7 +88,7 @@ impl CliError {
             },
             Self::Mismatch(_) => Exit::Mismatch,
             Self::Exists(_) => Exit::AlreadyExists,
-            Self::Interrupted => Exit::Interrupted,
+            Self::Interrupted(_) => Exit::Interrupted,
             Self::Call { error, .. } => call_exit(error),
         }
     }

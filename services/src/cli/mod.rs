@@ -215,8 +215,8 @@ fn usage_error(error: clap::Error) -> ExitCode {
 
 /// A size on the command line: bytes, or with a unit.
 fn parse_size_arg(size: &str) -> Result<u64, String> {
+    // As numfmt reads them: KB, MB, GB are powers of 1000, KiB, MiB, GiB powers of 1024.
     parse_size::Config::new()
-        .with_binary()
         .parse_size(size)
         .map_err(|e| format!("{e} (try 10GiB or 4096)"))
 }
@@ -415,7 +415,12 @@ async fn vol(client: &Client, command: Vol, output: &Output) -> Result<(), CliEr
                 verify: !no_verify,
                 replicas,
             };
-            let report = interruptible(client, transfer::upload(client, plan, output)).await??;
+            let report = interruptible(
+                client,
+                transfer::upload(client, plan, output),
+                UPLOAD_STOPPED,
+            )
+            .await??;
             output.uploaded(&report);
         }
         Vol::Download {
@@ -438,7 +443,12 @@ async fn vol(client: &Client, command: Vol, output: &Output) -> Result<(), CliEr
                 offset,
                 length,
             };
-            let report = interruptible(client, transfer::download(client, plan, output)).await??;
+            let report = interruptible(
+                client,
+                transfer::download(client, plan, output),
+                DOWNLOAD_STOPPED,
+            )
+            .await??;
             output.downloaded(&report);
         }
         Vol::Migrate {
@@ -452,7 +462,12 @@ async fn vol(client: &Client, command: Vol, output: &Output) -> Result<(), CliEr
                 overwrite,
                 migrate: true,
             };
-            let report = interruptible(client, transfer::to_peer(client, plan, output)).await??;
+            let report = interruptible(
+                client,
+                transfer::to_peer(client, plan, output),
+                PEER_STOPPED,
+            )
+            .await??;
             output.sent(&report);
         }
         Vol::Copy {
@@ -466,12 +481,24 @@ async fn vol(client: &Client, command: Vol, output: &Output) -> Result<(), CliEr
                 overwrite,
                 migrate: false,
             };
-            let report = interruptible(client, transfer::to_peer(client, plan, output)).await??;
+            let report = interruptible(
+                client,
+                transfer::to_peer(client, plan, output),
+                PEER_STOPPED,
+            )
+            .await??;
             output.sent(&report);
         }
     }
     Ok(())
 }
+
+/// What Ctrl-C left, per kind of transfer.
+const UPLOAD_STOPPED: &str = "the upload was aborted and the node discarded what it had received";
+const DOWNLOAD_STOPPED: &str =
+    "the download was aborted; no file was written (the partial one was removed)";
+const PEER_STOPPED: &str =
+    "the transfer was cancelled: the peer discards what it got, and nothing changed on the node";
 
 /// Runs a transfer until it ends or Ctrl-C. On Ctrl-C the transfer is dropped, which aborts
 /// its stream (or cancels its call: a migration or copy); one more round trip then proves the
@@ -480,17 +507,27 @@ async fn vol(client: &Client, command: Vol, output: &Output) -> Result<(), CliEr
 async fn interruptible<T>(
     client: &Client,
     transfer: impl Future<Output = T>,
+    outcome: &'static str,
 ) -> Result<T, CliError> {
+    let mut interrupt = interrupts()?;
     tokio::select! {
         outcome = transfer => return Ok(outcome),
-        _ = tokio::signal::ctrl_c() => {}
+        _ = interrupt.recv() => {}
     }
     let admin = AdminClient::new(client.clone());
     let _ = tokio::time::timeout(Duration::from_secs(5), admin.info(&AdminInfoRequest {})).await;
-    Err(CliError::Interrupted)
+    Err(CliError::Interrupted(outcome))
+}
+
+/// SIGINT, caught from now on. (`tokio::signal::ctrl_c` installs its handler only when first
+/// polled, so a Ctrl-C right after a select's other branch won would kill ferry instead.)
+fn interrupts() -> Result<tokio::signal::unix::Signal, CliError> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(CliError::local("catching Ctrl-C"))
 }
 
 async fn events(client: &Client, output: &Output) -> Result<(), CliError> {
+    let mut interrupt = interrupts()?;
     let mut events = client
         .subscribe(EventsProgram::NUMBER, EVENT)
         .await
@@ -521,7 +558,9 @@ async fn events(client: &Client, output: &Output) -> Result<(), CliError> {
                 ended.map_err(CliError::call("watching events"))?;
                 return Ok(());
             }
-            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = interrupt.recv() => {
+                return Err(CliError::Interrupted("stopped watching events"));
+            }
         }
     }
 }

@@ -118,6 +118,18 @@ async fn hash_prefix(path: &Path, len: u64, output: &Output) -> Result<ContentHa
     })
 }
 
+/// The process's umask, read from /proc (reading it with umask(2) means changing it, for
+/// every thread); the usual 022 if /proc does not say.
+fn umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("Umask:"))?;
+            u32::from_str_radix(line["Umask:".len()..].trim(), 8).ok()
+        })
+        .unwrap_or(0o022)
+}
+
 /// Opens what an upload reads and finds its size: a regular file, or a block device (a disk
 /// uploaded whole). Anything else (a directory, /dev/zero, a pipe) has no size to promise the
 /// node, so it is refused rather than uploaded as whatever it yields.
@@ -454,6 +466,16 @@ pub async fn download(
         .map_err(local)?;
     // Commit locally first: the node hears "confirmed" only once the data is safe here.
     if let Sink::File { temp, dest, force } = sink {
+        // The temporary file is private (0600); the result gets what a new file gets here.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            temp.path(),
+            std::fs::Permissions::from_mode(0o666 & !umask()),
+        )
+        .map_err(CliError::local(format!(
+            "setting the mode of {}",
+            dest.display()
+        )))?;
         let persisted = if force {
             temp.persist(&dest)
         } else {

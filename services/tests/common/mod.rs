@@ -243,6 +243,12 @@ impl EventWatcher {
 }
 
 impl EventWatcher {
+    /// Ctrl-C, as a terminal sends it.
+    pub fn interrupt(&self) {
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+    }
+
     /// Waits (bounded) for `ferry events` to exit; its exit code.
     pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
         wait_bounded(&mut self.child, within)
