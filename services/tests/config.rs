@@ -271,3 +271,29 @@ fn bad_config_files_are_refused_with_their_path() {
         .expect_err("a missing file is refused");
     assert!(error.contains("missing.toml"), "{error}");
 }
+
+/// A node that refuses to start says why on one line, each cause once, without a backtrace
+/// (RUST_BACKTRACE is for bugs) and without colour codes when stderr is not a terminal.
+#[test]
+fn a_refused_start_is_one_plain_line_per_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_ferryd"))
+        .args(["--data-dir".as_ref(), dir.path().as_os_str()])
+        .args(["--tcp", "192.0.2.1:7300", "--metrics", ""])
+        .env("RUST_BACKTRACE", "1")
+        .env("FERRYD_LOG", "info")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "colour codes in a pipe: {stderr:?}"
+    );
+    assert!(!stderr.contains("stack backtrace"), "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|line| line.starts_with("ferryd: "))
+        .unwrap_or_else(|| panic!("no ferryd: line in {stderr}"));
+    assert_eq!(line.matches("allow_plain_tcp").count(), 1, "{line}");
+}
