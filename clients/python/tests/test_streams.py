@@ -312,8 +312,8 @@ async def test_raw_credit_overrun_aborts_only_that_stream(node: Node) -> None:
     await peer.close()
 
 
-@pytest.mark.xfail(strict=True, reason="ferryd says layer CALL; PROTOCOL.md 6.2 says STREAM for credit violations")
 async def test_raw_credit_overrun_is_reported_on_the_stream_layer(node: Node) -> None:
+    """PROTOCOL.md 6.2: credit and chunk violations are layer STREAM."""
     peer = await RawPeer.unix(node.unix)
     grant = await _sink_with_credit(peer, 1, stall_after=1)
     for _ in range(grant // 200_028 + 1):
@@ -329,11 +329,13 @@ async def test_raw_chunk_over_max_chunk_and_empty_chunk_are_violations(node: Nod
     await _sink_with_credit(peer, 1)
     peer.send(call_header(fr.TEST, 4, T.STREAM, 1, S.CONTINUE), b"q" * (256 * 1024 + 1))
     reply = await peer.recv_where(lambda f: f.header.type == T.REPLY and f.header.serial == 1)
-    assert error_body(reply.payload).code == fc.ErrorCode.PROTOCOL_VIOLATION
+    body = error_body(reply.payload)
+    assert (body.code, body.layer) == (fc.ErrorCode.PROTOCOL_VIOLATION, fc.Layer.STREAM)
     await _sink_with_credit(peer, 3)
     peer.send(call_header(fr.TEST, 4, T.STREAM, 3, S.CONTINUE), b"")
     reply = await peer.recv_where(lambda f: f.header.type == T.REPLY and f.header.serial == 3)
-    assert error_body(reply.payload).code == fc.ErrorCode.PROTOCOL_VIOLATION
+    body = error_body(reply.payload)
+    assert (body.code, body.layer) == (fc.ErrorCode.PROTOCOL_VIOLATION, fc.Layer.STREAM)
     await peer.close()
 
 
