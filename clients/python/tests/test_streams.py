@@ -312,8 +312,8 @@ async def test_raw_credit_overrun_aborts_only_that_stream(node: Node) -> None:
     await peer.close()
 
 
-@pytest.mark.xfail(strict=True, reason="ferryd says layer CALL; PROTOCOL.md 6.2 says STREAM for credit violations")
 async def test_raw_credit_overrun_is_reported_on_the_stream_layer(node: Node) -> None:
+    """PROTOCOL.md 6.2: credit and chunk violations are layer STREAM."""
     peer = await RawPeer.unix(node.unix)
     grant = await _sink_with_credit(peer, 1, stall_after=1)
     for _ in range(grant // 200_028 + 1):
@@ -329,11 +329,13 @@ async def test_raw_chunk_over_max_chunk_and_empty_chunk_are_violations(node: Nod
     await _sink_with_credit(peer, 1)
     peer.send(call_header(fr.TEST, 4, T.STREAM, 1, S.CONTINUE), b"q" * (256 * 1024 + 1))
     reply = await peer.recv_where(lambda f: f.header.type == T.REPLY and f.header.serial == 1)
-    assert error_body(reply.payload).code == fc.ErrorCode.PROTOCOL_VIOLATION
+    body = error_body(reply.payload)
+    assert (body.code, body.layer) == (fc.ErrorCode.PROTOCOL_VIOLATION, fc.Layer.STREAM)
     await _sink_with_credit(peer, 3)
     peer.send(call_header(fr.TEST, 4, T.STREAM, 3, S.CONTINUE), b"")
     reply = await peer.recv_where(lambda f: f.header.type == T.REPLY and f.header.serial == 3)
-    assert error_body(reply.payload).code == fc.ErrorCode.PROTOCOL_VIOLATION
+    body = error_body(reply.payload)
+    assert (body.code, body.layer) == (fc.ErrorCode.PROTOCOL_VIOLATION, fc.Layer.STREAM)
     await peer.close()
 
 
@@ -390,3 +392,63 @@ async def test_result_before_the_end_of_a_download_is_refused_locally(conn: Conn
         await source.result()
     assert isinstance(await source.abort(), fc.CancelledError)
     assert conn.open_serials == []
+
+
+@pytest.mark.parametrize("size", [0, 40, fr.MAX_TRAILER, fr.MAX_TRAILER + 1])
+async def test_the_trailer_of_a_servers_finish(tmp_path: Path, size: int) -> None:
+    """Section 7.6: a finish may carry up to 4096 bytes, which the stream exposes; the receiver
+    checks the size whichever side sent it, and our confirmation carries no trailer."""
+    path = str(tmp_path / "fake.sock")
+    seen: list[fr.Frame] = []
+    done = asyncio.Event()
+
+    async def fake(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = RawPeer(reader, writer)
+        call = await peer.recv_where(lambda f: f.header.type == T.CALL)
+        s = call.header.serial
+        peer.send(call_header(fr.TEST, 5, T.STREAM, s, S.CONTINUE), b"data")
+        peer.send(call_header(fr.TEST, 5, T.STREAM, s, S.OK), b"t" * size)
+        seen.append(await peer.recv_where(lambda f: f.header.type == T.STREAM))
+        if seen[0].header.status == S.OK:
+            reply = test_pb2.SourceReply(bytes=4).SerializeToString()
+            peer.send(call_header(fr.TEST, 5, T.REPLY, s, S.OK), reply)
+        else:
+            peer.send(call_header(fr.TEST, 5, T.REPLY, s, S.ERROR), fc.AbortedError("ok").to_body().SerializeToString())
+        done.set()
+        await reader.read()
+
+    server = await asyncio.start_unix_server(fake, path)
+    async with server:
+        conn = await fc.connect(f"unix://{path}")
+        source = TestClient(conn).source(4)
+        if size <= fr.MAX_TRAILER:
+            assert [chunk async for chunk in source] == [b"data"]
+            assert source.trailer == b"t" * size
+            assert (await source.result()).bytes == 4
+            await asyncio.wait_for(done.wait(), WAIT)
+            assert (seen[0].header.status, seen[0].payload) == (S.OK, b"")
+        else:
+            with pytest.raises(fc.ProtocolViolationError) as caught:
+                async for _ in source:
+                    pass
+            assert (caught.value.side, caught.value.layer) == (fc.Side.CLIENT, fc.Layer.STREAM)
+            await asyncio.wait_for(done.wait(), WAIT)
+            assert seen[0].header.status == S.ERROR
+            assert error_body(seen[0].payload).code == fc.ErrorCode.PROTOCOL_VIOLATION
+            assert source.trailer == b""
+            with pytest.raises(fc.AbortedError):
+                await source.result()
+        assert conn.open_serials == []
+        await conn.aclose()
+
+
+async def test_a_bidirectional_finish_carries_our_trailer(conn: Connection) -> None:
+    rec = record(conn)
+    stream = TestClient(conn).echo_stream()
+    await stream.send(b"ping")
+    stream.close_send(b"vouched")  # the test program ignores it; it is on the wire
+    assert [chunk async for chunk in stream] == [b"ping"]
+    assert (await stream.result()).bytes == 4
+    oks = [f.payload for d, f in rec.serial(stream.serial)
+           if d == "tx" and f.header.type == T.STREAM and f.header.status == S.OK]
+    assert oks == [b"vouched", b""]  # our finish with its trailer, then the confirmation

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import blake3
 import pytest
 
 from ferry_client import frame as fr
 from ferry_client.errors import ErrorCode, Layer, NotFoundError, CancelledError, Side, error_from_payload
 from ferry_client.frame import MessageType as T, Status as S
-from ferry_client.pb import test_pb2, wire_pb2
+from ferry_client.pb import test_pb2, volume_pb2, wire_pb2
 
 TEST = fr.TEST
+VOLUME = fr.VOLUME
+UPLOAD = 5
+BLAKE3_OF_NOTHING = bytes.fromhex("af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262")
+"""BLAKE3 of no bytes, as published with the reference implementation."""
 
 
 def hexframe(words: str) -> bytes:
@@ -64,6 +69,12 @@ VECTORS: list[tuple[str, fr.Header, bytes, str]] = [
         "0000001c 74657374 00000001 00000004 00000003 00000007 00000000",
     ),
     (
+        "STREAM/OK finish with a trailer",
+        fr.Header(VOLUME, 1, UPLOAD, T.STREAM, 9, S.OK),
+        volume_pb2.UploadFinish(checksum=BLAKE3_OF_NOTHING).SerializeToString(),
+        "0000003e 766f6c75 00000001 00000005 00000003 00000009 00000000 0a20af13 49b9f5f9 a1a6a040 4dea36dc c9499bcb 25c9adc1 12b7cc9a 93cae41f 3262",
+    ),
+    (
         "STREAM/ERROR cancelled",
         fr.Header(TEST, 1, 4, T.STREAM, 7, S.ERROR),
         body(10, "stop", 1, 3),
@@ -111,7 +122,14 @@ def test_vector_payloads_decode_as_documented() -> None:
     assert fr.decode_hole(hole.payload) == 1 << 30
     credit = fr.decode(hexframe(VECTORS[4][3]))[0]
     assert fr.decode_grant(credit.payload) == 1 << 20
-    abort = error_from_payload(fr.decode(hexframe(VECTORS[7][3]))[0].payload)
+    finish = fr.decode(hexframe(VECTORS[7][3]))[0]
+    assert len(finish.payload) <= fr.MAX_TRAILER == 4096
+    assert finish.payload == b"\x0a\x20" + BLAKE3_OF_NOTHING  # field 1, 32 bytes
+    trailer = volume_pb2.UploadFinish()
+    trailer.ParseFromString(finish.payload)
+    assert trailer.checksum == BLAKE3_OF_NOTHING == blake3.blake3(b"").digest()
+    assert (finish.header.program.to_bytes(4, "big"), finish.header.procedure) == (b"volu", UPLOAD)
+    abort = error_from_payload(fr.decode(hexframe(VECTORS[8][3]))[0].payload)
     assert isinstance(abort, CancelledError)
     assert (abort.message, abort.side, abort.layer) == ("stop", Side.CLIENT, Layer.STREAM)
 

@@ -13,11 +13,36 @@ import pytest
 
 import ferry_client as fc
 from ferry_client import Connection, EventsClient, VolumeClient
+from ferry_client import frame as fr
 from ferry_client.frame import MessageType as T, Status as S
 from ferry_client.pb import volume_pb2
-from support import WAIT, Node, error_body, record
+from support import WAIT, Node, RawPeer, Recorder, call_header, error_body, record
 
 MiB = 1 << 20
+UPLOAD = 5
+
+
+def upload_call(rec: Recorder) -> tuple[fr.Frame, volume_pb2.UploadRequest]:
+    """The last UPLOAD CALL sent, and its request."""
+    call = rec.find("tx", lambda f: f.header.type == T.CALL and f.header.procedure == UPLOAD)[-1]
+    request = volume_pb2.UploadRequest()
+    request.ParseFromString(call.payload)
+    return call, request
+
+
+def finish_of(rec: Recorder, serial: int) -> fr.Frame:
+    """Our finish of an upload: its one STREAM/OK, after every data and hole frame."""
+    sent = [f for d, f in rec.serial(serial) if d == "tx" and f.header.type in (T.STREAM, T.STREAM_HOLE)]
+    finishes = [f for f in sent if f.header.type == T.STREAM and f.header.status == S.OK]
+    assert len(finishes) == 1 and sent[-1] is finishes[0]
+    return finishes[0]
+
+
+def vouched(rec: Recorder, serial: int) -> bytes:
+    """The checksum our finish vouched for (b"" for an empty finish)."""
+    trailer = volume_pb2.UploadFinish()
+    trailer.ParseFromString(finish_of(rec, serial).payload)
+    return trailer.checksum
 
 
 def sparse_file(path: Path, size: int = 20 * MiB) -> bytes:
@@ -68,10 +93,10 @@ async def test_a_sparse_file_goes_up_and_comes_back_sparse(conn: Connection, tmp
     assert reply.hole_bytes > 15 * MiB
     holes = rec.find("tx", lambda f: f.header.type == T.STREAM_HOLE)
     assert len(holes) >= 3
-    upload = rec.find("tx", lambda f: f.header.type == T.CALL)[-1]
-    request = volume_pb2.UploadRequest()
-    request.ParseFromString(upload.payload)
-    assert request.expected_size == len(content) and request.expected_checksum == reply.volume.checksum
+    call, request = upload_call(rec)
+    # One pass: the size is announced, the checksum hashed while sending and vouched at the end.
+    assert request.expected_size == len(content) and request.expected_checksum == b""
+    assert vouched(rec, call.header.serial) == reply.volume.checksum
     assert reply.volume.allocated < 4 * MiB
 
     dest = tmp_path / "copy.img"
@@ -123,12 +148,96 @@ async def test_a_wrong_checksum_or_size_fails_the_commit(conn: Connection, tmp_p
     volumes = VolumeClient(conn)
     src = tmp_path / "f"
     src.write_bytes(b"12345")
+    rec = record(conn)
     with pytest.raises(fc.FailedPreconditionError):
-        await volumes.upload("bad", src, checksum=bytes(32))
+        await volumes.upload("bad", src, checksum=bytes(32))  # announced up front
+    call, request = upload_call(rec)
+    assert request.expected_checksum == bytes(32)
+    assert finish_of(rec, call.header.serial).payload == b""  # nothing hashed: the node checks
+    with pytest.raises(fc.FailedPreconditionError):
+        # Announced and vouched for: they must agree (and the file's is not zeros).
+        await volumes.upload("bad", src, checksum=bytes(32), verify=True)
+    call, request = upload_call(rec)
+    assert request.expected_checksum == bytes(32)
+    assert vouched(rec, call.header.serial) == blake3.blake3(b"12345").digest()
     with pytest.raises(fc.FailedPreconditionError):
         await volumes.upload("bad", io.BytesIO(b"12345"), size=6)
     with pytest.raises(fc.NotFoundError):
         await volumes.info("bad")
+    assert await volumes.list() == []
+    assert conn.open_serials == []
+
+
+async def test_a_file_object_is_hashed_as_it_is_sent(conn: Connection) -> None:
+    volumes = VolumeClient(conn)
+    rec = record(conn)
+    data = os.urandom(3 * MiB + 5)
+    reply = await volumes.upload("obj", io.BytesIO(data))
+    call, request = upload_call(rec)
+    assert not request.HasField("expected_size") and request.expected_checksum == b""
+    assert vouched(rec, call.header.serial) == reply.volume.checksum == blake3.blake3(data).digest()
+    await volumes.upload("plain", io.BytesIO(data), verify=False)
+    call, _ = upload_call(rec)
+    assert finish_of(rec, call.header.serial).payload == b""  # an empty finish: nothing vouched
+
+
+async def test_a_wrong_vouched_checksum_commits_nothing(conn: Connection) -> None:
+    volumes = VolumeClient(conn)
+    rec = record(conn)
+    stream = volumes.open_upload(volume_pb2.UploadRequest(name="vouched", expected_size=5))
+    await stream.send(b"12345")
+    with pytest.raises(fc.FailedPreconditionError) as caught:
+        await stream.finish(volume_pb2.UploadFinish(checksum=blake3.blake3(b"54321").digest()))
+    assert (caught.value.side, caught.value.layer) == (fc.Side.SERVER, fc.Layer.APPLICATION)
+    finish = finish_of(rec, stream.serial)
+    assert finish.payload == b"\x0a\x20" + blake3.blake3(b"54321").digest()  # on the wire
+    assert await volumes.list() == []
+    assert not (await volumes.upload_status("vouched")).exists
+    assert conn.open_serials == []
+
+    right = volumes.open_upload(volume_pb2.UploadRequest(name="vouched"))
+    await right.send(b"12345")
+    reply = await right.finish(volume_pb2.UploadFinish(checksum=blake3.blake3(b"12345").digest()))
+    assert reply.volume.checksum == blake3.blake3(b"12345").digest()
+    assert [v.name for v in await volumes.list()] == ["vouched"]
+
+
+async def test_a_trailer_that_is_no_upload_finish_is_a_bad_request(conn: Connection) -> None:
+    volumes = VolumeClient(conn)
+    short = volumes.open_upload(volume_pb2.UploadRequest(name="short"))
+    await short.send(b"x")
+    with pytest.raises(fc.BadRequestError):
+        await short.finish(volume_pb2.UploadFinish(checksum=b"not 32 bytes"))
+    junk = volumes.open_upload(volume_pb2.UploadRequest(name="junk"))
+    await junk.send(b"x")
+    with pytest.raises(fc.BadRequestError):
+        await junk.finish(b"\xff" * fr.MAX_TRAILER)  # the largest trailer allowed, not a message
+    assert await volumes.list() == []
+    assert conn.open_serials == []
+
+
+async def test_a_trailer_over_4096_bytes(conn: Connection, node: Node) -> None:
+    # This client refuses to send one: nothing goes out and the stream stays open.
+    stream = VolumeClient(conn).open_upload(volume_pb2.UploadRequest(name="long"))
+    await stream.send(b"x")
+    with pytest.raises(ValueError):
+        stream.close_send(b"\0" * (fr.MAX_TRAILER + 1))
+    assert (await stream.finish()).volume.size == 1
+    # A peer that sends one anyway: PROTOCOL_VIOLATION on the stream layer, nothing committed.
+    peer = await RawPeer.unix(node.unix)
+    request = volume_pb2.UploadRequest(name="longer")
+    peer.send(call_header(fr.VOLUME, UPLOAD, T.CALL, 1, S.OK), request.SerializeToString())
+    await peer.recv_where(lambda f: f.header.type == T.CREDIT and f.header.serial == 1)
+    peer.send(call_header(fr.VOLUME, UPLOAD, T.STREAM, 1, S.CONTINUE), b"x")
+    peer.send(call_header(fr.VOLUME, UPLOAD, T.STREAM, 1, S.OK), b"\0" * (fr.MAX_TRAILER + 1))
+    reply = await peer.recv_where(lambda f: f.header.type == T.REPLY and f.header.serial == 1)
+    body = error_body(reply.payload)
+    assert reply.header.status == S.ERROR
+    assert (body.code, body.side, body.layer) == (
+        fc.ErrorCode.PROTOCOL_VIOLATION, fc.Side.SERVER, fc.Layer.STREAM,
+    )
+    await peer.close()
+    assert [v.name for v in await VolumeClient(conn).list()] == ["long"]
 
 
 async def test_an_upload_cut_by_a_lost_connection_resumes(node: Node, tmp_path: Path) -> None:
@@ -151,10 +260,18 @@ async def test_an_upload_cut_by_a_lost_connection_resumes(node: Node, tmp_path: 
         while not (status := await volumes.upload_status("big")).exists:
             pass  # the node notices the lost connection and saves the partial upload
     assert 0 < status.offset <= 5 * MiB
+    rec = record(again)
     reply = await volumes.resume("big", src)
     assert reply.resumed_from == status.offset or reply.resumed_from > 0
     assert reply.volume.size == len(data)
     assert reply.volume.checksum == blake3.blake3(data).digest()
+    call, request = upload_call(rec)
+    assert request.resume and request.expected_checksum == b""
+    # What was sent starts where the node was; the finish vouches for the whole content.
+    sent = sum(len(f.payload) for d, f in rec.serial(call.header.serial)
+               if d == "tx" and f.header.type == T.STREAM and f.header.status == S.CONTINUE)
+    assert sent == len(data) - reply.resumed_from
+    assert vouched(rec, call.header.serial) == blake3.blake3(data).digest()
     out = tmp_path / "out"
     await volumes.download("big", out)
     assert out.read_bytes() == data

@@ -145,6 +145,7 @@ class _Call:
         "in_granted",
         "in_consumed",
         "in_finished",
+        "in_trailer",
         "in_error",
         "aborted",
         "finish_sent",
@@ -183,6 +184,7 @@ class _Call:
         self.in_granted = 0
         self.in_consumed = 0
         self.in_finished = False
+        self.in_trailer = b""
         self.in_error: FerryError | None = None
         self.aborted = False
         self.finish_sent = False
@@ -307,7 +309,12 @@ class _Call:
             if not self.direction.receives or self.in_finished:
                 self.violation("an unexpected finish")
                 return
+            if len(payload) > fr.MAX_TRAILER:
+                # Section 7.6: a receiver checks the trailer's size whichever side sent it.
+                self.violation(f"a finish trailer of {len(payload)} bytes, over {fr.MAX_TRAILER}")
+                return
             self.in_finished = True
+            self.in_trailer = payload
         else:
             # A server STREAM/ERROR: its abort; the REPLY still follows (section 7.6).
             error = error_from_payload(payload)
@@ -964,6 +971,12 @@ class Stream(Generic[R]):
         """Bytes of credit left for sending."""
         return self._call.out_credit
 
+    @property
+    def trailer(self) -> bytes:
+        """The trailer of the server's finish (section 7.6; empty if it carried none, or
+        before it came): what the procedure has the server vouch for at the end of its data."""
+        return self._call.in_trailer
+
     # -- sending --------------------------------------------------------------------------
 
     def _send_error(self) -> FerryError:
@@ -1031,15 +1044,25 @@ class Stream(Generic[R]):
             + fr.encode_hole(length)
         )
 
-    def close_send(self) -> None:
+    def close_send(self, trailer: Message | bytes | None = None) -> None:
         """Sends our finish (STREAM/OK): everything was sent. For an upload that is the last
-        frame; the REPLY confirms the commit."""
+        frame; the REPLY confirms the commit.
+
+        `trailer` is what the procedure lets the sender vouch for once its data is out
+        (section 7.6; the volume program's UPLOAD: `UploadFinish`, the content's BLAKE3): a
+        message or its bytes, at most `frame.MAX_TRAILER` (4096) bytes, else ValueError and
+        nothing is sent."""
         call = self._call
+        payload = b"" if trailer is None else (
+            trailer if isinstance(trailer, bytes) else trailer.SerializeToString()
+        )
+        if len(payload) > fr.MAX_TRAILER:
+            raise ValueError(f"a trailer of {len(payload)} bytes, over {fr.MAX_TRAILER}")
         if not call.out_open:
             raise self._send_error()
         call.out_open = False
         call.finish_sent = True
-        call.send_control(fr.MessageType.STREAM, fr.Status.OK)
+        call.send_control(fr.MessageType.STREAM, fr.Status.OK, payload)
         if call.direction is Direction.UPLOAD:
             call.last_sent = True
             self._conn._maybe_free(call)
@@ -1129,10 +1152,11 @@ class Stream(Generic[R]):
             raise
         return _decode(self._reply_type, payload)
 
-    async def finish(self) -> R:
-        """Sends our finish and returns the REPLY (an upload's commit confirmation)."""
+    async def finish(self, trailer: Message | bytes | None = None) -> R:
+        """Sends our finish (with `trailer`, see `close_send`) and returns the REPLY (an
+        upload's commit confirmation)."""
         if self._call.out_open:
-            self.close_send()
+            self.close_send(trailer)
         return await self.result()
 
     async def abort(

@@ -19,6 +19,9 @@ HOLE_FRAME_SIZE = HEADER_SIZE + HOLE.size  # 40, what a hole costs in credit
 GRANT = struct.Struct(">I")
 """A CREDIT payload: the number of bytes added to the sender's allowance."""
 MAX_CREDIT = 2**32 - 1
+MAX_TRAILER = 4096
+"""The most a finish (a sender's first STREAM/OK) may carry as its trailer (section 7.6): a
+checksum or a few fields the procedure defines, never data. A longer one is a violation."""
 
 DEFAULT_MAX_FRAME = 16 * 1024 * 1024
 DEFAULT_MAX_CHUNK = 256 * 1024

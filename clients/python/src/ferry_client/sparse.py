@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import io
 import os
@@ -12,10 +13,24 @@ from . import frame as fr
 from .connection import Hole, Stream
 
 ZEROS = bytes(1024 * 1024)
+BLOCK = 1024 * 1024
+"""What one read of a file's prefix takes, and the unit of read-ahead advice."""
+READ_AHEAD = 8 * 1024 * 1024
+"""How far ahead of what it sends an upload asks the kernel to read (POSIX_FADV_WILLNEED),
+so the reads on the event loop find the page cache filled and do not wait for the disk."""
+IN_THREAD = 4 * 1024 * 1024
+"""Disk work larger than this (hashing a prefix, hashing a long hole, fsync of a download
+that wrote this much) runs in a thread, not on the event loop."""
 
 
 class Hasher(Protocol):
+    """A BLAKE3 hasher (the blake3 package's `blake3()`)."""
+
     def update(self, data: bytes | bytearray | memoryview, /) -> Any: ...
+
+    def digest(self) -> bytes: ...
+
+    def copy(self) -> Hasher: ...
 
 
 def regions(fd: int, start: int, end: int) -> Iterator[tuple[int, int, bool]]:
@@ -59,32 +74,44 @@ async def send_file(
     end: int | None = None,
     *,
     sparse: bool = True,
+    hasher: Hasher | None = None,
 ) -> tuple[int, int]:
     """Sends the file's bytes from `start` to `end` (default: its size; for a file object
-    without a descriptor, until read() returns nothing), holes as STREAM_HOLE when `sparse`.
+    without a descriptor, from its position until read() returns nothing), holes as
+    STREAM_HOLE when `sparse`; `hasher` is fed every byte sent as it goes (holes as zeros).
 
     Data is read straight into the frames sent, each no larger than max chunk and the credit
-    left. Returns (data bytes, hole bytes). Does not finish the stream."""
+    left; the kernel is asked to read ahead of it. Returns (data bytes, hole bytes). Does not
+    finish the stream."""
     fd = _regular_fd(file)
     if fd is None:
-        return await _send_reader(stream, file)
+        return await _send_reader(stream, file, hasher)
     if end is None:
         end = os.fstat(fd).st_size
     data_bytes = hole_bytes = 0
+    advised = start
     runs = regions(fd, start, end) if sparse else iter([(start, end - start, False)])
     for offset, length, is_hole in runs:
         if is_hole:
             await stream.send_hole(length)
             hole_bytes += length
+            if hasher is not None:
+                await hash_zeros(hasher, length)
             continue
         stop = offset + length
         while offset < stop:
+            if advised < offset + READ_AHEAD // 2 and advised < stop:
+                advised = max(advised, offset)
+                ahead = min(READ_AHEAD, stop - advised)
+                _advise(fd, advised, ahead)
+                advised += ahead
             await stream.wait_credit(fr.HEADER_SIZE + 1)
             n = min(stream.max_piece(), stop - offset)
             buf = bytearray(fr.HEADER_SIZE + n)
-            view = memoryview(buf)
-            got = os.preadv(fd, [view[fr.HEADER_SIZE :]], offset)
-            view.release()
+            with memoryview(buf) as view:
+                got = os.preadv(fd, [view[fr.HEADER_SIZE :]], offset)
+                if hasher is not None:
+                    hasher.update(view[fr.HEADER_SIZE : fr.HEADER_SIZE + got])
             if got < n:
                 if got == 0:
                     raise EOFError(f"the file ended at {offset}, before {end}")
@@ -96,13 +123,22 @@ async def send_file(
     return data_bytes, hole_bytes
 
 
-async def _send_reader(stream: Stream[Any], file: IO[bytes]) -> tuple[int, int]:
+def _advise(fd: int, offset: int, length: int) -> None:
+    try:
+        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_WILLNEED)
+    except OSError:
+        pass  # advice only
+
+
+async def _send_reader(stream: Stream[Any], file: IO[bytes], hasher: Hasher | None) -> tuple[int, int]:
     sent = 0
     while True:
         await stream.wait_credit(fr.HEADER_SIZE + 1)
         data = file.read(stream.max_piece())
         if not data:
             return sent, 0
+        if hasher is not None:
+            hasher.update(data)
         await stream.send(data)
         sent += len(data)
 
@@ -112,6 +148,58 @@ def _hash_zeros(hasher: Hasher, length: int) -> None:
         n = min(length, len(ZEROS))
         hasher.update(memoryview(ZEROS)[:n])
         length -= n
+
+
+async def hash_zeros(hasher: Hasher, length: int) -> None:
+    """Feeds `length` zeros to the hasher (in a thread when that is long)."""
+    if length > IN_THREAD:
+        await asyncio.to_thread(_hash_zeros, hasher, length)
+    else:
+        _hash_zeros(hasher, length)
+
+
+def _hash_prefix(hasher: Hasher, file: IO[bytes], end: int) -> None:
+    fd = _regular_fd(file)
+    if fd is None:
+        file.seek(0)
+        left = end
+        while left > 0:
+            data = file.read(min(left, BLOCK))
+            if not data:
+                raise EOFError(f"the file ended at {end - left}, before {end}")
+            hasher.update(data)
+            left -= len(data)
+        return
+    buf = bytearray(BLOCK)
+    with memoryview(buf) as view:
+        for offset, length, is_hole in regions(fd, 0, end):
+            if is_hole:
+                _hash_zeros(hasher, length)
+                continue
+            while length > 0:
+                got = os.preadv(fd, [view[: min(length, BLOCK)]], offset)
+                if got == 0:
+                    raise EOFError(f"the file ended at {offset}, before {end}")
+                hasher.update(view[:got])
+                offset += got
+                length -= got
+
+
+async def hash_prefix(hasher: Hasher, file: IO[bytes], end: int) -> None:
+    """Feeds the file's first `end` bytes to the hasher (holes as zeros), in a thread when
+    that is not tiny. A file object without a descriptor is read from 0 and left at `end`."""
+    if end > IN_THREAD:
+        await asyncio.to_thread(_hash_prefix, hasher, file, end)
+    else:
+        _hash_prefix(hasher, file, end)
+
+
+async def sync(fd: int, written: int) -> None:
+    """fsync, in a thread when `written` bytes may be waiting for the disk."""
+    if written > IN_THREAD:
+        await asyncio.to_thread(os.fsync, fd)
+    else:
+        os.fsync(fd)
 
 
 async def receive_to_file(
@@ -132,7 +220,7 @@ async def receive_to_file(
                 pos += chunk.length
                 holes += chunk.length
                 if hasher is not None:
-                    _hash_zeros(hasher, chunk.length)
+                    await hash_zeros(hasher, chunk.length)
                 continue
             written = 0
             while written < len(chunk):
@@ -151,7 +239,7 @@ async def receive_to_file(
             holes += chunk.length
             total += chunk.length
             if hasher is not None:
-                _hash_zeros(hasher, chunk.length)
+                await hash_zeros(hasher, chunk.length)
             if seekable:
                 file.seek(chunk.length, os.SEEK_CUR)
             else:

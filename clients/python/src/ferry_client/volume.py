@@ -7,14 +7,15 @@ import builtins
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Callable
 
 from . import frame as fr
 from .connection import Connection, Direction, EventCall, Stream
 from .errors import FailedPreconditionError, Layer, Side
 from .pb import events_pb2
 from .pb import volume_pb2 as pb
-from .sparse import Hasher, receive_to_file, send_file
+from .sparse import Hasher, hash_prefix, receive_to_file, send_file
+from .sparse import sync as sync_file
 
 CREATE, LIST, INFO, DELETE, UPLOAD, UPLOAD_STATUS, DOWNLOAD, MIGRATE, COPY, LIST_CLUSTER = range(1, 11)
 PROGRESS = 100
@@ -30,11 +31,17 @@ def _blake3() -> Any:
     return blake3
 
 
-def file_checksum(path: str | os.PathLike[str]) -> bytes:
-    """BLAKE3 of a file (needs the `blake3` package: `pip install ferry-client[blake3]`)."""
+def _needs_blake3(what: str) -> Any:
     module = _blake3()
     if module is None:
-        raise RuntimeError("checksums need the blake3 package (pip install ferry-client[blake3])")
+        raise RuntimeError(f"{what} needs the blake3 package (pip install ferry-client[blake3])")
+    return module
+
+
+def file_checksum(path: str | os.PathLike[str]) -> bytes:
+    """BLAKE3 of a file (needs the `blake3` package: `pip install ferry-client[blake3]`): what
+    to pass as `upload(checksum=...)` when the caller wants it announced up front."""
+    module = _needs_blake3("file_checksum")
     hasher = module.blake3(max_threads=module.blake3.AUTO)
     hasher.update_mmap(os.fspath(path))
     return bytes(hasher.digest())
@@ -86,7 +93,9 @@ class VolumeClient:
     # -- streams --------------------------------------------------------------------------
 
     def open_upload(self, request: pb.UploadRequest) -> Stream[pb.UploadReply]:
-        """The raw UPLOAD stream: send data and holes, then `finish()` for the commit."""
+        """The raw UPLOAD stream: send data and holes, then `finish()` for the commit, or
+        `finish(pb.UploadFinish(checksum=...))` to vouch for the BLAKE3 of the whole content
+        (the node commits only if it matches: FailedPreconditionError otherwise)."""
         return self.conn.stream(fr.VOLUME, 1, UPLOAD, request, pb.UploadReply, Direction.UPLOAD)
 
     def open_download(self, request: pb.DownloadRequest) -> Stream[pb.DownloadReply]:
@@ -108,11 +117,16 @@ class VolumeClient:
     ) -> pb.UploadReply:
         """Uploads a file (a path or a binary file object) into volume `name`; holes stay holes.
 
-        The node commits only what matches the announced size and BLAKE3: `checksum`, or the
-        file's own when `verify` (default: when the blake3 package is installed and `source`
-        is a path or a regular file). With `resume`, continues the partial upload of `name`
-        from the offset the node has (UPLOAD_STATUS; a refusal "in progress" right after a
-        lost connection is retried for up to 5 s). Returns the node's commit confirmation."""
+        The node commits only what has the size announced (`size`, default: a regular file's)
+        and the BLAKE3 vouched for. With `verify` (default: when the blake3 package is
+        installed and no `checksum` is given), the content is hashed while it is read and
+        sent, in one pass, and its checksum goes in the finish (an `UploadFinish` trailer,
+        PROTOCOL.md 7.6). A `checksum` the caller knows up front is announced in the request
+        instead (`expected_checksum`; with `verify=True` as well, the two must agree).
+        With `resume`, continues the partial upload of `name` from the offset the node has
+        (UPLOAD_STATUS; a refusal "in progress" right after a lost connection is retried for
+        up to 5 s), hashing the part the node has first. Returns the node's commit
+        confirmation; FailedPreconditionError if the content is not what was vouched for."""
         if isinstance(source, (str, os.PathLike)):
             with open(source, "rb") as opened:
                 return await self.upload(
@@ -127,11 +141,15 @@ class VolumeClient:
                 size = os.fstat(fd).st_size
         except (AttributeError, OSError, ValueError):
             fd = None
-        if checksum is None and verify is not False and fd is not None:
-            if verify or _blake3() is not None:
-                checksum = file_checksum(f"/proc/self/fd/{fd}")
+        module = _needs_blake3("verify") if verify else _blake3()
+        hashing = module is not None and (verify or (verify is None and checksum is None))
+        new_hasher: Callable[[], Hasher] | None = module.blake3 if hashing else None
         if not resume:
-            return await self._upload_from(file, fd, name, 0, size, checksum, overwrite, replicas, False, sparse)
+            hasher = new_hasher() if new_hasher is not None else None
+            return await self._upload_from(
+                file, fd, name, 0, size, checksum, hasher, overwrite, replicas, False, sparse
+            )
+        prefix: tuple[int, Hasher] | None = None  # the hash of what the node has, kept for retries
         for attempt in range(50):
             status = await self.upload_status(name)
             if not status.exists:
@@ -139,9 +157,16 @@ class VolumeClient:
                     f"the node has no partial upload of {name!r} to resume",
                     side=Side.CLIENT, layer=Layer.APPLICATION,
                 )
+            hasher = None
+            if new_hasher is not None:
+                if prefix is None or prefix[0] != status.offset:
+                    prefix = (status.offset, new_hasher())
+                    await hash_prefix(prefix[1], file, status.offset)
+                hasher = prefix[1].copy()
             try:
                 return await self._upload_from(
-                    file, fd, name, status.offset, size, checksum, overwrite, replicas, True, sparse
+                    file, fd, name, status.offset, size, checksum, hasher, overwrite, replicas,
+                    True, sparse,
                 )
             except FailedPreconditionError as error:
                 if "in progress" not in error.message or attempt == 49:
@@ -161,11 +186,13 @@ class VolumeClient:
         start: int,
         size: int | None,
         checksum: bytes | None,
+        hasher: Hasher | None,
         overwrite: bool,
         replicas: int,
         resume: bool,
         sparse: bool,
     ) -> pb.UploadReply:
+        """One UPLOAD from `start`; `hasher` has been fed the content before `start`."""
         request = pb.UploadRequest(
             name=name,
             expected_checksum=checksum or b"",
@@ -179,8 +206,9 @@ class VolumeClient:
             file.seek(start)
         stream = self.open_upload(request)
         async with stream:
-            await send_file(stream, file, start, size, sparse=sparse)
-            return await stream.finish()
+            await send_file(stream, file, start, size, sparse=sparse, hasher=hasher)
+            trailer = None if hasher is None else pb.UploadFinish(checksum=bytes(hasher.digest()))
+            return await stream.finish(trailer)
 
     async def download(
         self,
@@ -218,18 +246,16 @@ class VolumeClient:
     async def _download_into(
         self, name: str, file: IO[bytes], offset: int, length: int, verify: bool | None, sync: bool
     ) -> pb.DownloadReply:
-        module = _blake3()
-        if verify and module is None:
-            raise RuntimeError("verify needs the blake3 package (pip install ferry-client[blake3])")
+        module = _needs_blake3("verify") if verify else _blake3()
         hasher: Hasher | None = module.blake3() if module is not None and verify is not False else None
         stream = self.open_download(pb.DownloadRequest(name=name, offset=offset, length=length))
         async with stream:
-            await receive_to_file(stream, file, hasher)
+            received, holes = await receive_to_file(stream, file, hasher)
             file.flush()
             if sync:
-                os.fsync(file.fileno())
+                await sync_file(file.fileno(), received - holes)
             reply = await stream.result()
-        if hasher is not None and reply.checksum and bytes(hasher.digest()) != reply.checksum:  # type: ignore[attr-defined]
+        if hasher is not None and reply.checksum and bytes(hasher.digest()) != reply.checksum:
             raise ChecksumMismatch(
                 f"volume {name!r}: the bytes received do not hash to the node's BLAKE3",
                 side=Side.CLIENT, layer=Layer.APPLICATION,

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x66\x65rry/volume/v1/volume.proto\x12\x0f\x66\x65rry.volume.v1\"z\n\x06Volume\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x11\n\tallocated\x18\x03 \x01(\x04\x12\x10\n\x08\x63hecksum\x18\x04 \x01(\x0c\x12\x16\n\x0e\x63reated_millis\x18\x05 \x01(\x03\x12\x17\n\x0fmodified_millis\x18\x06 \x01(\x03\"+\n\rCreateRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\"\r\n\x0bListRequest\"5\n\tListReply\x12(\n\x07volumes\x18\x01 \x03(\x0b\x32\x17.ferry.volume.v1.Volume\"\x1b\n\x0bInfoRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x1d\n\rDeleteRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\r\n\x0b\x44\x65leteReply\"\xac\x01\n\rUploadRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1a\n\rexpected_size\x18\x02 \x01(\x04H\x00\x88\x01\x01\x12\x19\n\x11\x65xpected_checksum\x18\x03 \x01(\x0c\x12\x11\n\toverwrite\x18\x04 \x01(\x08\x12\x0e\n\x06resume\x18\x05 \x01(\x08\x12\x10\n\x08replicas\x18\x06 \x01(\r\x12\x0f\n\x07replica\x18\x07 \x01(\x08\x42\x10\n\x0e_expected_size\"\x8c\x01\n\x0bUploadReply\x12\'\n\x06volume\x18\x01 \x01(\x0b\x32\x17.ferry.volume.v1.Volume\x12\x14\n\x0cresumed_from\x18\x02 \x01(\x04\x12\x12\n\nhole_bytes\x18\x03 \x01(\x04\x12*\n\x08replicas\x18\x04 \x03(\x0b\x32\x18.ferry.volume.v1.Replica\"@\n\x07Replica\x12\x0c\n\x04peer\x18\x01 \x01(\t\x12\'\n\x06volume\x18\x02 \x01(\x0b\x32\x17.ferry.volume.v1.Volume\"#\n\x13UploadStatusRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x94\x01\n\x11UploadStatusReply\x12\x0e\n\x06\x65xists\x18\x01 \x01(\x08\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x1a\n\rexpected_size\x18\x03 \x01(\x04H\x00\x88\x01\x01\x12\x19\n\x11\x65xpected_checksum\x18\x04 \x01(\x0c\x12\x16\n\x0eupdated_millis\x18\x05 \x01(\x03\x42\x10\n\x0e_expected_size\"?\n\x0f\x44ownloadRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0e\n\x06length\x18\x03 \x01(\x04\"D\n\rDownloadReply\x12\r\n\x05\x62ytes\x18\x01 \x01(\x04\x12\x12\n\nhole_bytes\x18\x02 \x01(\x04\x12\x10\n\x08\x63hecksum\x18\x03 \x01(\x0c\"G\n\x13PeerTransferRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07to_peer\x18\x02 \x01(\t\x12\x11\n\toverwrite\x18\x03 \x01(\x08\"r\n\x11PeerTransferReply\x12\'\n\x06volume\x18\x01 \x01(\x0b\x32\x17.ferry.volume.v1.Volume\x12\x0c\n\x04peer\x18\x02 \x01(\t\x12\x12\n\nbytes_sent\x18\x03 \x01(\x04\x12\x12\n\nhole_bytes\x18\x04 \x01(\x04\"\x14\n\x12ListClusterRequest\"?\n\x10ListClusterReply\x12+\n\x05nodes\x18\x01 \x03(\x0b\x32\x1c.ferry.volume.v1.NodeVolumes\"\x87\x01\n\x0bNodeVolumes\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\r\n\x05local\x18\x03 \x01(\x08\x12\x11\n\treachable\x18\x04 \x01(\x08\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12(\n\x07volumes\x18\x06 \x03(\x0b\x32\x17.ferry.volume.v1.Volumeb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x66\x65rry/volume/v1/volume.proto\x12\x0f\x66\x65rry.volume.v1\"z\n\x06Volume\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x11\n\tallocated\x18\x03 \x01(\x04\x12\x10\n\x08\x63hecksum\x18\x04 \x01(\x0c\x12\x16\n\x0e\x63reated_millis\x18\x05 \x01(\x03\x12\x17\n\x0fmodified_millis\x18\x06 \x01(\x03\"+\n\rCreateRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\"\r\n\x0bListRequest\"5\n\tListReply\x12(\n\x07volumes\x18\x01 \x03(\x0b\x32\x17.ferry.volume.v1.Volume\"\x1b\n\x0bInfoRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x1d\n\rDeleteRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\r\n\x0b\x44\x65leteReply\"\xac\x01\n\rUploadRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1a\n\rexpected_size\x18\x02 \x01(\x04H\x00\x88\x01\x01\x12\x19\n\x11\x65xpected_checksum\x18\x03 \x01(\x0c\x12\x11\n\toverwrite\x18\x04 \x01(\x08\x12\x0e\n\x06resume\x18\x05 \x01(\x08\x12\x10\n\x08replicas\x18\x06 \x01(\r\x12\x0f\n\x07replica\x18\x07 \x01(\x08\x42\x10\n\x0e_expected_size\" \n\x0cUploadFinish\x12\x10\n\x08\x63hecksum\x18\x01 \x01(\x0c\"\x8c\x01\n\x0bUploadReply\x12\'\n\x06volume\x18\x01 \x01(\x0b\x32\x17.ferry.volume.v1.Volume\x12\x14\n\x0cresumed_from\x18\x02 \x01(\x04\x12\x12\n\nhole_bytes\x18\x03 \x01(\x04\x12*\n\x08replicas\x18\x04 \x03(\x0b\x32\x18.ferry.volume.v1.Replica\"@\n\x07Replica\x12\x0c\n\x04peer\x18\x01 \x01(\t\x12\'\n\x06volume\x18\x02 \x01(\x0b\x32\x17.ferry.volume.v1.Volume\"#\n\x13UploadStatusRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x94\x01\n\x11UploadStatusReply\x12\x0e\n\x06\x65xists\x18\x01 \x01(\x08\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x1a\n\rexpected_size\x18\x03 \x01(\x04H\x00\x88\x01\x01\x12\x19\n\x11\x65xpected_checksum\x18\x04 \x01(\x0c\x12\x16\n\x0eupdated_millis\x18\x05 \x01(\x03\x42\x10\n\x0e_expected_size\"?\n\x0f\x44ownloadRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0e\n\x06length\x18\x03 \x01(\x04\"D\n\rDownloadReply\x12\r\n\x05\x62ytes\x18\x01 \x01(\x04\x12\x12\n\nhole_bytes\x18\x02 \x01(\x04\x12\x10\n\x08\x63hecksum\x18\x03 \x01(\x0c\"G\n\x13PeerTransferRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07to_peer\x18\x02 \x01(\t\x12\x11\n\toverwrite\x18\x03 \x01(\x08\"r\n\x11PeerTransferReply\x12\'\n\x06volume\x18\x01 \x01(\x0b\x32\x17.ferry.volume.v1.Volume\x12\x0c\n\x04peer\x18\x02 \x01(\t\x12\x12\n\nbytes_sent\x18\x03 \x01(\x04\x12\x12\n\nhole_bytes\x18\x04 \x01(\x04\"\x14\n\x12ListClusterRequest\"?\n\x10ListClusterReply\x12+\n\x05nodes\x18\x01 \x03(\x0b\x32\x1c.ferry.volume.v1.NodeVolumes\"\x87\x01\n\x0bNodeVolumes\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\r\n\x05local\x18\x03 \x01(\x08\x12\x11\n\treachable\x18\x04 \x01(\x08\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12(\n\x07volumes\x18\x06 \x03(\x0b\x32\x17.ferry.volume.v1.Volumeb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,26 +47,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DELETEREPLY']._serialized_end=361
   _globals['_UPLOADREQUEST']._serialized_start=364
   _globals['_UPLOADREQUEST']._serialized_end=536
-  _globals['_UPLOADREPLY']._serialized_start=539
-  _globals['_UPLOADREPLY']._serialized_end=679
-  _globals['_REPLICA']._serialized_start=681
-  _globals['_REPLICA']._serialized_end=745
-  _globals['_UPLOADSTATUSREQUEST']._serialized_start=747
-  _globals['_UPLOADSTATUSREQUEST']._serialized_end=782
-  _globals['_UPLOADSTATUSREPLY']._serialized_start=785
-  _globals['_UPLOADSTATUSREPLY']._serialized_end=933
-  _globals['_DOWNLOADREQUEST']._serialized_start=935
-  _globals['_DOWNLOADREQUEST']._serialized_end=998
-  _globals['_DOWNLOADREPLY']._serialized_start=1000
-  _globals['_DOWNLOADREPLY']._serialized_end=1068
-  _globals['_PEERTRANSFERREQUEST']._serialized_start=1070
-  _globals['_PEERTRANSFERREQUEST']._serialized_end=1141
-  _globals['_PEERTRANSFERREPLY']._serialized_start=1143
-  _globals['_PEERTRANSFERREPLY']._serialized_end=1257
-  _globals['_LISTCLUSTERREQUEST']._serialized_start=1259
-  _globals['_LISTCLUSTERREQUEST']._serialized_end=1279
-  _globals['_LISTCLUSTERREPLY']._serialized_start=1281
-  _globals['_LISTCLUSTERREPLY']._serialized_end=1344
-  _globals['_NODEVOLUMES']._serialized_start=1347
-  _globals['_NODEVOLUMES']._serialized_end=1482
+  _globals['_UPLOADFINISH']._serialized_start=538
+  _globals['_UPLOADFINISH']._serialized_end=570
+  _globals['_UPLOADREPLY']._serialized_start=573
+  _globals['_UPLOADREPLY']._serialized_end=713
+  _globals['_REPLICA']._serialized_start=715
+  _globals['_REPLICA']._serialized_end=779
+  _globals['_UPLOADSTATUSREQUEST']._serialized_start=781
+  _globals['_UPLOADSTATUSREQUEST']._serialized_end=816
+  _globals['_UPLOADSTATUSREPLY']._serialized_start=819
+  _globals['_UPLOADSTATUSREPLY']._serialized_end=967
+  _globals['_DOWNLOADREQUEST']._serialized_start=969
+  _globals['_DOWNLOADREQUEST']._serialized_end=1032
+  _globals['_DOWNLOADREPLY']._serialized_start=1034
+  _globals['_DOWNLOADREPLY']._serialized_end=1102
+  _globals['_PEERTRANSFERREQUEST']._serialized_start=1104
+  _globals['_PEERTRANSFERREQUEST']._serialized_end=1175
+  _globals['_PEERTRANSFERREPLY']._serialized_start=1177
+  _globals['_PEERTRANSFERREPLY']._serialized_end=1291
+  _globals['_LISTCLUSTERREQUEST']._serialized_start=1293
+  _globals['_LISTCLUSTERREQUEST']._serialized_end=1313
+  _globals['_LISTCLUSTERREPLY']._serialized_start=1315
+  _globals['_LISTCLUSTERREPLY']._serialized_end=1378
+  _globals['_NODEVOLUMES']._serialized_start=1381
+  _globals['_NODEVOLUMES']._serialized_end=1516
 # @@protoc_insertion_point(module_scope)

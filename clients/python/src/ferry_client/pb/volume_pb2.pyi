@@ -242,6 +242,34 @@ class UploadRequest(_message.Message):
 Global___UploadRequest: _TypeAlias = UploadRequest  # noqa: Y015
 
 @_typing.final
+class UploadFinish(_message.Message):
+    """The trailer of an upload's finish (the client's STREAM/OK payload, PROTOCOL.md section 7.6),
+    optional: what the client vouches for once all its data is out, so it can hash while it
+    sends instead of reading the file twice. An empty finish payload is an empty UploadFinish.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHECKSUM_FIELD_NUMBER: _builtins.int
+    checksum: _builtins.bytes
+    """32 bytes of BLAKE3 of the whole content (from offset 0, holes as zeros, also when
+    resuming): the commit fails with FAILED_PRECONDITION if the content differs, or if the
+    UploadRequest announced another expected_checksum; nothing becomes visible.
+    """
+    def __init__(
+        self,
+        *,
+        checksum: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checksum", b"checksum"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UploadFinish: _TypeAlias = UploadFinish  # noqa: Y015
+
+@_typing.final
 class UploadReply(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
