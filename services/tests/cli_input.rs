@@ -345,3 +345,34 @@ fn units_file_modes_and_interrupts_follow_unix_conventions() {
         Some(130)
     );
 }
+
+/// A reader that went away (`ferry vol list | head -c0`, `ferry events | head -1`): ferry stops
+/// quietly with 141, as a tool ended by SIGPIPE would, instead of panicking on EPIPE.
+#[test]
+fn a_closed_stdout_ends_ferry_quietly() {
+    let node = Setup::new();
+    for args in [
+        &["vol", "list"][..],
+        &["--json", "vol", "list"],
+        &["--json", "events"],
+    ] {
+        let mut fds = [0; 2];
+        // SAFETY: a fresh pipe; its read end is closed at once, so every write fails EPIPE.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        unsafe { libc::close(fds[0]) };
+        // SAFETY: fds[1] is ours, handed over to Stdio exactly once.
+        let stdout =
+            unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fds[1]) };
+        let output = Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(["-c", &node.uri()])
+            .args(args)
+            .env("RUST_BACKTRACE", "1")
+            .stdout(std::process::Stdio::from(stdout))
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(141), "{args:?}: {stderr}");
+        assert!(stderr.is_empty(), "{args:?}: {stderr}");
+    }
+}
