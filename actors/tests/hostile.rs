@@ -794,7 +794,9 @@ fn downloads_that_never_read(ctx: &Ctx) -> LocalBoxFuture<'_, ()> {
             queued <= 2 * limit,
             "{queued} bytes queued for two connections that never read"
         );
-        assert!(ctx.counters.send_queue_stalls.get() >= 2);
+        // Each connection's credited downloads then stall on its full queue: once they have
+        // their next frame ready, which on a loaded machine can come after the queue filled.
+        common::count_reaches(&ctx.counters.send_queue_stalls, 2, "send-queue stalls").await;
         // The server buffers nothing for them, and its memory stays bounded.
         ctx.assert_buffered_at_most(0, "downloads that never read");
         let grown = resident_bytes().saturating_sub(rss);

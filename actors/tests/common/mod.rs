@@ -142,6 +142,20 @@ pub async fn send(stream: &mut TcpStream, bytes: &[u8]) {
 pub const PROMPTLY: Duration = Duration::from_secs(10);
 
 /// Waits (boundedly) until a gauge reads `value`: the event a test is waiting for, not a sleep.
+/// Waits (bounded by [`PROMPTLY`]) until a plain counter, which cannot be watched like a gauge,
+/// reaches `value`: it is read every millisecond.
+pub async fn count_reaches(counter: &ferry_actors::metrics::Counter, value: u64, what: &str) {
+    let deadline = tokio::time::Instant::now() + PROMPTLY;
+    while counter.get() < value {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: the counter stayed at {} instead of reaching {value}",
+            counter.get()
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 pub async fn reach(gauge: &ferry_actors::metrics::Gauge, value: u64) {
     tokio::time::timeout(PROMPTLY, gauge.wait_for(|n| *n == value))
         .await
