@@ -106,6 +106,7 @@ async def test_calls_open_at_close_fail_with_connection_lost(node: Node) -> None
 
 async def test_admin_disconnect_sends_goaway_aborted(node: Node) -> None:
     victim = await node.connect()
+    assert await TestClient(victim).echo(b"here") == b"here"  # the node has accepted it
     admin_conn = await node.connect()
     admin = AdminClient(admin_conn)
     clients = await admin.clients()

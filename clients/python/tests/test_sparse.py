@@ -9,7 +9,7 @@ from pathlib import Path
 import blake3
 import pytest
 
-from ferry_client import sparse
+from ferry_client import Chunk, Hole, sparse
 
 MiB = 1 << 20
 
@@ -56,3 +56,21 @@ async def test_hash_zeros(length: int) -> None:
     hasher = blake3.blake3()
     await sparse.hash_zeros(hasher, length)
     assert hasher.digest() == blake3.blake3(bytes(length)).digest()
+
+
+def test_write_batch_of_many_small_chunks_and_holes(tmp_path: Path) -> None:
+    chunks: list[Chunk] = []
+    content = bytearray(b"\0" * 10)
+    for i in range(3000):  # more pieces than one pwritev takes (IOV_MAX)
+        piece = bytes([i % 251 + 1]) * (i % 3 + 1)
+        chunks.append(piece)
+        content += piece
+        if i % 700 == 0:
+            chunks.append(Hole(5000))
+            content += bytes(5000)
+    hasher = blake3.blake3()
+    with open(tmp_path / "out", "wb") as f:
+        f.truncate(len(content))
+        sparse._write_batch(f.fileno(), 10, chunks, hasher)
+    assert (tmp_path / "out").read_bytes() == bytes(content)
+    assert hasher.digest() == blake3.blake3(bytes(content[10:])).digest()

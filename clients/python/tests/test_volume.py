@@ -278,6 +278,27 @@ async def test_an_upload_cut_by_a_lost_connection_resumes(node: Node, tmp_path: 
     await again.aclose()
 
 
+async def test_cancelling_a_download_leaves_no_file(conn: Connection, tmp_path: Path) -> None:
+    src = tmp_path / "big"
+    src.write_bytes(os.urandom(64 * MiB))
+    volumes = VolumeClient(conn)
+    await volumes.upload("big", src)
+    rec = record(conn)
+    task = asyncio.create_task(volumes.download("big", tmp_path / "out"))
+    # Cancelled once the thread that writes is at work (past the first 4 MiB).
+    await rec.wait_for("rx", lambda f: sum(len(g.payload) for g in rec.find(
+        "rx", lambda g: g.header.type == T.STREAM)) > 8 * MiB)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*"))
+    async with asyncio.timeout(WAIT):
+        while conn.open_serials:
+            await asyncio.sleep(0.01)
+    await volumes.download("big", tmp_path / "out")
+    assert (tmp_path / "out").read_bytes() == src.read_bytes()
+
+
 async def test_resume_without_a_partial_upload_is_refused(conn: Connection, tmp_path: Path) -> None:
     src = tmp_path / "f"
     src.write_bytes(b"x")

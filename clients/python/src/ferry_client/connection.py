@@ -1118,6 +1118,26 @@ class Stream(Generic[R]):
             call.abort(ErrorCode.CANCELLED, "the client cancelled the stream")
             raise
 
+    async def recv_many(self, limit: int = 4 * 1024 * 1024) -> list[Chunk]:
+        """The chunks that have arrived, waiting for the first: at least one, then as many as
+        are buffered, up to about `limit` bytes of data; an empty list once the server
+        finished its data. Raises like `recv`."""
+        first = await self.recv()
+        if first is None:
+            return []
+        chunks = [first]
+        size = 0 if isinstance(first, Hole) else len(first)
+        call = self._call
+        while call.in_chunks and size < limit and call.in_error is None:
+            chunk = call.in_chunks.popleft()
+            if isinstance(chunk, Hole):
+                self._grant(fr.HOLE_FRAME_SIZE)
+            else:
+                self._grant(fr.HEADER_SIZE + len(chunk))
+                size += len(chunk)
+            chunks.append(chunk)
+        return chunks
+
     def __aiter__(self) -> AsyncIterator[Chunk]:
         return self._chunks()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import errno
 import io
 import os
@@ -10,7 +11,7 @@ import stat
 from typing import IO, Any, Iterator, Protocol
 
 from . import frame as fr
-from .connection import Hole, Stream
+from .connection import Chunk, Hole, Stream
 
 ZEROS = bytes(1024 * 1024)
 BLOCK = 1024 * 1024
@@ -202,6 +203,85 @@ async def sync(fd: int, written: int) -> None:
         os.fsync(fd)
 
 
+_IOV_MAX = 1024
+
+
+def _write_batch(fd: int, pos: int, chunks: list[Chunk], hasher: Hasher | None) -> None:
+    """Writes chunks (data and holes, in order) at `pos`, holes skipped; feeds the hasher
+    (holes as zeros)."""
+    run: list[bytes] = []
+    run_at = pos
+
+    def flush() -> None:
+        views = [memoryview(c) for c in run]
+        at = run_at
+        while views:
+            n = os.pwritev(fd, views[:_IOV_MAX], at)
+            at += n
+            while views and n >= len(views[0]):
+                n -= len(views[0])
+                views.pop(0)
+            if n:
+                views[0] = views[0][n:]
+        run.clear()
+
+    for chunk in chunks:
+        if isinstance(chunk, Hole):
+            if run:
+                flush()
+            pos += chunk.length
+            run_at = pos
+            if hasher is not None:
+                _hash_zeros(hasher, chunk.length)
+            continue
+        run.append(chunk)
+        pos += len(chunk)
+        if hasher is not None:
+            hasher.update(chunk)
+    if run:
+        flush()
+
+
+async def _receive_at(
+    stream: Stream[Any], fd: int, pos: int, hasher: Hasher | None
+) -> tuple[int, int]:
+    """The stream written from `pos`. After its first IN_THREAD bytes, a thread writes and
+    hashes each batch of chunks while the next arrives, so the event loop never waits for
+    the disk. Returns (the end position, hole bytes)."""
+    job: concurrent.futures.Future[None] | None = None
+    holes = 0
+    inline_until = pos + IN_THREAD
+    try:
+        while chunks := await stream.recv_many():
+            if job is not None:
+                await asyncio.wrap_future(job)
+                job = None
+            at = pos
+            for chunk in chunks:
+                if isinstance(chunk, Hole):
+                    pos += chunk.length
+                    holes += chunk.length
+                else:
+                    pos += len(chunk)
+            if pos <= inline_until:
+                _write_batch(fd, at, chunks, hasher)
+            else:
+                job = _EXECUTOR.submit(_write_batch, fd, at, chunks, hasher)
+        if job is not None:
+            await asyncio.wrap_future(job)
+            job = None
+    finally:
+        if job is not None and not job.done():
+            # Failing or cancelled: the thread must be done with the descriptor before it
+            # is closed (a batch, bounded by the window).
+            concurrent.futures.wait([job])
+    return pos, holes
+
+
+_EXECUTOR = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="ferry-disk")
+"""Disk writes of downloads (one batch in flight per download, in order)."""
+
+
 async def receive_to_file(
     stream: Stream[Any], file: IO[bytes], hasher: Hasher | None = None
 ) -> tuple[int, int]:
@@ -215,19 +295,7 @@ async def receive_to_file(
         file.flush()
         pos = start = file.tell()
         os.ftruncate(fd, start)
-        async for chunk in stream:
-            if isinstance(chunk, Hole):
-                pos += chunk.length
-                holes += chunk.length
-                if hasher is not None:
-                    await hash_zeros(hasher, chunk.length)
-                continue
-            written = 0
-            while written < len(chunk):
-                written += os.pwrite(fd, memoryview(chunk)[written:], pos + written)
-            pos += len(chunk)
-            if hasher is not None:
-                hasher.update(chunk)
+        pos, holes = await _receive_at(stream, fd, pos, hasher)
         os.ftruncate(fd, pos)
         file.seek(pos)
         return pos - start, holes
