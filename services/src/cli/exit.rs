@@ -24,7 +24,7 @@ pub enum Exit {
     Mismatch = 8,
     /// A limit of the node was hit; retrying later may work.
     Busy = 9,
-    /// Interrupted (Ctrl-C): the transfer was aborted and the node discarded it.
+    /// Interrupted (Ctrl-C): what was stopped, and what that left, is in the message.
     Interrupted = 130,
 }
 
