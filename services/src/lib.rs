@@ -5,6 +5,7 @@
 //! uploads and sparse-aware downloads. It does no networking; [`volume`] wires it to streams.
 
 pub mod admin;
+pub mod blockhash;
 pub mod cli;
 pub mod cluster;
 pub mod config;
