@@ -210,13 +210,19 @@ impl<W: Write> TreeHash<W> {
         tree.root(|| unreachable!("a tree with a block pushed has a second one"))
     }
 
-    /// Writes the last block's hash and returns the content's BLAKE3 with the output.
-    pub fn finish(mut self) -> io::Result<([u8; 32], W)> {
+    /// Ends the content: writes the last block's hash, flushes the output and returns the
+    /// content's BLAKE3. Nothing may be hashed after this.
+    pub fn finish(&mut self) -> io::Result<[u8; 32]> {
         let root = self.root();
         if self.in_block > 0 {
             self.out.write_all(&self.current_block())?;
         }
-        Ok((root, self.out))
+        self.out.flush()?;
+        Ok(root)
+    }
+
+    pub fn into_out(self) -> W {
+        self.out
     }
 
     /// Closes the current block if it is full: more content is coming, so it is not the last.
@@ -274,7 +280,8 @@ mod tests {
                     *blake3::hash(&data).as_bytes(),
                     "len {len}, piece {piece}"
                 );
-                let (root, out) = hash.finish().unwrap();
+                let root = hash.finish().unwrap();
+                let out = hash.into_out();
                 assert_eq!(root, *blake3::hash(&data).as_bytes());
                 // The block hashes, computed one by one, merge into the same root.
                 let blocks: Vec<BlockHash> = data
@@ -298,13 +305,15 @@ mod tests {
         assert!(hash.zeros_while(3 * bs, || true).unwrap());
         let mut expected = content(1000);
         expected.resize(1000 + 3 * bs as usize, 0);
-        let (root, before) = hash.finish().unwrap();
+        let root = hash.finish().unwrap();
+        let before = hash.into_out();
         assert_eq!(root, *blake3::hash(&expected).as_bytes());
 
         expected[2 * bs as usize + 9] = 1;
         let mut hash = TreeHash::new(bs, Vec::new());
         hash.data(&expected).unwrap();
-        let (_, after) = hash.finish().unwrap();
+        hash.finish().unwrap();
+        let after = hash.into_out();
         let differing: Vec<usize> = (0..4)
             .filter(|i| before[i * 32..][..32] != after[i * 32..][..32])
             .collect();

@@ -9,6 +9,7 @@ pub mod blockhash;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod delta;
 pub mod events;
 pub mod metrics;
 pub mod node;

@@ -480,6 +480,7 @@ fn the_caller_gets_progress_on_its_call_and_dropping_the_call_cancels_the_copy()
             name: "big".into(),
             to_peer: "node2".into(),
             overwrite: false,
+            full: false,
         };
         let mut copy = Box::pin(volumes.copy(&request));
         let frame = tokio::select! {
