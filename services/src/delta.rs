@@ -141,9 +141,7 @@ impl BaseHashes {
             }
         }
         let at = ((index - self.first) * 32) as usize;
-        Ok(Some(
-            self.hashes[at..at + 32].try_into().expect("32 bytes"),
-        ))
+        Ok(Some(self.hashes[at..at + 32].try_into().expect("32 bytes")))
     }
 }
 

@@ -20,17 +20,17 @@ use futures::future::join_all;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
+use crate::blockhash::{BLOCK_SIZE, TreeHash};
 use crate::cluster::{LOCAL_NODE, PeerLink, PeerSet, ReplicaSet};
+use crate::delta::{self, BaseHashes, Block, SendError, read_blocks, send_blocks};
 use crate::events::{EventHub, now_millis};
 use crate::proto::events::{self, Event, event};
 use crate::proto::volume::{
-    BlockHashesReply, BlockHashesRequest, CreateRequest, DeleteReply, DeleteRequest, DownloadReply, DownloadRequest, InfoRequest,
-    ListClusterReply, ListClusterRequest, ListReply, ListRequest, NodeVolumes, PeerTransferReply,
-    PeerTransferRequest, Replica, UploadFinish, UploadReply, UploadRequest, UploadStatusReply,
-    UploadStatusRequest, Volume,
+    BlockHashesReply, BlockHashesRequest, CreateRequest, DeleteReply, DeleteRequest, DownloadReply,
+    DownloadRequest, InfoRequest, ListClusterReply, ListClusterRequest, ListReply, ListRequest,
+    NodeVolumes, PeerTransferReply, PeerTransferRequest, Replica, UploadFinish, UploadReply,
+    UploadRequest, UploadStatusReply, UploadStatusRequest, Volume,
 };
-use crate::blockhash::{BLOCK_SIZE, TreeHash};
-use crate::delta::{self, BaseHashes, Block, SendError, read_blocks, send_blocks};
 use crate::store::{
     BlockHashes, Download, MAX_PAGE, StoreError, Upload, UploadOptions, VolumeInfo, VolumeStore,
 };
@@ -813,7 +813,8 @@ impl VolumeHandler for VolumeService {
                 reply.hashes = page.hashes.into();
             }
             BlockHashes::Missing => {
-                reply.unavailable = "this version has no block hashes (made by CREATE or an older node)".into();
+                reply.unavailable =
+                    "this version has no block hashes (made by CREATE or an older node)".into();
             }
             BlockHashes::Unusable(why) => {
                 warn!(name = %request.name, %why, "stored block hashes are unusable; deltas against this version send it in full");
@@ -873,7 +874,14 @@ impl VolumeService {
         // Until every byte is sent, cancelling the call drops this future, and with it the
         // stream to the peer: the peer discards what it received, this node changed nothing.
         let streamed = self
-            .stream_to_peer(request, file, &source, delta, context.memory.clone(), &mut progress)
+            .stream_to_peer(
+                request,
+                file,
+                &source,
+                delta,
+                context.memory.clone(),
+                &mut progress,
+            )
             .await;
         let (stream, link, sent) = match streamed {
             Ok(streamed) => streamed,
@@ -963,7 +971,10 @@ impl VolumeService {
                     "volume {:?} reads as blake3 {} but was committed as {}: its data is damaged on this node",
                     request.name,
                     hex::encode(checksum),
-                    checksum_bytes(source.checksum).iter().map(|b| format!("{b:02x}")).collect::<String>()
+                    checksum_bytes(source.checksum)
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect::<String>()
                 ),
             ));
         }

@@ -628,7 +628,10 @@ fn a_non_resumable_upload_is_never_kept_not_even_by_a_crash() {
         Err(err @ StoreError::NotResumable { .. }) if err.code() == ErrorCode::FailedPrecondition
     ));
     assert_eq!(store.expire_partials().unwrap(), 1);
-    assert_eq!(files_in(&partial), ["client.json", "client.part"]);
+    assert_eq!(
+        files_in(&partial),
+        ["client.blocks", "client.json", "client.part"]
+    );
     store.resume_upload("client").unwrap().commit().unwrap();
 }
 
@@ -957,7 +960,12 @@ fn crash_recovery_on_open() {
     // keep.tmp was committed by an upload, which also keeps its block hashes.
     assert_eq!(
         files_in(&meta),
-        ["keep.tmp.blocks", "keep.tmp.json", "plain.json", "published.json"]
+        [
+            "keep.tmp.blocks",
+            "keep.tmp.json",
+            "plain.json",
+            "published.json"
+        ]
     );
     assert_eq!(
         files_in(&partial),

@@ -10,9 +10,9 @@ use bytes::Bytes;
 use ferry_codec::proto::Side;
 
 use crate::error::CallError;
-use ferry_codec::proto::ErrorCode;
 use crate::stream::actor::{Abandon, Confirm, Finish, Recv, StreamActor, Trailer, Transmit};
 use crate::stream::{Chunk, ZEROS};
+use ferry_codec::proto::ErrorCode;
 
 fn lost() -> CallError {
     CallError::connection_lost(Side::Unspecified, "the stream's connection is gone")

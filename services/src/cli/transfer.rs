@@ -18,13 +18,13 @@ use tokio::sync::mpsc;
 
 use super::exit::CliError;
 use super::output::Output;
+use crate::blockhash::{BLOCK_SIZE, TreeHash};
+use crate::delta::{BaseHashes, Block, SendError, read_blocks, send_blocks};
 use crate::proto::events::{Event, event};
 use crate::proto::volume::{
     DownloadRequest, InfoRequest, PeerTransferReply, PeerTransferRequest, Replica, UploadFinish,
     UploadRequest, UploadStatusRequest, Volume,
 };
-use crate::blockhash::{BLOCK_SIZE, TreeHash};
-use crate::delta::{BaseHashes, Block, SendError, read_blocks, send_blocks};
 use crate::sparse::SparseWriter;
 use crate::volume::{PROGRESS, VolumeClient, VolumeProgram, checksum_bytes};
 
@@ -193,8 +193,9 @@ pub async fn upload(
     if plan.overwrite && plan.delta && plan.replicas <= 1 {
         match BaseHashes::fetch(volumes.clone(), &name)
             .await
-            .map_err(CliError::call(format!("asking for the block hashes of {name:?}")))?
-        {
+            .map_err(CliError::call(format!(
+                "asking for the block hashes of {name:?}"
+            )))? {
             Ok(hashes) => base = Some(hashes),
             // Nothing to build on (no such volume, no block hashes): a full upload.
             Err(_) => {}
@@ -269,7 +270,10 @@ async fn send_file(
         bar.inc(block.len);
         if kept {
             skipped += block.len;
-            bar.set_message(format!("upload ({} unchanged, skipped)", HumanBytes(skipped)));
+            bar.set_message(format!(
+                "upload ({} unchanged, skipped)",
+                HumanBytes(skipped)
+            ));
         }
     };
     let sent = send_blocks(&mut stream, &mut blocks, base.as_deref_mut(), progress)

@@ -105,7 +105,12 @@ pub(crate) fn page(
         Err(err) if err.kind() == io::ErrorKind::NotFound => {
             return Ok((volume, BlockHashes::Missing));
         }
-        Err(err) => return Err(super::StoreError::io(format!("opening {}", path.display()), err)),
+        Err(err) => {
+            return Err(super::StoreError::io(
+                format!("opening {}", path.display()),
+                err,
+            ));
+        }
     };
     let read = |what: &str| format!("reading {} ({what})", path.display());
     let unusable = |why: String| BlockHashes::Unusable(format!("{}: {why}", path.display()));
@@ -116,7 +121,9 @@ pub(crate) fn page(
         }
         return Err(super::StoreError::io(read("header"), err));
     }
-    let block_size = u64::from(u32::from_be_bytes(header[8..12].try_into().expect("4 bytes")));
+    let block_size = u64::from(u32::from_be_bytes(
+        header[8..12].try_into().expect("4 bytes"),
+    ));
     let size = u64::from_be_bytes(header[16..24].try_into().expect("8 bytes"));
     if header[..8] != MAGIC || !blockhash::valid_block_size(block_size) {
         return Ok((volume, unusable("not a block-hash file".into())));
@@ -133,7 +140,10 @@ pub(crate) fn page(
         let merged = merge(&file, total, block_size, &volume_file, volume.size)
             .context(|| read("checking its hashes"))?;
         if merged != checksum {
-            return Ok((volume, unusable("its hashes do not merge into the volume's checksum".into())));
+            return Ok((
+                volume,
+                unusable("its hashes do not merge into the volume's checksum".into()),
+            ));
         }
     }
     let first = first.min(total);
@@ -155,7 +165,13 @@ pub(crate) fn page(
 /// The BLAKE3 the `total` stored hashes stand for. A volume of one block has no parent node
 /// to merge into, so its one hash is checked against the volume's bytes instead (at most one
 /// block of them).
-fn merge(file: &File, total: u64, block_size: u64, volume: &File, size: u64) -> io::Result<[u8; 32]> {
+fn merge(
+    file: &File,
+    total: u64,
+    block_size: u64,
+    volume: &File,
+    size: u64,
+) -> io::Result<[u8; 32]> {
     let mut reader = BufReader::with_capacity(64 * 1024, file);
     io::Seek::seek(&mut reader, io::SeekFrom::Start(HEADER_LEN))?;
     let mut tree = Tree::default();

@@ -49,7 +49,11 @@ pub(crate) struct PartialMeta {
     pub resumable: bool,
     /// A delta upload's base: the checksum of the version its KEEP ranges copy from. Missing
     /// (a full upload) in files written before deltas existed.
-    #[serde(default, with = "hex_checksum", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "hex_checksum",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub base: Option<[u8; 32]>,
     /// When the upload began, unix milliseconds.
     pub created: u64,

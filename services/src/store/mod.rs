@@ -485,8 +485,8 @@ impl VolumeStore {
             .context(|| format!("syncing {}", layout.volumes.display()))?;
         let meta_path = layout.meta(name);
         let blocks = layout.blocks(name);
-        let removed_blocks = sys::remove_if_exists(&blocks)
-            .context(|| format!("deleting {}", blocks.display()))?;
+        let removed_blocks =
+            sys::remove_if_exists(&blocks).context(|| format!("deleting {}", blocks.display()))?;
         if sys::remove_if_exists(&meta_path)
             .context(|| format!("deleting {}", meta_path.display()))?
             || removed_blocks
@@ -557,7 +557,12 @@ impl VolumeStore {
     /// on, with the version they describe: what a delta against it compares. Asking for page
     /// 0 checks the whole list first (its hashes must merge into the volume's checksum), so
     /// a stale or damaged file comes back [`BlockHashes::Unusable`] rather than trusted.
-    pub fn block_hashes(&self, name: &str, first: u64, max: u64) -> Result<(VolumeInfo, BlockHashes)> {
+    pub fn block_hashes(
+        &self,
+        name: &str,
+        first: u64,
+        max: u64,
+    ) -> Result<(VolumeInfo, BlockHashes)> {
         self.validate_name(name)?;
         blocks::page(&self.inner, name, first, max)
     }

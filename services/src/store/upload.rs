@@ -260,7 +260,8 @@ impl Upload {
         let Some(base) = &self.base else {
             return Err(StoreError::BadKeep {
                 name: name.clone(),
-                reason: "a KEEP range, but the upload names no base (UploadRequest.base_checksum)".into(),
+                reason: "a KEEP range, but the upload names no base (UploadRequest.base_checksum)"
+                    .into(),
             });
         };
         let end = offset + len;
@@ -313,7 +314,9 @@ impl Upload {
             Err(err) => {
                 let _ = self.file.set_len(offset);
                 Err(StoreError::io(
-                    format!("copying {len} bytes of the base at offset {offset} into upload {name:?}"),
+                    format!(
+                        "copying {len} bytes of the base at offset {offset} into upload {name:?}"
+                    ),
                     err,
                 ))
             }
@@ -543,7 +546,10 @@ pub(crate) fn begin(inner: &Arc<Inner>, name: &str, options: UploadOptions) -> R
         Ok(blocks) => blocks,
         Err(err) => {
             let _ = remove_partial_files(layout, name);
-            return Err(StoreError::io(format!("creating {}", blocks_path.display()), err));
+            return Err(StoreError::io(
+                format!("creating {}", blocks_path.display()),
+                err,
+            ));
         }
     };
     Ok(Upload {
@@ -726,11 +732,12 @@ pub(crate) fn discard(inner: &Arc<Inner>, name: &str) -> Result<()> {
 /// Removes every file of the partial upload `name`: data first, so a crash half way leaves a
 /// JSON without data, which recovery recognises as debris.
 pub(crate) fn remove_partial_files(layout: &Layout, name: &str) -> Result<()> {
+    // The block hashes first: alone they would look like a commit's to recovery.
     for path in [
+        layout.partial_blocks(name),
         layout.part(name),
         layout.partial_json(name),
         layout.commit_record(name),
-        layout.partial_blocks(name),
     ] {
         sys::remove_if_exists(&path).context(|| format!("deleting {}", path.display()))?;
     }
