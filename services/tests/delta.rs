@@ -331,3 +331,129 @@ fn kill_9_of_the_node_or_the_client_mid_delta_leaves_the_old_version_or_the_new(
         assert_eq!(stored_checksum(&daemon, "disk"), old_sum);
     }
 }
+
+/// `ferry --json vol download NAME FILE --force` (a delta onto FILE unless `--full`).
+fn download(daemon: &Daemon, name: &str, file: &Path, more: &[&str]) -> Value {
+    let mut args = vec!["vol", "download", name, file.to_str().unwrap(), "--force"];
+    args.extend_from_slice(more);
+    run_json(daemon, &args)
+}
+
+#[test]
+fn a_delta_download_updates_a_file_to_the_volume_bit_for_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(&dir.path().join("data"), None);
+    let image = dir.path().join("image.img");
+    random_file(&image, 30 * BLOCK + 777, 4);
+    punch_hole(&image, 4 * BLOCK, 2 * BLOCK);
+    upload(&daemon, &image, "disk", &[]);
+    let local = dir.path().join("local.img");
+    download(&daemon, "disk", &local, &[]);
+    assert_eq!(content_hash(&local), content_hash(&image));
+
+    // The volume moves on in three blocks; the local copy follows with three blocks' data.
+    write_at(&image, 0, b"first block");
+    write_at(&image, 14 * BLOCK + 5, b"middle");
+    write_at(&image, 30 * BLOCK + 700, b"last, partial");
+    upload(&daemon, &image, "disk", &[]);
+    let reply = download(&daemon, "disk", &local, &[]);
+    assert_eq!(content_hash(&local), content_hash(&image));
+    assert_eq!(reply["checksum"], content_hash(&image));
+    assert_eq!(
+        reply["kept_bytes"],
+        30 * BLOCK + 777 - (2 * BLOCK + 777),
+        "{reply}"
+    );
+    assert!(reply["hash_bytes"].as_u64().unwrap() > 0, "{reply}");
+
+    // Local files that drifted: longer, shorter, a hole where the volume has data, data
+    // where it has a hole, bytes changed here and there. Each time the result is the volume.
+    type Drift = Box<dyn Fn(&Path)>;
+    let drifts: Vec<(&str, Drift)> = vec![
+        (
+            "longer",
+            Box::new(|f| write_at(f, 40 * BLOCK, b"beyond the end")),
+        ),
+        (
+            "shorter",
+            Box::new(|f| {
+                OpenOptions::new()
+                    .write(true)
+                    .open(f)
+                    .unwrap()
+                    .set_len(9 * BLOCK + 3)
+                    .unwrap()
+            }),
+        ),
+        (
+            "a hole over data",
+            Box::new(|f| punch_hole(f, 20 * BLOCK, BLOCK)),
+        ),
+        (
+            "data over a hole",
+            Box::new(|f| write_at(f, 5 * BLOCK, b"not a hole")),
+        ),
+        (
+            "scattered bytes",
+            Box::new(|f| {
+                for at in [1, 7 * BLOCK - 1, 7 * BLOCK, 29 * BLOCK + 100] {
+                    write_at(f, at, &[0xa5]);
+                }
+            }),
+        ),
+        (
+            "empty",
+            Box::new(|f| {
+                OpenOptions::new()
+                    .write(true)
+                    .open(f)
+                    .unwrap()
+                    .set_len(0)
+                    .unwrap()
+            }),
+        ),
+    ];
+    for (what, drift) in drifts {
+        drift(&local);
+        let reply = download(&daemon, "disk", &local, &[]);
+        assert_eq!(content_hash(&local), content_hash(&image), "{what}");
+        assert_eq!(reply["checksum"], content_hash(&image), "{what}");
+    }
+    // The volume's holes stay holes in the file.
+    assert!(allocated(&local) < std::fs::metadata(&local).unwrap().len());
+    // --full fetches everything.
+    let full = download(&daemon, "disk", &local, &["--full"]);
+    assert_eq!(full["kept_bytes"], 0, "{full}");
+    assert_eq!(content_hash(&local), content_hash(&image));
+
+    // Killed part way, a delta download leaves the old file whole (the new one is assembled
+    // beside it and renamed only once verified).
+    let old = dir.path().join("old.img");
+    std::fs::copy(&local, &old).unwrap();
+    let before = content_hash(&local);
+    random_file(&image, 30 * BLOCK + 777, 5);
+    upload(&daemon, &image, "disk", &[]);
+    for delay_ms in [3u64, 30, 90] {
+        let mut child = ferry(&daemon)
+            .args([
+                "vol",
+                "download",
+                "disk",
+                local.to_str().unwrap(),
+                "--force",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+        let now = content_hash(&local);
+        assert!(
+            now == before || now == content_hash(&image),
+            "a mixed file after {delay_ms} ms"
+        );
+        std::fs::copy(&old, &local).unwrap();
+    }
+}

@@ -6,6 +6,7 @@
 
 mod exit;
 mod output;
+mod patch;
 mod transfer;
 mod uri;
 
@@ -164,9 +165,13 @@ pub enum Vol {
         name: String,
         /// Destination file [default: the volume's name in the current directory].
         file: Option<PathBuf>,
-        /// Replace the destination file if it exists.
+        /// Replace the destination file if it exists (by default fetching only the blocks
+        /// that differ from it, assembled beside it and renamed over it once verified).
         #[arg(long)]
         force: bool,
+        /// With --force, download every block instead of only those that differ.
+        #[arg(long)]
+        full: bool,
         /// First byte to download.
         #[arg(long, default_value_t = 0)]
         offset: u64,
@@ -441,6 +446,7 @@ async fn vol(client: &Client, command: Vol, output: &Output) -> Result<(), CliEr
             name,
             file,
             force,
+            full,
             offset,
             length,
         } => {
@@ -456,6 +462,7 @@ async fn vol(client: &Client, command: Vol, output: &Output) -> Result<(), CliEr
                 force,
                 offset,
                 length,
+                delta: !full,
             };
             let report = interruptible(
                 client,

@@ -338,6 +338,8 @@ impl Output {
                 "file": r.file.display().to_string(),
                 "bytes": r.bytes,
                 "hole_bytes": r.hole_bytes,
+                "kept_bytes": r.kept_bytes,
+                "hash_bytes": r.hash_bytes,
                 "checksum": hex::encode(&r.checksum),
                 "seconds": r.took.as_secs_f64(),
             });
@@ -350,11 +352,12 @@ impl Output {
         }
         let rate = r.bytes as f64 / r.took.as_secs_f64().max(1e-9);
         let line = format!(
-            "downloaded {}: {} in {:.1} s ({}/s), blake3 {}",
+            "downloaded {}: {} in {:.1} s ({}/s){}, blake3 {}",
             r.file.display(),
             HumanBytes(r.bytes),
             r.took.as_secs_f64(),
             HumanBytes(rate as u64),
+            skipped(r.kept_bytes, r.hash_bytes),
             hex::encode(&r.checksum)
         );
         if to_stdout {

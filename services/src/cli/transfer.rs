@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 
 use super::exit::CliError;
 use super::output::Output;
+use super::patch;
 use crate::blockhash::{BLOCK_SIZE, TreeHash};
 use crate::delta::{BaseHashes, Block, SendError, read_blocks, send_blocks};
 use crate::proto::events::{Event, event};
@@ -64,12 +65,17 @@ pub struct DownloadPlan {
     pub force: bool,
     pub offset: u64,
     pub length: Option<u64>,
+    /// Onto an existing file (`force`), fetch only the blocks that differ.
+    pub delta: bool,
 }
 
 pub struct DownloadReport {
     pub file: PathBuf,
     pub bytes: u64,
     pub hole_bytes: u64,
+    /// Bytes taken from the existing file (a delta download).
+    pub kept_bytes: u64,
+    pub hash_bytes: u64,
     pub checksum: Vec<u8>,
     pub took: Duration,
 }
@@ -189,17 +195,15 @@ pub async fn upload(
     }
     // A delta when the node holds a version the file may replace (unless --full): the node's
     // block hashes first, then only the blocks that differ cross.
+    // With nothing to build on (no such volume, no block hashes) the upload is a full one.
     let mut base = None;
     if plan.overwrite && plan.delta && plan.replicas <= 1 {
-        match BaseHashes::fetch(volumes.clone(), &name)
+        base = BaseHashes::fetch(volumes.clone(), &name)
             .await
             .map_err(CliError::call(format!(
                 "asking for the block hashes of {name:?}"
-            )))? {
-            Ok(hashes) => base = Some(hashes),
-            // Nothing to build on (no such volume, no block hashes): a full upload.
-            Err(_) => {}
-        }
+            )))?
+            .ok();
     }
     let attempt = send_file(&volumes, &plan, file, size, start, base.as_mut(), output).await;
     let report = match attempt {
@@ -237,7 +241,7 @@ async fn send_file(
     file: File,
     size: u64,
     start: u64,
-    mut base: Option<&mut BaseHashes>,
+    base: Option<&mut BaseHashes>,
     output: &Output,
 ) -> Result<UploadReport, CliError> {
     let path = &plan.file;
@@ -276,7 +280,7 @@ async fn send_file(
             ));
         }
     };
-    let sent = send_blocks(&mut stream, &mut blocks, base.as_deref_mut(), progress)
+    let sent = send_blocks(&mut stream, &mut blocks, base, progress)
         .await
         .map_err(|error| match error {
             SendError::Read(error) => CliError::Local {
@@ -466,17 +470,7 @@ pub async fn download(
                 plan.file.display()
             )));
         }
-        let dir = match plan.file.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let temp = tempfile::Builder::new()
-            .prefix(".ferry-download-")
-            .tempfile_in(&dir)
-            .map_err(CliError::local(format!(
-                "creating a temporary file in {}",
-                dir.display()
-            )))?;
+        let temp = temp_beside(&plan.file)?;
         Sink::File {
             temp,
             dest: plan.file.clone(),
@@ -484,6 +478,17 @@ pub async fn download(
         }
     };
     let volumes = VolumeClient::new(client.clone());
+    // Onto an existing file (with --force) of the whole volume: only the blocks that differ.
+    let whole = plan.offset == 0 && plan.length.is_none();
+    if plan.delta
+        && plan.force
+        && whole
+        && !to_stdout
+        && std::fs::metadata(&plan.file).is_ok_and(|m| m.is_file())
+        && let Some(report) = download_delta(&volumes, &plan, output).await?
+    {
+        return Ok(report);
+    }
     let context = format!("downloading volume {name:?}");
     let info = volumes
         .info(&InfoRequest { name: name.clone() })
@@ -522,25 +527,7 @@ pub async fn download(
         .map_err(local)?;
     // Commit locally first: the node hears "confirmed" only once the data is safe here.
     if let Sink::File { temp, dest, force } = sink {
-        // The temporary file is private (0600); the result gets what a new file gets here.
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(
-            temp.path(),
-            std::fs::Permissions::from_mode(0o666 & !umask()),
-        )
-        .map_err(CliError::local(format!(
-            "setting the mode of {}",
-            dest.display()
-        )))?;
-        let persisted = if force {
-            temp.persist(&dest)
-        } else {
-            temp.persist_noclobber(&dest)
-        };
-        persisted.map_err(|e| CliError::Local {
-            context: format!("saving {}", dest.display()),
-            source: e.error,
-        })?;
+        persist(temp, &dest, force)?;
     }
     let reply = stream
         .finish()
@@ -562,7 +549,94 @@ pub async fn download(
         file: plan.file,
         bytes: hash.bytes(),
         hole_bytes: hash.hole_bytes(),
+        kept_bytes: 0,
+        hash_bytes: 0,
         checksum: checksum.to_vec(),
         took: started.elapsed(),
     })
+}
+
+/// Gives a finished (synced) download its place: the mode a new file gets under the umask
+/// (the temporary file is private, 0600), then a rename onto `dest`, which replaces a file
+/// there only with `force`.
+fn persist(temp: tempfile::NamedTempFile, dest: &Path, force: bool) -> Result<(), CliError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        temp.path(),
+        std::fs::Permissions::from_mode(0o666 & !umask()),
+    )
+    .map_err(CliError::local(format!(
+        "setting the mode of {}",
+        dest.display()
+    )))?;
+    let persisted = if force {
+        temp.persist(dest)
+    } else {
+        temp.persist_noclobber(dest)
+    };
+    persisted.map(drop).map_err(|e| CliError::Local {
+        context: format!("saving {}", dest.display()),
+        source: e.error,
+    })
+}
+
+/// A temporary file beside `dest`, where a download is assembled.
+fn temp_beside(dest: &Path) -> Result<tempfile::NamedTempFile, CliError> {
+    let dir = match dest.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    tempfile::Builder::new()
+        .prefix(".ferry-download-")
+        .tempfile_in(&dir)
+        .map_err(CliError::local(format!(
+            "creating a temporary file in {}",
+            dir.display()
+        )))
+}
+
+/// A download onto an existing file as a delta: `None` when the node has no block hashes to
+/// compare, or when the assembled file did not come out as the volume (then the caller
+/// downloads in full; the old file is untouched either way).
+async fn download_delta(
+    volumes: &VolumeClient,
+    plan: &DownloadPlan,
+    output: &Output,
+) -> Result<Option<DownloadReport>, CliError> {
+    let started = Instant::now();
+    let name = &plan.name;
+    let node = match BaseHashes::fetch(volumes.clone(), name)
+        .await
+        .map_err(CliError::call(format!(
+            "asking for the block hashes of {name:?}"
+        )))? {
+        Ok(node) => node,
+        Err(_) => return Ok(None),
+    };
+    let temp = temp_beside(&plan.file)?;
+    let bar = output.bar(node.volume().size, "download");
+    let patched = match patch::patch(volumes, name, node, &plan.file, temp.as_file(), &bar).await {
+        Ok(patched) => patched,
+        Err(CliError::Mismatch(why)) => {
+            bar.finish_and_clear();
+            output.done(&format!("{why}; downloading in full"));
+            return Ok(None);
+        }
+        Err(error) => return Err(error),
+    };
+    temp.as_file().sync_all().map_err(CliError::local(format!(
+        "syncing the update of {}",
+        plan.file.display()
+    )))?;
+    persist(temp, &plan.file, true)?;
+    bar.finish_and_clear();
+    Ok(Some(DownloadReport {
+        file: plan.file.clone(),
+        bytes: patched.size,
+        hole_bytes: patched.hole_bytes,
+        kept_bytes: patched.kept_bytes,
+        hash_bytes: patched.hash_bytes,
+        checksum: patched.checksum.to_vec(),
+        took: started.elapsed(),
+    }))
 }

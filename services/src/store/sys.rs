@@ -119,38 +119,6 @@ pub(crate) fn now_millis() -> u64 {
     unix_millis(SystemTime::now())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn noreplace_rename_refuses_to_replace() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = dir.path().join("a");
-        let b = dir.path().join("b");
-        fs::write(&a, b"new").unwrap();
-        fs::write(&b, b"old").unwrap();
-        let err = rename_noreplace(&a, &b).unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
-        assert_eq!(fs::read(&b).unwrap(), b"old");
-        assert_eq!(fs::read(&a).unwrap(), b"new");
-        fs::remove_file(&b).unwrap();
-        rename_noreplace(&a, &b).unwrap();
-        assert!(!a.exists());
-        assert_eq!(fs::read(&b).unwrap(), b"new");
-    }
-
-    #[test]
-    fn temp_names() {
-        let dir = tempfile::tempdir().unwrap();
-        let (path, _file) = create_temp(dir.path(), "vol.tmp").unwrap();
-        let file_name = path.file_name().unwrap().to_str().unwrap();
-        assert!(is_temp_name(file_name), "{file_name}");
-        assert!(!is_temp_name("vol.tmp"), "a volume may be called x.tmp");
-        assert!(file_name.len() <= ".".len() + "vol.tmp".len() + 22);
-    }
-}
-
 /// Copies `len` bytes at `offset` of `from` to the same offset of `to` with
 /// `copy_file_range(2)`: inside the kernel, and on file systems with shared extents (XFS,
 /// Btrfs) without copying data at all. Falls back to reading and writing where the call is
@@ -196,4 +164,56 @@ pub(crate) fn copy_range(from: &File, to: &File, offset: u64, len: u64) -> io::R
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn noreplace_rename_refuses_to_replace() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a");
+        let b = dir.path().join("b");
+        fs::write(&a, b"new").unwrap();
+        fs::write(&b, b"old").unwrap();
+        let err = rename_noreplace(&a, &b).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(fs::read(&b).unwrap(), b"old");
+        assert_eq!(fs::read(&a).unwrap(), b"new");
+        fs::remove_file(&b).unwrap();
+        rename_noreplace(&a, &b).unwrap();
+        assert!(!a.exists());
+        assert_eq!(fs::read(&b).unwrap(), b"new");
+    }
+
+    #[test]
+    fn temp_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _file) = create_temp(dir.path(), "vol.tmp").unwrap();
+        let file_name = path.file_name().unwrap().to_str().unwrap();
+        assert!(is_temp_name(file_name), "{file_name}");
+        assert!(!is_temp_name("vol.tmp"), "a volume may be called x.tmp");
+        assert!(file_name.len() <= ".".len() + "vol.tmp".len() + 22);
+    }
+
+    #[test]
+    fn copy_range_copies_at_the_same_offset() {
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        let from = File::create_new(dir.path().join("from")).unwrap();
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        from.write_all_at(&data, 0).unwrap();
+        let to = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(dir.path().join("to"))
+            .unwrap();
+        super::copy_range(&from, &to, 1000, 2_000_000).unwrap();
+        let mut back = vec![0; 2_000_000];
+        to.read_exact_at(&mut back, 1000).unwrap();
+        assert!(back == data[1000..2_001_000]);
+        assert!(super::copy_range(&from, &to, 2_999_000, 5000).is_err(), "past the end");
+    }
 }
