@@ -333,4 +333,38 @@ mod tests {
                 .unwrap()
         );
     }
+
+    /// docs/PROTOCOL.md section 14's vector: 640 KiB of `i mod 251`, three blocks (the last
+    /// one half full), and one short volume of 1000 bytes (its only block's hash is not its
+    /// checksum: a volume of one block has no parent node).
+    #[test]
+    fn the_protocol_vector() {
+        let content: Vec<u8> = (0..655_360u64).map(|i| (i % 251) as u8).collect();
+        let hashes: Vec<String> = content
+            .chunks(BLOCK_SIZE as usize)
+            .enumerate()
+            .map(|(i, block)| hex::encode(block_hash(i as u64, BLOCK_SIZE, block)))
+            .collect();
+        assert_eq!(
+            hashes,
+            [
+                "69febc864103726f98eba5f7437ed4da193c9d6cb02d46036729c1ea9dc3ffad",
+                "fbdad66a00633e69d549ba33eea2a863640581ce5e5f58b15125cc71f674a33c",
+                "56f2caa15d35d3c27cff08bcc16d4d4acdde005eb9838bc00d14d6d925986da1",
+            ]
+        );
+        assert_eq!(
+            blake3::hash(&content).to_hex().as_str(),
+            "fea025ac9d2373f1dc409935cf4e67cfe642d41f11692b6bce8714d2090aba50"
+        );
+        let short = &content[..1000];
+        assert_eq!(
+            hex::encode(block_hash(0, BLOCK_SIZE, short)),
+            "74e7a1df3301b34a296b77dbbe3a02ed164d2710c7f34a1eb60ce08d8139cf38"
+        );
+        assert_eq!(
+            blake3::hash(short).to_hex().as_str(),
+            "b43670a52d1af24abdac5d2c3ed19ff4e62b60a618e823ad555888b1b0b91cff"
+        );
+    }
 }

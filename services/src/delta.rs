@@ -1,4 +1,4 @@
-//! Delta transfers (docs/PROTOCOL.md section 13). The source walks its content block by block,
+//! Delta transfers (docs/PROTOCOL.md section 14). The source walks its content block by block,
 //! hashing each block as it reads it ([`read_blocks`]); a block whose hash equals the one the
 //! destination reported for the version it holds ([`BaseHashes`]) goes as a KEEP range, the
 //! others as their data and holes ([`send_blocks`]). `ferry vol upload` uses it for a file

@@ -1,5 +1,5 @@
 //! A delta download: bringing an existing file up to a volume's version by fetching only the
-//! blocks that differ (docs/PROTOCOL.md section 13).
+//! blocks that differ (docs/PROTOCOL.md section 14).
 //!
 //! The file is read once, block by block, and each block's hash compared with the node's. A
 //! new file is assembled beside it: unchanged blocks are copied from the old file, each run of
