@@ -158,27 +158,29 @@ pub struct Block {
 }
 
 /// Reads `[start, end)` of `file` on a blocking thread, a few blocks ahead, as pieces ending at
-/// the block boundaries of `hash` (which must already hold `[0, start)`: a resumed upload
-/// first hashes what the destination has). The hash state comes back once all was read (its
-/// [`root`](TreeHash::root) is the content's BLAKE3).
+/// block boundaries. With `hash` (which must already hold `[0, start)`: a resumed upload first
+/// hashes what the destination has) each piece comes with its block's hash, and the hash
+/// state comes back once all was read (its [`root`](TreeHash::root) is the content's BLAKE3);
+/// without, the pieces are only read (a sender that decided from stored hashes).
 ///
 /// With `memory` (a node reading its volume for a peer), each block is charged to that
 /// budget before it is read, and its data chunks carry the charge until they are written to
 /// the socket: a peer that stops granting credit holds at most [`AHEAD`] blocks.
 pub fn read_blocks(
     file: File,
-    mut hash: TreeHash,
+    block_size: u64,
+    mut hash: Option<TreeHash>,
     start: u64,
     end: u64,
     memory: Option<MemoryBudget>,
 ) -> (
     mpsc::Receiver<io::Result<Block>>,
-    oneshot::Receiver<TreeHash>,
+    oneshot::Receiver<Option<TreeHash>>,
 ) {
+    debug_assert!(hash.as_ref().is_none_or(|h| h.block_size() == block_size));
     let (tx, rx) = mpsc::channel(AHEAD);
     let (root_tx, root) = oneshot::channel();
     tokio::task::spawn_blocking(move || {
-        let block_size = hash.block_size();
         let mut reader = SparseReader::new(file, start, end);
         let mut offset = start;
         while offset < end {
@@ -200,20 +202,23 @@ pub fn read_blocks(
             let block = (|| -> io::Result<Block> {
                 let mut chunks = Vec::new();
                 while let Some(chunk) = reader.next_chunk_before(CHUNK, stop)? {
-                    match chunk {
-                        Chunk::Data(bytes) => {
-                            hash.data(&bytes)?;
+                    match (chunk, hash.as_mut()) {
+                        (Chunk::Data(bytes), hash) => {
+                            if let Some(hash) = hash {
+                                hash.data(&bytes)?;
+                            }
                             chunks.push(Chunk::Data(match &charge {
                                 Some(charge) => memory::pin(bytes, Arc::clone(charge)),
                                 None => bytes,
                             }));
                         }
-                        hole => {
+                        (hole, Some(hash)) => {
                             if !hash.zeros_while(hole.len(), || !tx.is_closed())? {
                                 return Err(io::Error::other("the transfer ended"));
                             }
                             chunks.push(hole);
                         }
+                        (hole, None) => chunks.push(hole),
                     }
                 }
                 if reader.position() != stop {
@@ -226,7 +231,7 @@ pub fn read_blocks(
                     offset,
                     len: stop - offset,
                     chunks,
-                    hash: hash.current_block(),
+                    hash: hash.as_ref().map_or([0; 32], TreeHash::current_block),
                     index,
                 })
             })();
@@ -304,6 +309,56 @@ pub async fn send_blocks(
             .send_chunk(Chunk::Keep(keep))
             .await
             .map_err(SendError::Call)?;
+    }
+    Ok(sent)
+}
+
+/// Runs of differing blocks beyond which a sender reads everything rather than list them:
+/// the list then costs 16 bytes per run, 1 MiB at most.
+pub const MAX_RUNS: usize = 65_536;
+
+/// Sends a volume of `size` bytes whose differing blocks are known beforehand (`runs`, block
+/// indices, in order): KEEP ranges between them, each run read (only it) and sent as its data
+/// and holes. What a node does when both its own stored block hashes and the peer's say which
+/// blocks differ: the unchanged ones are never read.
+pub async fn send_runs(
+    stream: &mut ClientStream<UploadReply>,
+    file: &File,
+    size: u64,
+    block_size: u64,
+    runs: &[std::ops::Range<u64>],
+    memory: Option<MemoryBudget>,
+    mut progress: impl AsyncFnMut(u64),
+) -> Result<Sent, SendError> {
+    let mut sent = Sent::default();
+    let mut at = 0;
+    let ends = runs
+        .iter()
+        .map(|run| {
+            (
+                (run.start * block_size).min(size),
+                (run.end * block_size).min(size),
+            )
+        })
+        .chain([(size, size)]);
+    for (start, end) in ends {
+        if start > at {
+            stream
+                .send_chunk(Chunk::Keep(start - at))
+                .await
+                .map_err(SendError::Call)?;
+            sent.kept_bytes += start - at;
+            progress(start - at).await;
+        }
+        if end > start {
+            let file = file.try_clone().map_err(SendError::Read)?;
+            let (mut blocks, _) = read_blocks(file, block_size, None, start, end, memory.clone());
+            let moved = send_blocks(stream, &mut blocks, None, async |_: &Block, _| {}).await?;
+            sent.data_bytes += moved.data_bytes;
+            sent.hole_bytes += moved.hole_bytes;
+            progress(end - start).await;
+        }
+        at = end;
     }
     Ok(sent)
 }

@@ -22,7 +22,7 @@ use tracing::{info, warn};
 
 use crate::blockhash::{BLOCK_SIZE, TreeHash};
 use crate::cluster::{LOCAL_NODE, PeerLink, PeerSet, ReplicaSet};
-use crate::delta::{self, BaseHashes, Block, SendError, read_blocks, send_blocks};
+use crate::delta::{self, BaseHashes, Block, SendError, read_blocks, send_blocks, send_runs};
 use crate::events::{EventHub, now_millis};
 use crate::proto::events::{self, Event, event};
 use crate::proto::volume::{
@@ -826,6 +826,49 @@ impl VolumeHandler for VolumeService {
 }
 
 impl VolumeService {
+    /// The runs of blocks (indices, in order) whose hashes in this node's stored list for the
+    /// version `checksum` differ from the peer's: what a delta must read and send. `None` when
+    /// this node has no usable list of that version (every block is then read and hashed), or
+    /// when the runs are too many to list ([`delta::MAX_RUNS`]).
+    async fn differing_runs(
+        &self,
+        name: &str,
+        checksum: [u8; 32],
+        peer: &mut BaseHashes,
+    ) -> Result<Option<Vec<std::ops::Range<u64>>>, CallError> {
+        let mut runs: Vec<std::ops::Range<u64>> = Vec::new();
+        let mut first = 0;
+        loop {
+            let store = self.store.clone();
+            let wanted = name.to_owned();
+            let (info, page) =
+                blocking(move || store.block_hashes(&wanted, first, MAX_PAGE)).await?;
+            let BlockHashes::Available(page) = page else {
+                return Ok(None);
+            };
+            if info.checksum != Some(checksum) || page.block_size != peer.block_size() {
+                return Ok(None);
+            }
+            for (k, own) in page.hashes.chunks_exact(32).enumerate() {
+                let index = page.first + k as u64;
+                if peer.get(index).await?.as_ref().map(|h| &h[..]) == Some(own) {
+                    continue;
+                }
+                match runs.last_mut() {
+                    Some(run) if run.end == index => run.end = index + 1,
+                    _ => runs.push(index..index + 1),
+                }
+                if runs.len() > delta::MAX_RUNS {
+                    return Ok(None);
+                }
+            }
+            first = page.first + page.hashes.len() as u64 / 32;
+            if first >= page.total {
+                return Ok(Some(runs));
+            }
+        }
+    }
+
     /// MIGRATE and COPY: streams the volume into the UPLOAD of the peer (a delta when the peer
     /// holds a version it may replace), then settles. A delta the peer refuses to commit (its
     /// block hashes did not match its bytes, or its version changed meanwhile) is sent again
@@ -947,37 +990,66 @@ impl VolumeService {
         };
         let (mut stream, link) = self.peers.upload(&request.to_peer, &upload).await?;
         let block_size = base.as_ref().map_or(BLOCK_SIZE, BaseHashes::block_size);
-        let hash = TreeHash::new(block_size, std::io::sink());
-        // The peer's stream fails the next send when it ends: that drops `blocks`.
-        let (mut blocks, digest) = read_blocks(file, hash, 0, source.size, Some(memory));
-        let advance = async |block: &Block, _kept: bool| progress.advance(block.len).await;
-        let moved = send_blocks(&mut stream, &mut blocks, base.as_mut(), advance)
-            .await
-            .map_err(|error| match error {
-                SendError::Read(error) => CallError::application(
-                    ErrorCode::Internal,
-                    format!("reading volume {:?}: {error}", request.name),
-                ),
-                SendError::Call(error) => self.peers.peer_error(&link, error),
-            })?;
-        let read = digest.await.map_err(|_| {
-            CallError::application(ErrorCode::Internal, "the volume's reader stopped")
-        })?;
-        let checksum = read.root();
-        if source.checksum.is_some_and(|known| known != checksum) {
-            return Err(CallError::application(
+        let failed = |error| match error {
+            SendError::Read(error) => CallError::application(
                 ErrorCode::Internal,
-                format!(
-                    "volume {:?} reads as blake3 {} but was committed as {}: its data is damaged on this node",
-                    request.name,
-                    hex::encode(checksum),
-                    checksum_bytes(source.checksum)
-                        .iter()
-                        .map(|b| format!("{b:02x}"))
-                        .collect::<String>()
-                ),
-            ));
-        }
+                format!("reading volume {:?}: {error}", request.name),
+            ),
+            SendError::Call(error) => self.peers.peer_error(&link, error),
+        };
+        // With this node's own block hashes of the version, the blocks that differ are known
+        // before anything is read: only they are read. The peer verifies the whole content.
+        let runs = match (base.as_mut(), source.checksum) {
+            (Some(base), Some(checksum)) => self
+                .differing_runs(&request.name, checksum, base)
+                .await
+                .map_err(|error| self.peers.peer_error(&link, error))?
+                .map(|runs| (runs, checksum)),
+            _ => None,
+        };
+        let (moved, checksum) = match runs {
+            Some((runs, checksum)) => {
+                let advance = async |n: u64| progress.advance(n).await;
+                let moved = send_runs(
+                    &mut stream,
+                    &file,
+                    source.size,
+                    block_size,
+                    &runs,
+                    Some(memory),
+                    advance,
+                )
+                .await
+                .map_err(failed)?;
+                (moved, checksum)
+            }
+            None => {
+                let hash = TreeHash::new(block_size, std::io::sink());
+                // The peer's stream fails the next send when it ends: that drops `blocks`.
+                let (mut blocks, digest) =
+                    read_blocks(file, block_size, Some(hash), 0, source.size, Some(memory));
+                let advance = async |block: &Block, _kept: bool| progress.advance(block.len).await;
+                let moved = send_blocks(&mut stream, &mut blocks, base.as_mut(), advance)
+                    .await
+                    .map_err(failed)?;
+                let read = digest.await.ok().flatten().ok_or_else(|| {
+                    CallError::application(ErrorCode::Internal, "the volume's reader stopped")
+                })?;
+                let checksum = read.root();
+                if let Some(known) = source.checksum.filter(|known| *known != checksum) {
+                    return Err(CallError::application(
+                        ErrorCode::Internal,
+                        format!(
+                            "volume {:?} reads as blake3 {} but was committed as {}: its data is damaged on this node",
+                            request.name,
+                            hex::encode(checksum),
+                            hex::encode(known)
+                        ),
+                    ));
+                }
+                (moved, checksum)
+            }
+        };
         let sent = Sent {
             moved,
             hash_bytes: base.as_ref().map_or(0, BaseHashes::hash_bytes),

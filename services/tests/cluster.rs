@@ -223,7 +223,19 @@ fn copy_keeps_both_and_refuses_what_it_should() {
     );
     let missing = run(&a, &["vol", "migrate", "missing", "--to", "node2"]);
     assert_eq!(missing.status.code(), Some(4), "{}", stderr(&missing));
-    let human = run(&a, &["vol", "copy", "img", "--to", "node2", "--overwrite"]);
+    // --full: node2 already has this version, so a delta would send nothing.
+    let human = run(
+        &a,
+        &[
+            "vol",
+            "copy",
+            "img",
+            "--to",
+            "node2",
+            "--overwrite",
+            "--full",
+        ],
+    );
     assert!(human.status.success(), "{}", stderr(&human));
     assert!(
         String::from_utf8_lossy(&human.stdout).starts_with("copied img to node2: 64.00 MiB"),

@@ -48,8 +48,8 @@ pub fn deltas(opts: &Opts, results: &mut Collector, dir: &Path) {
         "[[peers]]\nname = \"node2\"\naddress = \"unix://{}\"\n",
         node2.unix().display()
     );
-    let node1 =
-        FerryNode::start(&opts.bin_dir, &dir.join("node1"), &peer, false).unwrap_or_else(|e| panic!("{e}"));
+    let node1 = FerryNode::start(&opts.bin_dir, &dir.join("node1"), &peer, false)
+        .unwrap_or_else(|e| panic!("{e}"));
     let rsync = if !opts.wants("rsync") {
         Err("not in --peers".to_owned())
     } else {
@@ -61,13 +61,41 @@ pub fn deltas(opts: &Opts, results: &mut Collector, dir: &Path) {
     let local = dir.join("local.img");
     let image_gb = size as f64 / 1e9;
     let mut add = |case: &str, peer: &str, m: &Measured, wire: Option<u64>, hashes: Option<u64>| {
-        results.add(case, peer, "throughput", "MB/s", Better::Higher, size as f64 / 1e6 / m.wall.as_secs_f64());
-        results.add(case, peer, "CPU per GB", "s/GB", Better::Lower, m.cpu.as_secs_f64() / image_gb);
+        results.add(
+            case,
+            peer,
+            "throughput",
+            "MB/s",
+            Better::Higher,
+            size as f64 / 1e6 / m.wall.as_secs_f64(),
+        );
+        results.add(
+            case,
+            peer,
+            "CPU per GB",
+            "s/GB",
+            Better::Lower,
+            m.cpu.as_secs_f64() / image_gb,
+        );
         if let Some(wire) = wire {
-            results.add(case, peer, "bytes on the wire", "% of image", Better::Lower, 100.0 * wire as f64 / size as f64);
+            results.add(
+                case,
+                peer,
+                "bytes on the wire",
+                "% of image",
+                Better::Lower,
+                100.0 * wire as f64 / size as f64,
+            );
         }
         if let Some(hashes) = hashes {
-            results.add(case, peer, "block-hash bytes", "KiB", Better::Lower, hashes as f64 / 1024.0);
+            results.add(
+                case,
+                peer,
+                "block-hash bytes",
+                "KiB",
+                Better::Lower,
+                hashes as f64 / 1024.0,
+            );
         }
     };
     let ferry_peers = ["ferry", "ferry --full"];
@@ -84,7 +112,11 @@ pub fn deltas(opts: &Opts, results: &mut Collector, dir: &Path) {
                 _ => {
                     node1.put(&old);
                     sync();
-                    node1.measure(&["vol", "upload", path(&new), VOLUME, "--overwrite"], peer != "ferry", &[])
+                    node1.measure(
+                        &["vol", "upload", path(&new), VOLUME, "--overwrite"],
+                        peer != "ferry",
+                        &[],
+                    )
                 }
             };
             let (m, wire, hashes) = measured.unwrap_or_else(|e| panic!("{e}"));
@@ -103,10 +135,18 @@ pub fn deltas(opts: &Opts, results: &mut Collector, dir: &Path) {
                     sync();
                     rsync.pull(&local)
                 }
-                _ => node1.measure(&["vol", "download", VOLUME, path(&local), "--force"], peer != "ferry", &[]),
+                _ => node1.measure(
+                    &["vol", "download", VOLUME, path(&local), "--force"],
+                    peer != "ferry",
+                    &[],
+                ),
             };
             let (m, wire, hashes) = measured.unwrap_or_else(|e| panic!("{e}"));
-            assert_eq!(hash_file(&local), new_sum, "{peer}: the downloaded file differs");
+            assert_eq!(
+                hash_file(&local),
+                new_sum,
+                "{peer}: the downloaded file differs"
+            );
             add("delta download", peer, &m, Some(wire), hashes);
         }
         // Node to node onto the old version.
@@ -134,7 +174,11 @@ pub fn deltas(opts: &Opts, results: &mut Collector, dir: &Path) {
         node2.check(&new_sum);
     }
     for case in ["delta upload", "delta download", "delta copy"] {
-        for peer in ferry_peers.iter().copied().chain(rsync.as_ref().ok().map(|_| "rsync")) {
+        for peer in ferry_peers
+            .iter()
+            .copied()
+            .chain(rsync.as_ref().ok().map(|_| "rsync"))
+        {
             results.param(case, peer, "size", size);
             results.param(case, peer, "changed blocks", changed);
             results.param(case, peer, "block", BLOCK);
@@ -142,7 +186,12 @@ pub fn deltas(opts: &Opts, results: &mut Collector, dir: &Path) {
         }
         if let Ok(rsync) = &rsync {
             results.param(case, "rsync", "version", rsync.version.as_str());
-            results.param(case, "rsync", "command", "rsync --no-whole-file --fsync --stats, daemon on 127.0.0.1");
+            results.param(
+                case,
+                "rsync",
+                "command",
+                "rsync --no-whole-file --fsync --stats, daemon on 127.0.0.1",
+            );
         }
     }
 }
@@ -155,7 +204,9 @@ fn path(p: &Path) -> &str {
 /// scattered offset in 1% of its blocks (block i when a hash of i says so). Returns how many
 /// blocks changed.
 fn write_images(old: &Path, new: &Path, size: u64) -> u64 {
-    let mut xof = blake3::Hasher::new().update(b"ferry-bench deltas").finalize_xof();
+    let mut xof = blake3::Hasher::new()
+        .update(b"ferry-bench deltas")
+        .finalize_xof();
     let mut out = std::io::BufWriter::with_capacity(1 << 20, File::create(old).expect("old.img"));
     let mut buffer = vec![0u8; 1 << 20];
     let mut left = size;
@@ -168,20 +219,27 @@ fn write_images(old: &Path, new: &Path, size: u64) -> u64 {
     out.flush().expect("writing old.img");
     drop(out);
     std::fs::copy(old, new).expect("new.img");
-    let file = std::fs::OpenOptions::new().write(true).open(new).expect("new.img");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(new)
+        .expect("new.img");
     let blocks = size.div_ceil(BLOCK);
     let mut changed = 0;
     for block in 0..blocks {
         let pick = blake3::hash(&block.to_le_bytes());
         let bytes = pick.as_bytes();
-        if u16::from_le_bytes([bytes[0], bytes[1]]) % 100 != 0 {
+        if !u16::from_le_bytes([bytes[0], bytes[1]]).is_multiple_of(100) {
             continue;
         }
         let len = (size - block * BLOCK).min(BLOCK);
-        let within = u64::from(u32::from_le_bytes([bytes[2], bytes[3], bytes[4], bytes[5]])) % len.saturating_sub(4096).max(1);
+        let within = u64::from(u32::from_le_bytes([bytes[2], bytes[3], bytes[4], bytes[5]]))
+            % len.saturating_sub(4096).max(1);
         let write = (len - within).min(4096) as usize;
-        file.write_all_at(&bytes.repeat(write / 32 + 1)[..write], block * BLOCK + within)
-            .expect("changing new.img");
+        file.write_all_at(
+            &bytes.repeat(write / 32 + 1)[..write],
+            block * BLOCK + within,
+        )
+        .expect("changing new.img");
         changed += 1;
     }
     file.sync_all().expect("syncing new.img");
@@ -272,13 +330,19 @@ impl Rsync {
     }
 
     fn push(&self, from: &Path) -> Result<(Measured, u64, Option<u64>), String> {
-        let m = run_measured(self.rsync().arg(from).arg(self.url(VOLUME)), &[self.daemon.pid()])?;
+        let m = run_measured(
+            self.rsync().arg(from).arg(self.url(VOLUME)),
+            &[self.daemon.pid()],
+        )?;
         let wire = wire_bytes(&m.stdout)?;
         Ok((m, wire, None))
     }
 
     fn pull(&self, to: &Path) -> Result<(Measured, u64, Option<u64>), String> {
-        let m = run_measured(self.rsync().arg(self.url(VOLUME)).arg(to), &[self.daemon.pid()])?;
+        let m = run_measured(
+            self.rsync().arg(self.url(VOLUME)).arg(to),
+            &[self.daemon.pid()],
+        )?;
         let wire = wire_bytes(&m.stdout)?;
         Ok((m, wire, None))
     }
@@ -299,10 +363,14 @@ fn wire_bytes(stdout: &[u8]) -> Result<u64, String> {
 impl FerryNode {
     /// Makes the node's volume `version` (a full upload, not timed).
     fn put(&self, version: &Path) {
-        crate::child::run_timed(
-            self.ferry()
-                .args(["vol", "upload", path(version), VOLUME, "--overwrite", "--full"]),
-        )
+        crate::child::run_timed(self.ferry().args([
+            "vol",
+            "upload",
+            path(version),
+            VOLUME,
+            "--overwrite",
+            "--full",
+        ]))
         .unwrap_or_else(|e| panic!("{e}"));
     }
 
@@ -341,6 +409,10 @@ impl FerryNode {
             .output()
             .expect("running ferry");
         let info: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
-        assert_eq!(info["checksum"], checksum.to_hex().as_str(), "the node's volume differs");
+        assert_eq!(
+            info["checksum"],
+            checksum.to_hex().as_str(),
+            "the node's volume differs"
+        );
     }
 }

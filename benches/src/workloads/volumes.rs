@@ -38,9 +38,9 @@ pub fn volumes(opts: &Opts) -> Vec<Record> {
     let source = work.0.join("source.img");
     let checksum = write_source(&source, opts.vol_size);
     let downloaded = work.0.join("downloaded.img");
-    let ferry = opts
-        .wants("ferry")
-        .then(|| FerryNode::start(&opts.bin_dir, &work.0, "", false).unwrap_or_else(|e| panic!("{e}")));
+    let ferry = opts.wants("ferry").then(|| {
+        FerryNode::start(&opts.bin_dir, &work.0, "", false).unwrap_or_else(|e| panic!("{e}"))
+    });
     let libvirt = if !opts.wants("virsh") {
         Err("not in --peers".to_owned())
     } else if opts.smoke {
@@ -256,7 +256,12 @@ const PASSWORD: &str = "ferry-bench";
 impl FerryNode {
     /// Starts a node in `dir` (its config gets `extra` TOML), listening on a unix socket too
     /// with `unix`.
-    pub(super) fn start(bin_dir: &Path, dir: &Path, extra: &str, unix: bool) -> Result<Self, String> {
+    pub(super) fn start(
+        bin_dir: &Path,
+        dir: &Path,
+        extra: &str,
+        unix: bool,
+    ) -> Result<Self, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         let ferry = bin_dir.join("ferry");
         // The user's config entry, made as an operator makes it.
@@ -591,6 +596,9 @@ impl Store for LocalCopy {
     }
 
     fn params(&self) -> Vec<(&'static str, String)> {
-        vec![("command", "cp --sparse=always, then fdatasync (inside the timing)".into())]
+        vec![(
+            "command",
+            "cp --sparse=always, then fdatasync (inside the timing)".into(),
+        )]
     }
 }

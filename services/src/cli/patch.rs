@@ -55,7 +55,8 @@ pub async fn patch(
     let (file, old_size) = super::transfer::open_source(old)?;
     let (mut blocks, _) = read_blocks(
         file,
-        TreeHash::new(block_size, io::sink()),
+        block_size,
+        Some(TreeHash::new(block_size, io::sink())),
         0,
         old_size.min(size),
         None,

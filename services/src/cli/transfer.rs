@@ -91,13 +91,13 @@ async fn hash_prefix(
     let file = File::open(path).map_err(CliError::local(format!("opening {}", path.display())))?;
     let bar = output.bar(len, "hashing what the node has");
     let hash = TreeHash::new(block_size, io::sink());
-    let (mut blocks, digest) = read_blocks(file, hash, 0, len, None);
+    let (mut blocks, digest) = read_blocks(file, block_size, Some(hash), 0, len, None);
     while let Some(block) = blocks.recv().await {
         let block = block.map_err(CliError::local(format!("reading {}", path.display())))?;
         bar.inc(block.len);
     }
     bar.finish_and_clear();
-    digest.await.map_err(|_| CliError::Local {
+    digest.await.ok().flatten().ok_or_else(|| CliError::Local {
         context: format!("hashing {}", path.display()),
         source: io::Error::other("the reader stopped"),
     })
@@ -268,7 +268,7 @@ async fn send_file(
         .map_err(CliError::call(context.clone()))?;
     let bar = output.bar(size, "upload");
     bar.set_position(start);
-    let (mut blocks, digest) = read_blocks(file, hash, start, size, None);
+    let (mut blocks, digest) = read_blocks(file, block_size, Some(hash), start, size, None);
     let mut skipped = 0;
     let progress = async |block: &Block, kept: bool| {
         bar.inc(block.len);
@@ -291,7 +291,7 @@ async fn send_file(
         })?;
     bar.set_message("committing");
     let checksum = match digest.await {
-        Ok(hash) if plan.verify => Some(hash.root()),
+        Ok(Some(hash)) if plan.verify => Some(hash.root()),
         _ => None,
     };
     let trailer = UploadFinish {

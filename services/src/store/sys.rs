@@ -214,6 +214,9 @@ mod tests {
         let mut back = vec![0; 2_000_000];
         to.read_exact_at(&mut back, 1000).unwrap();
         assert!(back == data[1000..2_001_000]);
-        assert!(super::copy_range(&from, &to, 2_999_000, 5000).is_err(), "past the end");
+        assert!(
+            super::copy_range(&from, &to, 2_999_000, 5000).is_err(),
+            "past the end"
+        );
     }
 }
