@@ -373,6 +373,11 @@ fn peer_access(config: &PeerConfig, uri: &NodeUri) -> Result<Access, PeerConfigE
                 .into(),
         ));
     }
+    // Read now, like the password file: a CA that cannot be used stops the node at start.
+    if let Some(ca) = &config.ca {
+        ferry_actors::tls::ClientTls::from_ca_file(ca)
+            .map_err(|error| refuse(format!("ca: {error}")))?;
+    }
     let credentials = match (&config.user, &config.password_file) {
         (None, None) => None,
         (Some(user), Some(file)) => {

@@ -198,6 +198,28 @@ impl NodeConfig {
         }
     }
 
+    /// Makes the file's relative paths relative to `dir`, the file's own directory: a config
+    /// file names the files next to it (`tls_cert = "node.pem"`) wherever ferryd is started
+    /// from. Paths from flags and the environment stay relative to the working directory, as
+    /// on any command line.
+    fn resolve_paths(&mut self, dir: &Path) {
+        let resolve = |path: &mut PathBuf| {
+            if !path.as_os_str().is_empty() && path.is_relative() {
+                *path = dir.join(&*path);
+            }
+        };
+        resolve(&mut self.data_dir);
+        if let Some(socket) = &mut self.unix_socket {
+            resolve(socket);
+        }
+        resolve(&mut self.security.tls_cert);
+        resolve(&mut self.security.tls_key);
+        for peer in &mut self.peers {
+            peer.password_file.iter_mut().for_each(resolve);
+            peer.ca.iter_mut().for_each(resolve);
+        }
+    }
+
     pub fn server_config(&self) -> ServerConfig {
         let l = &self.limits;
         ServerConfig {
@@ -258,6 +280,11 @@ pub struct Args {
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     pub print_config: bool,
+    /// Check the effective configuration as a start would (addresses, TLS files, users,
+    /// peers, directories) without listening or opening the store, then exit: 0 if ferryd
+    /// would start with it, 78 (EX_CONFIG) if it would refuse it.
+    #[arg(long, conflicts_with = "print_config")]
+    pub check_config: bool,
 }
 
 /// Parses a path, accepting "" (which turns the unix socket off): clap's own path parser
@@ -291,10 +318,13 @@ impl Args {
                     path: path.clone(),
                     source,
                 })?;
-                toml::from_str(&text).map_err(|source| ConfigError::Parse {
-                    path: path.clone(),
-                    source,
-                })?
+                let mut config: NodeConfig =
+                    toml::from_str(&text).map_err(|source| ConfigError::Parse {
+                        path: path.clone(),
+                        source,
+                    })?;
+                config.resolve_paths(path.parent().unwrap_or(Path::new("")));
+                config
             }
             None => NodeConfig::default(),
         };

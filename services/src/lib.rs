@@ -11,6 +11,7 @@ pub mod config;
 pub mod events;
 pub mod metrics;
 pub mod node;
+pub mod plan;
 pub mod proto;
 pub mod security;
 pub mod sparse;
