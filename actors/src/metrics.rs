@@ -196,8 +196,7 @@ pub trait Observer: Send + Sync + 'static {
     ) {
     }
     /// A stream was aborted; `by` is the side that started the abort.
-    fn stream_aborted(&self, _route: Route, _names: &RouteNames<'_>, _by: Side, _code: ErrorCode) {
-    }
+    fn stream_aborted(&self, _route: Route, _names: &RouteNames<'_>, _by: Side, _code: ErrorCode) {}
 }
 
 /// The observer used when none is configured.

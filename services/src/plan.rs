@@ -25,7 +25,9 @@ const MAX_SOCKET_PATH: usize = 107;
 /// Why a configuration cannot start a node.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
-    #[error("{key} = {address:?} is not a listen address (host:port, e.g. 127.0.0.1:7300): {source}")]
+    #[error(
+        "{key} = {address:?} is not a listen address (host:port, e.g. 127.0.0.1:7300): {source}"
+    )]
     Address {
         key: &'static str,
         address: String,
@@ -194,8 +196,8 @@ fn check_data_dir(path: &Path) -> Result<(), PlanError> {
         .ancestors()
         .find(|p| !p.as_os_str().is_empty() && p.symlink_metadata().is_ok())
         .unwrap_or(Path::new("."));
-    let meta = std::fs::metadata(existing)
-        .map_err(|e| refuse(format!("{}: {e}", existing.display())))?;
+    let meta =
+        std::fs::metadata(existing).map_err(|e| refuse(format!("{}: {e}", existing.display())))?;
     if !meta.is_dir() {
         return Err(refuse(format!("{} is not a directory", existing.display())));
     }

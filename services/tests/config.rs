@@ -450,7 +450,10 @@ fn check_config_refuses_what_a_start_refuses() {
         let text = format!("{off}{text}");
         let file = write_file(d, "case.toml", &text);
         let mut messages = Vec::new();
-        for args in [vec!["--config", &file, "--check-config"], vec!["--config", &file]] {
+        for args in [
+            vec!["--config", &file, "--check-config"],
+            vec!["--config", &file],
+        ] {
             let output = ferryd_in(d, &args);
             let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
             assert_eq!(
@@ -459,10 +462,16 @@ fn check_config_refuses_what_a_start_refuses() {
                 "{what}: ferryd {args:?} should refuse with 78:\n{text}\n{stderr}"
             );
             assert!(stderr.contains(expected), "{what}: {args:?}: {stderr}");
-            assert!(output.stdout.is_empty(), "{what}: {args:?} printed to stdout");
+            assert!(
+                output.stdout.is_empty(),
+                "{what}: {args:?} printed to stdout"
+            );
             messages.push(stderr);
         }
-        assert_eq!(messages[0], messages[1], "{what}: the check and the start differ");
+        assert_eq!(
+            messages[0], messages[1],
+            "{what}: the check and the start differ"
+        );
     }
 }
 

@@ -519,7 +519,10 @@ fn check_exposition(metrics: SocketAddr) {
             "process_open_fds gauge",
             "process_start_time_seconds gauge",
         ] {
-            assert!(body.contains(&format!("\n# TYPE {family}\n")), "no {family}: {body}");
+            assert!(
+                body.contains(&format!("\n# TYPE {family}\n")),
+                "no {family}: {body}"
+            );
         }
         // Every family has its help, under the name its samples carry.
         let helped = body.lines().filter(|l| l.starts_with("# HELP ")).count();
@@ -575,7 +578,10 @@ fn check_dashboard(prometheus: &Prometheus, since: f64) {
             queries.push((panel["title"].to_string(), substitute(expr)));
         }
     }
-    for variable in dashboard["templating"]["list"].as_array().expect("variables") {
+    for variable in dashboard["templating"]["list"]
+        .as_array()
+        .expect("variables")
+    {
         let Some(query) = variable["query"]["query"].as_str() else {
             continue;
         };
@@ -584,7 +590,9 @@ fn check_dashboard(prometheus: &Prometheus, since: f64) {
             .strip_prefix("label_values(")
             .and_then(|q| q.strip_suffix(')'))
             .unwrap_or_else(|| panic!("variable query {query} is not label_values()"));
-        let (selector, label) = inner.rsplit_once(',').expect("label_values(SELECTOR, LABEL)");
+        let (selector, label) = inner
+            .rsplit_once(',')
+            .expect("label_values(SELECTOR, LABEL)");
         queries.push((
             format!("variable {}", variable["name"]),
             format!("group by ({}) ({})", label.trim(), substitute(selector)),

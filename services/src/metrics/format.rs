@@ -31,7 +31,12 @@ impl Format {
         let mut best: Option<(f32, Self)> = None;
         for range in accept.unwrap_or_default().split(',') {
             let mut parts = range.split(';').map(str::trim);
-            let format = match parts.next().unwrap_or_default().to_ascii_lowercase().as_str() {
+            let format = match parts
+                .next()
+                .unwrap_or_default()
+                .to_ascii_lowercase()
+                .as_str()
+            {
                 "application/openmetrics-text" => Self::OpenMetrics,
                 "text/plain" | "text/*" | "*/*" => Self::Text004,
                 _ => continue,
@@ -93,7 +98,10 @@ mod tests {
         assert_eq!(Format::negotiate(None), Text004);
         assert_eq!(Format::negotiate(Some("")), Text004);
         assert_eq!(Format::negotiate(Some("application/json")), Text004);
-        assert_eq!(Format::negotiate(Some("text/plain; version=0.0.4")), Text004);
+        assert_eq!(
+            Format::negotiate(Some("text/plain; version=0.0.4")),
+            Text004
+        );
         assert_eq!(
             Format::negotiate(Some("application/openmetrics-text; version=1.0.0")),
             OpenMetrics
