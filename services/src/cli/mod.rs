@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use ferry_actors::{CallError, CallOptions, Client, ClientConfig, ErrorCode, Layer, Side};
 
 pub use exit::{CliError, Exit};
@@ -29,29 +29,47 @@ use crate::proto::volume::{
 use crate::volume::VolumeClient;
 use output::Output;
 
+/// Where the global options are listed in `--help`: apart from each command's own.
+const GLOBAL: &str = "Global options";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "ferry",
     version,
-    about = "Talk to a Ferry node: move volumes in and out, watch events, administer"
+    about = "Talk to a Ferry node: move volumes in and out, watch events, administer",
+    after_help = "Exit codes: 0 ok, 1 failure, 2 usage, 3 connection, 4 not found, 5 already \
+                  exists, 6 invalid, 7 denied, 8 mismatch, 9 busy, 10 partial (some nodes did not \
+                  answer), 130 interrupted, 141 stdout closed. docs/CLI.md has the --json shapes."
 )]
 pub struct Args {
     /// The node: unix:///path/to/ferryd.sock, tcp://host:port or tls://host:port [default: the
     /// local node's socket in ferryd's default data directory].
-    #[arg(short = 'c', long = "connect", env = "FERRY_URI", global = true)]
+    #[arg(short = 'c', long = "connect", value_name = "URI", env = "FERRY_URI", global = true, help_heading = GLOBAL)]
     pub connect: Option<String>,
     /// The cluster CA certificate (PEM) that tls:// nodes must present a certificate from.
-    #[arg(long, env = "FERRY_CA", global = true)]
+    #[arg(long, value_name = "FILE", env = "FERRY_CA", global = true, help_heading = GLOBAL)]
     pub ca: Option<PathBuf>,
-    /// Authenticate as this user (SCRAM-SHA-256); the password comes from FERRY_PASSWORD or a
-    /// prompt. Without it, a unix-socket connection is known by your uid.
-    #[arg(long, env = "FERRY_USER", global = true)]
+    /// Authenticate as this user (SCRAM-SHA-256). Without it, a unix-socket connection is
+    /// known by your uid.
+    #[arg(long, value_name = "NAME", env = "FERRY_USER", global = true, help_heading = GLOBAL)]
     pub user: Option<String>,
-    /// Machine-readable output: JSON documents on stdout, no progress bars.
-    #[arg(long, global = true)]
+    /// Read the password from this file (its first line). Wins over FERRY_PASSWORD; without
+    /// either, ferry prompts on the terminal.
+    #[arg(long, value_name = "FILE", env = "FERRY_PASSWORD_FILE", global = true, help_heading = GLOBAL)]
+    pub password_file: Option<PathBuf>,
+    /// Machine-readable output: one JSON document per result on stdout (docs/CLI.md), errors
+    /// as JSON on stderr, no progress bars.
+    #[arg(long, global = true, help_heading = GLOBAL)]
     pub json: bool,
+    /// Print only results and errors: no progress bars, no notes.
+    #[arg(short, long, global = true, conflicts_with = "verbose", help_heading = GLOBAL)]
+    pub quiet: bool,
+    /// Log what the connection does on stderr (-v: connections and calls, -vv: frames and
+    /// credit); FERRY_LOG (e.g. "ferry_actors=trace") overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, help_heading = GLOBAL)]
+    pub verbose: u8,
     /// Seconds to wait for a unary call's reply.
-    #[arg(long, global = true, default_value_t = 30)]
+    #[arg(long, value_name = "SECONDS", global = true, default_value_t = 30, help_heading = GLOBAL)]
     pub timeout: u64,
     #[command(subcommand)]
     pub command: Command,
@@ -69,13 +87,34 @@ pub enum Command {
     /// Node administration.
     #[command(subcommand)]
     Admin(Admin),
-    /// Print a `[[security.users]]` entry for ferryd's config: the password (from
-    /// FERRY_PASSWORD or a prompt) salted and hashed; the password itself is not stored.
+    /// Print a `[[security.users]]` entry for ferryd's config.
+    ///
+    /// The entry holds SCRAM's StoredKey and ServerKey for the password (from
+    /// --password-file, FERRY_PASSWORD or a prompt): neither the password nor anything that
+    /// logs in with it is stored.
     HashPassword {
+        /// The user's name, as clients give it with --user.
         name: String,
         /// read-only, read-write or admin.
         #[arg(long, default_value = "read-only")]
         role: String,
+    },
+    /// Print a shell completion script.
+    ///
+    /// E.g. `ferry completions bash > /usr/share/bash-completion/completions/ferry`
+    /// (docs/CLI.md says where each shell looks).
+    Completions {
+        /// The shell: bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the ferry(1) man page, or write all man pages into a directory.
+    ///
+    /// With --out-dir: ferry.1, one page per command (ferry-vol-upload.1, …) and ferryd.1,
+    /// e.g. into /usr/local/share/man/man1.
+    Man {
+        /// The directory to write ferry.1, ferry-vol.1, …, ferryd.1 into.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
     },
 }
 
@@ -90,9 +129,13 @@ pub enum Vol {
         cluster: bool,
     },
     /// Show one volume.
-    Info { name: String },
+    Info {
+        /// The volume's name.
+        name: String,
+    },
     /// Create an empty (sparse) volume, e.g. `ferry vol create disk1 10GiB`.
     Create {
+        /// The new volume's name.
         name: String,
         /// Size: bytes, or with a unit (KiB, MiB, GiB, TiB, KB, MB, GB…).
         #[arg(value_parser = parse_size_arg)]
@@ -100,10 +143,14 @@ pub enum Vol {
     },
     /// Delete a volume.
     #[command(alias = "rm")]
-    Delete { name: String },
+    Delete {
+        /// The volume's name.
+        name: String,
+    },
     /// Upload a file into a volume (holes stay holes). The volume appears only once all of it
     /// arrived, was synced and its checksum verified.
     Upload {
+        /// The file or block device to upload.
         file: PathBuf,
         /// Volume name [default: the file's name].
         name: Option<String>,
@@ -128,6 +175,7 @@ pub enum Vol {
     /// deletes its copy. Ctrl-C aborts it (the peer discards what it got, nothing changes
     /// here).
     Migrate {
+        /// The volume to move.
         name: String,
         /// The peer's name in the node's configuration.
         #[arg(long)]
@@ -138,6 +186,7 @@ pub enum Vol {
     },
     /// Copy a volume to a peer of the node, keeping it here.
     Copy {
+        /// The volume to copy.
         name: String,
         /// The peer's name in the node's configuration.
         #[arg(long)]
@@ -149,6 +198,7 @@ pub enum Vol {
     /// Download a volume into a file (holes stay holes), or to stdout with `-`. The file
     /// appears only once complete and synced.
     Download {
+        /// The volume to download.
         name: String,
         /// Destination file [default: the volume's name in the current directory].
         file: Option<PathBuf>,
@@ -171,7 +221,10 @@ pub enum Admin {
     /// Connected clients and their figures.
     Clients,
     /// Close one client's connection (ids from `ferry admin clients`).
-    Disconnect { id: u64 },
+    Disconnect {
+        /// The client's id, as `ferry admin clients` lists it.
+        id: u64,
+    },
 }
 
 /// Runs `ferry` with the process's arguments; the binary's whole `main`.
@@ -180,7 +233,21 @@ pub fn main() -> ExitCode {
         Ok(args) => args,
         Err(error) => return usage_error(error),
     };
-    let output = Output::new(args.json, std::io::stderr().is_terminal() && !args.json);
+    if args.verbose > 0 {
+        let level = if args.verbose == 1 { "info" } else { "debug" };
+        let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+            .init();
+    }
+    let output = Output::new(
+        args.json,
+        args.quiet,
+        std::io::stderr().is_terminal() && !args.json && !args.quiet,
+    );
     let outcome = actix_rt::System::new().block_on(run(args, &output));
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -241,17 +308,31 @@ fn preflight(command: &Command) -> Result<(), CliError> {
     Ok(())
 }
 
-/// The password for `user`: FERRY_PASSWORD, or a prompt on the terminal.
-fn password(user: &str) -> Result<String, CliError> {
+/// The password for `user`: the first line of `--password-file`, else FERRY_PASSWORD, else a
+/// prompt on the terminal. The file wins because it was named on this command line (or in
+/// FERRY_PASSWORD_FILE) for this command; a password in the environment is easy to leave set.
+fn password(user: &str, file: Option<&std::path::Path>) -> Result<String, CliError> {
+    if let Some(file) = file {
+        let text = std::fs::read_to_string(file).map_err(CliError::local(format!(
+            "reading the password file {}",
+            file.display()
+        )))?;
+        return Ok(text.lines().next().unwrap_or_default().to_owned());
+    }
     if let Ok(password) = std::env::var("FERRY_PASSWORD") {
         return Ok(password);
     }
     rpassword::prompt_password(format!("password for {user}: ")).map_err(CliError::local(
-        "reading the password (set FERRY_PASSWORD when not on a terminal)",
+        "reading the password (use --password-file or FERRY_PASSWORD when not on a terminal)",
     ))
 }
 
-fn hash_password(name: &str, role: &str) -> Result<(), CliError> {
+fn hash_password(
+    name: &str,
+    role: &str,
+    file: Option<&std::path::Path>,
+    output: &Output,
+) -> Result<(), CliError> {
     let role = match role {
         "read-only" => crate::security::RoleName::ReadOnly,
         "read-write" => crate::security::RoleName::ReadWrite,
@@ -265,28 +346,67 @@ fn hash_password(name: &str, role: &str) -> Result<(), CliError> {
     if name.trim().is_empty() {
         return Err(CliError::Usage("a user name cannot be empty".into()));
     }
-    let password = password(name)?;
+    let password = password(name, file)?;
     if password.is_empty() {
         return Err(CliError::Usage(
-            "the password is empty: set FERRY_PASSWORD or type one at the prompt".into(),
+            "the password is empty: use --password-file, set FERRY_PASSWORD or type one at the prompt"
+                .into(),
         ));
     }
     let entry = crate::security::user_entry(name, &password, role)
         .map_err(CliError::local("salting the password"))?;
-    let toml = toml::to_string(&entry).expect("a user entry is valid TOML");
-    output::outln!("[[security.users]]\n{toml}");
+    output.user_entry(&entry);
+    Ok(())
+}
+
+/// `ferry completions SHELL`: the script for that shell, from the same clap definitions that
+/// parse the command line.
+fn completions(shell: clap_complete::Shell) {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Args::command(), "ferry", &mut script);
+    output::write_bytes(&script);
+}
+
+/// `ferry man`: ferry(1) on stdout; with a directory, ferry.1, a page per command
+/// (ferry-vol-upload.1, …) and ferryd.1 there.
+fn man(out_dir: Option<&std::path::Path>, output: &Output) -> Result<(), CliError> {
+    let Some(dir) = out_dir else {
+        let mut page = Vec::new();
+        clap_mangen::Man::new(Args::command())
+            .render(&mut page)
+            .map_err(CliError::local("rendering the man page"))?;
+        output::write_bytes(&page);
+        return Ok(());
+    };
+    let context = format!("writing man pages into {}", dir.display());
+    std::fs::create_dir_all(dir).map_err(CliError::local(context.clone()))?;
+    clap_mangen::generate_to(Args::command(), dir).map_err(CliError::local(context.clone()))?;
+    clap_mangen::generate_to(crate::config::Args::command(), dir)
+        .map_err(CliError::local(context))?;
+    output.done(&format!("man pages written to {}", dir.display()));
     Ok(())
 }
 
 async fn run(args: Args, output: &Output) -> Result<(), CliError> {
-    if let Command::HashPassword { name, role } = &args.command {
-        return hash_password(name, role);
+    match &args.command {
+        Command::HashPassword { name, role } => {
+            return hash_password(name, role, args.password_file.as_deref(), output);
+        }
+        Command::Completions { shell } => {
+            completions(*shell);
+            return Ok(());
+        }
+        Command::Man { out_dir } => return man(out_dir.as_deref(), output),
+        _ => {}
     }
     preflight(&args.command)?;
     let access = uri::Access {
         ca: args.ca.clone(),
         credentials: match &args.user {
-            Some(user) => Some((user.clone(), password(user)?)),
+            Some(user) => Some((
+                user.clone(),
+                password(user, args.password_file.as_deref())?,
+            )),
             None => None,
         },
     };
@@ -312,7 +432,9 @@ async fn run(args: Args, output: &Output) -> Result<(), CliError> {
             source,
         })?;
     match args.command {
-        Command::HashPassword { .. } => unreachable!("handled before connecting"),
+        Command::HashPassword { .. } | Command::Completions { .. } | Command::Man { .. } => {
+            unreachable!("handled before connecting")
+        }
         Command::Ping => ping(&client, &uri, Duration::from_secs(args.timeout), output).await,
         Command::Vol(command) => vol(&client, command, output).await,
         Command::Events => events(&client, output).await,

@@ -29,6 +29,18 @@ pub(super) fn write_line(mut to: impl Write, line: fmt::Arguments) {
     }
 }
 
+/// Writes bytes (a completion script, a man page) to stdout as [`write_line`] writes lines.
+pub(super) fn write_bytes(bytes: &[u8]) {
+    let mut stdout = io::stdout().lock();
+    if let Err(error) = stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        if error.kind() == io::ErrorKind::BrokenPipe {
+            std::process::exit(141);
+        }
+        let _ = writeln!(io::stderr(), "ferry: writing the output: {error}");
+        std::process::exit(super::Exit::Failure as i32);
+    }
+}
+
 /// `println!` through [`write_line`].
 macro_rules! outln {
     ($($arg:tt)*) => {
@@ -43,16 +55,30 @@ macro_rules! errln {
     };
 }
 
-pub(super) use {errln, outln};
+pub(super) use errln;
 
+/// Where results go and how. With `--json` the units are the same everywhere (docs/CLI.md):
+/// sizes and byte counts in bytes, durations in seconds (a float, fields ending `_seconds`),
+/// points in time as RFC 3339 UTC strings with milliseconds (fields ending `_at`, and an
+/// event's `at`), checksums as lowercase hex BLAKE3 or null.
 pub struct Output {
     json: bool,
+    quiet: bool,
     progress: bool,
 }
 
+fn at(millis: i64) -> std::time::SystemTime {
+    std::time::UNIX_EPOCH + Duration::from_millis(millis.max(0) as u64)
+}
+
+/// A point in time for people: to the second.
 fn time(millis: i64) -> String {
-    let at = std::time::UNIX_EPOCH + Duration::from_millis(millis.max(0) as u64);
-    humantime::format_rfc3339_seconds(at).to_string()
+    humantime::format_rfc3339_seconds(at(millis)).to_string()
+}
+
+/// A point in time in JSON: to the millisecond, as the node keeps it.
+fn time_json(millis: i64) -> String {
+    humantime::format_rfc3339_millis(at(millis)).to_string()
 }
 
 fn volume_json(v: &Volume) -> Value {
@@ -61,14 +87,19 @@ fn volume_json(v: &Volume) -> Value {
         "size": v.size,
         "allocated": v.allocated,
         "checksum": (!v.checksum.is_empty()).then(|| hex::encode(&v.checksum)),
-        "created_millis": v.created_millis,
-        "modified_millis": v.modified_millis,
+        "created_at": time_json(v.created_millis),
+        "modified_at": time_json(v.modified_millis),
     })
 }
 
 impl Output {
-    pub fn new(json: bool, progress: bool) -> Self {
-        Self { json, progress }
+    /// `quiet` drops the notes on stderr (progress bars follow `progress`).
+    pub fn new(json: bool, quiet: bool, progress: bool) -> Self {
+        Self {
+            json,
+            quiet,
+            progress,
+        }
     }
 
     fn print(&self, value: Value) {
@@ -92,10 +123,21 @@ impl Output {
         bar
     }
 
+    /// A note for people on stderr: not with `--json` or `--quiet`.
     pub fn done(&self, note: &str) {
-        if !self.json {
+        if !self.json && !self.quiet {
             errln!("{note}");
         }
+    }
+
+    /// A `[[security.users]]` entry: TOML to append to ferryd's config, or the same fields
+    /// as a JSON object.
+    pub fn user_entry(&self, entry: &crate::security::UserEntry) {
+        if self.json {
+            return self.print(serde_json::to_value(entry).expect("a user entry is JSON"));
+        }
+        let toml = toml::to_string(entry).expect("a user entry is valid TOML");
+        outln!("[[security.users]]\n{toml}");
     }
 
     /// The outcome of a command that returns nothing else: a sentence, or a JSON object.
@@ -121,7 +163,7 @@ impl Output {
     pub fn ping(&self, uri: &NodeUri, took: Duration) {
         if self.json {
             self.print(
-                json!({"node": uri.to_string(), "round_trip_micros": took.as_micros() as u64}),
+                json!({"node": uri.to_string(), "round_trip_seconds": took.as_secs_f64()}),
             );
         } else {
             outln!(
@@ -136,7 +178,7 @@ impl Output {
             return self.print(Value::Array(volumes.iter().map(volume_json).collect()));
         }
         if volumes.is_empty() {
-            return errln!("no volumes");
+            return self.done("no volumes");
         }
         outln!(
             "{:<32} {:>12} {:>12}  {:<20}  CHECKSUM",
@@ -193,7 +235,7 @@ impl Output {
                 "bytes_sent": r.bytes_sent,
                 "hole_bytes": r.hole_bytes,
                 "resumed_from": r.resumed_from,
-                "seconds": r.took.as_secs_f64(),
+                "elapsed_seconds": r.took.as_secs_f64(),
             }));
         }
         let name = r.volume.as_ref().map_or("?", |v| v.name.as_str());
@@ -230,7 +272,7 @@ impl Output {
                 "migrated": r.migrate,
                 "bytes_sent": reply.bytes_sent,
                 "hole_bytes": reply.hole_bytes,
-                "seconds": r.took.as_secs_f64(),
+                "elapsed_seconds": r.took.as_secs_f64(),
             }));
         }
         let name = reply.volume.as_ref().map_or("?", |v| v.name.as_str());
@@ -286,7 +328,7 @@ impl Output {
             }
         }
         if rows.is_empty() {
-            errln!("no volumes");
+            self.done("no volumes");
         } else {
             outln!("{:<32} {:>12}  {:<16}  NODES", "NAME", "SIZE", "CHECKSUM");
             for ((name, size, checksum), holders) in &rows {
@@ -321,7 +363,7 @@ impl Output {
                 "bytes": r.bytes,
                 "hole_bytes": r.hole_bytes,
                 "checksum": hex::encode(&r.checksum),
-                "seconds": r.took.as_secs_f64(),
+                "elapsed_seconds": r.took.as_secs_f64(),
             });
             if to_stdout {
                 errln!("{report}");
@@ -370,10 +412,10 @@ impl Output {
             None => ("unknown", json!({})),
         };
         if self.json {
-            return self.print(json!({"at_millis": e.at_millis, "event": kind, "dropped_before": e.dropped_before, "detail": detail}));
+            return self.print(json!({"at": time_json(e.at_millis), "event": kind, "dropped_before": e.dropped_before, "detail": detail}));
         }
         if kind == "subscribed" {
-            return errln!("watching events; Ctrl-C to stop");
+            return self.done("watching events; Ctrl-C to stop");
         }
         if e.dropped_before > 0 {
             outln!(
@@ -387,7 +429,7 @@ impl Output {
     pub fn server_info(&self, i: &ServerInfo) {
         if self.json {
             return self.print(json!({
-                "version": i.version, "uptime_millis": i.uptime_millis, "data_dir": i.data_dir,
+                "version": i.version, "uptime_seconds": i.uptime_millis as f64 / 1000.0, "data_dir": i.data_dir,
                 "connections_open": i.connections_open, "max_connections": i.max_connections,
                 "max_in_flight_calls": i.max_in_flight_calls, "max_frame": i.max_frame,
                 "max_chunk": i.max_chunk, "stream_window": i.stream_window,
@@ -421,7 +463,7 @@ impl Output {
             return self.print(Value::Array(
                 clients
                     .iter()
-                    .map(|c| json!({"id": c.id, "peer": c.peer, "since_millis": c.since_millis, "calls_in_flight": c.calls_in_flight, "streams_open": c.streams_open, "bytes_in": c.bytes_in, "bytes_out": c.bytes_out}))
+                    .map(|c| json!({"id": c.id, "peer": c.peer, "connected_at": time_json(c.since_millis), "calls_in_flight": c.calls_in_flight, "streams_open": c.streams_open, "bytes_in": c.bytes_in, "bytes_out": c.bytes_out}))
                     .collect(),
             ));
         }
