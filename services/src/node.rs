@@ -79,7 +79,11 @@ pub async fn start(plan: NodePlan) -> Result<Node, NodeError> {
         tls,
         unix,
         metrics: metrics_address,
+        warnings,
     } = plan;
+    for warning in &warnings {
+        tracing::warn!("{warning}");
+    }
     let data_dir = &config.data_dir;
     let dir_error = |source| NodeError::DataDir {
         path: data_dir.clone(),

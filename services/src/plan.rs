@@ -64,6 +64,9 @@ pub struct NodePlan {
     pub unix: Option<PathBuf>,
     /// The metrics listen address, unless turned off.
     pub metrics: Option<String>,
+    /// What the node accepts but the operator should change (deprecated settings), for the
+    /// log at start and for `--check-config`.
+    pub warnings: Vec<String>,
 }
 
 impl NodePlan {
@@ -109,6 +112,7 @@ impl NodePlan {
             tls,
             unix,
             metrics,
+            warnings: security.warnings(),
         })
     }
 

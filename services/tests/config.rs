@@ -421,7 +421,7 @@ fn check_config_refuses_what_a_start_refuses() {
         ),
         (
             "a user whose salt is not hex",
-            "[[security.users]]\nname = \"alice\"\nrole = \"admin\"\nsalt = \"zz\"\niterations = 4096\nsalted_password = \"00\"\n".into(),
+            "[[security.users]]\nname = \"alice\"\nrole = \"admin\"\nsalt = \"zz\"\niterations = 4096\nstored_key = \"00\"\nserver_key = \"00\"\n".into(),
             "not valid hex",
         ),
         (

@@ -69,6 +69,9 @@ fn run() -> Result<(), Failure> {
     }
     let plan = NodePlan::new(&config).map_err(config_error)?;
     if args.check_config {
+        for warning in &plan.warnings {
+            eprintln!("ferryd: warning: {warning}");
+        }
         println!("{}", plan.summary());
         return Ok(());
     }

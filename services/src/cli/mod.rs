@@ -403,10 +403,7 @@ async fn run(args: Args, output: &Output) -> Result<(), CliError> {
     let access = uri::Access {
         ca: args.ca.clone(),
         credentials: match &args.user {
-            Some(user) => Some((
-                user.clone(),
-                password(user, args.password_file.as_deref())?,
-            )),
+            Some(user) => Some((user.clone(), password(user, args.password_file.as_deref())?)),
             None => None,
         },
     };

@@ -162,9 +162,7 @@ impl Output {
 
     pub fn ping(&self, uri: &NodeUri, took: Duration) {
         if self.json {
-            self.print(
-                json!({"node": uri.to_string(), "round_trip_seconds": took.as_secs_f64()}),
-            );
+            self.print(json!({"node": uri.to_string(), "round_trip_seconds": took.as_secs_f64()}));
         } else {
             outln!(
                 "{uri}: ferryd answered in {:.2} ms",
