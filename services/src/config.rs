@@ -43,6 +43,11 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NodeConfig {
+    /// How this node names itself: in the cluster view (`ferry vol list --cluster`) and to
+    /// operators. Its peers know it by the name in their own `[[peers]]`, which should be the
+    /// same. Default: the host name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// Where volumes, partial uploads and metadata live.
     pub data_dir: PathBuf,
     /// The unix socket; default `<data_dir>/ferryd.sock`; `""` turns it off.
@@ -129,6 +134,7 @@ pub struct EventsConfig {
 impl Default for NodeConfig {
     fn default() -> Self {
         Self {
+            name: None,
             data_dir: default_data_dir(),
             unix_socket: None,
             tcp: DEFAULT_TCP.into(),
@@ -189,6 +195,20 @@ impl Default for EventsConfig {
 }
 
 impl NodeConfig {
+    /// The name this node calls itself by: `name`, else the host name, else `local`.
+    pub fn node_name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| {
+            let mut buffer = [0u8; 256];
+            // SAFETY: gethostname writes at most `len` bytes into the buffer it is given.
+            let ok = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) } == 0;
+            let end = buffer.iter().position(|&b| b == 0).unwrap_or(0);
+            match std::str::from_utf8(&buffer[..end]) {
+                Ok(host) if ok && !host.is_empty() => host.to_owned(),
+                _ => crate::cluster::LOCAL_NODE.to_owned(),
+            }
+        })
+    }
+
     /// The unix socket path, unless turned off.
     pub fn unix_socket_path(&self) -> Option<PathBuf> {
         match &self.unix_socket {

@@ -102,7 +102,11 @@ impl NodePlan {
             check_socket_path(path, &config.data_dir)?;
         }
         let server = config.server_config();
-        let peers = PeerSet::new(&config.peers, peer_client_config(&server))?;
+        let peers = PeerSet::new(
+            &config.node_name(),
+            &config.peers,
+            peer_client_config(&server),
+        )?;
         Ok(Self {
             auth: security.auth_config()?,
             config: config.clone(),
@@ -120,7 +124,8 @@ impl NodePlan {
     pub fn summary(&self) -> String {
         let or_off = |address: Option<&str>| address.unwrap_or("off").to_owned();
         format!(
-            "configuration ok: tcp={} tls={} unix={} metrics={} data_dir={} peers={} users={}",
+            "configuration ok: name={} tcp={} tls={} unix={} metrics={} data_dir={} peers={} users={}",
+            self.peers.own_name(),
             or_off(self.tcp.as_deref()),
             or_off(self.tls.as_ref().map(|(address, _)| address.as_str())),
             self.unix

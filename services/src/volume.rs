@@ -20,7 +20,7 @@ use futures::future::join_all;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
-use crate::cluster::{LOCAL_NODE, PeerLink, PeerSet, ReplicaSet};
+use crate::cluster::{PeerLink, PeerSet, ReplicaSet};
 use crate::events::{EventHub, now_millis};
 use crate::proto::events::{self, Event, event};
 use crate::proto::volume::{
@@ -745,12 +745,13 @@ impl VolumeHandler for VolumeService {
         let store = self.store.clone();
         let (local, peers) = futures::join!(blocking(move || store.list()), self.peers.list_all());
         let mut nodes = vec![NodeVolumes {
-            node: LOCAL_NODE.into(),
+            node: self.peers.own_name().into(),
             address: String::new(),
             local: true,
             reachable: true,
             error: String::new(),
             volumes: local?.iter().map(volume).collect(),
+            listed_at_millis: now_millis(),
         }];
         nodes.extend(peers);
         Ok(ListClusterReply { nodes })

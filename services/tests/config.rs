@@ -344,7 +344,8 @@ fn check_config_accepts_a_good_config() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(
-        stdout.starts_with("configuration ok: tcp=127.0.0.1:0 tls=off"),
+        stdout.starts_with("configuration ok: name=")
+            && stdout.contains(" tcp=127.0.0.1:0 tls=off"),
         "{stdout}"
     );
     assert!(stdout.contains("peers=1"), "{stdout}");

@@ -477,6 +477,20 @@ async fn vol(client: &Client, command: Vol, output: &Output) -> Result<(), CliEr
                 .await
                 .map_err(CliError::call("listing the cluster's volumes"))?;
             output.cluster(&list.nodes);
+            let down: Vec<&str> = list
+                .nodes
+                .iter()
+                .filter(|n| !n.reachable)
+                .map(|n| n.node.as_str())
+                .collect();
+            if !down.is_empty() {
+                return Err(CliError::Partial(format!(
+                    "the cluster view is incomplete: {} of {} nodes did not answer ({})",
+                    down.len(),
+                    list.nodes.len(),
+                    down.join(", ")
+                )));
+            }
         }
         Vol::Info { name } => {
             let volume = volumes

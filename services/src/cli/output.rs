@@ -296,7 +296,8 @@ impl Output {
     }
 
     /// Which nodes hold what: one row per volume (name, size and checksum), with the nodes
-    /// that hold it; then the nodes that could not be asked.
+    /// that hold it; then the nodes that could not be asked. An unreachable node's volumes
+    /// are those it listed last, marked `NODE?` (stale), so they do not vanish from the view.
     pub fn cluster(&self, nodes: &[NodeVolumes]) {
         if self.json {
             return self.print(Value::Array(
@@ -309,6 +310,7 @@ impl Output {
                             "local": n.local,
                             "reachable": n.reachable,
                             "error": (!n.reachable).then_some(&n.error),
+                            "listed_at": (n.listed_at_millis > 0).then(|| time_json(n.listed_at_millis)),
                             "volumes": n.volumes.iter().map(volume_json).collect::<Vec<_>>(),
                         })
                     })
@@ -316,13 +318,18 @@ impl Output {
             ));
         }
         // Same name, size and checksum: the same volume.
-        let mut rows: std::collections::BTreeMap<(&str, u64, &[u8]), Vec<&str>> =
+        let mut rows: std::collections::BTreeMap<(&str, u64, &[u8]), Vec<String>> =
             std::collections::BTreeMap::new();
         for node in nodes {
+            let holder = if node.reachable {
+                node.node.clone()
+            } else {
+                format!("{}?", node.node)
+            };
             for v in &node.volumes {
                 rows.entry((v.name.as_str(), v.size, &v.checksum[..]))
                     .or_default()
-                    .push(node.node.as_str());
+                    .push(holder.clone());
             }
         }
         if rows.is_empty() {
@@ -343,8 +350,17 @@ impl Output {
             }
         }
         for node in nodes.iter().filter(|n| !n.reachable) {
+            let known = if node.listed_at_millis > 0 {
+                format!(
+                    "{}? marks what it held when it last answered, at {}",
+                    node.node,
+                    time(node.listed_at_millis)
+                )
+            } else {
+                "what it holds is unknown (it has not answered since the node started)".into()
+            };
             outln!(
-                "{} ({}) is unreachable: {}",
+                "{} ({}) is unreachable: {}; {known}",
                 node.node,
                 node.address,
                 node.error
