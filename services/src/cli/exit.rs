@@ -72,6 +72,13 @@ impl CliError {
         move |source| Self::Local { context, source }
     }
 
+    /// A local write failed with EPIPE: the reader of stdout went away (data of
+    /// `vol download NAME -`). Files and devices never fail so, and uploads read only
+    /// regular files and block devices, so no other local I/O can.
+    pub fn is_closed_pipe(&self) -> bool {
+        matches!(self, Self::Local { source, .. } if source.kind() == std::io::ErrorKind::BrokenPipe)
+    }
+
     pub fn exit(&self) -> Exit {
         match self {
             Self::Usage(_) => Exit::Usage,

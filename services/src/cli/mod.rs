@@ -251,6 +251,8 @@ pub fn main() -> ExitCode {
     let outcome = actix_rt::System::new().block_on(run(args, &output));
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
+        // `ferry vol download NAME - | head -c1`: as for any other output, quietly 141.
+        Err(error) if error.is_closed_pipe() => ExitCode::from(output::CLOSED_STDOUT),
         Err(error) => {
             output.error(&error);
             ExitCode::from(error.exit() as u8)

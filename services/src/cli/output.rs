@@ -15,6 +15,10 @@ use crate::proto::admin::{Client, ServerInfo};
 use crate::proto::events::{Event, event};
 use crate::proto::volume::{NodeVolumes, Volume};
 
+/// The exit code when the reader of stdout went away: 128 + SIGPIPE, what a shell reports
+/// for a tool that SIGPIPE ended.
+pub(super) const CLOSED_STDOUT: u8 = 141;
+
 /// Writes one line to stdout or stderr, like `println!`, without its panic when the reader is
 /// gone (`ferry vol list | head -1`): ferry then stops quietly with 141, as tools killed by
 /// SIGPIPE do. (Rust ignores SIGPIPE so that a closed socket is an error, not a death; so the
@@ -22,7 +26,7 @@ use crate::proto::volume::{NodeVolumes, Volume};
 pub(super) fn write_line(mut to: impl Write, line: fmt::Arguments) {
     if let Err(error) = to.write_fmt(line).and_then(|()| to.write_all(b"\n")) {
         if error.kind() == io::ErrorKind::BrokenPipe {
-            std::process::exit(141);
+            std::process::exit(CLOSED_STDOUT.into());
         }
         let _ = writeln!(io::stderr(), "ferry: writing the output: {error}");
         std::process::exit(super::Exit::Failure as i32);
@@ -34,7 +38,7 @@ pub(super) fn write_bytes(bytes: &[u8]) {
     let mut stdout = io::stdout().lock();
     if let Err(error) = stdout.write_all(bytes).and_then(|()| stdout.flush()) {
         if error.kind() == io::ErrorKind::BrokenPipe {
-            std::process::exit(141);
+            std::process::exit(CLOSED_STDOUT.into());
         }
         let _ = writeln!(io::stderr(), "ferry: writing the output: {error}");
         std::process::exit(super::Exit::Failure as i32);
