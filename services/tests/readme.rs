@@ -151,11 +151,8 @@ fn every_readme_shell_block_runs_as_written() {
                     .stdout(Stdio::piped())
                     .spawn()
                     .expect("starting a background block");
-                let ready = first_line_with(
-                    child.stdout.take().unwrap(),
-                    "ferryd ready:",
-                    READY_WITHIN,
-                );
+                let ready =
+                    first_line_with(child.stdout.take().unwrap(), "ferryd ready:", READY_WITHIN);
                 let exited = child.try_wait().unwrap();
                 background.0.push(child);
                 assert!(
@@ -172,7 +169,8 @@ fn every_readme_shell_block_runs_as_written() {
 
 #[test]
 fn info_strings_are_parsed() {
-    let text = "```sh\na\n```\n```rust\nb\n```\n```sh skip: no docker\nc\n```\n```sh background\nd\n```\n";
+    let text =
+        "```sh\na\n```\n```rust\nb\n```\n```sh skip: no docker\nc\n```\n```sh background\nd\n```\n";
     let blocks = shell_blocks(text);
     assert_eq!(
         blocks,
