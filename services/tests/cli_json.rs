@@ -278,3 +278,86 @@ fn every_json_result_parses_and_has_its_documented_shape() {
         "admin disconnect",
     );
 }
+
+/// `ferry completions SHELL` and `ferry man` come from the clap definitions: every command is
+/// in the bash script and has a page, ferryd's too; `-q` drops the notes, `-v` shows the
+/// runtime's logs.
+#[test]
+fn completions_man_pages_and_verbosity() {
+    let ferry_plain = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(args)
+            .output()
+            .expect("running ferry")
+    };
+    let bash = ferry_plain(&["completions", "bash"]);
+    assert!(bash.status.success());
+    let script = String::from_utf8(bash.stdout).unwrap();
+    for word in [
+        "_ferry()",
+        "hash-password",
+        "--password-file",
+        "--replicas",
+        "completions",
+    ] {
+        assert!(script.contains(word), "no {word} in the bash completions");
+    }
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let out = ferry_plain(&["completions", shell]);
+        assert!(out.status.success() && !out.stdout.is_empty(), "{shell}");
+    }
+    assert_eq!(ferry_plain(&["completions", "tcsh"]).status.code(), Some(2));
+
+    let page = ferry_plain(&["man"]);
+    assert!(page.status.success());
+    assert!(
+        String::from_utf8_lossy(&page.stdout).starts_with(".ie"),
+        "roff"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let pages = dir.path().join("man1");
+    let written = ferry_plain(&["man", "--out-dir", pages.to_str().unwrap()]);
+    assert!(written.status.success(), "{written:?}");
+    for page in [
+        "ferry.1",
+        "ferry-vol-upload.1",
+        "ferry-admin-disconnect.1",
+        "ferryd.1",
+    ] {
+        let text =
+            std::fs::read_to_string(pages.join(page)).unwrap_or_else(|e| panic!("{page}: {e}"));
+        assert!(text.contains(".TH"), "{page}");
+    }
+
+    let node = Daemon::start(&dir.path().join("data"), None);
+    let quiet = ferry(&node).args(["-q", "vol", "list"]).output().unwrap();
+    assert!(quiet.status.success());
+    assert!(
+        quiet.stderr.is_empty() && quiet.stdout.is_empty(),
+        "{quiet:?}"
+    );
+    let noted = ferry(&node).args(["vol", "list"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&noted.stderr).trim(), "no volumes");
+    let verbose = ferry(&node)
+        .args(["-v", "vol", "list"])
+        .env_remove("FERRY_LOG")
+        .output()
+        .unwrap();
+    assert!(verbose.status.success());
+    let logs = String::from_utf8_lossy(&verbose.stderr);
+    assert!(
+        logs.contains("INFO") && logs.contains("connecting") && logs.contains("connected"),
+        "{logs}"
+    );
+    assert!(!logs.contains('\u{1b}'), "no colours in a pipe: {logs}");
+    assert_eq!(
+        ferry(&node)
+            .args(["-q", "-v", "ping"])
+            .output()
+            .unwrap()
+            .status
+            .code(),
+        Some(2),
+        "-q and -v conflict"
+    );
+}

@@ -64,8 +64,8 @@ pub struct Args {
     /// Print only results and errors: no progress bars, no notes.
     #[arg(short, long, global = true, conflicts_with = "verbose", help_heading = GLOBAL)]
     pub quiet: bool,
-    /// Log what the connection does on stderr (-v: connections and calls, -vv: frames and
-    /// credit); FERRY_LOG (e.g. "ferry_actors=trace") overrides.
+    /// Log on stderr what ferry does (-v: connecting, authenticating; -vv: also the runtime's
+    /// debug messages); FERRY_LOG (e.g. "ferry_actors=trace") overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count, help_heading = GLOBAL)]
     pub verbose: u8,
     /// Seconds to wait for a unary call's reply.
@@ -423,6 +423,8 @@ async fn run(args: Args, output: &Output) -> Result<(), CliError> {
         default_deadline: deadline,
         ..ClientConfig::default()
     };
+    tracing::info!(%uri, user = args.user.as_deref().unwrap_or("-"), "connecting");
+    let started = std::time::Instant::now();
     let client = uri
         .connect_with(config, &access)
         .await
@@ -430,6 +432,12 @@ async fn run(args: Args, output: &Output) -> Result<(), CliError> {
             uri: uri.to_string(),
             source,
         })?;
+    tracing::info!(
+        %uri,
+        millis = started.elapsed().as_millis() as u64,
+        "connected{}",
+        if access.credentials.is_some() { " and authenticated" } else { "" }
+    );
     match args.command {
         Command::HashPassword { .. } | Command::Completions { .. } | Command::Man { .. } => {
             unreachable!("handled before connecting")
