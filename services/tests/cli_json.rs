@@ -134,6 +134,8 @@ fn every_json_result_parses_and_has_its_documented_shape() {
             "replicas",
             "bytes_sent",
             "hole_bytes",
+            "kept_bytes",
+            "hash_bytes",
             "resumed_from",
             "elapsed_seconds",
         ],
@@ -152,7 +154,15 @@ fn every_json_result_parses_and_has_its_documented_shape() {
     let down = json(&a, &["vol", "download", "disk", copy.to_str().unwrap()]);
     shape(
         &down,
-        &["file", "bytes", "hole_bytes", "checksum", "elapsed_seconds"],
+        &[
+            "file",
+            "bytes",
+            "hole_bytes",
+            "kept_bytes",
+            "hash_bytes",
+            "checksum",
+            "elapsed_seconds",
+        ],
         "vol download",
     );
     assert_eq!(down["checksum"], up["volume"]["checksum"]);
@@ -163,6 +173,8 @@ fn every_json_result_parses_and_has_its_documented_shape() {
         "migrated",
         "bytes_sent",
         "hole_bytes",
+        "kept_bytes",
+        "hash_bytes",
         "elapsed_seconds",
     ];
     let copied = json(&a, &["vol", "copy", "disk", "--to", "node2"]);
