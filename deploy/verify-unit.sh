@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Checks deploy/ferryd.service with `systemd-analyze verify` (systemd's own parser: unknown
-# keys, bad values, a missing executable). The unit names /usr/local/bin/ferryd, where it is
+# keys, bad values, a missing executable) and `systemd-analyze security` (its sandbox score). The unit names /usr/local/bin/ferryd, where it is
 # installed; the check points those paths at the ferryd built here, in a copy.
 #
 # Usage: deploy/verify-unit.sh [DIR]   DIR holds ferryd [default: $CARGO_TARGET_DIR/release,
@@ -23,4 +23,11 @@ if ! systemd-analyze verify "$work/ferryd.service" >"$work/out" 2>&1 || [ -s "$w
   cat "$work/out" >&2
   exit 1
 fi
-echo "deploy/ferryd.service: ok (systemd-analyze verify)"
+# The sandbox, as systemd scores it (0 is fully sandboxed, 10 not at all; this unit is 1.4).
+# --threshold is in tenths: fail above 2.0, so a dropped protection is caught.
+if ! systemd-analyze security --offline=true --threshold=20 "$work/ferryd.service" >"$work/out" 2>&1; then
+  echo "verify-unit.sh: deploy/ferryd.service's exposure is above 2.0:" >&2
+  tail -n 3 "$work/out" >&2
+  exit 1
+fi
+echo "deploy/ferryd.service: ok (systemd-analyze verify; $(grep -o 'exposure level.*' "$work/out"))"
