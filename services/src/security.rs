@@ -13,8 +13,8 @@ use crate::admin::AdminProgram;
 use crate::events::EventsProgram;
 use crate::volume::VolumeProgram;
 
-/// A role as the config file spells it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// A role as the config file (and `ferry hash-password --role`) spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum RoleName {
     ReadOnly,

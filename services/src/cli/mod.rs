@@ -96,9 +96,9 @@ pub enum Command {
     HashPassword {
         /// The user's name, as clients give it with --user.
         name: String,
-        /// read-only, read-write or admin.
-        #[arg(long, default_value = "read-only")]
-        role: String,
+        /// What the user may do.
+        #[arg(long, value_enum, default_value_t = crate::security::RoleName::ReadOnly)]
+        role: crate::security::RoleName,
     },
     /// Print a shell completion script.
     ///
@@ -348,20 +348,10 @@ fn password(user: &str, file: Option<&std::path::Path>) -> Result<String, CliErr
 
 fn hash_password(
     name: &str,
-    role: &str,
+    role: crate::security::RoleName,
     file: Option<&std::path::Path>,
     output: &Output,
 ) -> Result<(), CliError> {
-    let role = match role {
-        "read-only" => crate::security::RoleName::ReadOnly,
-        "read-write" => crate::security::RoleName::ReadWrite,
-        "admin" => crate::security::RoleName::Admin,
-        other => {
-            return Err(CliError::Usage(format!(
-                "unknown role {other:?}: read-only, read-write or admin"
-            )));
-        }
-    };
     if name.trim().is_empty() {
         return Err(CliError::Usage("a user name cannot be empty".into()));
     }
@@ -409,7 +399,7 @@ fn man(out_dir: Option<&std::path::Path>, output: &Output) -> Result<(), CliErro
 async fn run(args: Args, output: &Output) -> Result<(), CliError> {
     match &args.command {
         Command::HashPassword { name, role } => {
-            return hash_password(name, role, args.password_file.as_deref(), output);
+            return hash_password(name, *role, args.password_file.as_deref(), output);
         }
         Command::Completions { shell } => {
             completions(*shell);
