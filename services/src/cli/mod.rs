@@ -309,8 +309,8 @@ fn parse_size_arg(size: &str) -> Result<u64, String> {
 
 /// What can be found wrong without the node, found before connecting: a command that cannot
 /// work fails the same way whether or not a node answers.
-fn preflight(command: &Command) -> Result<(), CliError> {
-    if let Command::Vol(Vol::Upload {
+fn preflight(command: &Online) -> Result<(), CliError> {
+    if let Online::Vol(Vol::Upload {
         file,
         resume,
         replicas,
@@ -396,19 +396,30 @@ fn man(out_dir: Option<&std::path::Path>, output: &Output) -> Result<(), CliErro
     Ok(())
 }
 
+/// The commands that talk to a node (the others need none).
+enum Online {
+    Ping,
+    Vol(Vol),
+    Events,
+    Admin(Admin),
+}
+
 async fn run(args: Args, output: &Output) -> Result<(), CliError> {
-    match &args.command {
+    let command = match args.command {
         Command::HashPassword { name, role } => {
-            return hash_password(name, *role, args.password_file.as_deref(), output);
+            return hash_password(&name, role, args.password_file.as_deref(), output);
         }
         Command::Completions { shell } => {
-            completions(*shell);
+            completions(shell);
             return Ok(());
         }
         Command::Man { out_dir } => return man(out_dir.as_deref(), output),
-        _ => {}
-    }
-    preflight(&args.command)?;
+        Command::Ping => Online::Ping,
+        Command::Vol(command) => Online::Vol(command),
+        Command::Events => Online::Events,
+        Command::Admin(command) => Online::Admin(command),
+    };
+    preflight(&command)?;
     let access = uri::Access {
         ca: args.ca.clone(),
         credentials: match &args.user {
@@ -422,8 +433,8 @@ async fn run(args: Args, output: &Output) -> Result<(), CliError> {
     };
     // Unary calls get a deadline; the events subscription stays open as long as it is
     // watched, and a migration or copy as long as its data moves (Ctrl-C cancels it).
-    let deadline = match args.command {
-        Command::Events | Command::Vol(Vol::Migrate { .. } | Vol::Copy { .. }) => None,
+    let deadline = match command {
+        Online::Events | Online::Vol(Vol::Migrate { .. } | Vol::Copy { .. }) => None,
         _ => Some(Duration::from_secs(args.timeout)),
     };
     let config = ClientConfig {
@@ -445,14 +456,11 @@ async fn run(args: Args, output: &Output) -> Result<(), CliError> {
         "connected{}",
         if access.credentials.is_some() { " and authenticated" } else { "" }
     );
-    match args.command {
-        Command::HashPassword { .. } | Command::Completions { .. } | Command::Man { .. } => {
-            unreachable!("handled before connecting")
-        }
-        Command::Ping => ping(&client, &uri, Duration::from_secs(args.timeout), output).await,
-        Command::Vol(command) => vol(&client, command, output).await,
-        Command::Events => events(&client, output).await,
-        Command::Admin(command) => admin(&client, command, output).await,
+    match command {
+        Online::Ping => ping(&client, &uri, Duration::from_secs(args.timeout), output).await,
+        Online::Vol(command) => vol(&client, command, output).await,
+        Online::Events => events(&client, output).await,
+        Online::Admin(command) => admin(&client, command, output).await,
     }
 }
 
