@@ -273,7 +273,10 @@ impl NodeConfig {
 #[command(
     name = "ferryd",
     version,
-    about = "The Ferry node: a volume store served over the Ferry protocol"
+    about = "The Ferry node: a volume store served over the Ferry protocol",
+    after_help = "Exit codes: 0 clean shutdown (or a good --check-config), 2 bad command line, \
+                  78 a configuration ferryd refuses (EX_CONFIG; at start or with --check-config), \
+                  1 anything else (a port in use, the data directory locked by another node)."
 )]
 pub struct Args {
     /// TOML config file (see deploy/ferryd.example.toml).
