@@ -3,6 +3,7 @@
 //! volume to a peer (MIGRATE, COPY), fan a replicated upload out to peers' UPLOAD streams, and
 //! ask every peer for its volumes (LIST_CLUSTER). docs/CLUSTER.md describes the semantics.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -39,9 +40,15 @@ pub enum PeerConfigError {
     Address { name: String, source: UriError },
     #[error("peer {name:?}: {reason}")]
     Access { name: String, reason: String },
+    #[error(
+        "name {name:?} is not valid: use 1 to {MAX_PEER_NAME} of A-Z a-z 0-9 . _ - (set `name` in the config)"
+    )]
+    BadOwnName { name: String },
+    #[error("peer {name:?} has this node's own name")]
+    OwnName { name: String },
 }
 
-/// The name the cluster view gives the node that answers.
+/// The name a node gives itself when it has no configured name and no host name.
 pub const LOCAL_NODE: &str = "local";
 
 fn valid_peer_name(name: &str) -> bool {
@@ -58,8 +65,13 @@ fn valid_peer_name(name: &str) -> bool {
 /// new one.
 #[derive(Default)]
 pub struct PeerSet {
+    /// This node's own name, for the cluster view.
+    own_name: String,
     peers: Vec<Peer>,
     client: ClientConfig,
+    /// Each peer's volumes when it last answered a listing, and when (Unix ms): an unreachable
+    /// peer's volumes are shown as last known rather than vanishing from the view.
+    last_listed: Mutex<HashMap<String, (Vec<Volume>, i64)>>,
 }
 
 struct Peer {
@@ -102,12 +114,25 @@ impl std::fmt::Debug for PeerSet {
 impl PeerSet {
     /// Checks the configured peers (valid unique names, addresses that parse); connects to
     /// none of them yet.
-    pub fn new(configs: &[PeerConfig], client: ClientConfig) -> Result<Self, PeerConfigError> {
+    pub fn new(
+        own_name: &str,
+        configs: &[PeerConfig],
+        client: ClientConfig,
+    ) -> Result<Self, PeerConfigError> {
+        let own_valid = own_name == LOCAL_NODE || valid_peer_name(own_name);
+        if !own_valid {
+            return Err(PeerConfigError::BadOwnName {
+                name: own_name.to_owned(),
+            });
+        }
         let mut peers: Vec<Peer> = Vec::with_capacity(configs.len());
         for config in configs {
             let name = config.name.clone();
             if !valid_peer_name(&name) {
                 return Err(PeerConfigError::BadName { name });
+            }
+            if name == own_name {
+                return Err(PeerConfigError::OwnName { name });
             }
             if peers.iter().any(|p| p.name == name) {
                 return Err(PeerConfigError::Duplicate { name });
@@ -126,7 +151,17 @@ impl PeerSet {
                 connecting: tokio::sync::Mutex::new(()),
             });
         }
-        Ok(Self { peers, client })
+        Ok(Self {
+            own_name: own_name.to_owned(),
+            peers,
+            client,
+            last_listed: Mutex::default(),
+        })
+    }
+
+    /// This node's own name.
+    pub fn own_name(&self) -> &str {
+        &self.own_name
     }
 
     pub fn len(&self) -> usize {
@@ -330,6 +365,9 @@ impl PeerSet {
 
     /// Every peer's volumes, asked concurrently, in configuration order; a peer that cannot
     /// be reached or does not answer within [`PEER_CALL_TIMEOUT`] is marked unreachable.
+    /// Every peer's volumes, peers asked concurrently. A peer that does not answer is marked
+    /// unreachable, with the volumes it had when it last answered and when that was
+    /// (`listed_at_millis`; 0 and no volumes if it never did, since this node started).
     pub async fn list_all(&self) -> Vec<NodeVolumes> {
         join_all(self.peers.iter().map(|peer| async move {
             let listed = tokio::time::timeout(
@@ -339,21 +377,41 @@ impl PeerSet {
                 }),
             )
             .await;
-            let (volumes, error): (Vec<Volume>, Option<String>) = match listed {
-                Ok(Ok((reply, _))) => (reply.volumes, None),
-                Ok(Err(error)) => (Vec::new(), Some(error.message)),
-                Err(_) => (
-                    Vec::new(),
-                    Some(format!("no answer within {PEER_CALL_TIMEOUT:?}")),
-                ),
+            let error = match listed {
+                Ok(Ok((reply, _))) => {
+                    let now = crate::events::now_millis();
+                    self.last_listed
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .insert(peer.name.clone(), (reply.volumes.clone(), now));
+                    return NodeVolumes {
+                        node: peer.name.clone(),
+                        address: peer.uri.to_string(),
+                        local: false,
+                        reachable: true,
+                        error: String::new(),
+                        volumes: reply.volumes,
+                        listed_at_millis: now,
+                    };
+                }
+                Ok(Err(error)) => error.message,
+                Err(_) => format!("no answer within {PEER_CALL_TIMEOUT:?}"),
             };
+            let (volumes, listed_at_millis) = self
+                .last_listed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&peer.name)
+                .cloned()
+                .unwrap_or_default();
             NodeVolumes {
                 node: peer.name.clone(),
                 address: peer.uri.to_string(),
                 local: false,
-                reachable: error.is_none(),
-                error: error.unwrap_or_default(),
+                reachable: false,
+                error,
                 volumes,
+                listed_at_millis,
             }
         }))
         .await
@@ -372,6 +430,11 @@ fn peer_access(config: &PeerConfig, uri: &NodeUri) -> Result<Access, PeerConfigE
             "a tls:// address needs `ca`, the CA certificate (PEM) of the peer's certificate"
                 .into(),
         ));
+    }
+    // Read now, like the password file: a CA that cannot be used stops the node at start.
+    if let Some(ca) = &config.ca {
+        ferry_actors::tls::ClientTls::from_ca_file(ca)
+            .map_err(|error| refuse(format!("ca: {error}")))?;
     }
     let credentials = match (&config.user, &config.password_file) {
         (None, None) => None,

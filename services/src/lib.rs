@@ -13,6 +13,7 @@ pub mod delta;
 pub mod events;
 pub mod metrics;
 pub mod node;
+pub mod plan;
 pub mod proto;
 pub mod security;
 pub mod sparse;
