@@ -4,7 +4,8 @@
 //!
 //! - **delta upload**: `ferry vol upload NEW bench.img --overwrite` onto a node holding the old
 //!   version; `ferry --full` the same with `--full`; **rsync** `rsync --no-whole-file --fsync
-//!   NEW rsync://127.0.0.1:PORT/bench/bench.img` onto an rsync daemon holding the old version.
+//!   --ignore-times NEW rsync://127.0.0.1:PORT/bench/bench.img` onto an rsync daemon holding the
+//!   old version.
 //! - **delta download**: `ferry vol download bench.img FILE --force` onto a FILE holding the old
 //!   version (and `--full`); rsync pulling from the daemon onto the old FILE.
 //! - **delta copy**: `ferry vol copy bench.img --to node2 --overwrite` from a node holding the new
@@ -190,7 +191,7 @@ pub fn deltas(opts: &Opts, results: &mut Collector, dir: &Path) {
                 case,
                 "rsync",
                 "command",
-                "rsync --no-whole-file --fsync --stats, daemon on 127.0.0.1",
+                "rsync --no-whole-file --ignore-times --fsync --stats, daemon on 127.0.0.1",
             );
         }
     }
@@ -325,7 +326,9 @@ impl Rsync {
 
     fn rsync(&self) -> Command {
         let mut command = Command::new("rsync");
-        command.args(["--no-whole-file", "--fsync", "--stats"]);
+        // --ignore-times: always compare contents. Without it rsync skips a file whose size
+        // and modification time match, which two copies made within a second can.
+        command.args(["--no-whole-file", "--ignore-times", "--fsync", "--stats"]);
         command
     }
 
@@ -335,6 +338,9 @@ impl Rsync {
             &[self.daemon.pid()],
         )?;
         let wire = wire_bytes(&m.stdout)?;
+        if hash_file(&self.module.join(VOLUME)) != hash_file(from) {
+            return Err("rsync: the daemon's copy differs from the source".into());
+        }
         Ok((m, wire, None))
     }
 

@@ -18,8 +18,9 @@ use indicatif::{HumanBytes, ProgressBar};
 
 use super::exit::CliError;
 use crate::blockhash::{self, BlockHash, Tree, TreeHash};
-use crate::delta::{BaseHashes, read_blocks};
+use crate::delta::{BaseHashes, Block, read_blocks};
 use crate::proto::volume::DownloadRequest;
+use crate::sparse;
 use crate::volume::VolumeClient;
 
 /// What a delta download moved.
@@ -53,6 +54,9 @@ pub async fn patch(
     let checksum = node.checksum();
     let block_size = node.block_size();
     let (file, old_size) = super::transfer::open_source(old)?;
+    let source = file
+        .try_clone()
+        .map_err(CliError::local(format!("opening {}", old.display())))?;
     let (mut blocks, _) = read_blocks(
         file,
         block_size,
@@ -100,7 +104,7 @@ pub async fn patch(
             if let Some(from) = run_start.take() {
                 fetch(from, block.index, &mut tree, &mut patched).await?;
             }
-            write_chunks(out, block.offset, &block.chunks).map_err(local("copying"))?;
+            copy_block(&source, out, &block).map_err(local("copying"))?;
             tree.push(block.hash);
             patched.kept_bytes += block.len;
             bar.inc(block.len);
@@ -210,6 +214,20 @@ async fn fetch_range(
         flush(&mut block, start, tree);
     }
     stream.finish().await.map_err(Fetch::Call)?;
+    Ok(())
+}
+
+/// Copies an unchanged block's data from the old file into the new one at the same offsets,
+/// with `copy_file_range`: on file systems with shared extents (XFS, Btrfs) the blocks are
+/// shared, not written again. Holes stay unwritten.
+fn copy_block(old: &File, out: &File, block: &Block) -> io::Result<()> {
+    let mut at = block.offset;
+    for chunk in &block.chunks {
+        if let Chunk::Data(bytes) = chunk {
+            sparse::copy_range(old, out, at, bytes.len() as u64)?;
+        }
+        at += chunk.len();
+    }
     Ok(())
 }
 

@@ -20,7 +20,7 @@ use super::{
     Inner, Layout, MAX_NAME_LEN_LIMIT, Result, StoreError, VolumeInfo, commit, unfinished,
 };
 use crate::blockhash::{BLOCK_SIZE, TreeHash};
-use crate::sparse::{Extent, ExtentCursor, SparseReader};
+use crate::sparse::{self, Extent, ExtentCursor, SparseReader};
 
 /// How often a busy upload refreshes `updated` in its JSON file. Expiry is measured in hours,
 /// so a minute of staleness does not matter, and rewriting the file on every chunk would.
@@ -302,7 +302,7 @@ impl Upload {
                     }
                     Extent::Data(n) => {
                         let n = n.min(KEEP_PIECE);
-                        sys::copy_range(&base.file, file, at, n)?;
+                        sparse::copy_range(&base.file, file, at, n)?;
                         buffer.resize(n as usize, 0);
                         file.read_exact_at(&mut buffer, at)?;
                         hash.data(&buffer)?;
