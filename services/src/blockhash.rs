@@ -28,7 +28,7 @@ use ferry_actors::stream::ZEROS;
 ///
 /// Smaller blocks send less around a small change (a guest's 4 KiB write costs one block), larger
 /// ones keep the list short (32 bytes per block: 1/8192 of the volume, 512 KiB for 4 GiB, so
-/// one BLOCK_HASHES page covers 2 GiB). 256 KiB is also the default stream chunk, so a changed
+/// fetched a page of 96 per round trip). 256 KiB is also the default stream chunk, so a changed
 /// block is one STREAM frame.
 pub const BLOCK_SIZE: u64 = 256 * 1024;
 

@@ -32,7 +32,8 @@ use crate::proto::volume::{
     UploadRequest, UploadStatusReply, UploadStatusRequest, Volume,
 };
 use crate::store::{
-    BlockHashes, Download, MAX_PAGE, StoreError, Upload, UploadOptions, VolumeInfo, VolumeStore,
+    BlockHashes, Download, KEEP_BUFFER, MAX_PAGE, StoreError, Upload, UploadOptions, VolumeInfo,
+    VolumeStore,
 };
 
 program! {
@@ -543,6 +544,12 @@ impl VolumeHandler for VolumeService {
         }
         let (mut holes, mut kept) = (0, 0);
         let mut failure = None;
+        // A delta's copy buffer is memory the peer makes this node hold: charged for as long
+        // as the upload lives (a connection full of delta uploads waits for room).
+        let _keep_buffer = match base {
+            Some(_) => Some(context.memory.charge(KEEP_BUFFER).await),
+            None => None,
+        };
         let disk = WriteBehind::start(upload);
         loop {
             let chunk = match incoming.recv().await {

@@ -8,7 +8,8 @@ use bytes::Bytes;
 use ferry_actors::ErrorCode;
 use ferry_actors::stream::Chunk;
 use ferry_services::store::{
-    Download, PartialStatus, StoreConfig, StoreError, Upload, UploadOptions, VolumeStore,
+    BlockHashes, Download, MAX_PAGE, PartialStatus, StoreConfig, StoreError, Upload, UploadOptions,
+    VolumeStore,
 };
 
 const MIB: u64 = 1 << 20;
@@ -1164,4 +1165,46 @@ fn unreadable_files_degrade_gracefully() {
         "left for an operator to look at"
     );
     assert_eq!(store.upload_status("p").unwrap(), None);
+}
+
+#[test]
+fn block_hashes_come_in_small_pages_that_add_up_to_the_checksum() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let block = 256 * 1024;
+    let content = pattern(200 * block + 10, 3);
+    let upload = upload_all(&store, "disk", &content, UploadOptions::default());
+    upload.commit().unwrap();
+    let (info, first) = store.block_hashes("disk", 0, 10_000).unwrap();
+    let BlockHashes::Available(first) = first else {
+        panic!("no block hashes: {first:?}")
+    };
+    // Under 4 KiB a page, whatever was asked: unread replies stay small.
+    assert_eq!(first.hashes.len() as u64, 32 * MAX_PAGE);
+    assert!(first.hashes.len() < 4096);
+    assert_eq!(first.total, 201);
+    let mut all = first.hashes.clone();
+    while (all.len() as u64) < 32 * first.total {
+        let (_, page) = store
+            .block_hashes("disk", all.len() as u64 / 32, 0)
+            .unwrap();
+        let BlockHashes::Available(page) = page else {
+            panic!("{page:?}")
+        };
+        all.extend_from_slice(&page.hashes);
+    }
+    let mut tree = ferry_services::blockhash::Tree::default();
+    for hash in all.chunks(32) {
+        tree.push(hash.try_into().unwrap());
+    }
+    assert_eq!(Some(tree.root(|| unreachable!())), info.checksum);
+    // A damaged list is refused at page 0, not trusted.
+    let path = dir.path().join("meta/disk.blocks");
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[64 + 32 * 150] ^= 1;
+    fs::write(&path, bytes).unwrap();
+    assert!(matches!(
+        store.block_hashes("disk", 0, 0).unwrap().1,
+        BlockHashes::Unusable(_)
+    ));
 }

@@ -20,8 +20,12 @@ use crate::blockhash::{self, BlockHash, Tree};
 
 const MAGIC: [u8; 8] = *b"FERRYBH1";
 pub(crate) const HEADER_LEN: u64 = 64;
-/// The most hashes one [`page`] returns: 256 KiB of them, 2 GiB of volume at 256 KiB blocks.
-pub const MAX_PAGE: u64 = 8192;
+/// The most hashes one [`page`] returns: 96, 3 KiB (24 MiB of volume at 256 KiB blocks). A
+/// reply stays under 4 KiB with its volume record, so replies a peer leaves unread are bounded
+/// like every small reply (`max_in_flight_calls` × 4 KiB, docs/SECURITY.md) instead of
+/// parking a large allocation per call; a client walking its file fetches the next page
+/// every 24 MiB, one round trip.
+pub const MAX_PAGE: u64 = 96;
 
 /// Block hashes being written by an upload (`partial/<name>.blocks`), in block order after a
 /// placeholder header that [`seal`](Self::seal) fills in at commit.

@@ -76,7 +76,7 @@ pub use download::Download;
 pub use error::StoreError;
 pub use name::{DEFAULT_MAX_NAME_LEN, MAX_NAME_LEN_LIMIT, validate_name};
 pub use recovery::RecoveryReport;
-pub use upload::{PartialStatus, Upload, UploadOptions};
+pub use upload::{KEEP_BUFFER, PartialStatus, Upload, UploadOptions};
 
 use error::IoContext;
 use meta::VolumeMeta;

@@ -105,6 +105,8 @@ pub struct Upload {
     hash: TreeHash<BlocksWriter>,
     /// The version a delta's KEEP ranges copy from, open since the upload began.
     base: Option<Base>,
+    /// Where KEEP ranges are read back to be hashed ([`KEEP_BUFFER`] once used).
+    keep_buffer: Vec<u8>,
     partial: PartialMeta,
     last_touch: Instant,
     /// Set from outside (see [`stopper`](Self::stopper)) to call off the hashing of a hole.
@@ -286,7 +288,7 @@ impl Upload {
         let hash = &mut self.hash;
         let copied = (|| -> io::Result<bool> {
             let mut cursor = ExtentCursor::new(offset, end);
-            let mut buffer = Vec::new();
+            let buffer = &mut self.keep_buffer;
             while let Some(extent) = cursor.peek(&base.file)? {
                 if stop.load(Ordering::Relaxed) {
                     return Ok(false);
@@ -301,11 +303,12 @@ impl Upload {
                         cursor.advance(n);
                     }
                     Extent::Data(n) => {
-                        let n = n.min(KEEP_PIECE);
+                        let n = n.min(KEEP_BUFFER as u64);
                         sparse::copy_range(&base.file, file, at, n)?;
-                        buffer.resize(n as usize, 0);
-                        file.read_exact_at(&mut buffer, at)?;
-                        hash.data(&buffer)?;
+                        buffer.resize(KEEP_BUFFER, 0);
+                        let piece = &mut buffer[..n as usize];
+                        file.read_exact_at(piece, at)?;
+                        hash.data(piece)?;
                         cursor.advance(n);
                     }
                 }
@@ -565,6 +568,7 @@ pub(crate) fn begin(inner: &Arc<Inner>, name: &str, options: UploadOptions) -> R
         offset: 0,
         hash: TreeHash::new(BLOCK_SIZE, blocks),
         base,
+        keep_buffer: Vec::new(),
         partial,
         last_touch: Instant::now(),
         stop: Arc::default(),
@@ -615,6 +619,7 @@ pub(crate) fn resume(inner: &Arc<Inner>, name: &str) -> Result<Upload> {
         offset,
         hash,
         base,
+        keep_buffer: Vec::new(),
         partial,
         last_touch: Instant::now(),
         stop: Arc::default(),
@@ -644,8 +649,10 @@ fn rehash(
     Ok(hash)
 }
 
-/// Bytes of a KEEP copied and hashed at a time.
-const KEEP_PIECE: u64 = 1 << 20;
+/// Bytes of a KEEP copied and read back for hashing at a time: the one buffer a delta upload
+/// holds (allocated at its first KEEP), which the node charges to the connection's memory
+/// budget for the upload's life.
+pub const KEEP_BUFFER: usize = 64 * 1024;
 
 /// The version of a volume that a delta upload builds on.
 struct Base {

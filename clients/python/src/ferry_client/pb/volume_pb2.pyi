@@ -664,7 +664,7 @@ class BlockHashesRequest(_message.Message):
     name: _builtins.str
     first_block: _builtins.int
     max_blocks: _builtins.int
-    """At most this many hashes (0: the node's page size, 8192; it never sends more)."""
+    """At most this many hashes (0: the node's page size, 96; it never sends more)."""
     def __init__(
         self,
         *,
