@@ -15,7 +15,9 @@ use tracing::info;
 use crate::admin::{AdminProgram, AdminService};
 use crate::cluster::{PeerConfigError, PeerSet};
 use crate::config::NodeConfig;
+use crate::discovery::{Discovery, DiscoveryError};
 use crate::events::{EventHub, EventsProgram, EventsService};
+use crate::health::Health;
 use crate::metrics::{CallMetrics, Metrics};
 use crate::security::SecurityError;
 use crate::store::{StoreConfig, StoreError, VolumeStore};
@@ -33,6 +35,8 @@ pub enum NodeError {
     Store(#[from] StoreError),
     #[error("the [[peers]] configuration: {0}")]
     Peers(#[from] PeerConfigError),
+    #[error("the [discovery] configuration: {0}")]
+    Discovery(#[from] DiscoveryError),
     #[error(transparent)]
     Listen(#[from] ListenError),
     #[error("security settings: {0}")]
@@ -74,6 +78,8 @@ pub struct Node {
     ready: Ready,
     metrics_task: Option<tokio::task::JoinHandle<()>>,
     sweep_task: tokio::task::JoinHandle<()>,
+    discovery_task: Option<tokio::task::JoinHandle<()>>,
+    health: Arc<Health>,
     drain: Duration,
 }
 
@@ -81,6 +87,11 @@ pub struct Node {
 pub async fn start(config: &NodeConfig) -> Result<Node, NodeError> {
     let data_dir = &config.data_dir;
     let peers = Arc::new(PeerSet::new(&config.peers, peer_client_config(config))?);
+    let discovery = if config.discovery.enabled() {
+        Some(Discovery::new(&config.discovery).await?)
+    } else {
+        None
+    };
     let dir_error = |source| NodeError::DataDir {
         path: data_dir.clone(),
         source,
@@ -113,7 +124,7 @@ pub async fn start(config: &NodeConfig) -> Result<Node, NodeError> {
                 hub.clone(),
                 config.events.progress_every_bytes,
             )
-            .with_peers(peers),
+            .with_peers(peers.clone()),
         ))
         .program(EventsProgram::serve(EventsService { hub: hub.clone() }))
         .program(AdminProgram::serve(AdminService {
@@ -142,6 +153,7 @@ pub async fn start(config: &NodeConfig) -> Result<Node, NodeError> {
             .map_err(dir_error)?;
     }
 
+    let health = Arc::new(Health::new(data_dir.clone()));
     let (metrics_task, metrics) = if config.metrics.is_empty() {
         (None, None)
     } else {
@@ -158,7 +170,11 @@ pub async fn start(config: &NodeConfig) -> Result<Node, NodeError> {
             hub.clone(),
         ));
         (
-            Some(tokio::spawn(crate::metrics::serve(listener, registry))),
+            Some(tokio::spawn(crate::metrics::serve(
+                listener,
+                registry,
+                health.clone(),
+            ))),
             Some(local),
         )
     };
@@ -174,12 +190,25 @@ pub async fn start(config: &NodeConfig) -> Result<Node, NodeError> {
         unix,
         metrics,
     };
+    // The first resolution before the node says it is ready (bounded by the discovery
+    // timeout), so its first operations already know the peers DNS has now.
+    let discovery_task = match discovery {
+        Some(discovery) => {
+            discovery.round(&peers).await;
+            info!(node = discovery.node_name(), peers = ?peers.names(), "peer discovery on");
+            Some(tokio::spawn(discovery.run(peers)))
+        }
+        None => None,
+    };
+    health.serving();
     info!(%ready, "ferryd ready");
     Ok(Node {
         server,
         ready,
         metrics_task,
         sweep_task,
+        discovery_task,
+        health,
         drain: Duration::from_secs(config.limits.shutdown_drain_secs),
     })
 }
@@ -194,10 +223,15 @@ impl Node {
     }
 
     /// Stops accepting, lets open calls finish (up to the configured drain time), then stops.
+    /// `/readyz` answers 503 from the start of the drain, `/livez` 200 until the end.
     pub async fn shutdown(self) {
+        self.health.draining();
         info!(drain = ?self.drain, "shutting down");
         self.server.shutdown(self.drain).await;
         if let Some(task) = self.metrics_task {
+            task.abort();
+        }
+        if let Some(task) = self.discovery_task {
             task.abort();
         }
         self.sweep_task.abort();

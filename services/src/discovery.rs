@@ -1,0 +1,402 @@
+//! Peers found by DNS, beside the static `[[peers]]`: `[discovery]` names an SRV record (a
+//! Kubernetes headless Service with a named port publishes one per ready pod), which is
+//! resolved at start and again every `interval_secs`. Each SRV target becomes a peer named by
+//! the first label of its host name (`ferry-1.ferry-headless.ns.svc.cluster.local` is
+//! `ferry-1`), reached at the address its A/AAAA record gives and the SRV port; the node
+//! itself (`node_name`) is left out. The result replaces the discovered part of the node's
+//! [`PeerSet`], which keeps peers still in use alive (see there). docs/CLUSTER.md describes
+//! the behaviour, docs/KUBERNETES.md the deployment.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_resolver::TokioResolver;
+use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
+use hickory_resolver::net::NetError;
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::proto::rr::RData;
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use crate::cli::{Access, NodeUri};
+use crate::cluster::{DiscoveredPeer, PeerSet, valid_peer_name};
+
+/// How discovered peers are reached: the scheme of their addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DiscoveryScheme {
+    /// Plain TCP (`tcp://ip:port`).
+    #[default]
+    Tcp,
+    /// TLS (`tls://ip:port`), the certificate checked against the SRV target's host name:
+    /// with a headless Service, `*.<service>.<namespace>.svc.cluster.local` in the
+    /// certificate covers every pod.
+    Tls,
+}
+
+/// `[discovery]` of the config file. Off while `srv` is empty.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DiscoveryConfig {
+    /// The SRV name to resolve, e.g. `_ferry._tcp.ferry-headless.ferry.svc.cluster.local`.
+    pub srv: String,
+    /// Seconds between two resolutions. Smaller finds new nodes sooner and asks the DNS
+    /// server more often; the answers are cached for at most this long.
+    pub interval_secs: u64,
+    /// How long one resolution (the SRV record and each target's addresses) may take before
+    /// it is given up and the peers found last time are kept.
+    pub timeout_secs: u64,
+    /// This node's own name, left out of the peers: `""` takes the first label of the host
+    /// name (a StatefulSet pod's host name is its stable name, `ferry-0`).
+    pub node_name: String,
+    /// The DNS server, `host:port` (`host` an IP address or a name resolved once at start);
+    /// `""` uses the system's resolver configuration (`/etc/resolv.conf`).
+    pub resolver: String,
+    pub scheme: DiscoveryScheme,
+    /// Authenticate to every discovered peer as this user (as `[[peers]]`'s `user`), with the
+    /// password in `password_file`.
+    pub user: Option<String>,
+    pub password_file: Option<PathBuf>,
+    /// For `scheme = "tls"`: the CA certificate (PEM) of the peers' certificates.
+    pub ca: Option<PathBuf>,
+}
+
+/// Default seconds between resolutions: a new pod is found within this long after it is ready.
+pub const DEFAULT_INTERVAL_SECS: u64 = 10;
+/// Default bound of one resolution.
+pub const DEFAULT_TIMEOUT_SECS: u64 = 5;
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        Self {
+            srv: String::new(),
+            interval_secs: DEFAULT_INTERVAL_SECS,
+            timeout_secs: DEFAULT_TIMEOUT_SECS,
+            node_name: String::new(),
+            resolver: String::new(),
+            scheme: DiscoveryScheme::Tcp,
+            user: None,
+            password_file: None,
+            ca: None,
+        }
+    }
+}
+
+impl DiscoveryConfig {
+    pub fn enabled(&self) -> bool {
+        !self.srv.is_empty()
+    }
+}
+
+/// `[discovery]` cannot be used; ferryd stops at start with this.
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    #[error("srv {srv:?} is not a DNS name: {reason}")]
+    BadSrv { srv: String, reason: String },
+    #[error("interval_secs and timeout_secs must be at least 1")]
+    ZeroDuration,
+    #[error("timeout_secs ({timeout}) must be shorter than interval_secs ({interval})")]
+    TimeoutNotShorter { timeout: u64, interval: u64 },
+    #[error("resolver {resolver:?}: {reason}")]
+    BadResolver { resolver: String, reason: String },
+    #[error("reading the system resolver configuration: {0}")]
+    SystemResolver(NetError),
+    #[error("node_name is empty and the host name {0:?} gives no valid node name")]
+    NoNodeName(String),
+    #[error("{0}")]
+    Access(String),
+}
+
+/// A checked `[discovery]`, ready to run.
+pub struct Discovery {
+    srv: String,
+    interval: Duration,
+    timeout: Duration,
+    node_name: String,
+    scheme: DiscoveryScheme,
+    access: Access,
+    resolver: TokioResolver,
+}
+
+impl std::fmt::Debug for Discovery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Discovery")
+            .field("srv", &self.srv)
+            .field("interval", &self.interval)
+            .field("node_name", &self.node_name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why one resolution failed; the peers found last time are kept.
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    #[error("resolving {name}: {source}")]
+    Dns { name: String, source: NetError },
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
+
+impl Discovery {
+    /// Checks the section, reads the password file and sets up the resolver; sends nothing.
+    pub async fn new(config: &DiscoveryConfig) -> Result<Self, DiscoveryError> {
+        let srv = config.srv.trim_end_matches('.').to_owned();
+        hickory_resolver::proto::rr::Name::from_ascii(&srv).map_err(|error| {
+            DiscoveryError::BadSrv {
+                srv: config.srv.clone(),
+                reason: error.to_string(),
+            }
+        })?;
+        if config.interval_secs == 0 || config.timeout_secs == 0 {
+            return Err(DiscoveryError::ZeroDuration);
+        }
+        if config.timeout_secs >= config.interval_secs {
+            return Err(DiscoveryError::TimeoutNotShorter {
+                timeout: config.timeout_secs,
+                interval: config.interval_secs,
+            });
+        }
+        let interval = Duration::from_secs(config.interval_secs);
+        let node_name = if config.node_name.is_empty() {
+            let host = host_name();
+            let first = first_label(&host).to_owned();
+            if !valid_peer_name(&first) {
+                return Err(DiscoveryError::NoNodeName(host));
+            }
+            first
+        } else {
+            config.node_name.clone()
+        };
+        let access = crate::cluster::shared_access(
+            config.user.as_deref(),
+            config.password_file.as_deref(),
+            config.ca.as_deref(),
+            config.scheme == DiscoveryScheme::Tls,
+        )
+        .map_err(DiscoveryError::Access)?;
+
+        let provider = TokioRuntimeProvider::default();
+        let mut builder = if config.resolver.is_empty() {
+            TokioResolver::builder(provider).map_err(DiscoveryError::SystemResolver)?
+        } else {
+            let server = resolver_address(&config.resolver).await?;
+            let mut name_server = NameServerConfig::udp_and_tcp(server.ip());
+            for connection in &mut name_server.connections {
+                connection.port = server.port();
+            }
+            TokioResolver::builder_with_config(
+                ResolverConfig::from_name_servers(vec![name_server]),
+                provider,
+            )
+        };
+        let options: &mut ResolverOpts = builder.options_mut();
+        // Answers are re-asked for at every round, however long their TTL: a pod gone must
+        // leave the set within one interval.
+        options.positive_max_ttl = Some(interval);
+        options.negative_max_ttl = Some(interval);
+        let resolver = builder.build().map_err(|error| DiscoveryError::BadResolver {
+            resolver: config.resolver.clone(),
+            reason: error.to_string(),
+        })?;
+        Ok(Self {
+            srv,
+            interval,
+            timeout: Duration::from_secs(config.timeout_secs),
+            node_name,
+            scheme: config.scheme,
+            access,
+            resolver,
+        })
+    }
+
+    /// This node's name, which is left out of the peers.
+    pub fn node_name(&self) -> &str {
+        &self.node_name
+    }
+
+    /// Resolves the SRV record and its targets once: the peers it names, the node itself left
+    /// out, sorted by (priority, name). An SRV name without records (NXDOMAIN, or no SRV
+    /// records) is an empty set, not an error: the last pod gone leaves no peers.
+    pub async fn resolve(&self) -> Result<Vec<DiscoveredPeer>, LookupError> {
+        tokio::time::timeout(self.timeout, self.resolve_unbounded())
+            .await
+            .map_err(|_| LookupError::Timeout(self.timeout))?
+    }
+
+    async fn resolve_unbounded(&self) -> Result<Vec<DiscoveredPeer>, LookupError> {
+        let lookup = match self.resolver.srv_lookup(format!("{}.", self.srv)).await {
+            Ok(lookup) => lookup,
+            Err(error) if error.is_no_records_found() || error.is_nx_domain() => {
+                return Ok(Vec::new());
+            }
+            Err(source) => {
+                return Err(LookupError::Dns {
+                    name: self.srv.clone(),
+                    source,
+                });
+            }
+        };
+        let mut targets: Vec<(u16, String, u16)> = lookup
+            .answers()
+            .iter()
+            .filter_map(|record| match &record.data {
+                RData::SRV(srv) => Some((
+                    srv.priority,
+                    srv.target.to_ascii().trim_end_matches('.').to_owned(),
+                    srv.port,
+                )),
+                _ => None,
+            })
+            .collect();
+        targets.sort();
+        let mut peers = Vec::with_capacity(targets.len());
+        for (_, host, port) in targets {
+            let name = first_label(&host).to_owned();
+            if name == self.node_name || peers.iter().any(|p: &DiscoveredPeer| p.name == name) {
+                continue;
+            }
+            if !valid_peer_name(&name) {
+                warn!(target = %host, "SRV target gives no valid peer name; skipped");
+                continue;
+            }
+            let ip = match self.resolver.lookup_ip(format!("{host}.")).await {
+                Ok(ips) => ips.iter().next(),
+                Err(error) if error.is_no_records_found() || error.is_nx_domain() => None,
+                Err(source) => return Err(LookupError::Dns { name: host, source }),
+            };
+            let Some(ip) = ip else {
+                // A pod that is listed but not resolvable yet (or any more): not a peer now.
+                continue;
+            };
+            peers.push(DiscoveredPeer {
+                uri: self.uri(ip, port, &host),
+                name,
+                access: self.access.clone(),
+            });
+        }
+        Ok(peers)
+    }
+
+    fn uri(&self, ip: IpAddr, port: u16, host: &str) -> NodeUri {
+        let address = SocketAddr::new(ip, port).to_string();
+        match self.scheme {
+            DiscoveryScheme::Tcp => NodeUri::Tcp(address),
+            DiscoveryScheme::Tls => NodeUri::Tls {
+                address,
+                host: host.to_owned(),
+            },
+        }
+    }
+
+    /// Resolves now, then every interval, updating `peers`, until dropped. A failed round
+    /// (DNS server down, timeout) keeps the peers of the last good one: a DNS outage must not
+    /// empty the cluster.
+    pub async fn run(self, peers: Arc<PeerSet>) {
+        let mut ticks = tokio::time::interval(self.interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            self.round(&peers).await;
+        }
+    }
+
+    /// One resolution applied to `peers`; returns whether it succeeded.
+    pub async fn round(&self, peers: &PeerSet) -> bool {
+        match self.resolve().await {
+            Ok(found) => {
+                let changes = peers.set_discovered(found);
+                if !changes.is_empty() {
+                    info!(srv = %self.srv, added = ?changes.added, removed = ?changes.removed,
+                        peers = ?peers.names(), "discovered peers changed");
+                }
+                true
+            }
+            Err(error) => {
+                warn!(srv = %self.srv, %error, "peer discovery failed; keeping the peers found last time");
+                false
+            }
+        }
+    }
+}
+
+/// `host:port` of the DNS server, a name resolved (once) by the system.
+async fn resolver_address(resolver: &str) -> Result<SocketAddr, DiscoveryError> {
+    let bad = |reason: String| DiscoveryError::BadResolver {
+        resolver: resolver.to_owned(),
+        reason,
+    };
+    let mut addresses = tokio::net::lookup_host(resolver)
+        .await
+        .map_err(|error| bad(format!("{error} (give host:port)")))?;
+    addresses
+        .next()
+        .ok_or_else(|| bad("the name has no address".into()))
+}
+
+fn first_label(host: &str) -> &str {
+    host.split('.').next().unwrap_or_default()
+}
+
+/// The system's host name (`gethostname`).
+fn host_name() -> String {
+    let mut buffer = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname writes at most that much.
+    let result = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) };
+    if result != 0 {
+        return String::new();
+    }
+    let end = buffer.iter().position(|&b| b == 0).unwrap_or(buffer.len());
+    String::from_utf8_lossy(&buffer[..end]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_peers_by_the_first_label() {
+        assert_eq!(
+            first_label("ferry-1.ferry-headless.ns.svc.cluster.local"),
+            "ferry-1"
+        );
+        assert_eq!(first_label("node4"), "node4");
+    }
+
+    #[tokio::test]
+    async fn refuses_bad_sections() {
+        let config = |f: fn(&mut DiscoveryConfig)| {
+            let mut c = DiscoveryConfig {
+                srv: "_ferry._tcp.example.test".into(),
+                node_name: "a".into(),
+                resolver: "127.0.0.1:53".into(),
+                ..DiscoveryConfig::default()
+            };
+            f(&mut c);
+            c
+        };
+        let error = |c: DiscoveryConfig| async move { Discovery::new(&c).await.unwrap_err() };
+        assert!(matches!(
+            error(config(|c| c.interval_secs = 0)).await,
+            DiscoveryError::ZeroDuration
+        ));
+        assert!(matches!(
+            error(config(|c| c.timeout_secs = 20)).await,
+            DiscoveryError::TimeoutNotShorter { .. }
+        ));
+        assert!(matches!(
+            error(config(|c| c.resolver = "no port".into())).await,
+            DiscoveryError::BadResolver { .. }
+        ));
+        assert!(matches!(
+            error(config(|c| c.scheme = DiscoveryScheme::Tls)).await,
+            DiscoveryError::Access(_)
+        ));
+        assert!(matches!(
+            error(config(|c| c.user = Some("peer".into()))).await,
+            DiscoveryError::Access(_)
+        ));
+        assert!(Discovery::new(&config(|_| {})).await.is_ok());
+    }
+}
