@@ -46,7 +46,7 @@ pub struct DiscoveryConfig {
     /// server more often; the answers are cached for at most this long.
     pub interval_secs: u64,
     /// How long one resolution (the SRV record and each target's addresses) may take before
-    /// it is given up and the peers found last time are kept.
+    /// it is given up and the peers found last time are kept; at most `interval_secs`.
     pub timeout_secs: u64,
     /// This node's own name, left out of the peers: `""` takes the first label of the host
     /// name (a StatefulSet pod's host name is its stable name, `ferry-0`).
@@ -97,7 +97,7 @@ pub enum DiscoveryError {
     BadSrv { srv: String, reason: String },
     #[error("interval_secs and timeout_secs must be at least 1")]
     ZeroDuration,
-    #[error("timeout_secs ({timeout}) must be shorter than interval_secs ({interval})")]
+    #[error("timeout_secs ({timeout}) must not be longer than interval_secs ({interval})")]
     TimeoutNotShorter { timeout: u64, interval: u64 },
     #[error("resolver {resolver:?}: {reason}")]
     BadResolver { resolver: String, reason: String },
@@ -152,7 +152,7 @@ impl Discovery {
         if config.interval_secs == 0 || config.timeout_secs == 0 {
             return Err(DiscoveryError::ZeroDuration);
         }
-        if config.timeout_secs >= config.interval_secs {
+        if config.timeout_secs > config.interval_secs {
             return Err(DiscoveryError::TimeoutNotShorter {
                 timeout: config.timeout_secs,
                 interval: config.interval_secs,

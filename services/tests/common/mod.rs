@@ -1,6 +1,7 @@
 //! Real `ferryd` processes and the real `ferry` binary, for the daemon's integration tests.
 #![allow(dead_code)]
 
+pub mod dns;
 pub mod raw;
 
 use std::io::{BufRead, BufReader, Write};
@@ -30,7 +31,11 @@ impl Daemon {
         command
             .args(["--data-dir".as_ref(), data_dir.as_os_str()])
             .args(["--tcp", "127.0.0.1:0", "--metrics", "127.0.0.1:0"])
-            .env("FERRYD_LOG", "warn")
+            // FERRYD_TEST_LOG=info (or a filter) shows more of the daemons' logs.
+            .env(
+                "FERRYD_LOG",
+                std::env::var("FERRYD_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped());
         if let Some(config) = config {
             command.args(["--config".as_ref(), config.as_os_str()]);
