@@ -40,7 +40,10 @@ pub enum DiscoveryScheme {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DiscoveryConfig {
-    /// The SRV name to resolve, e.g. `_ferry._tcp.ferry-headless.ferry.svc.cluster.local`.
+    /// The SRV name to resolve, e.g. `_ferry._tcp.ferry-headless.ferry.svc.cluster.local`. A
+    /// name ending in `.` is absolute; otherwise the system resolver's search domains apply
+    /// as for any lookup (in a pod they start with `<namespace>.svc.cluster.local`, so
+    /// `_ferry._tcp.ferry-headless` finds the pod's own namespace's Service).
     pub srv: String,
     /// Seconds between two resolutions. Smaller finds new nodes sooner and asks the DNS
     /// server more often; the answers are cached for at most this long.
@@ -142,7 +145,7 @@ pub enum LookupError {
 impl Discovery {
     /// Checks the section, reads the password file and sets up the resolver; sends nothing.
     pub async fn new(config: &DiscoveryConfig) -> Result<Self, DiscoveryError> {
-        let srv = config.srv.trim_end_matches('.').to_owned();
+        let srv = config.srv.clone();
         hickory_resolver::proto::rr::Name::from_ascii(&srv).map_err(|error| {
             DiscoveryError::BadSrv {
                 srv: config.srv.clone(),
@@ -226,7 +229,7 @@ impl Discovery {
     }
 
     async fn resolve_unbounded(&self) -> Result<Vec<DiscoveredPeer>, LookupError> {
-        let lookup = match self.resolver.srv_lookup(format!("{}.", self.srv)).await {
+        let lookup = match self.resolver.srv_lookup(self.srv.as_str()).await {
             Ok(lookup) => lookup,
             Err(error) if error.is_no_records_found() || error.is_nx_domain() => {
                 return Ok(Vec::new());
