@@ -140,7 +140,11 @@ pub struct PeerLink {
 impl std::fmt::Debug for PeerSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_list()
-            .entries(self.snapshot().iter().map(|p| (p.name.clone(), p.uri.to_string())))
+            .entries(
+                self.snapshot()
+                    .iter()
+                    .map(|p| (p.name.clone(), p.uri.to_string())),
+            )
             .finish()
     }
 }
@@ -330,7 +334,11 @@ impl PeerSet {
     /// Forgets a connection found lost, unless it was replaced already: the next use of the
     /// peer connects again.
     pub fn forget(&self, link: &PeerLink) {
-        let mut slot = link.peer.slot.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut slot = link
+            .peer
+            .slot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if slot.generation == link.generation && slot.client.take().is_some() {
             info!(peer = %link.name, "lost the connection to peer; will reconnect on next use");
         }

@@ -199,10 +199,12 @@ impl Discovery {
         // leave the set within one interval.
         options.positive_max_ttl = Some(interval);
         options.negative_max_ttl = Some(interval);
-        let resolver = builder.build().map_err(|error| DiscoveryError::BadResolver {
-            resolver: config.resolver.clone(),
-            reason: error.to_string(),
-        })?;
+        let resolver = builder
+            .build()
+            .map_err(|error| DiscoveryError::BadResolver {
+                resolver: config.resolver.clone(),
+                reason: error.to_string(),
+            })?;
         Ok(Self {
             srv,
             interval,

@@ -63,7 +63,10 @@ impl Health {
             _ => match std::fs::metadata(&self.data_dir) {
                 Ok(meta) if meta.is_dir() => Ok(()),
                 Ok(_) => Err(format!("{} is not a directory", self.data_dir.display())),
-                Err(error) => Err(format!("data directory {}: {error}", self.data_dir.display())),
+                Err(error) => Err(format!(
+                    "data directory {}: {error}",
+                    self.data_dir.display()
+                )),
             },
         }
     }

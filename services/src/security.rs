@@ -219,10 +219,11 @@ fn read_users_file(path: &std::path::Path) -> Result<Vec<UserEntry>, SecurityErr
         path: path.to_owned(),
         source,
     })?;
-    let file: UsersFile = toml::from_str(&text).map_err(|source| SecurityError::UsersFileParse {
-        path: path.to_owned(),
-        source,
-    })?;
+    let file: UsersFile =
+        toml::from_str(&text).map_err(|source| SecurityError::UsersFileParse {
+            path: path.to_owned(),
+            source,
+        })?;
     Ok(file.security.users)
 }
 

@@ -108,9 +108,11 @@ fn knows_peer(daemon: &Daemon, peer: &str) -> bool {
 
 fn checksum_on(daemon: &Daemon, name: &str) -> Option<String> {
     let listed = run_json(daemon, &["vol", "list"]);
-    listed.as_array().unwrap().iter().find_map(|v| {
-        (v["name"] == name).then(|| v["checksum"].as_str().unwrap().to_owned())
-    })
+    listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|v| (v["name"] == name).then(|| v["checksum"].as_str().unwrap().to_owned()))
 }
 
 fn file_hash(path: &Path) -> String {
@@ -145,7 +147,11 @@ fn peers_come_and_go_with_their_srv_records_and_one_in_use_is_not_cut() {
     assert_eq!(checksum_on(&b, "small"), Some(file_hash(&file)));
 
     // c added while the nodes run: found by both, and takes a replicated upload.
-    dns.set_records(&[record("node-a", &a), record("node-b", &b), record("node-c", &c)]);
+    dns.set_records(&[
+        record("node-a", &a),
+        record("node-b", &b),
+        record("node-c", &c),
+    ]);
     wait_for_view(&a, &["local", "node-b", "node-c"]);
     wait_for_view(&b, &["local", "node-a", "node-c"]);
     let up = run_json(
@@ -201,7 +207,11 @@ fn peers_come_and_go_with_their_srv_records_and_one_in_use_is_not_cut() {
     // SAFETY: as above.
     assert_eq!(unsafe { libc::kill(c.pid() as i32, libc::SIGCONT) }, 0);
     let output = copy.wait_with_output().unwrap();
-    assert!(output.status.success(), "the copy failed: {}", stderr(&output));
+    assert!(
+        output.status.success(),
+        "the copy failed: {}",
+        stderr(&output)
+    );
     assert_eq!(checksum_on(&c, "big"), Some(file_hash(&big)));
     wait_for_view(&a, &["local", "node-b"]);
     let refused = run(&a, &["vol", "copy", "small", "--to", "node-c"]);
@@ -237,7 +247,10 @@ fn a_bad_discovery_section_stops_ferryd_with_a_reason() {
             "srv = \"_ferry._tcp.x.test\"\nscheme = \"tls\"\nresolver = \"127.0.0.1:53\"",
             "needs `ca`",
         ),
-        ("srv = \"_ferry._tcp.x.test\"\nsrv_name = 1", "unknown field"),
+        (
+            "srv = \"_ferry._tcp.x.test\"\nsrv_name = 1",
+            "unknown field",
+        ),
     ] {
         let config = dir.path().join("ferryd.toml");
         std::fs::write(&config, format!("[discovery]\n{section}\n")).unwrap();

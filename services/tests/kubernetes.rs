@@ -33,7 +33,10 @@ const IMAGE_UID: u32 = 10001;
 const READY_WITHIN: Duration = Duration::from_secs(30);
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
 }
 
 /// Whether `tool` runs; under CI its absence fails the test.
@@ -242,13 +245,19 @@ fn the_srv_name_is_the_headless_services_and_names_the_tls_port() {
         .unwrap()
         .iter()
         .any(|rule| {
-            rule["ports"].as_array().unwrap().iter().any(|p| p["port"] == target)
+            rule["ports"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["port"] == target)
                 && rule["from"].as_array().unwrap().iter().any(|f| {
-                    f["podSelector"]["matchLabels"]
-                        == set["spec"]["template"]["metadata"]["labels"]
+                    f["podSelector"]["matchLabels"] == set["spec"]["template"]["metadata"]["labels"]
                 })
         });
-    assert!(peers_allowed, "the NetworkPolicy keeps peers from port {target}");
+    assert!(
+        peers_allowed,
+        "the NetworkPolicy keeps peers from port {target}"
+    );
 }
 
 #[test]
@@ -270,7 +279,9 @@ fn the_grace_period_outlasts_the_drain_and_memory_covers_the_limits() {
         + l.max_streams_per_connection as u64 * u64::from(l.stream_window) / 4
         + u64::from(l.max_frame);
     let worst = l.max_connections as u64 * per_connection + 64 * MIB;
-    let limit = m.container["resources"]["limits"]["memory"].as_str().unwrap();
+    let limit = m.container["resources"]["limits"]["memory"]
+        .as_str()
+        .unwrap();
     let limit = match limit.strip_suffix("Gi") {
         Some(gib) => gib.parse::<u64>().unwrap() * 1024 * MIB,
         None => limit.strip_suffix("Mi").unwrap().parse::<u64>().unwrap() * MIB,
@@ -303,7 +314,9 @@ fn the_prometheus_rule_holds_the_alert_rules_and_the_scrape_finds_the_metrics_po
     // The ServiceMonitor selects exactly the headless Service (each pod scraped once), on its
     // metrics port, and gives the targets the job label the rules expect.
     let monitor = object(&m.objects, "ServiceMonitor", "ferry");
-    let selector = monitor["spec"]["selector"]["matchLabels"].as_object().unwrap();
+    let selector = monitor["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .unwrap();
     let selected: Vec<&str> = m
         .objects
         .iter()
@@ -334,8 +347,8 @@ fn the_prometheus_rule_holds_the_alert_rules_and_the_scrape_finds_the_metrics_po
             .any(|r| r["targetLabel"] == "job" && r["replacement"] == "ferryd")
     );
     assert!(alerts.to_string().contains(r#"job=\"ferryd\""#));
-    let annotations = &object(&m.objects, "StatefulSet", "ferry")["spec"]["template"]["metadata"]
-        ["annotations"];
+    let annotations =
+        &object(&m.objects, "StatefulSet", "ferry")["spec"]["template"]["metadata"]["annotations"];
     assert_eq!(
         annotations["prometheus.io/port"].as_str().unwrap(),
         m.port("metrics").to_string()
@@ -381,8 +394,11 @@ fn a_pod_as_configured_serves_its_probes_and_another_pod_can_verify_and_join_it(
         std::fs::copy(secrets.join(from), &path).unwrap();
         // defaultMode 0440 and the group fsGroup give the pod's user read access.
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        std::fs::set_permissions(path.parent().unwrap(), std::fs::Permissions::from_mode(0o755))
-            .unwrap();
+        std::fs::set_permissions(
+            path.parent().unwrap(),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
     };
     install("users.toml", "credentials", "users.toml");
     install("peer-password", "credentials", "peer-password");
@@ -397,16 +413,22 @@ fn a_pod_as_configured_serves_its_probes_and_another_pod_can_verify_and_join_it(
     let closed = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let resolver = closed.local_addr().unwrap().to_string();
     drop(closed);
-    if let Some(security) = config.get_mut("security").and_then(toml::Value::as_table_mut) {
+    if let Some(security) = config
+        .get_mut("security")
+        .and_then(toml::Value::as_table_mut)
+    {
         security.insert("tls".into(), "127.0.0.1:0".into());
     }
-    if let Some(discovery) = config.get_mut("discovery").and_then(toml::Value::as_table_mut) {
+    if let Some(discovery) = config
+        .get_mut("discovery")
+        .and_then(toml::Value::as_table_mut)
+    {
         discovery.insert("resolver".into(), resolver.into());
     }
     let text = toml::to_string(&config)
-    .unwrap()
-    .replace("\"/etc/ferry/", &format!("\"{}/etc/ferry/", root.display()))
-    .replace("\"/data/", &format!("\"{}/data/", root.display()));
+        .unwrap()
+        .replace("\"/etc/ferry/", &format!("\"{}/etc/ferry/", root.display()))
+        .replace("\"/data/", &format!("\"{}/data/", root.display()));
     let config_path = in_root(&root, &m.mount("config"));
     std::fs::create_dir_all(config_path.parent().unwrap()).unwrap();
     std::fs::write(&config_path, text).unwrap();
@@ -421,8 +443,14 @@ fn a_pod_as_configured_serves_its_probes_and_another_pod_can_verify_and_join_it(
         "the data directory {data_dir} must be inside the volume {data_mount} (ferryd chmods it)"
     );
     let pod_security = &m.pod["securityContext"];
-    assert_eq!(pod_security["runAsUser"].as_u64(), Some(u64::from(IMAGE_UID)));
-    assert_eq!(pod_security["runAsGroup"].as_u64(), Some(u64::from(IMAGE_UID)));
+    assert_eq!(
+        pod_security["runAsUser"].as_u64(),
+        Some(u64::from(IMAGE_UID))
+    );
+    assert_eq!(
+        pod_security["runAsGroup"].as_u64(),
+        Some(u64::from(IMAGE_UID))
+    );
     assert_eq!(pod_security["fsGroup"].as_u64(), Some(u64::from(IMAGE_UID)));
     let build_images = std::fs::read_to_string(repo().join("deploy/build-images.sh")).unwrap();
     assert!(build_images.contains(&format!("'USER {IMAGE_UID}:{IMAGE_UID}'")));
@@ -461,11 +489,17 @@ fn a_pod_as_configured_serves_its_probes_and_another_pod_can_verify_and_join_it(
     let mut command = Command::new(&binary);
     command.args(&args).env_clear().stdout(Stdio::piped());
     for env in m.container["env"].as_array().unwrap() {
-        let (name, value) = (env["name"].as_str().unwrap(), env["value"].as_str().unwrap());
+        let (name, value) = (
+            env["name"].as_str().unwrap(),
+            env["value"].as_str().unwrap(),
+        );
         let value = match name {
             "FERRYD_METRICS" => "127.0.0.1:0".to_owned(),
             "FERRYD_DATA_DIR" => in_root(&root, value).display().to_string(),
-            "FERRY_URI" => format!("unix://{}", in_root(&root, &value["unix://".len()..]).display()),
+            "FERRY_URI" => format!(
+                "unix://{}",
+                in_root(&root, &value["unix://".len()..]).display()
+            ),
             _ => value.to_owned(),
         };
         command.env(name, value);
@@ -520,10 +554,14 @@ fn a_pod_as_configured_serves_its_probes_and_another_pod_can_verify_and_join_it(
     let password = std::fs::read_to_string(secrets.join("peer-password")).unwrap();
     actix_rt::System::new().block_on(async {
         let tls = ClientTls::from_ca_file(&secrets.join("ca.crt")).unwrap();
-        let client =
-            ferry_actors::Client::connect_tls(&tls_address, &peer_name, &tls, ClientConfig::default())
-                .await
-                .expect("the pod's certificate does not verify for its SRV target's name");
+        let client = ferry_actors::Client::connect_tls(
+            &tls_address,
+            &peer_name,
+            &tls,
+            ClientConfig::default(),
+        )
+        .await
+        .expect("the pod's certificate does not verify for its SRV target's name");
         client
             .authenticate("peer", password.trim())
             .await

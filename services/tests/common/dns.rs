@@ -37,12 +37,12 @@ pub fn skip_without_dnsmasq(test: &str) -> bool {
     }
     assert!(
         std::env::var_os("CI").is_none(),
-        "dnsmasq is missing under CI: .ci/run installs it (apt-get install dnsmasq)"
+        "dnsmasq is missing under CI: .ci/run installs it (apt-get install dnsmasq-base)"
     );
     eprintln!(
         "\n########################################################################\n\
          ##  SKIPPING {test}: dnsmasq is not installed.\n\
-         ##  apt-get install dnsmasq, then run this test again.\n\
+         ##  apt-get install dnsmasq-base (the binary alone), then run this test again.\n\
          ########################################################################\n"
     );
     true
