@@ -584,3 +584,60 @@ impl ReplicaSet {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn found(name: &str, address: &str) -> DiscoveredPeer {
+        DiscoveredPeer {
+            name: name.into(),
+            uri: NodeUri::Tcp(address.into()),
+            access: Access::default(),
+        }
+    }
+
+    #[test]
+    fn discovered_peers_follow_the_static_ones_and_keep_what_did_not_change() {
+        let statics = [PeerConfig {
+            name: "static".into(),
+            address: "unix:///run/static.sock".into(),
+            user: None,
+            password_file: None,
+            ca: None,
+        }];
+        let peers = PeerSet::new(&statics, ClientConfig::default()).unwrap();
+        let changes = peers.set_discovered(vec![
+            found("ferry-2", "10.0.0.2:7443"),
+            found("ferry-1", "10.0.0.1:7443"),
+            // A static name wins; a repeated name counts once.
+            found("static", "10.0.0.9:7443"),
+            found("ferry-1", "10.0.0.8:7443"),
+        ]);
+        assert_eq!(changes.added, ["ferry-2", "ferry-1"]);
+        assert!(changes.removed.is_empty());
+        assert_eq!(peers.names(), ["static", "ferry-1", "ferry-2"]);
+        let before = peers.find("ferry-1").unwrap();
+
+        // Same address: the same peer (its connection kept); new address: a new peer; gone:
+        // removed, yet still alive for whoever holds it.
+        let gone = peers.find("ferry-2").unwrap();
+        let changes = peers.set_discovered(vec![
+            found("ferry-1", "10.0.0.1:7443"),
+            found("ferry-3", "10.0.0.3:7443"),
+        ]);
+        assert_eq!(changes.added, ["ferry-3"]);
+        assert_eq!(changes.removed, ["ferry-2"]);
+        assert!(Arc::ptr_eq(&before, &peers.find("ferry-1").unwrap()));
+        assert_eq!(gone.name, "ferry-2");
+        assert_eq!(peers.check("ferry-2").unwrap_err().code, ErrorCode::NotFound);
+        assert_eq!(peers.replicas_for(3).unwrap(), ["static", "ferry-1"]);
+
+        let changes = peers.set_discovered(vec![found("ferry-1", "10.0.0.7:7443")]);
+        assert_eq!(changes.added, ["ferry-1"]);
+        assert_eq!(changes.removed, ["ferry-1", "ferry-3"]);
+        assert!(!Arc::ptr_eq(&before, &peers.find("ferry-1").unwrap()));
+        assert!(peers.set_discovered(Vec::new()).removed == ["ferry-1"]);
+        assert_eq!(peers.names(), ["static"]);
+    }
+}

@@ -295,12 +295,14 @@ impl Discovery {
         }
     }
 
-    /// Resolves now, then every interval, updating `peers`, until dropped. A failed round
-    /// (DNS server down, timeout) keeps the peers of the last good one: a DNS outage must not
-    /// empty the cluster.
+    /// Resolves every interval from now on (the node ran the first [`Discovery::round`] at
+    /// start), updating `peers`, until dropped. A failed round (DNS server down, timeout)
+    /// keeps the peers of the last good one: a DNS outage must not empty the cluster.
     pub async fn run(self, peers: Arc<PeerSet>) {
         let mut ticks = tokio::time::interval(self.interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // An interval's first tick is immediate: that round already ran.
+        ticks.tick().await;
         loop {
             ticks.tick().await;
             self.round(&peers).await;
