@@ -70,7 +70,14 @@ fn a_fourth_node_started_later_is_found_by_dns_and_takes_a_replica() {
 
     // node4 joins: its SRV record was there all along; its address exists from now on.
     cluster.compose(
-        &["--profile", "later", "up", "--detach", "--no-build", "node4"],
+        &[
+            "--profile",
+            "later",
+            "up",
+            "--detach",
+            "--no-build",
+            "node4",
+        ],
         NODE_START,
     );
     cluster.wait_healthy(&["node4"], NODE_START);
@@ -109,7 +116,9 @@ fn a_fourth_node_started_later_is_found_by_dns_and_takes_a_replica() {
         })
         .collect();
     assert_eq!(replicas, ["node2", "node3", "node4"]);
-    let on_node4 = cluster.volume_on("node4", "four").expect("node4 has the replica");
+    let on_node4 = cluster
+        .volume_on("node4", "four")
+        .expect("node4 has the replica");
     assert_eq!(on_node4["checksum"], hex_hash(&hash));
 
     // The cluster view shows node4 holding it, and a copy to node4 by its name works.

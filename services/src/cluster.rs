@@ -630,7 +630,10 @@ mod tests {
         assert_eq!(changes.removed, ["ferry-2"]);
         assert!(Arc::ptr_eq(&before, &peers.find("ferry-1").unwrap()));
         assert_eq!(gone.name, "ferry-2");
-        assert_eq!(peers.check("ferry-2").unwrap_err().code, ErrorCode::NotFound);
+        assert_eq!(
+            peers.check("ferry-2").unwrap_err().code,
+            ErrorCode::NotFound
+        );
         assert_eq!(peers.replicas_for(3).unwrap(), ["static", "ferry-1"]);
 
         let changes = peers.set_discovered(vec![found("ferry-1", "10.0.0.7:7443")]);
