@@ -222,6 +222,7 @@ async fn a_sparse_file_arrives_identical_with_its_holes_preserved() {
             Chunk::Hole(len) => {
                 file.seek(SeekFrom::Current(len as i64)).unwrap();
             }
+            Chunk::Keep(_) => panic!("SOURCE never sends KEEP"),
         }
     }
     file.set_len(length).unwrap();
@@ -300,4 +301,45 @@ async fn uploads_sharing_a_small_connection_window_all_finish() {
     tokio::time::timeout(4 * PROMPTLY, futures::future::join_all(uploads))
         .await
         .expect("every upload finishes");
+}
+
+#[actix_rt::test]
+async fn a_keep_range_crosses_as_keep_and_a_receiver_without_a_base_refuses_it() {
+    let server = start(quick_server_config()).await;
+    let client = server.test_client(common::Via::Unix).await;
+    // ECHO_STREAM relays chunks as they came: a KEEP comes back as a KEEP, not as zeros.
+    let mut stream = client.echo_stream(&EchoStreamRequest {}).await.unwrap();
+    let (outgoing, incoming) = stream.ends();
+    let (outgoing, incoming) = (outgoing.unwrap(), incoming.unwrap());
+    let sent = [
+        Chunk::Data(pattern(0, 1000)),
+        Chunk::Keep(5 << 30),
+        Chunk::Hole(7),
+        Chunk::Keep(1),
+    ];
+    let send = async {
+        for chunk in sent.clone() {
+            outgoing.send_chunk(chunk).await.unwrap();
+        }
+        outgoing.finish().await.unwrap();
+    };
+    let receive = async {
+        let mut got = Vec::new();
+        while let Some(chunk) = incoming.recv().await.unwrap() {
+            got.push(chunk);
+        }
+        got
+    };
+    let ((), got) = tokio::time::timeout(PROMPTLY, async { tokio::join!(send, receive) })
+        .await
+        .unwrap();
+    assert_eq!(got, sent);
+    stream.finish().await.unwrap();
+
+    // SINK has no base: the KEEP fails its call with BAD_REQUEST, the connection serves on.
+    let mut sink = client.sink(&SinkRequest::default()).await.unwrap();
+    sink.send_chunk(Chunk::Keep(4096)).await.unwrap();
+    let error = sink.finish().await.unwrap_err();
+    assert_eq!(error.code, ferry_actors::ErrorCode::BadRequest, "{error}");
+    upload(&client, 1 << 20, 64 * 1024).await;
 }

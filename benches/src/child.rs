@@ -222,6 +222,10 @@ impl Daemon {
         })
     }
 
+    pub fn pid(&self) -> u32 {
+        self.process.id()
+    }
+
     /// Whether the daemon has exited (and how).
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.process.try_wait().ok().flatten()
@@ -268,4 +272,77 @@ pub fn run_timed(command: &mut Command) -> Result<Duration, String> {
             String::from_utf8_lossy(&output.stderr).trim()
         ))
     }
+}
+
+/// CPU time (user + system) a running process has used, its reaped children's included (an
+/// rsync daemon forks one per connection), from /proc/PID/stat.
+pub fn cpu_of(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name (which may hold spaces) from its closing parenthesis;
+    // utime, stime, cutime and cstime are fields 14 to 17 of the whole line.
+    let rest = stat.rsplit_once(") ").map_or("", |(_, rest)| rest);
+    let fields: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(4)
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Duration::from_secs_f64(fields.iter().sum::<u64>() as f64 / ticks)
+}
+
+/// Whether a process has live children (an rsync daemon still finishing a connection).
+fn has_children(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .is_ok_and(|children| !children.trim().is_empty())
+}
+
+/// CPU time of this process's waited-for children so far.
+fn children_cpu() -> Duration {
+    // SAFETY: getrusage writes into the zeroed struct we own.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    time(usage.ru_utime) + time(usage.ru_stime)
+}
+
+/// A command run to its end, with what it cost.
+pub struct Measured {
+    pub wall: Duration,
+    /// User + system CPU of the command (its children included) and of `daemons` meanwhile.
+    pub cpu: Duration,
+    pub stdout: Vec<u8>,
+}
+
+/// Runs `command` to its end like [`run_timed`], also measuring the CPU it and the given
+/// daemons used (a daemon's forked helpers are waited for, bounded, so their time counts).
+pub fn run_measured(command: &mut Command, daemons: &[u32]) -> Result<Measured, String> {
+    let daemons_before: Duration = daemons.iter().map(|&pid| cpu_of(pid)).sum();
+    let own_before = children_cpu();
+    let started = Instant::now();
+    let output = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| format!("{command:?}: {e}"))?;
+    let wall = started.elapsed();
+    if !output.status.success() {
+        return Err(format!(
+            "{command:?} failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while daemons.iter().any(|&pid| has_children(pid)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let daemons_after: Duration = daemons.iter().map(|&pid| cpu_of(pid)).sum();
+    Ok(Measured {
+        wall,
+        cpu: (children_cpu() - own_before) + (daemons_after.saturating_sub(daemons_before)),
+        stdout: output.stdout,
+    })
 }

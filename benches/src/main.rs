@@ -82,6 +82,9 @@ pub struct Cli {
     /// volumes: the size of the file moved (suffixes KiB, MiB, GiB).
     #[arg(long, default_value = "2GiB", value_parser = parse_size)]
     pub vol_size: u64,
+    /// volumes: the size of the image of the delta cases (1% of its blocks changed).
+    #[arg(long, default_value = "4GiB", value_parser = parse_size)]
+    pub delta_size: u64,
     /// volumes: where the file, both stores and the download go (one filesystem) [default:
     /// the temporary directory].
     #[arg(long)]
@@ -113,6 +116,7 @@ pub struct Opts {
     pub transport: Option<String>,
     pub chunk: Option<u64>,
     pub vol_size: u64,
+    pub delta_size: u64,
     pub vol_dir: PathBuf,
     pub bin_dir: PathBuf,
 }
@@ -142,6 +146,7 @@ impl Opts {
                 transport: cli.transport.clone(),
                 chunk: cli.chunk,
                 vol_size: 4 * MIB,
+                delta_size: 8 * MIB,
                 vol_dir,
                 bin_dir,
             };
@@ -159,6 +164,7 @@ impl Opts {
             transport: cli.transport.clone(),
             chunk: cli.chunk,
             vol_size: cli.vol_size,
+            delta_size: cli.delta_size,
             vol_dir,
             bin_dir,
         }

@@ -17,13 +17,30 @@ pub const MAX_TRAILER: usize = 4096;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hole {
     pub length: u64,
-    /// Reserved; senders write 0 and receivers ignore it.
+    /// Bit 0 is [`Hole::KEEP`]; the others are reserved: senders write 0, receivers ignore
+    /// them.
     pub flags: u32,
 }
 
 impl Hole {
+    /// Flag: not zeros but "the receiver's base bytes at this offset" (docs/PROTOCOL.md
+    /// section 7.4): what a delta transfer sends for a range the destination already holds.
+    pub const KEEP: u32 = 1;
+
     pub fn new(length: u64) -> Self {
         Self { length, flags: 0 }
+    }
+
+    /// A KEEP range of `length` bytes.
+    pub fn keep(length: u64) -> Self {
+        Self {
+            length,
+            flags: Self::KEEP,
+        }
+    }
+
+    pub fn is_keep(self) -> bool {
+        self.flags & Self::KEEP != 0
     }
 
     pub fn encode(self) -> Bytes {

@@ -28,6 +28,10 @@ const STREAM_DATA: &str = "00000021 74657374 00000001 00000004 00000003 00000007
 const STREAM_HOLE_1GIB: &str = "00000028 74657374 00000001 00000004 00000006 00000007 \
                                     00000002 00000000 40000000 00000000";
 
+/// STREAM_HOLE CONTINUE volu/1/5 (UPLOAD), serial 9, a KEEP range of 256 KiB: flags 1.
+const STREAM_KEEP_256KIB: &str = "00000028 766f6c75 00000001 00000005 00000006 00000009 \
+                                  00000002 00000000 00040000 00000001";
+
 /// CREDIT OK test/1/4, serial 7, granting 1 MiB.
 const CREDIT_1MIB: &str = "00000020 74657374 00000001 00000004 00000007 00000007 \
                                00000000 00100000";
@@ -142,6 +146,17 @@ fn stream_data() {
 fn stream_hole_1gib() {
     let frame = Frame::hole(Route::new(TEST_PROGRAM, 1, 4), 7, Hole::new(0x4000_0000));
     check(frame, STREAM_HOLE_1GIB);
+}
+
+#[test]
+fn stream_keep_256kib() {
+    let keep = Hole::keep(256 * 1024);
+    let frame = Frame::hole(Route::new(VOLUME_PROGRAM, 1, 5), 9, keep);
+    check(frame, STREAM_KEEP_256KIB);
+    let payload = &unhex(STREAM_KEEP_256KIB)[28..];
+    let decoded = Hole::decode(payload).expect("a hole payload");
+    assert!(decoded.is_keep() && decoded.length == 256 * 1024);
+    assert!(!Hole::new(1).is_keep());
 }
 
 #[test]

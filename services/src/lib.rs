@@ -5,9 +5,11 @@
 //! uploads and sparse-aware downloads. It does no networking; [`volume`] wires it to streams.
 
 pub mod admin;
+pub mod blockhash;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod delta;
 pub mod discovery;
 pub mod events;
 pub mod health;

@@ -136,7 +136,7 @@ impl Authorizer for Policy {
     fn required(&self, route: Route) -> Role {
         match (route.program, route.procedure) {
             // volume: list, info, upload status, download, cluster view read; the rest writes.
-            (VolumeProgram::NUMBER, 2 | 3 | 6 | 7 | 10) => Role::ReadOnly,
+            (VolumeProgram::NUMBER, 2 | 3 | 6 | 7 | 10 | 11) => Role::ReadOnly,
             (VolumeProgram::NUMBER, _) => Role::ReadWrite,
             (EventsProgram::NUMBER, _) => Role::ReadOnly,
             (AdminProgram::NUMBER, _) => Role::Admin,

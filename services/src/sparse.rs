@@ -138,6 +138,12 @@ impl SparseReader {
     /// The next chunk, `None` at the end. Each data chunk is one positional read into a
     /// buffer allocated for it, which becomes the chunk's `Bytes` without another copy.
     pub fn next_chunk(&mut self, max: usize) -> io::Result<Option<Chunk>> {
+        self.next_chunk_before(max, u64::MAX)
+    }
+
+    /// [`next_chunk`](Self::next_chunk), with no chunk (a hole included) reaching past the
+    /// offset `stop`: what a walk block by block reads. `None` at `stop` as at the end.
+    pub fn next_chunk_before(&mut self, max: usize, stop: u64) -> io::Result<Option<Chunk>> {
         if max == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -145,11 +151,15 @@ impl SparseReader {
             ));
         }
         let pos = self.cursor.pos();
+        let room = stop.saturating_sub(pos);
+        if room == 0 {
+            return Ok(None);
+        }
         let chunk = match self.cursor.peek(&self.file)? {
             None => return Ok(None),
-            Some(Extent::Hole(n)) => Chunk::Hole(n),
+            Some(Extent::Hole(n)) => Chunk::Hole(n.min(room)),
             Some(Extent::Data(n)) => {
-                let n = n.min(max as u64) as usize;
+                let n = n.min(max as u64).min(room) as usize;
                 // `read_to_end` reads into the vector's spare capacity without zero-filling it
                 // first (a memset of every byte was 9% of `ferry vol upload`'s CPU).
                 let mut buffer = Vec::with_capacity(n);
@@ -209,6 +219,10 @@ pub fn write_chunk_at(file: &File, offset: u64, chunk: &Chunk) -> io::Result<()>
             }
             Ok(())
         }
+        Chunk::Keep(_) => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "a KEEP range where the file has no base to keep from",
+        )),
     }
 }
 

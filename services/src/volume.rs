@@ -20,16 +20,20 @@ use futures::future::join_all;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
+use crate::blockhash::{BLOCK_SIZE, TreeHash};
 use crate::cluster::{LOCAL_NODE, PeerLink, PeerSet, ReplicaSet};
+use crate::delta::{self, BaseHashes, Block, SendError, read_blocks, send_blocks, send_runs};
 use crate::events::{EventHub, now_millis};
 use crate::proto::events::{self, Event, event};
 use crate::proto::volume::{
-    CreateRequest, DeleteReply, DeleteRequest, DownloadReply, DownloadRequest, InfoRequest,
-    ListClusterReply, ListClusterRequest, ListReply, ListRequest, NodeVolumes, PeerTransferReply,
-    PeerTransferRequest, Replica, UploadFinish, UploadReply, UploadRequest, UploadStatusReply,
-    UploadStatusRequest, Volume,
+    BlockHashesReply, BlockHashesRequest, CreateRequest, DeleteReply, DeleteRequest, DownloadReply,
+    DownloadRequest, InfoRequest, ListClusterReply, ListClusterRequest, ListReply, ListRequest,
+    NodeVolumes, PeerTransferReply, PeerTransferRequest, Replica, UploadFinish, UploadReply,
+    UploadRequest, UploadStatusReply, UploadStatusRequest, Volume,
 };
-use crate::store::{Download, StoreError, Upload, UploadOptions, VolumeInfo, VolumeStore};
+use crate::store::{
+    BlockHashes, Download, MAX_PAGE, StoreError, Upload, UploadOptions, VolumeInfo, VolumeStore,
+};
 
 program! {
     /// The volume store.
@@ -54,6 +58,8 @@ program! {
         9 => copy(PeerTransferRequest) -> PeerTransferReply;
         /// This node's volumes and every peer's, peers asked concurrently.
         10 => list_cluster(ListClusterRequest) -> ListClusterReply;
+        /// A page of a volume's block hashes, for a delta transfer.
+        11 => block_hashes(BlockHashesRequest) -> BlockHashesReply;
     }
 }
 
@@ -386,6 +392,7 @@ fn read_ahead(
                     Chunk::Hole(length) => hasher.zeros_while(length, || {
                         !tx.is_closed() && !halted.as_ref().is_some_and(Halted::is_set)
                     }),
+                    Chunk::Keep(_) => unreachable!("a volume reads as data and holes"),
                 };
                 if !whole {
                     break;
@@ -460,10 +467,18 @@ impl VolumeHandler for VolumeService {
         } else {
             Vec::new()
         };
+        let base = checksum_arg(&request.base_checksum)?;
+        if base.is_some() && (!request.overwrite || replicated) {
+            return Err(CallError::application(
+                ErrorCode::BadRequest,
+                "a delta upload (base_checksum) replaces its base: it needs overwrite, and cannot be replicated",
+            ));
+        }
         let options = UploadOptions {
             expected_size: request.expected_size,
             expected_checksum: checksum_arg(&request.expected_checksum)?,
             overwrite: request.overwrite,
+            base,
             // Not resumable: the store discards the partial data if this handler ends without
             // a decision (dropped with its lost connection), and recovery removes it if the
             // node dies meanwhile.
@@ -509,7 +524,7 @@ impl VolumeHandler for VolumeService {
                 }
             }
         }
-        let mut holes = 0;
+        let (mut holes, mut kept) = (0, 0);
         let mut failure = None;
         let disk = WriteBehind::start(upload);
         loop {
@@ -522,8 +537,10 @@ impl VolumeHandler for VolumeService {
                 }
             };
             let n = chunk.len();
-            if let Chunk::Hole(length) = chunk {
-                holes += length;
+            match chunk {
+                Chunk::Hole(length) => holes += length,
+                Chunk::Keep(length) => kept += length,
+                Chunk::Data(_) => {}
             }
             // The next chunk is taken from the client only once this one is queued for the
             // disk here (at most WRITE_BEHIND chunks ahead of it) and for every replica: the
@@ -614,6 +631,7 @@ impl VolumeHandler for VolumeService {
                 resumed_from,
                 hole_bytes: holes,
                 replicas,
+                kept_bytes: kept,
             });
         }
         let committed = blocking(move || upload.commit()).await;
@@ -631,6 +649,7 @@ impl VolumeHandler for VolumeService {
                     resumed_from,
                     hole_bytes: holes,
                     replicas: Vec::new(),
+                    kept_bytes: kept,
                 })
             }
             Err(error) => {
@@ -673,7 +692,20 @@ impl VolumeHandler for VolumeService {
         let store = self.store.clone();
         let name = request.name.clone();
         let length = (request.length > 0).then_some(request.length);
+        let pinned = checksum_arg(&request.expected_checksum)?;
         let download = blocking(move || store.open_download(&name, request.offset, length)).await?;
+        if let Some(pinned) = pinned
+            && download.volume().checksum != Some(pinned)
+        {
+            return Err(CallError::application(
+                ErrorCode::FailedPrecondition,
+                format!(
+                    "volume {:?} is not the version with blake3 {} any more",
+                    request.name,
+                    hex::encode(pinned)
+                ),
+            ));
+        }
         let max = context.server.config().limits.max_chunk as usize;
         let mut progress = Progress::new(
             self,
@@ -755,21 +787,119 @@ impl VolumeHandler for VolumeService {
         nodes.extend(peers);
         Ok(ListClusterReply { nodes })
     }
+
+    async fn block_hashes(
+        &self,
+        request: BlockHashesRequest,
+        _: CallContext,
+    ) -> Result<BlockHashesReply, CallError> {
+        let store = self.store.clone();
+        let name = request.name.clone();
+        let max = match request.max_blocks {
+            0 => MAX_PAGE,
+            n => u64::from(n),
+        };
+        let (info, hashes) =
+            blocking(move || store.block_hashes(&name, request.first_block, max)).await?;
+        let mut reply = BlockHashesReply {
+            volume: Some(volume(&info)),
+            ..Default::default()
+        };
+        match hashes {
+            BlockHashes::Available(page) => {
+                reply.block_size = page.block_size;
+                reply.total_blocks = page.total;
+                reply.first_block = page.first;
+                reply.hashes = page.hashes.into();
+            }
+            BlockHashes::Missing => {
+                reply.unavailable =
+                    "this version has no block hashes (made by CREATE or an older node)".into();
+            }
+            BlockHashes::Unusable(why) => {
+                warn!(name = %request.name, %why, "stored block hashes are unusable; deltas against this version send it in full");
+                reply.unavailable = format!("its stored block hashes are unusable: {why}");
+            }
+        }
+        Ok(reply)
+    }
 }
 
 impl VolumeService {
-    /// MIGRATE and COPY: streams the volume into the UPLOAD of the peer, then settles.
+    /// The runs of blocks (indices, in order) whose hashes in this node's stored list for the
+    /// version `checksum` differ from the peer's: what a delta must read and send. `None` when
+    /// this node has no usable list of that version (every block is then read and hashed), or
+    /// when the runs are too many to list ([`delta::MAX_RUNS`]).
+    async fn differing_runs(
+        &self,
+        name: &str,
+        checksum: [u8; 32],
+        peer: &mut BaseHashes,
+    ) -> Result<Option<Vec<std::ops::Range<u64>>>, CallError> {
+        let mut runs: Vec<std::ops::Range<u64>> = Vec::new();
+        let mut first = 0;
+        loop {
+            let store = self.store.clone();
+            let wanted = name.to_owned();
+            let (info, page) =
+                blocking(move || store.block_hashes(&wanted, first, MAX_PAGE)).await?;
+            let BlockHashes::Available(page) = page else {
+                return Ok(None);
+            };
+            if info.checksum != Some(checksum) || page.block_size != peer.block_size() {
+                return Ok(None);
+            }
+            for (k, own) in page.hashes.chunks_exact(32).enumerate() {
+                let index = page.first + k as u64;
+                if peer.get(index).await?.as_ref().map(|h| &h[..]) == Some(own) {
+                    continue;
+                }
+                match runs.last_mut() {
+                    Some(run) if run.end == index => run.end = index + 1,
+                    _ => runs.push(index..index + 1),
+                }
+                if runs.len() > delta::MAX_RUNS {
+                    return Ok(None);
+                }
+            }
+            first = page.first + page.hashes.len() as u64 / 32;
+            if first >= page.total {
+                return Ok(Some(runs));
+            }
+        }
+    }
+
+    /// MIGRATE and COPY: streams the volume into the UPLOAD of the peer (a delta when the peer
+    /// holds a version it may replace), then settles. A delta the peer refuses to commit (its
+    /// block hashes did not match its bytes, or its version changed meanwhile) is sent again
+    /// in full.
     async fn to_peer(
         &self,
         request: PeerTransferRequest,
         context: CallContext,
         migrate: bool,
     ) -> Result<PeerTransferReply, CallError> {
+        let delta = request.overwrite && !request.full;
+        match self.to_peer_once(&request, &context, migrate, delta).await {
+            Err(error) if delta && error.code == ErrorCode::FailedPrecondition => {
+                info!(name = %request.name, peer = %request.to_peer, %error, "the delta failed; sending in full");
+                self.to_peer_once(&request, &context, migrate, false).await
+            }
+            outcome => outcome,
+        }
+    }
+
+    async fn to_peer_once(
+        &self,
+        request: &PeerTransferRequest,
+        context: &CallContext,
+        migrate: bool,
+        delta: bool,
+    ) -> Result<PeerTransferReply, CallError> {
         self.peers.check(&request.to_peer)?;
         let store = self.store.clone();
         let name = request.name.clone();
-        let download = blocking(move || store.open_download(&name, 0, None)).await?;
-        let source = download.volume().clone();
+        let (file, source) = blocking(move || store.open_read(&name)).await?;
         let direction = if migrate {
             events::Direction::Migrate
         } else {
@@ -783,16 +913,15 @@ impl VolumeService {
             0,
             source.size,
         )
-        .tell_caller(&context);
-        let max = context.server.config().limits.max_chunk as usize;
+        .tell_caller(context);
         // Until every byte is sent, cancelling the call drops this future, and with it the
         // stream to the peer: the peer discards what it received, this node changed nothing.
         let streamed = self
             .stream_to_peer(
-                &request,
-                download,
+                request,
+                file,
                 &source,
-                max,
+                delta,
                 context.memory.clone(),
                 &mut progress,
             )
@@ -826,17 +955,29 @@ impl VolumeService {
         })?
     }
 
-    /// Opens the peer's UPLOAD (with the size and checksum it must verify) and streams the
-    /// volume into it; returns the stream before its finish.
+    /// Opens the peer's UPLOAD (with the size it must verify; with `delta`, against the
+    /// version the peer holds, if it has block hashes) and streams the volume into it, read
+    /// and hashed in one pass; returns the stream before its finish.
     async fn stream_to_peer(
         &self,
         request: &PeerTransferRequest,
-        download: Download,
+        file: std::fs::File,
         source: &VolumeInfo,
-        max: usize,
+        delta: bool,
         memory: MemoryBudget,
         progress: &mut Progress,
     ) -> Result<(ClientStream<UploadReply>, PeerLink, Sent), CallError> {
+        let mut base = None;
+        if delta {
+            let link = self.peers.connect(&request.to_peer).await?;
+            match BaseHashes::fetch(VolumeClient::new(link.client.clone()), &request.name).await {
+                Ok(Ok(hashes)) => base = Some(hashes),
+                Ok(Err(why)) => {
+                    info!(name = %request.name, peer = %request.to_peer, %why, "sending in full");
+                }
+                Err(error) => return Err(self.peers.peer_error(&link, error)),
+            }
+        }
         let upload = UploadRequest {
             name: request.name.clone(),
             expected_size: Some(source.size),
@@ -845,53 +986,86 @@ impl VolumeService {
             resume: false,
             replicas: 0,
             replica: false,
+            base_checksum: checksum_bytes(base.as_ref().map(BaseHashes::checksum)),
         };
         let (mut stream, link) = self.peers.upload(&request.to_peer, &upload).await?;
-        // The peer verifies a known checksum itself; an unknown one is computed here.
-        let unknown = source.checksum.is_none();
-        // The peer's stream fails the next send when it ends: that drops `chunks`.
-        let (mut chunks, digest) = read_ahead(download, max, unknown, memory, None);
-        let mut sent = Sent {
-            bytes: 0,
-            hole_bytes: 0,
-            checksum: source.checksum,
-        };
-        while let Some(chunk) = chunks.recv().await {
-            let chunk = chunk.map_err(store_error)?;
-            let n = chunk.len();
-            sent.bytes += n;
-            if let Chunk::Hole(length) = chunk {
-                sent.hole_bytes += length;
-            }
-            stream
-                .send_chunk(chunk)
-                .await
-                .map_err(|error| self.peers.peer_error(&link, error))?;
-            progress.advance(n).await;
-        }
-        if sent.bytes != source.size {
-            return Err(CallError::application(
+        let block_size = base.as_ref().map_or(BLOCK_SIZE, BaseHashes::block_size);
+        let failed = |error| match error {
+            SendError::Read(error) => CallError::application(
                 ErrorCode::Internal,
-                format!(
-                    "read {} of the {} bytes of volume {:?}",
-                    sent.bytes, source.size, request.name
-                ),
-            ));
-        }
-        if unknown {
-            sent.checksum = digest.await.ok();
-        }
+                format!("reading volume {:?}: {error}", request.name),
+            ),
+            SendError::Call(error) => self.peers.peer_error(&link, error),
+        };
+        // With this node's own block hashes of the version, the blocks that differ are known
+        // before anything is read: only they are read. The peer verifies the whole content.
+        let runs = match (base.as_mut(), source.checksum) {
+            (Some(base), Some(checksum)) => self
+                .differing_runs(&request.name, checksum, base)
+                .await
+                .map_err(|error| self.peers.peer_error(&link, error))?
+                .map(|runs| (runs, checksum)),
+            _ => None,
+        };
+        let (moved, checksum) = match runs {
+            Some((runs, checksum)) => {
+                let advance = async |n: u64| progress.advance(n).await;
+                let moved = send_runs(
+                    &mut stream,
+                    &file,
+                    source.size,
+                    block_size,
+                    &runs,
+                    Some(memory),
+                    advance,
+                )
+                .await
+                .map_err(failed)?;
+                (moved, checksum)
+            }
+            None => {
+                let hash = TreeHash::new(block_size, std::io::sink());
+                // The peer's stream fails the next send when it ends: that drops `blocks`.
+                let (mut blocks, digest) =
+                    read_blocks(file, block_size, Some(hash), 0, source.size, Some(memory));
+                let advance = async |block: &Block, _kept: bool| progress.advance(block.len).await;
+                let moved = send_blocks(&mut stream, &mut blocks, base.as_mut(), advance)
+                    .await
+                    .map_err(failed)?;
+                let read = digest.await.ok().flatten().ok_or_else(|| {
+                    CallError::application(ErrorCode::Internal, "the volume's reader stopped")
+                })?;
+                let checksum = read.root();
+                if let Some(known) = source.checksum.filter(|known| *known != checksum) {
+                    return Err(CallError::application(
+                        ErrorCode::Internal,
+                        format!(
+                            "volume {:?} reads as blake3 {} but was committed as {}: its data is damaged on this node",
+                            request.name,
+                            hex::encode(checksum),
+                            hex::encode(known)
+                        ),
+                    ));
+                }
+                (moved, checksum)
+            }
+        };
+        let sent = Sent {
+            moved,
+            hash_bytes: base.as_ref().map_or(0, BaseHashes::hash_bytes),
+            checksum,
+        };
         Ok((stream, link, sent))
     }
 }
 
 /// What went to a peer.
 struct Sent {
-    /// Bytes of the volume, holes included.
-    bytes: u64,
-    hole_bytes: u64,
-    /// The volume's BLAKE3: known beforehand, or computed while sending.
-    checksum: Option<[u8; 32]>,
+    moved: delta::Sent,
+    /// Block hashes fetched from the peer for a delta.
+    hash_bytes: u64,
+    /// The volume's BLAKE3, computed while sending.
+    checksum: [u8; 32],
 }
 
 /// Deletes an upload's partial data, logging a failure to.
@@ -919,7 +1093,7 @@ async fn settle_transfer(
         // The finish vouches for the checksum (known before, or hashed while sending): the
         // peer refuses to commit anything else.
         let trailer = UploadFinish {
-            checksum: checksum_bytes(sent.checksum),
+            checksum: sent.checksum.to_vec().into(),
         };
         let reply = stream
             .finish_with(encode_message(&trailer))
@@ -928,7 +1102,7 @@ async fn settle_transfer(
         let committed = reply.volume.unwrap_or_default();
         // A peer that predates UploadFinish committed without checking: compare what it
         // stored with what was sent.
-        let expected = sent.checksum.unwrap_or_default();
+        let expected = sent.checksum;
         if committed.checksum[..] != expected[..] {
             // The peer's copy is not what was sent.
             let undo = match peers.delete(&link.name, &name).await {
@@ -956,8 +1130,10 @@ async fn settle_transfer(
         Ok(PeerTransferReply {
             volume: Some(committed),
             peer: link.name.clone(),
-            bytes_sent: sent.bytes - sent.hole_bytes,
-            hole_bytes: sent.hole_bytes,
+            bytes_sent: sent.moved.data_bytes,
+            hole_bytes: sent.moved.hole_bytes,
+            kept_bytes: sent.moved.kept_bytes,
+            hash_bytes: sent.hash_bytes,
         })
     }
     .await;

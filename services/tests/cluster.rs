@@ -223,7 +223,19 @@ fn copy_keeps_both_and_refuses_what_it_should() {
     );
     let missing = run(&a, &["vol", "migrate", "missing", "--to", "node2"]);
     assert_eq!(missing.status.code(), Some(4), "{}", stderr(&missing));
-    let human = run(&a, &["vol", "copy", "img", "--to", "node2", "--overwrite"]);
+    // --full: node2 already has this version, so a delta would send nothing.
+    let human = run(
+        &a,
+        &[
+            "vol",
+            "copy",
+            "img",
+            "--to",
+            "node2",
+            "--overwrite",
+            "--full",
+        ],
+    );
     assert!(human.status.success(), "{}", stderr(&human));
     assert!(
         String::from_utf8_lossy(&human.stdout).starts_with("copied img to node2: 64.00 MiB"),
@@ -480,6 +492,7 @@ fn the_caller_gets_progress_on_its_call_and_dropping_the_call_cancels_the_copy()
             name: "big".into(),
             to_peer: "node2".into(),
             overwrite: false,
+            full: false,
         };
         let mut copy = Box::pin(volumes.copy(&request));
         let frame = tokio::select! {
@@ -644,4 +657,101 @@ fn bad_peer_configurations_stop_ferryd_with_a_reason() {
         assert!(said.contains("[[peers]]"), "{said}");
         assert!(said.contains(says), "{peers}: {said}");
     }
+}
+
+/// Writes `bytes` at `offset` of an existing file.
+fn write_at(path: &Path, offset: u64, bytes: &[u8]) {
+    let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, bytes, offset).unwrap();
+}
+
+#[test]
+fn a_copy_onto_a_peer_that_holds_an_older_version_sends_only_the_changed_blocks() {
+    const BLOCK: u64 = 256 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = node(dir.path(), "b", &[]);
+    // On its unix socket, which stays the same when the node restarts.
+    let a = node(dir.path(), "a", &[("node2", &b.uri())]);
+    let image = dir.path().join("disk.img");
+    random_file(&image, 64 * MIB, 9);
+    run_json(&a, &["vol", "upload", image.to_str().unwrap(), "disk"]);
+    let first = run_json(&a, &["vol", "copy", "disk", "--to", "node2"]);
+    assert_eq!(first["kept_bytes"], 0, "{first}");
+
+    // A new version here: 5 scattered blocks changed (also by a delta).
+    for block in [0, 17, 100, 201, 255] {
+        write_at(&image, block * BLOCK + 7, b"new version");
+    }
+    let up = run_json(
+        &a,
+        &[
+            "vol",
+            "upload",
+            image.to_str().unwrap(),
+            "disk",
+            "--overwrite",
+        ],
+    );
+    assert_eq!(up["bytes_sent"], 5 * BLOCK, "{up}");
+    let copied = run_json(&a, &["vol", "copy", "disk", "--to", "node2", "--overwrite"]);
+    assert_eq!(copied["bytes_sent"], 5 * BLOCK, "{copied}");
+    assert_eq!(copied["kept_bytes"], 64 * MIB - 5 * BLOCK, "{copied}");
+    assert_eq!(copied["hash_bytes"], 256 * 32, "{copied}");
+    assert_eq!(checksum_on(&b, "disk"), Some(file_hash(&image)));
+    let back = dir.path().join("back.img");
+    run_json(&b, &["vol", "download", "disk", back.to_str().unwrap()]);
+    assert_eq!(file_hash(&back), file_hash(&image));
+
+    // --full moves it all.
+    let full = run_json(
+        &a,
+        &[
+            "vol",
+            "copy",
+            "disk",
+            "--to",
+            "node2",
+            "--overwrite",
+            "--full",
+        ],
+    );
+    assert_eq!(full["bytes_sent"], 64 * MIB, "{full}");
+
+    // A delta migration killed on the destination leaves it the old version or the new,
+    // and the source keeps its copy; done again, it completes.
+    let old = file_hash(&image);
+    write_at(&image, 3 * BLOCK, b"third version");
+    run_json(
+        &a,
+        &[
+            "vol",
+            "upload",
+            image.to_str().unwrap(),
+            "disk",
+            "--overwrite",
+        ],
+    );
+    let watch = EventWatcher::start(&a);
+    let migrate = ferry(&a)
+        .args(["vol", "migrate", "disk", "--to", "node2", "--overwrite"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    watch.wait_for("progress", "disk", EVENTS_WITHIN);
+    b.kill9();
+    let _ = migrate.wait_with_output().unwrap();
+    let b = Daemon::start(&b.data_dir, Some(&dir.path().join("b/ferryd.toml")));
+    let on_b = checksum_on(&b, "disk");
+    assert!(
+        on_b == Some(old.clone()) || on_b == Some(file_hash(&image)),
+        "the destination holds a mixed version: {on_b:?}"
+    );
+    let moved = run_json(
+        &a,
+        &["vol", "migrate", "disk", "--to", "node2", "--overwrite"],
+    );
+    assert_eq!(checksum_on(&b, "disk"), Some(file_hash(&image)));
+    assert_eq!(checksum_on(&a, "disk"), None);
+    assert!(moved["bytes_sent"].as_u64().unwrap() <= BLOCK, "{moved}");
 }

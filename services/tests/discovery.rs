@@ -92,6 +92,7 @@ fn knows_peer(daemon: &Daemon, peer: &str) -> bool {
             name: "no-such-volume".into(),
             to_peer: peer.into(),
             overwrite: false,
+            full: false,
         };
         VolumeClient::new(client)
             .copy(&request)

@@ -51,6 +51,7 @@ fn checksum_of(chunks: &[Chunk]) -> [u8; 32] {
                     n -= k;
                 }
             }
+            Chunk::Keep(_) => panic!("a KEEP has no content here"),
         }
     }
     *hasher.finalize().as_bytes()
@@ -84,6 +85,7 @@ fn drain(download: &mut Download, max: usize) -> (Vec<u8>, Vec<Chunk>) {
                 assert!(*n > 0);
                 content.resize(content.len() + *n as usize, 0);
             }
+            Chunk::Keep(_) => panic!("a download never yields KEEP"),
         }
         chunks.push(chunk);
     }
@@ -244,6 +246,7 @@ fn upload_is_visible_only_after_commit() {
             expected_checksum: Some(checksum),
             overwrite: false,
             resumable: true,
+            base: None,
         },
     );
     assert_eq!(upload.offset(), content.len() as u64);
@@ -478,6 +481,7 @@ fn suspend_reopen_resume() {
         expected_checksum: Some(checksum),
         overwrite: false,
         resumable: true,
+        base: None,
     };
 
     {
@@ -578,7 +582,10 @@ fn a_non_resumable_upload_is_never_kept_not_even_by_a_crash() {
             b"client",
             UploadOptions::default(),
         ));
-        assert_eq!(files_in(&partial), ["client.json", "client.part"]);
+        assert_eq!(
+            files_in(&partial),
+            ["client.blocks", "client.json", "client.part"]
+        );
         crashed
     };
     let crash = || {
@@ -607,7 +614,10 @@ fn a_non_resumable_upload_is_never_kept_not_even_by_a_crash() {
             .contains("1 non-resumable partial uploads removed"),
         "{report}"
     );
-    assert_eq!(files_in(&partial), ["client.json", "client.part"]);
+    assert_eq!(
+        files_in(&partial),
+        ["client.blocks", "client.json", "client.part"]
+    );
     assert!(store.upload_status("client").unwrap().unwrap().resumable);
     assert_eq!(store.upload_status("replica").unwrap(), None);
 
@@ -618,7 +628,10 @@ fn a_non_resumable_upload_is_never_kept_not_even_by_a_crash() {
         Err(err @ StoreError::NotResumable { .. }) if err.code() == ErrorCode::FailedPrecondition
     ));
     assert_eq!(store.expire_partials().unwrap(), 1);
-    assert_eq!(files_in(&partial), ["client.json", "client.part"]);
+    assert_eq!(
+        files_in(&partial),
+        ["client.blocks", "client.json", "client.part"]
+    );
     store.resume_upload("client").unwrap().commit().unwrap();
 }
 
@@ -661,6 +674,7 @@ fn sparse_upload_and_download() {
                 expected_checksum: Some(checksum),
                 overwrite: false,
                 resumable: true,
+                base: None,
             },
         )
         .unwrap();
@@ -700,6 +714,7 @@ fn sparse_upload_and_download() {
                 data_bytes += bytes.len() as u64;
             }
             Chunk::Hole(n) => hole_bytes += n,
+            Chunk::Keep(_) => panic!("a download never yields KEEP"),
         }
         total += chunk.len();
     }
@@ -942,15 +957,23 @@ fn crash_recovery_on_open() {
         files_in(&volumes),
         ["keep.tmp", "lost+found", "plain", "published"]
     );
+    // keep.tmp was committed by an upload, which also keeps its block hashes.
     assert_eq!(
         files_in(&meta),
-        ["keep.tmp.json", "plain.json", "published.json"]
+        [
+            "keep.tmp.blocks",
+            "keep.tmp.json",
+            "plain.json",
+            "published.json"
+        ]
     );
     assert_eq!(
         files_in(&partial),
         [
+            "fresh.blocks",
             "fresh.json",
             "fresh.part",
+            "unpublished.blocks",
             "unpublished.json",
             "unpublished.part"
         ]

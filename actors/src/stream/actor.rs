@@ -48,6 +48,8 @@ pub enum FromPeer {
     },
     Hole {
         length: u64,
+        /// The KEEP flag: a range of the receiver's base, not zeros.
+        keep: bool,
         cost: u32,
     },
     /// The peer sent all its data; its finish carried this trailer (often empty).
@@ -217,7 +219,7 @@ impl StreamActor {
                         .min(u64::from(self.max_chunk))
                         .min(bytes.len() as u64)
                 }
-                Chunk::Hole(_) if sending.credit >= head + HOLE_LEN as u64 => {
+                Chunk::Hole(_) | Chunk::Keep(_) if sending.credit >= head + HOLE_LEN as u64 => {
                     head + HOLE_LEN as u64
                 }
                 _ => {
@@ -243,8 +245,12 @@ impl StreamActor {
                     sending.credit -= wanted;
                     Frame::hole(self.route, self.serial, Hole::new(*length))
                 }
+                Chunk::Keep(length) => {
+                    sending.credit -= wanted;
+                    Frame::hole(self.route, self.serial, Hole::keep(*length))
+                }
             };
-            let is_hole = matches!(rest, Chunk::Hole(_));
+            let is_hole = !matches!(rest, Chunk::Data(_));
             let outcome = self.outbox.send_data(sent, room).map_err(|_| {
                 CallError::connection_lost(self.side, "the connection's writer stopped")
             });
@@ -341,7 +347,14 @@ impl Handler<FromPeer> for StreamActor {
     fn handle(&mut self, event: FromPeer, ctx: &mut Self::Context) {
         match event {
             FromPeer::Data { bytes, cost } => self.received(Chunk::Data(bytes), cost),
-            FromPeer::Hole { length, cost } => self.received(Chunk::Hole(length), cost),
+            FromPeer::Hole { length, keep, cost } => {
+                let chunk = if keep {
+                    Chunk::Keep(length)
+                } else {
+                    Chunk::Hole(length)
+                };
+                self.received(chunk, cost)
+            }
             FromPeer::Finish(trailer) => {
                 if let Some(receiving) = self.receiving.as_mut() {
                     receiving.finished = true;

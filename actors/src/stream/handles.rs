@@ -12,6 +12,7 @@ use ferry_codec::proto::Side;
 use crate::error::CallError;
 use crate::stream::actor::{Abandon, Confirm, Finish, Recv, StreamActor, Trailer, Transmit};
 use crate::stream::{Chunk, ZEROS};
+use ferry_codec::proto::ErrorCode;
 
 fn lost() -> CallError {
     CallError::connection_lost(Side::Unspecified, "the stream's connection is gone")
@@ -72,6 +73,12 @@ impl Incoming {
             match self.recv().await? {
                 Some(Chunk::Data(bytes)) => return Ok(Some(bytes)),
                 Some(Chunk::Hole(length)) => self.zeros_left = length,
+                Some(Chunk::Keep(_)) => {
+                    return Err(CallError::application(
+                        ErrorCode::BadRequest,
+                        "the peer sent a KEEP range on a stream that has no base",
+                    ));
+                }
                 None => return Ok(None),
             }
         }
@@ -152,6 +159,8 @@ impl Outgoing {
         match chunk {
             Chunk::Data(bytes) => self.send(bytes).await,
             Chunk::Hole(length) => self.send_hole(length).await,
+            Chunk::Keep(0) => Ok(()),
+            keep @ Chunk::Keep(_) => self.transmit(keep).await,
         }
     }
 

@@ -13,10 +13,17 @@ pub struct ContentHash {
 }
 
 impl ContentHash {
+    /// Hashes a chunk: data as is, a hole as zeros.
+    ///
+    /// # Panics
+    ///
+    /// On a [`Chunk::Keep`]: its bytes are the receiver's base, which this hash does not
+    /// have. A receiver refuses a KEEP where it has no base before it hashes anything.
     pub fn update(&mut self, chunk: &Chunk) {
         match chunk {
             Chunk::Data(bytes) => self.data(bytes),
             Chunk::Hole(length) => self.zeros(*length),
+            Chunk::Keep(_) => panic!("a KEEP range has no content without its base"),
         }
     }
 

@@ -55,11 +55,16 @@ impl Direction {
     }
 }
 
-/// A piece of stream data: bytes, or a run of zeros that was not sent.
+/// A piece of stream data: bytes, a run of zeros that was not sent, or a run the receiver
+/// already has.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Chunk {
     Data(bytes::Bytes),
     Hole(u64),
+    /// This many bytes equal the receiver's *base* at the same offset (a STREAM_HOLE with the
+    /// KEEP flag, docs/PROTOCOL.md section 7.4): a delta transfer's unchanged range. Only a
+    /// procedure that names a base gives it a meaning; any other receiver refuses it.
+    Keep(u64),
 }
 
 impl Chunk {
@@ -67,7 +72,7 @@ impl Chunk {
     pub fn len(&self) -> u64 {
         match self {
             Self::Data(bytes) => bytes.len() as u64,
-            Self::Hole(length) => *length,
+            Self::Hole(length) | Self::Keep(length) => *length,
         }
     }
 
@@ -90,6 +95,7 @@ pub(crate) fn admit_inbound(
             let hole = Hole::decode(&frame.payload).map_err(|e| e.to_string())?;
             FromPeer::Hole {
                 length: hole.length,
+                keep: hole.is_keep(),
                 cost: cost as u32,
             }
         }

@@ -1,6 +1,7 @@
 //! The workloads, and what they share: peers, servers of any peer, round-robin order.
 
 mod cancel;
+mod deltas;
 mod memory;
 mod streams;
 mod unary;

@@ -24,7 +24,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::Opts;
-use crate::child::{Daemon, run_timed};
+use crate::child::{Daemon, Measured, run_measured, run_timed};
 use crate::common::{MIB, mbps, pattern, pieces};
 use crate::report::{Better, Collector, Record};
 use crate::workloads::rotated;
@@ -38,9 +38,9 @@ pub fn volumes(opts: &Opts) -> Vec<Record> {
     let source = work.0.join("source.img");
     let checksum = write_source(&source, opts.vol_size);
     let downloaded = work.0.join("downloaded.img");
-    let ferry = opts
-        .wants("ferry")
-        .then(|| FerryNode::start(&opts.bin_dir, &work.0).unwrap_or_else(|e| panic!("{e}")));
+    let ferry = opts.wants("ferry").then(|| {
+        FerryNode::start(&opts.bin_dir, &work.0, "", false).unwrap_or_else(|e| panic!("{e}"))
+    });
     let libvirt = if !opts.wants("virsh") {
         Err("not in --peers".to_owned())
     } else if opts.smoke {
@@ -48,9 +48,13 @@ pub fn volumes(opts: &Opts) -> Vec<Record> {
     } else {
         Libvirt::start(&work.0, opts.vol_size)
     };
+    let copy = opts.wants("cp").then(|| LocalCopy::new(&work.0));
     let mut stores: Vec<&dyn Store> = Vec::new();
     if let Some(ferry) = &ferry {
         stores.push(ferry);
+    }
+    if let Some(copy) = &copy {
+        stores.push(copy);
     }
     match &libvirt {
         Ok(libvirt) => stores.push(libvirt),
@@ -94,17 +98,31 @@ pub fn volumes(opts: &Opts) -> Vec<Record> {
             results.param(case, "ferry", "virsh", format!("skipped: {why}"));
         }
     }
+    drop(ferry);
+    if opts.wants("ferry") {
+        super::deltas::deltas(opts, &mut results, &work.0);
+    }
     results.finish()
 }
 
 /// One timed transfer: the client process(es), then the fsync the benchmark adds for a peer
-/// that does not sync itself.
+/// that does not sync itself; and the CPU the client and the daemon used.
 struct Timing {
     process: Duration,
     fsync: Option<Duration>,
+    cpu: Duration,
 }
 
 impl Timing {
+    /// A measured client run, synced by the peer itself.
+    fn of(measured: Measured) -> Self {
+        Self {
+            process: measured.wall,
+            fsync: None,
+            cpu: measured.cpu,
+        }
+    }
+
     fn add(&self, results: &mut Collector, case: &str, peer: &str, size: u64) {
         let total = self.process + self.fsync.unwrap_or_default();
         let metric = "throughput";
@@ -116,6 +134,8 @@ impl Timing {
             Better::Higher,
             mbps(size, total),
         );
+        let cpu = self.cpu.as_secs_f64() / (size as f64 / 1e9);
+        results.add(case, peer, "CPU per GB", "s/GB", Better::Lower, cpu);
         if self.fsync.is_some() {
             let metric = "throughput, no fsync";
             let value = mbps(size, self.process);
@@ -168,7 +188,7 @@ fn write_source(path: &Path, size: u64) -> blake3::Hash {
     hasher.finalize()
 }
 
-fn hash_file(path: &Path) -> blake3::Hash {
+pub(super) fn hash_file(path: &Path) -> blake3::Hash {
     let mut hasher = blake3::Hasher::new();
     let file = File::open(path).unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
     hasher
@@ -178,7 +198,7 @@ fn hash_file(path: &Path) -> blake3::Hash {
 }
 
 /// Flushes every filesystem, so no transfer pays for the previous one's dirty pages.
-fn sync() {
+pub(super) fn sync() {
     // SAFETY: sync(2) has no preconditions.
     unsafe { libc::sync() };
 }
@@ -220,10 +240,12 @@ fn skipped(why: &str) {
 }
 
 /// A real `ferryd` on TCP loopback, and the `ferry` client aimed at it.
-struct FerryNode {
-    _daemon: Daemon,
+pub(super) struct FerryNode {
+    daemon: Daemon,
     ferry: PathBuf,
     address: String,
+    /// Its unix socket, if it has one (a peer of another node).
+    unix: Option<PathBuf>,
 }
 
 /// The node's one user. A throwaway password: the node listens on loopback only and lives
@@ -232,7 +254,15 @@ const USER: &str = "bench";
 const PASSWORD: &str = "ferry-bench";
 
 impl FerryNode {
-    fn start(bin_dir: &Path, dir: &Path) -> Result<Self, String> {
+    /// Starts a node in `dir` (its config gets `extra` TOML), listening on a unix socket too
+    /// with `unix`.
+    pub(super) fn start(
+        bin_dir: &Path,
+        dir: &Path,
+        extra: &str,
+        unix: bool,
+    ) -> Result<Self, String> {
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         let ferry = bin_dir.join("ferry");
         // The user's config entry, made as an operator makes it.
         let entry = Command::new(&ferry)
@@ -247,7 +277,10 @@ impl FerryNode {
             ));
         }
         let config = dir.join("ferryd.toml");
-        std::fs::write(&config, &entry.stdout).map_err(|e| e.to_string())?;
+        let mut text = String::from_utf8_lossy(&entry.stdout).into_owned();
+        text += extra;
+        std::fs::write(&config, text).map_err(|e| e.to_string())?;
+        let socket = unix.then(|| dir.join("ferryd.sock"));
         let mut daemon = Daemon::spawn(
             "ferryd",
             Command::new(bin_dir.join("ferryd"))
@@ -255,7 +288,9 @@ impl FerryNode {
                 .arg(&config)
                 .arg("--data-dir")
                 .arg(dir.join("ferryd"))
-                .args(["--tcp", "127.0.0.1:0", "--metrics", "", "--unix-socket", ""])
+                .args(["--tcp", "127.0.0.1:0", "--metrics", ""])
+                .arg("--unix-socket")
+                .arg(socket.as_deref().unwrap_or(Path::new("")))
                 .env("FERRYD_LOG", "warn")
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped()),
@@ -267,13 +302,23 @@ impl FerryNode {
             .ok_or_else(|| format!("no tcp= in {ready:?}"))?
             .to_owned();
         Ok(Self {
-            _daemon: daemon,
+            daemon,
             ferry,
             address,
+            unix: socket,
         })
     }
 
-    fn ferry(&self) -> Command {
+    pub(super) fn pid(&self) -> u32 {
+        self.daemon.pid()
+    }
+
+    /// Its unix socket (started with `unix`).
+    pub(super) fn unix(&self) -> &Path {
+        self.unix.as_deref().expect("started with a unix socket")
+    }
+
+    pub(super) fn ferry(&self) -> Command {
         let mut command = Command::new(&self.ferry);
         command
             .args(["-c", &format!("tcp://{}", self.address), "--user", USER])
@@ -292,23 +337,15 @@ impl Store for FerryNode {
     }
 
     fn upload(&self, source: &Path) -> Result<Timing, String> {
-        let process = run_timed(self.ferry().args(["vol", "upload"]).arg(source).arg(VOLUME))?;
-        Ok(Timing {
-            process,
-            fsync: None,
-        })
+        let mut command = self.ferry();
+        command.args(["vol", "upload"]).arg(source).arg(VOLUME);
+        run_measured(&mut command, &[self.pid()]).map(Timing::of)
     }
 
     fn download(&self, destination: &Path) -> Result<Timing, String> {
-        let process = run_timed(
-            self.ferry()
-                .args(["vol", "download", VOLUME])
-                .arg(destination),
-        )?;
-        Ok(Timing {
-            process,
-            fsync: None,
-        })
+        let mut command = self.ferry();
+        command.args(["vol", "download", VOLUME]).arg(destination);
+        run_measured(&mut command, &[self.pid()]).map(Timing::of)
     }
 
     fn params(&self) -> Vec<(&'static str, String)> {
@@ -455,24 +492,25 @@ impl Store for Libvirt {
             size = self.size,
             file = source.display()
         );
-        let process = run_timed(self.virsh().arg(commands))?;
+        let measured = run_measured(self.virsh().arg(commands), &[self.daemon.pid()])?;
         let fsync = fdatasync(&self.pool_dir.join(VOLUME))?;
         Ok(Timing {
-            process,
             fsync: Some(fsync),
+            ..Timing::of(measured)
         })
     }
 
     fn download(&self, destination: &Path) -> Result<Timing, String> {
-        let process = run_timed(
+        let measured = run_measured(
             self.virsh()
                 .args(["vol-download", "--pool", &self.pool, VOLUME])
                 .arg(destination),
+            &[self.daemon.pid()],
         )?;
         let fsync = fdatasync(destination)?;
         Ok(Timing {
-            process,
             fsync: Some(fsync),
+            ..Timing::of(measured)
         })
     }
 
@@ -513,4 +551,54 @@ fn storage_driver() -> Result<PathBuf, String> {
         .ok_or_else(|| {
             "libvirt's storage driver (libvirt_driver_storage.so) is not installed".into()
         })
+}
+
+/// `cp --sparse=always` of the file to another file on the same disk, then fdatasync: the
+/// practical limit of a file-to-file move on one machine.
+struct LocalCopy {
+    store: PathBuf,
+}
+
+impl LocalCopy {
+    fn new(dir: &Path) -> Self {
+        Self {
+            store: dir.join("cp-copy.img"),
+        }
+    }
+
+    fn copy(from: &Path, to: &Path) -> Result<Timing, String> {
+        let mut command = Command::new("cp");
+        command.arg("--sparse=always").arg(from).arg(to);
+        let measured = run_measured(&mut command, &[])?;
+        let fsync = fdatasync(to)?;
+        Ok(Timing {
+            fsync: Some(fsync),
+            ..Timing::of(measured)
+        })
+    }
+}
+
+impl Store for LocalCopy {
+    fn name(&self) -> &'static str {
+        "cp"
+    }
+
+    fn delete(&self) {
+        let _ = std::fs::remove_file(&self.store);
+    }
+
+    fn upload(&self, source: &Path) -> Result<Timing, String> {
+        Self::copy(source, &self.store)
+    }
+
+    fn download(&self, destination: &Path) -> Result<Timing, String> {
+        Self::copy(&self.store, destination)
+    }
+
+    fn params(&self) -> Vec<(&'static str, String)> {
+        vec![(
+            "command",
+            "cp --sparse=always, then fdatasync (inside the timing)".into(),
+        )]
+    }
 }

@@ -6,6 +6,7 @@
 
 mod exit;
 mod output;
+mod patch;
 mod transfer;
 mod uri;
 
@@ -123,6 +124,10 @@ pub enum Vol {
         /// none is kept.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
         replicas: u32,
+        /// With --overwrite, send every block: by default only the blocks that differ from
+        /// the version the node holds cross (a delta).
+        #[arg(long)]
+        full: bool,
     },
     /// Move a volume to a peer of the node: the peer verifies and commits it, then the node
     /// deletes its copy. Ctrl-C aborts it (the peer discards what it got, nothing changes
@@ -135,6 +140,10 @@ pub enum Vol {
         /// Replace a volume of that name on the peer.
         #[arg(long)]
         overwrite: bool,
+        /// With --overwrite, send every block: by default only the blocks that differ from
+        /// the version the peer holds cross (a delta).
+        #[arg(long)]
+        full: bool,
     },
     /// Copy a volume to a peer of the node, keeping it here.
     Copy {
@@ -145,6 +154,10 @@ pub enum Vol {
         /// Replace a volume of that name on the peer.
         #[arg(long)]
         overwrite: bool,
+        /// With --overwrite, send every block: by default only the blocks that differ from
+        /// the version the peer holds cross (a delta).
+        #[arg(long)]
+        full: bool,
     },
     /// Download a volume into a file (holes stay holes), or to stdout with `-`. The file
     /// appears only once complete and synced.
@@ -152,9 +165,13 @@ pub enum Vol {
         name: String,
         /// Destination file [default: the volume's name in the current directory].
         file: Option<PathBuf>,
-        /// Replace the destination file if it exists.
+        /// Replace the destination file if it exists (by default fetching only the blocks
+        /// that differ from it, assembled beside it and renamed over it once verified).
         #[arg(long)]
         force: bool,
+        /// With --force, download every block instead of only those that differ.
+        #[arg(long)]
+        full: bool,
         /// First byte to download.
         #[arg(long, default_value_t = 0)]
         offset: u64,
@@ -393,6 +410,7 @@ async fn vol(client: &Client, command: Vol, output: &Output) -> Result<(), CliEr
             resume,
             no_verify,
             replicas,
+            full,
         } => {
             let name = match name {
                 Some(name) => name,
@@ -414,6 +432,7 @@ async fn vol(client: &Client, command: Vol, output: &Output) -> Result<(), CliEr
                 resume,
                 verify: !no_verify,
                 replicas,
+                delta: !full,
             };
             let report = interruptible(
                 client,
@@ -427,6 +446,7 @@ async fn vol(client: &Client, command: Vol, output: &Output) -> Result<(), CliEr
             name,
             file,
             force,
+            full,
             offset,
             length,
         } => {
@@ -442,6 +462,7 @@ async fn vol(client: &Client, command: Vol, output: &Output) -> Result<(), CliEr
                 force,
                 offset,
                 length,
+                delta: !full,
             };
             let report = interruptible(
                 client,
@@ -455,12 +476,14 @@ async fn vol(client: &Client, command: Vol, output: &Output) -> Result<(), CliEr
             name,
             to,
             overwrite,
+            full,
         } => {
             let plan = transfer::PeerPlan {
                 name,
                 peer: to,
                 overwrite,
                 migrate: true,
+                delta: !full,
             };
             let report = interruptible(
                 client,
@@ -474,12 +497,14 @@ async fn vol(client: &Client, command: Vol, output: &Output) -> Result<(), CliEr
             name,
             to,
             overwrite,
+            full,
         } => {
             let plan = transfer::PeerPlan {
                 name,
                 peer: to,
                 overwrite,
                 migrate: false,
+                delta: !full,
             };
             let report = interruptible(
                 client,

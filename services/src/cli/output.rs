@@ -66,6 +66,18 @@ fn volume_json(v: &Volume) -> Value {
     })
 }
 
+/// What a delta did not send, for a transfer's summary line.
+fn skipped(kept: u64, hash_bytes: u64) -> String {
+    if kept == 0 {
+        return String::new();
+    }
+    format!(
+        ", {} unchanged not sent (delta: {} of block hashes)",
+        HumanBytes(kept),
+        HumanBytes(hash_bytes)
+    )
+}
+
 impl Output {
     pub fn new(json: bool, progress: bool) -> Self {
         Self { json, progress }
@@ -192,6 +204,8 @@ impl Output {
                 })).collect::<Vec<_>>(),
                 "bytes_sent": r.bytes_sent,
                 "hole_bytes": r.hole_bytes,
+                "kept_bytes": r.kept_bytes,
+                "hash_bytes": r.hash_bytes,
                 "resumed_from": r.resumed_from,
                 "seconds": r.took.as_secs_f64(),
             }));
@@ -199,7 +213,7 @@ impl Output {
         let name = r.volume.as_ref().map_or("?", |v| v.name.as_str());
         let rate = r.bytes_sent as f64 / r.took.as_secs_f64().max(1e-9);
         outln!(
-            "uploaded {name}: {} in {:.1} s ({}/s){}{}",
+            "uploaded {name}: {} in {:.1} s ({}/s){}{}{}",
             HumanBytes(r.bytes_sent),
             r.took.as_secs_f64(),
             HumanBytes(rate as u64),
@@ -208,6 +222,7 @@ impl Output {
             } else {
                 String::new()
             },
+            skipped(r.kept_bytes, r.hash_bytes),
             if r.resumed_from > 0 {
                 format!(", resumed at byte {}", r.resumed_from)
             } else {
@@ -230,6 +245,8 @@ impl Output {
                 "migrated": r.migrate,
                 "bytes_sent": reply.bytes_sent,
                 "hole_bytes": reply.hole_bytes,
+                "kept_bytes": reply.kept_bytes,
+                "hash_bytes": reply.hash_bytes,
                 "seconds": r.took.as_secs_f64(),
             }));
         }
@@ -241,7 +258,7 @@ impl Output {
             .map_or_else(|| "unknown".into(), |v| hex::encode(&v.checksum));
         let rate = reply.bytes_sent as f64 / r.took.as_secs_f64().max(1e-9);
         outln!(
-            "{} {name} to {}: {} in {:.1} s ({}/s){}, blake3 {checksum}",
+            "{} {name} to {}: {} in {:.1} s ({}/s){}{}, blake3 {checksum}",
             if r.migrate { "migrated" } else { "copied" },
             reply.peer,
             HumanBytes(reply.bytes_sent),
@@ -252,6 +269,7 @@ impl Output {
             } else {
                 String::new()
             },
+            skipped(reply.kept_bytes, reply.hash_bytes),
         );
     }
 
@@ -320,6 +338,8 @@ impl Output {
                 "file": r.file.display().to_string(),
                 "bytes": r.bytes,
                 "hole_bytes": r.hole_bytes,
+                "kept_bytes": r.kept_bytes,
+                "hash_bytes": r.hash_bytes,
                 "checksum": hex::encode(&r.checksum),
                 "seconds": r.took.as_secs_f64(),
             });
@@ -332,11 +352,12 @@ impl Output {
         }
         let rate = r.bytes as f64 / r.took.as_secs_f64().max(1e-9);
         let line = format!(
-            "downloaded {}: {} in {:.1} s ({}/s), blake3 {}",
+            "downloaded {}: {} in {:.1} s ({}/s){}, blake3 {}",
             r.file.display(),
             HumanBytes(r.bytes),
             r.took.as_secs_f64(),
             HumanBytes(rate as u64),
+            skipped(r.kept_bytes, r.hash_bytes),
             hex::encode(&r.checksum)
         );
         if to_stdout {

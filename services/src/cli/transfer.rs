@@ -13,20 +13,22 @@ use ferry_actors::Client;
 use ferry_actors::codec::encode_message;
 use ferry_actors::stream::Chunk;
 use ferry_actors::stream::ContentHash;
-use tokio::sync::{mpsc, oneshot};
+use indicatif::HumanBytes;
+use tokio::sync::mpsc;
 
 use super::exit::CliError;
 use super::output::Output;
+use super::patch;
+use crate::blockhash::{BLOCK_SIZE, TreeHash};
+use crate::delta::{BaseHashes, Block, SendError, read_blocks, send_blocks};
 use crate::proto::events::{Event, event};
 use crate::proto::volume::{
     DownloadRequest, InfoRequest, PeerTransferReply, PeerTransferRequest, Replica, UploadFinish,
     UploadRequest, UploadStatusRequest, Volume,
 };
-use crate::sparse::{SparseReader, SparseWriter};
+use crate::sparse::SparseWriter;
 use crate::volume::{PROGRESS, VolumeClient, VolumeProgram, checksum_bytes};
 
-/// Bytes read per data chunk: one maximum stream chunk.
-const CHUNK: usize = 256 * 1024;
 /// Chunks in flight between the disk thread and the network.
 const AHEAD: usize = 8;
 
@@ -38,6 +40,8 @@ pub struct UploadPlan {
     pub verify: bool,
     /// Copies in all (1: the node's only).
     pub replicas: u32,
+    /// Send only the blocks that differ when the node holds a version (with `overwrite`).
+    pub delta: bool,
 }
 
 pub struct UploadReport {
@@ -47,6 +51,10 @@ pub struct UploadReport {
     /// Data bytes sent on this run (holes not counted).
     pub bytes_sent: u64,
     pub hole_bytes: u64,
+    /// Bytes the node took from the version it held (a delta's unchanged blocks).
+    pub kept_bytes: u64,
+    /// Bytes of block hashes fetched for the delta.
+    pub hash_bytes: u64,
     pub resumed_from: u64,
     pub took: Duration,
 }
@@ -57,59 +65,36 @@ pub struct DownloadPlan {
     pub force: bool,
     pub offset: u64,
     pub length: Option<u64>,
+    /// Onto an existing file (`force`), fetch only the blocks that differ.
+    pub delta: bool,
 }
 
 pub struct DownloadReport {
     pub file: PathBuf,
     pub bytes: u64,
     pub hole_bytes: u64,
+    /// Bytes taken from the existing file (a delta download).
+    pub kept_bytes: u64,
+    pub hash_bytes: u64,
     pub checksum: Vec<u8>,
     pub took: Duration,
 }
 
-/// Reads `[start, end)` of a file as chunks on a blocking thread, hashing them there too when
-/// given a hash to continue (one pass over the file: it is read once, while it is sent). The
-/// hash comes back once the last chunk was read.
-fn read_chunks(
-    file: File,
-    start: u64,
-    end: u64,
-    mut hash: Option<ContentHash>,
-) -> (
-    mpsc::Receiver<io::Result<Chunk>>,
-    oneshot::Receiver<Option<ContentHash>>,
-) {
-    let (tx, rx) = mpsc::channel(AHEAD);
-    let (hashed, digest) = oneshot::channel();
-    tokio::task::spawn_blocking(move || {
-        let mut reader = SparseReader::new(file, start, end);
-        loop {
-            let next = reader.next_chunk(CHUNK).transpose();
-            let Some(next) = next else {
-                let _ = hashed.send(hash);
-                break;
-            };
-            if let (Ok(chunk), Some(hash)) = (&next, hash.as_mut()) {
-                hash.update(chunk);
-            }
-            let failed = next.is_err();
-            if tx.blocking_send(next).is_err() || failed {
-                break;
-            }
-        }
-    });
-    (rx, digest)
-}
-
-/// BLAKE3 state over the first `len` bytes of a file (holes as zeros): what a resumed upload
+/// The hash state over the first `len` bytes of a file (holes as zeros): what a resumed upload
 /// already sent, so the checksum it vouches for covers the whole file.
-async fn hash_prefix(path: &Path, len: u64, output: &Output) -> Result<ContentHash, CliError> {
+async fn hash_prefix(
+    path: &Path,
+    len: u64,
+    block_size: u64,
+    output: &Output,
+) -> Result<TreeHash, CliError> {
     let file = File::open(path).map_err(CliError::local(format!("opening {}", path.display())))?;
     let bar = output.bar(len, "hashing what the node has");
-    let (mut chunks, digest) = read_chunks(file, 0, len, Some(ContentHash::default()));
-    while let Some(chunk) = chunks.recv().await {
-        let chunk = chunk.map_err(CliError::local(format!("reading {}", path.display())))?;
-        bar.inc(chunk.len());
+    let hash = TreeHash::new(block_size, io::sink());
+    let (mut blocks, digest) = read_blocks(file, block_size, Some(hash), 0, len, None);
+    while let Some(block) = blocks.recv().await {
+        let block = block.map_err(CliError::local(format!("reading {}", path.display())))?;
+        bar.inc(block.len);
     }
     bar.finish_and_clear();
     digest.await.ok().flatten().ok_or_else(|| CliError::Local {
@@ -208,12 +193,64 @@ pub async fn upload(
             Err(error) => return Err(CliError::call(format!("volume {name:?}"))(error)),
         }
     }
-    // The checksum is computed while the file is read and sent, and vouched for in the
-    // finish (`UploadFinish`); a resumed upload first hashes what the node already has.
-    let hash = match (plan.verify, start) {
-        (false, _) => None,
-        (true, 0) => Some(ContentHash::default()),
-        (true, _) => Some(hash_prefix(path, start, output).await?),
+    // A delta when the node holds a version the file may replace (unless --full): the node's
+    // block hashes first, then only the blocks that differ cross.
+    // With nothing to build on (no such volume, no block hashes) the upload is a full one.
+    let mut base = None;
+    if plan.overwrite && plan.delta && plan.replicas <= 1 {
+        base = BaseHashes::fetch(volumes.clone(), &name)
+            .await
+            .map_err(CliError::call(format!(
+                "asking for the block hashes of {name:?}"
+            )))?
+            .ok();
+    }
+    let attempt = send_file(&volumes, &plan, file, size, start, base.as_mut(), output).await;
+    let report = match attempt {
+        // The base changed under the delta, or the node's stored block hashes did not match
+        // its bytes (the whole-content check caught it): nothing was committed, so the file
+        // goes again in full. A resumed upload is not retried: its partial data was kept.
+        Err(CliError::Call { error, .. })
+            if base.is_some()
+                && !plan.resume
+                && error.code == ferry_actors::ErrorCode::FailedPrecondition =>
+        {
+            output.done(&format!(
+                "the delta upload failed ({}); sending {} in full",
+                error.message,
+                path.display()
+            ));
+            let (file, size) = open_source(path)?;
+            base = None;
+            send_file(&volumes, &plan, file, size, 0, None, output).await?
+        }
+        other => other?,
+    };
+    Ok(UploadReport {
+        hash_bytes: base.as_ref().map_or(0, BaseHashes::hash_bytes),
+        took: started.elapsed(),
+        ..report
+    })
+}
+
+/// One UPLOAD of `[start, size)` of the file, a delta against `base` if given: the file is
+/// read, hashed and sent in one pass, and the checksum vouched for in the finish.
+async fn send_file(
+    volumes: &VolumeClient,
+    plan: &UploadPlan,
+    file: File,
+    size: u64,
+    start: u64,
+    base: Option<&mut BaseHashes>,
+    output: &Output,
+) -> Result<UploadReport, CliError> {
+    let path = &plan.file;
+    let name = &plan.name;
+    let block_size = base.as_ref().map_or(BLOCK_SIZE, |b| b.block_size());
+    // A resumed upload first hashes what the node already has.
+    let hash = match start {
+        0 => TreeHash::new(block_size, io::sink()),
+        _ => hash_prefix(path, start, block_size, output).await?,
     };
     let context = format!("uploading {} to volume {name:?}", path.display());
     let mut stream = volumes
@@ -225,27 +262,38 @@ pub async fn upload(
             resume: plan.resume,
             replicas: plan.replicas,
             replica: false,
+            base_checksum: checksum_bytes(base.as_ref().map(|b| b.checksum())),
         })
         .await
         .map_err(CliError::call(context.clone()))?;
     let bar = output.bar(size, "upload");
     bar.set_position(start);
-    let (mut bytes_sent, mut hole_bytes) = (0, 0);
-    let (mut chunks, digest) = read_chunks(file, start, size, hash);
-    while let Some(chunk) = chunks.recv().await {
-        let chunk = chunk.map_err(CliError::local(format!("reading {}", path.display())))?;
-        match &chunk {
-            Chunk::Data(bytes) => bytes_sent += bytes.len() as u64,
-            Chunk::Hole(length) => hole_bytes += length,
+    let (mut blocks, digest) = read_blocks(file, block_size, Some(hash), start, size, None);
+    let mut skipped = 0;
+    let progress = async |block: &Block, kept: bool| {
+        bar.inc(block.len);
+        if kept {
+            skipped += block.len;
+            bar.set_message(format!(
+                "upload ({} unchanged, skipped)",
+                HumanBytes(skipped)
+            ));
         }
-        bar.inc(chunk.len());
-        stream
-            .send_chunk(chunk)
-            .await
-            .map_err(CliError::call(context.clone()))?;
-    }
+    };
+    let sent = send_blocks(&mut stream, &mut blocks, base, progress)
+        .await
+        .map_err(|error| match error {
+            SendError::Read(error) => CliError::Local {
+                context: format!("reading {}", path.display()),
+                source: error,
+            },
+            SendError::Call(error) => CliError::call(context.clone())(error),
+        })?;
     bar.set_message("committing");
-    let checksum = digest.await.ok().flatten().map(|hash| hash.digest());
+    let checksum = match digest.await {
+        Ok(Some(hash)) if plan.verify => Some(hash.root()),
+        _ => None,
+    };
     let trailer = UploadFinish {
         checksum: checksum_bytes(checksum),
     };
@@ -267,10 +315,12 @@ pub async fn upload(
     Ok(UploadReport {
         volume,
         replicas: reply.replicas,
-        bytes_sent,
-        hole_bytes,
+        bytes_sent: sent.data_bytes,
+        hole_bytes: sent.hole_bytes,
+        kept_bytes: sent.kept_bytes,
+        hash_bytes: 0,
         resumed_from: reply.resumed_from,
-        took: started.elapsed(),
+        took: Duration::ZERO,
     })
 }
 
@@ -280,6 +330,8 @@ pub struct PeerPlan {
     pub overwrite: bool,
     /// Migrate (delete on the node once the peer has it) rather than copy.
     pub migrate: bool,
+    /// Let the node send only the blocks that differ when the peer holds a version.
+    pub delta: bool,
 }
 
 pub struct PeerReport {
@@ -315,6 +367,7 @@ pub async fn to_peer(
         name,
         to_peer: plan.peer,
         overwrite: plan.overwrite,
+        full: !plan.delta,
     };
     // No deadline: the call lasts as long as the data moves.
     let volumes = volumes.with_options(ferry_actors::CallOptions { deadline: None });
@@ -383,6 +436,12 @@ fn write_chunks(
                         Chunk::Hole(length) => {
                             io::copy(&mut io::Read::take(io::repeat(0), *length), &mut out)?;
                         }
+                        Chunk::Keep(_) => {
+                            return Err(io::Error::new(
+                                io::ErrorKind::InvalidData,
+                                "the node sent a KEEP range in a download",
+                            ));
+                        }
                     }
                     hash.update(&chunk);
                 }
@@ -411,17 +470,7 @@ pub async fn download(
                 plan.file.display()
             )));
         }
-        let dir = match plan.file.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let temp = tempfile::Builder::new()
-            .prefix(".ferry-download-")
-            .tempfile_in(&dir)
-            .map_err(CliError::local(format!(
-                "creating a temporary file in {}",
-                dir.display()
-            )))?;
+        let temp = temp_beside(&plan.file)?;
         Sink::File {
             temp,
             dest: plan.file.clone(),
@@ -429,6 +478,17 @@ pub async fn download(
         }
     };
     let volumes = VolumeClient::new(client.clone());
+    // Onto an existing file (with --force) of the whole volume: only the blocks that differ.
+    let whole = plan.offset == 0 && plan.length.is_none();
+    if plan.delta
+        && plan.force
+        && whole
+        && !to_stdout
+        && std::fs::metadata(&plan.file).is_ok_and(|m| m.is_file())
+        && let Some(report) = download_delta(&volumes, &plan, output).await?
+    {
+        return Ok(report);
+    }
     let context = format!("downloading volume {name:?}");
     let info = volumes
         .info(&InfoRequest { name: name.clone() })
@@ -437,6 +497,7 @@ pub async fn download(
     let length = plan.length.unwrap_or(info.size.saturating_sub(plan.offset));
     let mut stream = volumes
         .download(&DownloadRequest {
+            expected_checksum: Default::default(),
             name: name.clone(),
             offset: plan.offset,
             length: plan.length.unwrap_or(0),
@@ -466,25 +527,7 @@ pub async fn download(
         .map_err(local)?;
     // Commit locally first: the node hears "confirmed" only once the data is safe here.
     if let Sink::File { temp, dest, force } = sink {
-        // The temporary file is private (0600); the result gets what a new file gets here.
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(
-            temp.path(),
-            std::fs::Permissions::from_mode(0o666 & !umask()),
-        )
-        .map_err(CliError::local(format!(
-            "setting the mode of {}",
-            dest.display()
-        )))?;
-        let persisted = if force {
-            temp.persist(&dest)
-        } else {
-            temp.persist_noclobber(&dest)
-        };
-        persisted.map_err(|e| CliError::Local {
-            context: format!("saving {}", dest.display()),
-            source: e.error,
-        })?;
+        persist(temp, &dest, force)?;
     }
     let reply = stream
         .finish()
@@ -506,7 +549,94 @@ pub async fn download(
         file: plan.file,
         bytes: hash.bytes(),
         hole_bytes: hash.hole_bytes(),
+        kept_bytes: 0,
+        hash_bytes: 0,
         checksum: checksum.to_vec(),
         took: started.elapsed(),
     })
+}
+
+/// Gives a finished (synced) download its place: the mode a new file gets under the umask
+/// (the temporary file is private, 0600), then a rename onto `dest`, which replaces a file
+/// there only with `force`.
+fn persist(temp: tempfile::NamedTempFile, dest: &Path, force: bool) -> Result<(), CliError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        temp.path(),
+        std::fs::Permissions::from_mode(0o666 & !umask()),
+    )
+    .map_err(CliError::local(format!(
+        "setting the mode of {}",
+        dest.display()
+    )))?;
+    let persisted = if force {
+        temp.persist(dest)
+    } else {
+        temp.persist_noclobber(dest)
+    };
+    persisted.map(drop).map_err(|e| CliError::Local {
+        context: format!("saving {}", dest.display()),
+        source: e.error,
+    })
+}
+
+/// A temporary file beside `dest`, where a download is assembled.
+fn temp_beside(dest: &Path) -> Result<tempfile::NamedTempFile, CliError> {
+    let dir = match dest.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    tempfile::Builder::new()
+        .prefix(".ferry-download-")
+        .tempfile_in(&dir)
+        .map_err(CliError::local(format!(
+            "creating a temporary file in {}",
+            dir.display()
+        )))
+}
+
+/// A download onto an existing file as a delta: `None` when the node has no block hashes to
+/// compare, or when the assembled file did not come out as the volume (then the caller
+/// downloads in full; the old file is untouched either way).
+async fn download_delta(
+    volumes: &VolumeClient,
+    plan: &DownloadPlan,
+    output: &Output,
+) -> Result<Option<DownloadReport>, CliError> {
+    let started = Instant::now();
+    let name = &plan.name;
+    let node = match BaseHashes::fetch(volumes.clone(), name)
+        .await
+        .map_err(CliError::call(format!(
+            "asking for the block hashes of {name:?}"
+        )))? {
+        Ok(node) => node,
+        Err(_) => return Ok(None),
+    };
+    let temp = temp_beside(&plan.file)?;
+    let bar = output.bar(node.volume().size, "download");
+    let patched = match patch::patch(volumes, name, node, &plan.file, temp.as_file(), &bar).await {
+        Ok(patched) => patched,
+        Err(CliError::Mismatch(why)) => {
+            bar.finish_and_clear();
+            output.done(&format!("{why}; downloading in full"));
+            return Ok(None);
+        }
+        Err(error) => return Err(error),
+    };
+    temp.as_file().sync_all().map_err(CliError::local(format!(
+        "syncing the update of {}",
+        plan.file.display()
+    )))?;
+    persist(temp, &plan.file, true)?;
+    bar.finish_and_clear();
+    Ok(Some(DownloadReport {
+        file: plan.file.clone(),
+        bytes: patched.size,
+        hole_bytes: patched.hole_bytes,
+        kept_bytes: patched.kept_bytes,
+        hash_bytes: patched.hash_bytes,
+        checksum: patched.checksum.to_vec(),
+        took: started.elapsed(),
+    }))
 }

@@ -1,6 +1,6 @@
 //! Downloads: a range of a volume as data chunks and holes.
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 
@@ -31,27 +31,7 @@ pub(crate) fn open(
     offset: u64,
     length: Option<u64>,
 ) -> Result<Download> {
-    let path = inner.layout.volume(name);
-    // Under the namespace lock, so the file and its sidecar are of the same version.
-    let _namespace = inner.read_namespace();
-    let file = match OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&path)
-    {
-        Ok(file) => file,
-        Err(err) if matches!(err.kind(), io::ErrorKind::NotFound) => {
-            return Err(StoreError::NotFound { name: name.into() });
-        }
-        Err(err) => return Err(StoreError::io(format!("opening {}", path.display()), err)),
-    };
-    let metadata = file
-        .metadata()
-        .context(|| format!("reading {}", path.display()))?;
-    if !metadata.is_file() {
-        return Err(StoreError::NotFound { name: name.into() });
-    }
-    let volume = inner.info_from(name, &metadata);
+    let (file, volume) = open_volume(inner, name)?;
     let size = volume.size;
     let end = match length {
         None => Some(size),
@@ -74,6 +54,32 @@ pub(crate) fn open(
         start: offset,
         end,
     })
+}
+
+/// Opens volume `name` for reading, with what its sidecar says of that version.
+pub(crate) fn open_volume(inner: &Inner, name: &str) -> Result<(File, VolumeInfo)> {
+    let path = inner.layout.volume(name);
+    // Under the namespace lock, so the file and its sidecar are of the same version.
+    let _namespace = inner.read_namespace();
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)
+    {
+        Ok(file) => file,
+        Err(err) if matches!(err.kind(), io::ErrorKind::NotFound) => {
+            return Err(StoreError::NotFound { name: name.into() });
+        }
+        Err(err) => return Err(StoreError::io(format!("opening {}", path.display()), err)),
+    };
+    let metadata = file
+        .metadata()
+        .context(|| format!("reading {}", path.display()))?;
+    if !metadata.is_file() {
+        return Err(StoreError::NotFound { name: name.into() });
+    }
+    let volume = inner.info_from(name, &metadata);
+    Ok((file, volume))
 }
 
 impl Download {

@@ -81,6 +81,22 @@ pub enum StoreError {
         chunk: u64,
     },
 
+    /// A delta upload's base is not the version it names (replaced, deleted, or never had
+    /// that checksum). Nothing was written; the client starts over (in full, or against the
+    /// version there is now).
+    #[error(
+        "volume {name:?} is no longer the base this delta was made against (blake3 {expected}): {now}; upload it again"
+    )]
+    BaseChanged {
+        name: String,
+        expected: String,
+        now: String,
+    },
+
+    /// A KEEP range the upload cannot honour: no base, or past the base's end.
+    #[error("upload {name:?}: {reason}")]
+    BadKeep { name: String, reason: String },
+
     /// A volume (to create, or an upload's expected size or its data so far) over the store's
     /// `max_volume_size`.
     #[error(
@@ -132,12 +148,13 @@ impl StoreError {
     ///
     /// | variant | code |
     /// |---|---|
-    /// | `InvalidName`, `InvalidRange`, `BeyondExpectedSize` | `BAD_REQUEST` |
+    /// | `InvalidName`, `InvalidRange`, `BeyondExpectedSize`, `BadKeep` | `BAD_REQUEST` |
     /// | `NotFound`, `NoPartialUpload` | `NOT_FOUND` |
     /// | `AlreadyExists` | `ALREADY_EXISTS` |
     /// | `UploadInProgress`, `NotResumable` | `FAILED_PRECONDITION` |
     /// | `TooLarge` | `RESOURCE_EXHAUSTED` |
     /// | `ChecksumMismatch`, `SizeMismatch` | `FAILED_PRECONDITION` (what the upload announced does not hold; sending the same again fails again) |
+    /// | `BaseChanged` | `FAILED_PRECONDITION` (the delta's base is gone: upload in full) |
     /// | `Stopped` | `CANCELLED` (the upload's stream already ended) |
     /// | `Io` with "no space left", "quota exceeded" or "file too large" | `RESOURCE_EXHAUSTED` |
     /// | `Locked`, `InvalidConfig`, `Corrupt`, other `Io` | `INTERNAL` |
@@ -145,13 +162,15 @@ impl StoreError {
         match self {
             Self::InvalidName { .. }
             | Self::InvalidRange { .. }
-            | Self::BeyondExpectedSize { .. } => ErrorCode::BadRequest,
+            | Self::BeyondExpectedSize { .. }
+            | Self::BadKeep { .. } => ErrorCode::BadRequest,
             Self::NotFound { .. } | Self::NoPartialUpload { .. } => ErrorCode::NotFound,
             Self::AlreadyExists { .. } => ErrorCode::AlreadyExists,
             Self::UploadInProgress { .. }
             | Self::NotResumable { .. }
             | Self::ChecksumMismatch { .. }
-            | Self::SizeMismatch { .. } => ErrorCode::FailedPrecondition,
+            | Self::SizeMismatch { .. }
+            | Self::BaseChanged { .. } => ErrorCode::FailedPrecondition,
             Self::TooLarge { .. } => ErrorCode::ResourceExhausted,
             Self::Stopped { .. } => ErrorCode::Cancelled,
             Self::Io { source, .. }

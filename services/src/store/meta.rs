@@ -47,6 +47,14 @@ pub(crate) struct PartialMeta {
     /// were resumable.
     #[serde(default = "resumable_by_default")]
     pub resumable: bool,
+    /// A delta upload's base: the checksum of the version its KEEP ranges copy from. Missing
+    /// (a full upload) in files written before deltas existed.
+    #[serde(
+        default,
+        with = "hex_checksum",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub base: Option<[u8; 32]>,
     /// When the upload began, unix milliseconds.
     pub created: u64,
     /// Last activity, unix milliseconds: begin, resume, suspend, and during writes at most

@@ -53,6 +53,7 @@
 //! discards it, resuming it is refused with [`StoreError::NotResumable`], and if a crash
 //! leaves it behind, the next open or expiry sweep removes it whatever its age.
 
+mod blocks;
 mod download;
 mod error;
 mod meta;
@@ -70,6 +71,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, SystemTime};
 
+pub use blocks::{BlockHashes, BlockPage, MAX_PAGE};
 pub use download::Download;
 pub use error::StoreError;
 pub use name::{DEFAULT_MAX_NAME_LEN, MAX_NAME_LEN_LIMIT, validate_name};
@@ -284,6 +286,16 @@ impl Layout {
     pub fn commit_record(&self, name: &str) -> PathBuf {
         self.partial.join(format!("{name}.commit"))
     }
+
+    /// A committed volume's block hashes.
+    pub fn blocks(&self, name: &str) -> PathBuf {
+        self.meta.join(format!("{name}.blocks"))
+    }
+
+    /// The block hashes an upload in progress writes.
+    pub fn partial_blocks(&self, name: &str) -> PathBuf {
+        self.partial.join(format!("{name}.blocks"))
+    }
 }
 
 impl VolumeStore {
@@ -472,8 +484,12 @@ impl VolumeStore {
         sys::fsync_dir(&layout.volumes)
             .context(|| format!("syncing {}", layout.volumes.display()))?;
         let meta_path = layout.meta(name);
+        let blocks = layout.blocks(name);
+        let removed_blocks =
+            sys::remove_if_exists(&blocks).context(|| format!("deleting {}", blocks.display()))?;
         if sys::remove_if_exists(&meta_path)
             .context(|| format!("deleting {}", meta_path.display()))?
+            || removed_blocks
         {
             sys::fsync_dir(&layout.meta)
                 .context(|| format!("syncing {}", layout.meta.display()))?;
@@ -528,6 +544,27 @@ impl VolumeStore {
     /// now and then (hourly, say) so abandoned uploads do not wait for the next restart.
     pub fn expire_partials(&self) -> Result<usize> {
         recovery::expire(&self.inner)
+    }
+
+    /// Opens volume `name` for reading as a whole, with what is known of the version opened:
+    /// a volume is never modified in place, so the file stays that version.
+    pub fn open_read(&self, name: &str) -> Result<(File, VolumeInfo)> {
+        self.validate_name(name)?;
+        download::open_volume(&self.inner, name)
+    }
+
+    /// Up to `max` (at most [`MAX_PAGE`]) of volume `name`'s block hashes from block `first`
+    /// on, with the version they describe: what a delta against it compares. Asking for page
+    /// 0 checks the whole list first (its hashes must merge into the volume's checksum), so
+    /// a stale or damaged file comes back [`BlockHashes::Unusable`] rather than trusted.
+    pub fn block_hashes(
+        &self,
+        name: &str,
+        first: u64,
+        max: u64,
+    ) -> Result<(VolumeInfo, BlockHashes)> {
+        self.validate_name(name)?;
+        blocks::page(&self.inner, name, first, max)
     }
 
     /// Opens `length` bytes (to the end if `None`) of volume `name` from `offset` for reading.

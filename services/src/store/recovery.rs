@@ -108,6 +108,7 @@ struct PartialFiles {
     part: bool,
     json: bool,
     commit: bool,
+    blocks: bool,
 }
 
 pub(crate) fn recover(layout: &Layout, config: &StoreConfig) -> Result<RecoveryReport> {
@@ -131,7 +132,7 @@ pub(crate) fn recover(layout: &Layout, config: &StoreConfig) -> Result<RecoveryR
     // 2. Partial uploads and interrupted commits.
     let mut partials: BTreeMap<String, PartialFiles> = BTreeMap::new();
     for (file_name, file_type) in entries(&layout.partial)? {
-        let parsed = [".part", ".json", ".commit"]
+        let parsed = [".part", ".json", ".commit", ".blocks"]
             .into_iter()
             .find_map(|suffix| {
                 file_name
@@ -145,6 +146,7 @@ pub(crate) fn recover(layout: &Layout, config: &StoreConfig) -> Result<RecoveryR
                 match suffix {
                     ".part" => files.part = true,
                     ".json" => files.json = true,
+                    ".blocks" => files.blocks = true,
                     _ => files.commit = true,
                 }
             }
@@ -154,6 +156,20 @@ pub(crate) fn recover(layout: &Layout, config: &StoreConfig) -> Result<RecoveryR
     let now = sys::now_millis();
     for (name, files) in partials {
         let commit_record = layout.commit_record(&name);
+        if files.blocks && !files.part && (files.commit || !files.json) {
+            // A commit published the data but did not get to install its block hashes.
+            // Installed if the volume exists: they are used only if they match its checksum,
+            // so a stale file costs nothing but a full transfer.
+            let blocks = layout.partial_blocks(&name);
+            if is_file(&layout.volume(&name)) {
+                fs::rename(&blocks, layout.blocks(&name))
+                    .context(|| format!("installing the block hashes of volume {name:?}"))?;
+                dirty.set_meta();
+            } else {
+                remove(&blocks)?;
+            }
+            dirty.set_partial();
+        }
         if files.commit {
             if !files.part {
                 // The data was published; the sidecar was not installed yet.
@@ -202,8 +218,19 @@ pub(crate) fn recover(layout: &Layout, config: &StoreConfig) -> Result<RecoveryR
         }
     }
 
-    // 3. Sidecars: each needs its volume.
+    // 3. Sidecars and block hashes: each needs its volume.
     for (file_name, file_type) in entries(&layout.meta)? {
+        if let Some(name) = file_name
+            .strip_suffix(".blocks")
+            .filter(|name| validate_name(name, MAX_NAME_LEN_LIMIT).is_ok())
+            .filter(|_| file_type.is_file())
+        {
+            if !is_file(&layout.volume(name)) {
+                remove(&layout.blocks(name))?;
+                dirty.set_meta();
+            }
+            continue;
+        }
         let Some(name) = file_name
             .strip_suffix(".json")
             .filter(|name| validate_name(name, MAX_NAME_LEN_LIMIT).is_ok())

@@ -6,6 +6,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -118,6 +119,53 @@ pub(crate) fn now_millis() -> u64 {
     unix_millis(SystemTime::now())
 }
 
+/// Copies `len` bytes at `offset` of `from` to the same offset of `to` with
+/// `copy_file_range(2)`: inside the kernel, and on file systems with shared extents (XFS,
+/// Btrfs) without copying data at all. Falls back to reading and writing where the call is
+/// not supported (other file systems, older kernels).
+pub(crate) fn copy_range(from: &File, to: &File, offset: u64, len: u64) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut done = 0;
+    while done < len {
+        let mut off_in = (offset + done) as libc::loff_t;
+        let mut off_out = off_in;
+        let want = (len - done).min(1 << 30) as usize;
+        // SAFETY: both descriptors are open files owned by the caller, and the offsets are
+        // locals the kernel updates.
+        let n = unsafe {
+            libc::copy_file_range(
+                from.as_raw_fd(),
+                &mut off_in,
+                to.as_raw_fd(),
+                &mut off_out,
+                want,
+                0,
+            )
+        };
+        match n {
+            n if n > 0 => done += n as u64,
+            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+            _ => {
+                let err = io::Error::last_os_error();
+                if !matches!(
+                    err.raw_os_error(),
+                    Some(libc::EXDEV | libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
+                ) {
+                    return Err(err);
+                }
+                let mut buffer = vec![0; (len - done).min(1 << 20) as usize];
+                while done < len {
+                    let n = ((len - done) as usize).min(buffer.len());
+                    from.read_exact_at(&mut buffer[..n], offset + done)?;
+                    to.write_all_at(&buffer[..n], offset + done)?;
+                    done += n as u64;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,5 +195,28 @@ mod tests {
         assert!(is_temp_name(file_name), "{file_name}");
         assert!(!is_temp_name("vol.tmp"), "a volume may be called x.tmp");
         assert!(file_name.len() <= ".".len() + "vol.tmp".len() + 22);
+    }
+
+    #[test]
+    fn copy_range_copies_at_the_same_offset() {
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        let from = File::create_new(dir.path().join("from")).unwrap();
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        from.write_all_at(&data, 0).unwrap();
+        let to = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(dir.path().join("to"))
+            .unwrap();
+        super::copy_range(&from, &to, 1000, 2_000_000).unwrap();
+        let mut back = vec![0; 2_000_000];
+        to.read_exact_at(&mut back, 1000).unwrap();
+        assert!(back == data[1000..2_001_000]);
+        assert!(
+            super::copy_range(&from, &to, 2_999_000, 5000).is_err(),
+            "past the end"
+        );
     }
 }

@@ -11,14 +11,16 @@ use std::time::{Duration, Instant, SystemTime};
 
 use ferry_actors::stream::Chunk;
 
+use super::blocks::BlocksWriter;
+use super::download::open_volume;
 use super::error::IoContext;
 use super::meta::{self, PartialMeta, VolumeMeta};
 use super::sys;
 use super::{
     Inner, Layout, MAX_NAME_LEN_LIMIT, Result, StoreError, VolumeInfo, commit, unfinished,
 };
-use crate::sparse::SparseReader;
-use ferry_actors::stream::ContentHash;
+use crate::blockhash::{BLOCK_SIZE, TreeHash};
+use crate::sparse::{Extent, ExtentCursor, SparseReader};
 
 /// How often a busy upload refreshes `updated` in its JSON file. Expiry is measured in hours,
 /// so a minute of staleness does not matter, and rewriting the file on every chunk would.
@@ -41,6 +43,11 @@ pub struct UploadOptions {
     /// if a crash leaves it behind, recovery removes it at the next open rather than keeping
     /// it for `resume_ttl`.
     pub resumable: bool,
+    /// A delta upload: [`Chunk::Keep`] ranges are the bytes of the volume of that name as it
+    /// is now, which must have this checksum ([`StoreError::BaseChanged`] otherwise, at
+    /// begin and at resume). That version stays untouched and readable until the commit
+    /// replaces it.
+    pub base: Option<[u8; 32]>,
 }
 
 impl Default for UploadOptions {
@@ -50,6 +57,7 @@ impl Default for UploadOptions {
             expected_checksum: None,
             overwrite: false,
             resumable: true,
+            base: None,
         }
     }
 }
@@ -92,7 +100,10 @@ pub struct Upload {
     name: String,
     file: File,
     offset: u64,
-    hash: ContentHash,
+    /// The content's BLAKE3 and its block hashes, written to `partial/<name>.blocks`.
+    hash: TreeHash<BlocksWriter>,
+    /// The version a delta's KEEP ranges copy from, open since the upload began.
+    base: Option<Base>,
     partial: PartialMeta,
     last_touch: Instant,
     /// Set from outside (see [`stopper`](Self::stopper)) to call off the hashing of a hole.
@@ -169,7 +180,9 @@ impl Upload {
     }
 
     /// Appends a chunk: data is written at the offset, a hole only moves the offset (the file
-    /// is extended with `set_len`, so the hole takes no space).
+    /// is extended with `set_len`, so the hole takes no space), a KEEP copies that range of
+    /// the base (its holes staying holes) with `copy_file_range`, which shares the blocks on
+    /// file systems that can (XFS, Btrfs), and hashes what was copied by reading it back.
     ///
     /// A chunk that would go past the expected size is refused whole with
     /// [`StoreError::BeyondExpectedSize`] and the upload stays where it was. If writing fails
@@ -204,8 +217,11 @@ impl Upload {
                         err,
                     ));
                 }
-                self.hash.data(bytes);
+                self.hash
+                    .data(bytes)
+                    .context(|| format!("recording the block hashes of upload {:?}", self.name))?;
             }
+            Chunk::Keep(_) => self.keep(len)?,
             Chunk::Hole(_) => {
                 self.file.set_len(end).context(|| {
                     format!(
@@ -216,6 +232,7 @@ impl Upload {
                 if !self
                     .hash
                     .zeros_while(len, || !self.stop.load(Ordering::Relaxed))
+                    .context(|| format!("recording the block hashes of upload {:?}", self.name))?
                 {
                     // The hash is of no use now; the file is left as it was before the hole.
                     let _ = self.file.set_len(self.offset);
@@ -233,6 +250,77 @@ impl Upload {
             let _ = self.touch(false);
         }
         Ok(())
+    }
+
+    /// Copies `[offset, offset + len)` of the base, data with `copy_file_range` and holes as
+    /// holes, hashing as it goes; on failure the file is cut back to the offset.
+    fn keep(&mut self, len: u64) -> Result<()> {
+        let name = &self.name;
+        let offset = self.offset;
+        let Some(base) = &self.base else {
+            return Err(StoreError::BadKeep {
+                name: name.clone(),
+                reason: "a KEEP range, but the upload names no base (UploadRequest.base_checksum)"
+                    .into(),
+            });
+        };
+        let end = offset + len;
+        if end > base.size {
+            return Err(StoreError::BadKeep {
+                name: name.clone(),
+                reason: format!(
+                    "a KEEP of {len} bytes at offset {offset} ends past the base's {} bytes",
+                    base.size
+                ),
+            });
+        }
+        let stop = &self.stop;
+        let file = &self.file;
+        let hash = &mut self.hash;
+        let copied = (|| -> io::Result<bool> {
+            let mut cursor = ExtentCursor::new(offset, end);
+            let mut buffer = Vec::new();
+            while let Some(extent) = cursor.peek(&base.file)? {
+                if stop.load(Ordering::Relaxed) {
+                    return Ok(false);
+                }
+                let at = cursor.pos();
+                match extent {
+                    Extent::Hole(n) => {
+                        file.set_len(at + n)?;
+                        if !hash.zeros_while(n, || !stop.load(Ordering::Relaxed))? {
+                            return Ok(false);
+                        }
+                        cursor.advance(n);
+                    }
+                    Extent::Data(n) => {
+                        let n = n.min(KEEP_PIECE);
+                        sys::copy_range(&base.file, file, at, n)?;
+                        buffer.resize(n as usize, 0);
+                        file.read_exact_at(&mut buffer, at)?;
+                        hash.data(&buffer)?;
+                        cursor.advance(n);
+                    }
+                }
+            }
+            Ok(true)
+        })();
+        match copied {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                let _ = self.file.set_len(offset);
+                Err(StoreError::Stopped { name: name.clone() })
+            }
+            Err(err) => {
+                let _ = self.file.set_len(offset);
+                Err(StoreError::io(
+                    format!(
+                        "copying {len} bytes of the base at offset {offset} into upload {name:?}"
+                    ),
+                    err,
+                ))
+            }
+        }
     }
 
     /// Verifies the upload against what was announced and publishes it as volume `name`.
@@ -263,7 +351,10 @@ impl Upload {
                 actual: size,
             });
         }
-        let actual = self.hash.digest();
+        let actual = self
+            .hash
+            .finish()
+            .context(|| format!("recording the block hashes of upload {name:?}"))?;
         if let Some(expected) = self.partial.expected_checksum
             && expected != actual
         {
@@ -277,6 +368,11 @@ impl Upload {
         self.file
             .sync_all()
             .context(|| format!("syncing the data of upload {name:?}"))?;
+        let block_size = self.hash.block_size();
+        self.hash
+            .out_mut()
+            .seal(block_size, size, &actual)
+            .context(|| format!("syncing the block hashes of upload {name:?}"))?;
 
         let _namespace = inner.write_namespace();
         let volume = layout.volume(&name);
@@ -311,8 +407,12 @@ impl Upload {
         // The data is the volume now; from here on nothing is left to suspend, and a failure
         // is finished by recovery at the next open (the commit record says how).
         self.done = true;
-        published.finish(&inner, &name)?;
         let finishing = |what: &str, err| unfinished(&name, what, err);
+        // Before the sidecar, so that while the commit record exists recovery knows the
+        // block hashes in partial/ are this version's.
+        fs::rename(layout.partial_blocks(&name), layout.blocks(&name))
+            .map_err(|e| finishing("installing its block hashes failed", e))?;
+        published.finish(&inner, &name)?;
         sys::remove_if_exists(&layout.partial_json(&name))
             .map_err(|e| finishing("removing its partial upload record failed", e))?;
         sys::fsync_dir(&layout.partial).map_err(|e| finishing("syncing partial/ failed", e))?;
@@ -409,6 +509,10 @@ pub(crate) fn begin(inner: &Arc<Inner>, name: &str, options: UploadOptions) -> R
     }
     let claim = Claim::take(inner, name)?;
     remove_partial_files(layout, name)?;
+    let base = options
+        .base
+        .map(|checksum| Base::open(inner, name, checksum))
+        .transpose()?;
     let now = sys::now_millis();
     let partial = PartialMeta {
         format: meta::FORMAT,
@@ -416,6 +520,7 @@ pub(crate) fn begin(inner: &Arc<Inner>, name: &str, options: UploadOptions) -> R
         expected_checksum: options.expected_checksum,
         overwrite: options.overwrite,
         resumable: options.resumable,
+        base: options.base,
         created: now,
         updated: now,
     };
@@ -436,11 +541,23 @@ pub(crate) fn begin(inner: &Arc<Inner>, name: &str, options: UploadOptions) -> R
             return Err(StoreError::io(format!("creating {}", part.display()), err));
         }
     };
+    let blocks_path = layout.partial_blocks(name);
+    let blocks = match BlocksWriter::create(&blocks_path) {
+        Ok(blocks) => blocks,
+        Err(err) => {
+            let _ = remove_partial_files(layout, name);
+            return Err(StoreError::io(
+                format!("creating {}", blocks_path.display()),
+                err,
+            ));
+        }
+    };
     Ok(Upload {
         name: name.to_string(),
         file,
         offset: 0,
-        hash: ContentHash::default(),
+        hash: TreeHash::new(BLOCK_SIZE, blocks),
+        base,
         partial,
         last_touch: Instant::now(),
         stop: Arc::default(),
@@ -466,16 +583,25 @@ pub(crate) fn resume(inner: &Arc<Inner>, name: &str) -> Result<Upload> {
     if !partial.overwrite && fs::symlink_metadata(layout.volume(name)).is_ok() {
         return Err(StoreError::AlreadyExists { name: name.into() });
     }
+    let base = partial
+        .base
+        .map(|checksum| Base::open(inner, name, checksum))
+        .transpose()?;
     let offset = file
         .metadata()
         .context(|| format!("reading {}", part.display()))?
         .len();
-    let hash = rehash(&file, offset).context(|| format!("reading back {}", part.display()))?;
+    let blocks_path = layout.partial_blocks(name);
+    let blocks = BlocksWriter::create(&blocks_path)
+        .context(|| format!("creating {}", blocks_path.display()))?;
+    let hash = rehash(&file, offset, TreeHash::new(BLOCK_SIZE, blocks))
+        .context(|| format!("reading back {}", part.display()))?;
     let mut upload = Upload {
         name: name.to_string(),
         file,
         offset,
         hash,
+        base,
         partial,
         last_touch: Instant::now(),
         stop: Arc::default(),
@@ -486,15 +612,56 @@ pub(crate) fn resume(inner: &Arc<Inner>, name: &str) -> Result<Upload> {
     Ok(upload)
 }
 
-/// The content hash of the first `len` bytes of `file`, reading only its data: holes are
+/// `hash` continued over the first `len` bytes of `file`, reading only its data: holes are
 /// found with `SEEK_HOLE` and hashed as zeros without being read.
-fn rehash(file: &File, len: u64) -> io::Result<ContentHash> {
-    let mut hash = ContentHash::default();
+fn rehash(
+    file: &File,
+    len: u64,
+    mut hash: TreeHash<BlocksWriter>,
+) -> io::Result<TreeHash<BlocksWriter>> {
     let mut reader = SparseReader::new(file.try_clone()?, 0, len);
     while let Some(chunk) = reader.next_chunk(1 << 20)? {
-        hash.update(&chunk);
+        match chunk {
+            Chunk::Data(bytes) => hash.data(&bytes)?,
+            other => {
+                hash.zeros_while(other.len(), || true)?;
+            }
+        }
     }
     Ok(hash)
+}
+
+/// Bytes of a KEEP copied and hashed at a time.
+const KEEP_PIECE: u64 = 1 << 20;
+
+/// The version of a volume that a delta upload builds on.
+struct Base {
+    file: File,
+    size: u64,
+}
+
+impl Base {
+    /// Opens volume `name` if it is the version with `checksum`.
+    fn open(inner: &Inner, name: &str, checksum: [u8; 32]) -> Result<Self> {
+        let changed = |now: String| StoreError::BaseChanged {
+            name: name.into(),
+            expected: hex::encode(checksum),
+            now,
+        };
+        let (file, volume) = match open_volume(inner, name) {
+            Ok(opened) => opened,
+            Err(StoreError::NotFound { .. }) => return Err(changed("no such volume".into())),
+            Err(err) => return Err(err),
+        };
+        match volume.checksum {
+            Some(now) if now == checksum => Ok(Self {
+                file,
+                size: volume.size,
+            }),
+            Some(now) => Err(changed(format!("its checksum is {}", hex::encode(now)))),
+            None => Err(changed("it has no checksum".into())),
+        }
+    }
 }
 
 pub(crate) fn status(inner: &Inner, name: &str) -> Result<Option<PartialStatus>> {
@@ -565,7 +732,9 @@ pub(crate) fn discard(inner: &Arc<Inner>, name: &str) -> Result<()> {
 /// Removes every file of the partial upload `name`: data first, so a crash half way leaves a
 /// JSON without data, which recovery recognises as debris.
 pub(crate) fn remove_partial_files(layout: &Layout, name: &str) -> Result<()> {
+    // The block hashes first: alone they would look like a commit's to recovery.
     for path in [
+        layout.partial_blocks(name),
         layout.part(name),
         layout.partial_json(name),
         layout.commit_record(name),

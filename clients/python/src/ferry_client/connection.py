@@ -298,7 +298,12 @@ class _Call:
             self.violation("hole beyond credit")
             return
         self.in_granted -= fr.HOLE_FRAME_SIZE
-        self.in_chunks.append(Hole(int(_HOLE_UNPACK(payload)[0])))
+        length, flags = _HOLE_UNPACK(payload)
+        if flags & fr.HOLE_KEEP:
+            # Bytes of a base this client does not have: never to be read as zeros.
+            self.violation("a KEEP range (STREAM_HOLE flag 1) on a stream without a base")
+            return
+        self.in_chunks.append(Hole(int(length)))
         if self.in_waiter is not None:
             self.wake()
 

@@ -16,6 +16,8 @@ HEADER_SIZE = HEADER.size  # 28
 HOLE = struct.Struct(">QI")
 """A STREAM_HOLE payload: length (u64), flags (u32)."""
 HOLE_FRAME_SIZE = HEADER_SIZE + HOLE.size  # 40, what a hole costs in credit
+HOLE_KEEP = 1
+"""STREAM_HOLE flag: a KEEP range, the receiver's base bytes (PROTOCOL.md sections 7.4, 14)."""
 GRANT = struct.Struct(">I")
 """A CREDIT payload: the number of bytes added to the sender's allowance."""
 MAX_CREDIT = 2**32 - 1

@@ -191,6 +191,7 @@ class UploadRequest(_message.Message):
     RESUME_FIELD_NUMBER: _builtins.int
     REPLICAS_FIELD_NUMBER: _builtins.int
     REPLICA_FIELD_NUMBER: _builtins.int
+    BASE_CHECKSUM_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     expected_size: _builtins.int
     """When set, the upload must end at exactly this size: a finish at another size fails with
@@ -220,6 +221,15 @@ class UploadRequest(_message.Message):
     what it received, and a partial upload left by a crash is removed when the node restarts
     (docs/STORE.md). BAD_REQUEST with `resume`.
     """
+    base_checksum: _builtins.bytes
+    """A delta upload (PROTOCOL.md section 14): the BLAKE3 (32 bytes) of the version of this
+    volume that the stream's KEEP ranges refer to, as BLOCK_HASHES reported it. The node
+    builds the new version from that one's bytes (KEEP) and the stream's data and holes,
+    verifies the whole content's BLAKE3 and commits it as any upload; the old version stays
+    readable until then. Requires `overwrite`; FAILED_PRECONDITION if the volume is not
+    (or no longer) that version, with nothing written: upload in full instead. Without it,
+    a KEEP range fails the upload with BAD_REQUEST.
+    """
     def __init__(
         self,
         *,
@@ -230,10 +240,11 @@ class UploadRequest(_message.Message):
         resume: _builtins.bool = ...,
         replicas: _builtins.int = ...,
         replica: _builtins.bool = ...,
+        base_checksum: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_expected_size", b"_expected_size", "expected_size", b"expected_size"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_expected_size", b"_expected_size", "expected_checksum", b"expected_checksum", "expected_size", b"expected_size", "name", b"name", "overwrite", b"overwrite", "replica", b"replica", "replicas", b"replicas", "resume", b"resume"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_expected_size", b"_expected_size", "base_checksum", b"base_checksum", "expected_checksum", b"expected_checksum", "expected_size", b"expected_size", "name", b"name", "overwrite", b"overwrite", "replica", b"replica", "replicas", b"replicas", "resume", b"resume"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__expected_size: _TypeAlias = _typing.Literal["expected_size"]  # noqa: Y015
     _WhichOneofArgType__expected_size: _TypeAlias = _typing.Literal["_expected_size", b"_expected_size"]  # noqa: Y015
@@ -277,10 +288,13 @@ class UploadReply(_message.Message):
     RESUMED_FROM_FIELD_NUMBER: _builtins.int
     HOLE_BYTES_FIELD_NUMBER: _builtins.int
     REPLICAS_FIELD_NUMBER: _builtins.int
+    KEPT_BYTES_FIELD_NUMBER: _builtins.int
     resumed_from: _builtins.int
     """Where this stream started (0 unless resuming)."""
     hole_bytes: _builtins.int
     """Bytes of the content that arrived as holes on this stream."""
+    kept_bytes: _builtins.int
+    """Bytes of the content taken from the base as KEEP ranges on this stream (a delta)."""
     @_builtins.property
     def volume(self) -> Global___Volume: ...
     @_builtins.property
@@ -294,10 +308,11 @@ class UploadReply(_message.Message):
         resumed_from: _builtins.int = ...,
         hole_bytes: _builtins.int = ...,
         replicas: _abc.Iterable[Global___Replica] | None = ...,
+        kept_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["volume", b"volume"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["hole_bytes", b"hole_bytes", "replicas", b"replicas", "resumed_from", b"resumed_from", "volume", b"volume"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hole_bytes", b"hole_bytes", "kept_bytes", b"kept_bytes", "replicas", b"replicas", "resumed_from", b"resumed_from", "volume", b"volume"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -397,19 +412,26 @@ class DownloadRequest(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     OFFSET_FIELD_NUMBER: _builtins.int
     LENGTH_FIELD_NUMBER: _builtins.int
+    EXPECTED_CHECKSUM_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     offset: _builtins.int
     length: _builtins.int
+    expected_checksum: _builtins.bytes
+    """When set (32 bytes of BLAKE3), the download fails with FAILED_PRECONDITION unless the
+    volume is that version: a client assembling one file from several ranges (a delta
+    download) reads them all from one version.
+    """
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         offset: _builtins.int = ...,
         length: _builtins.int = ...,
+        expected_checksum: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["length", b"length", "name", b"name", "offset", b"offset"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected_checksum", b"expected_checksum", "length", b"length", "name", b"name", "offset", b"offset"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -456,21 +478,27 @@ class PeerTransferRequest(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     TO_PEER_FIELD_NUMBER: _builtins.int
     OVERWRITE_FIELD_NUMBER: _builtins.int
+    FULL_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     to_peer: _builtins.str
     """A peer's name in this node's configuration."""
     overwrite: _builtins.bool
-    """Replace a volume of that name on the peer (otherwise ALREADY_EXISTS)."""
+    """Replace a volume of that name on the peer (otherwise ALREADY_EXISTS). With it, when the
+    peer holds a version with block hashes, only the blocks that differ cross (a delta).
+    """
+    full: _builtins.bool
+    """Send every byte even if the peer holds a version (no delta)."""
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         to_peer: _builtins.str = ...,
         overwrite: _builtins.bool = ...,
+        full: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "overwrite", b"overwrite", "to_peer", b"to_peer"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["full", b"full", "name", b"name", "overwrite", b"overwrite", "to_peer", b"to_peer"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -484,11 +512,17 @@ class PeerTransferReply(_message.Message):
     PEER_FIELD_NUMBER: _builtins.int
     BYTES_SENT_FIELD_NUMBER: _builtins.int
     HOLE_BYTES_FIELD_NUMBER: _builtins.int
+    KEPT_BYTES_FIELD_NUMBER: _builtins.int
+    HASH_BYTES_FIELD_NUMBER: _builtins.int
     peer: _builtins.str
     bytes_sent: _builtins.int
     """Data bytes streamed to the peer (holes not counted)."""
     hole_bytes: _builtins.int
     """Bytes of the volume sent as holes."""
+    kept_bytes: _builtins.int
+    """Bytes the peer took from the version it held (KEEP ranges of a delta)."""
+    hash_bytes: _builtins.int
+    """Bytes of block hashes fetched from the peer to compute the delta."""
     @_builtins.property
     def volume(self) -> Global___Volume:
         """The volume as the peer committed it."""
@@ -500,10 +534,12 @@ class PeerTransferReply(_message.Message):
         peer: _builtins.str = ...,
         bytes_sent: _builtins.int = ...,
         hole_bytes: _builtins.int = ...,
+        kept_bytes: _builtins.int = ...,
+        hash_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["volume", b"volume"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_sent", b"bytes_sent", "hole_bytes", b"hole_bytes", "peer", b"peer", "volume", b"volume"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_sent", b"bytes_sent", "hash_bytes", b"hash_bytes", "hole_bytes", b"hole_bytes", "kept_bytes", b"kept_bytes", "peer", b"peer", "volume", b"volume"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -591,3 +627,77 @@ class NodeVolumes(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___NodeVolumes: _TypeAlias = NodeVolumes  # noqa: Y015
+
+@_typing.final
+class BlockHashesRequest(_message.Message):
+    """BLOCK_HASHES (11): a page of a volume's block hashes, what a delta compares (PROTOCOL.md
+    section 14). Block i covers bytes [i * block_size, min((i + 1) * block_size, size)); its
+    hash is the BLAKE3 chaining value of that subtree of the volume's BLAKE3 tree.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    FIRST_BLOCK_FIELD_NUMBER: _builtins.int
+    MAX_BLOCKS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    first_block: _builtins.int
+    max_blocks: _builtins.int
+    """At most this many hashes (0: the node's page size, 8192; it never sends more)."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        first_block: _builtins.int = ...,
+        max_blocks: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_block", b"first_block", "max_blocks", b"max_blocks", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BlockHashesRequest: _TypeAlias = BlockHashesRequest  # noqa: Y015
+
+@_typing.final
+class BlockHashesReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VOLUME_FIELD_NUMBER: _builtins.int
+    BLOCK_SIZE_FIELD_NUMBER: _builtins.int
+    TOTAL_BLOCKS_FIELD_NUMBER: _builtins.int
+    FIRST_BLOCK_FIELD_NUMBER: _builtins.int
+    HASHES_FIELD_NUMBER: _builtins.int
+    UNAVAILABLE_FIELD_NUMBER: _builtins.int
+    block_size: _builtins.int
+    """0 when the volume has no usable block hashes (made by CREATE or an older node, or its
+    stored list failed the node's check): transfer it in full. `unavailable` says why.
+    """
+    total_blocks: _builtins.int
+    first_block: _builtins.int
+    hashes: _builtins.bytes
+    """32 bytes per block from first_block on (fewer than asked at the end)."""
+    unavailable: _builtins.str
+    @_builtins.property
+    def volume(self) -> Global___Volume:
+        """The version the hashes describe (its checksum pins it: see UploadRequest.base_checksum
+        and DownloadRequest.expected_checksum).
+        """
+
+    def __init__(
+        self,
+        *,
+        volume: Global___Volume | None = ...,
+        block_size: _builtins.int = ...,
+        total_blocks: _builtins.int = ...,
+        first_block: _builtins.int = ...,
+        hashes: _builtins.bytes = ...,
+        unavailable: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["volume", b"volume"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["block_size", b"block_size", "first_block", b"first_block", "hashes", b"hashes", "total_blocks", b"total_blocks", "unavailable", b"unavailable", "volume", b"volume"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BlockHashesReply: _TypeAlias = BlockHashesReply  # noqa: Y015
