@@ -169,15 +169,27 @@ mkdir -p "$root"
 write_etc "$root" nobody 65534 /prometheus
 add_binary "$root" "$prometheus_bin" /usr/bin/prometheus
 add_binary "$root" "$promtool_bin" /usr/bin/promtool
-# Debian's build serves the web UI's assets from here.
+# Debian's build serves the web UI's assets from here. Many of them (jQuery, Bootstrap, …) are
+# symlinks into other Debian packages (/usr/share/javascript/…), which the image does not have:
+# copy what the links point to (tar -h), never the links. moment-timezone's raw zone data
+# (200 MiB) is left out: the UI loads moment-timezone-with-data.min.js, which embeds it.
 if [ -d /usr/share/prometheus/web ]; then
   mkdir -p "$root/usr/share/prometheus"
-  cp -a /usr/share/prometheus/web "$root/usr/share/prometheus/"
+  tar --create --dereference --file - --directory /usr/share/prometheus \
+    --exclude=web/static/moment-timezone/data web | tar --extract --file - --directory "$root/usr/share/prometheus"
+  # Every asset the UI's pages name must be in the image (a missing one is a broken page).
+  for asset in $(grep -rhoE 'static/[A-Za-z0-9_./-]+\.(js|css|gif|ico|handlebar)' \
+      /usr/share/prometheus/web/templates | sort -u); do
+    [ -f "$root/usr/share/prometheus/web/$asset" ] || die "the Prometheus web UI needs $asset, which is not in the image"
+  done
 fi
 for dir in consoles console_libraries; do
   mkdir -p "$root/etc/prometheus/$dir"
-  [ -d "/etc/prometheus/$dir" ] && cp -a "/etc/prometheus/$dir/." "$root/etc/prometheus/$dir/"
+  [ -d "/etc/prometheus/$dir" ] && cp -RL --preserve=mode "/etc/prometheus/$dir/." "$root/etc/prometheus/$dir/"
 done
+# A link whose target is not in the image would be a 404 in the web UI: refuse to build one.
+dangling=$(find "$root" -xtype l)
+[ -z "$dangling" ] || die "dangling symlinks in the Prometheus image's root: $dangling"
 # Overridden by the compose file's bind mount; lets the image start on its own.
 printf 'global:\n  scrape_interval: 15s\n' >"$root/etc/prometheus/prometheus.yml"
 mkdir -m 0755 "$root/prometheus"

@@ -2,8 +2,9 @@
 # Checks the cluster's configuration files without starting anything:
 #   - prometheus.yml            promtool check config (it loads alerts.yml too)
 #   - alerts.yml                promtool check rules, and its unit tests in alerts.test.yml
-#   - node1.toml … node3.toml   ferryd --print-config (ferryd parses and validates them), and
-#                               secrets/node1.toml … (with the users) once make-secrets.sh ran
+#   - node1.toml … node3.toml   ferryd --check-config in the node image (everything a start
+#                               would refuse), and secrets/node1.toml … (with the users) once
+#                               make-secrets.sh ran
 #   - node-discovery.toml       likewise (the nodes of docker-compose.discovery.yml)
 #   - docker-compose.yml        docker compose config (when Compose is installed), also with
 #                               docker-compose.discovery.yml on top
@@ -32,20 +33,41 @@ echo "== promtool test rules alerts.test.yml"
 "${promtool[@]}" test rules alerts.test.yml
 
 # The node configs, and the ones make-secrets.sh made from them (with the users) if it ran.
+# `ferryd --check-config` refuses whatever ferryd would refuse at start (addresses, TLS files,
+# users, peers, the data directory) and exits 78 then. The configs name the container's paths
+# (/data, /run/secrets/peer-password), so the full check runs in the node image, with the
+# mounts and environment the compose file gives a node; without the image, this machine's
+# ferryd can only parse them (--print-config), and says so.
+ferryd_image=${FERRYD_IMAGE:-ferry/ferryd:local}
 ferryd=${CARGO_TARGET_DIR:-$repo/target}/release/ferryd
 configs=(node1.toml node2.toml node3.toml node-discovery.toml)
 [ -f secrets/node1.toml ] && configs+=(secrets/node1.toml secrets/node2.toml secrets/node3.toml)
 [ -f secrets/node-discovery.toml ] && configs+=(secrets/node-discovery.toml)
+work=$(mktemp -d "${TMPDIR:-/tmp}/ferry-check-config.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+# Before make-secrets.sh ran there is no password yet: any non-empty file stands in for it.
+peer_password=$deploy/secrets/peer.password
+if [ ! -s "$peer_password" ]; then
+  peer_password=$work/peer.password
+  echo placeholder >"$peer_password"
+fi
 for config in "${configs[@]}"; do
-  echo "== ferryd --config $config --print-config"
-  if [ -x "$ferryd" ]; then
+  if docker image inspect "$ferryd_image" >/dev/null 2>&1; then
+    echo "== ferryd --config $config --check-config (in $ferryd_image)"
+    docker run --rm --network none \
+      -e FERRYD_DATA_DIR=/data -e FERRYD_TCP=0.0.0.0:7300 -e FERRYD_METRICS=0.0.0.0:7301 \
+      -v "$deploy/$config:/etc/ferry/ferryd.toml:ro" \
+      -v "$peer_password:/run/secrets/peer-password:ro" \
+      "$ferryd_image" --config /etc/ferry/ferryd.toml --check-config
+  elif [ -x "$ferryd" ]; then
+    echo "== ferryd --config $config --print-config (parsed only: run deploy/build-images.sh for the full check)"
     env -u FERRYD_DATA_DIR -u FERRYD_TCP -u FERRYD_METRICS -u FERRYD_CONFIG \
       "$ferryd" --config "$config" --print-config >/dev/null
+    echo "  ok"
   else
-    docker run --rm --network none -v "$deploy/$config:/etc/ferry/ferryd.toml:ro" \
-      ferry/ferryd:local --config /etc/ferry/ferryd.toml --print-config >/dev/null
+    echo "check-config.sh: no $ferryd_image image and no $ferryd: run deploy/build-images.sh" >&2
+    exit 1
   fi
-  echo "  ok"
 done
 
 if docker compose version >/dev/null 2>&1; then

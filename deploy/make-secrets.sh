@@ -4,7 +4,7 @@
 #
 #   admin.password   the operator's password: user "admin", role admin
 #   peer.password    what the nodes use with each other: user "peer", role read-write
-#   users.toml       both as [[security.users]] entries (salted: `ferry hash-password`)
+#   users.toml       both as [[security.users]] entries (SCRAM keys: `ferry hash-password`)
 #   node1.toml …     deploy/node1.toml … followed by users.toml: what docker-compose.yml mounts
 #                    as each node's /etc/ferry/ferryd.toml (node-discovery.toml: the same for
 #                    every node of docker-compose.discovery.yml)

@@ -6,20 +6,24 @@
 //! anonymous role. Every later CALL is checked against the role its procedure requires
 //! ([`Authorizer`]); a refusal is PERMISSION_DENIED for that call only.
 //!
-//! The server stores only salted passwords (PBKDF2-SHA-256 with a per-user salt); passwords and
-//! proofs never appear in logs, metrics or error messages.
+//! The server stores what RFC 5802 has it store, StoredKey and ServerKey with the salt and
+//! iteration count ([`scram`]), neither of which logs in; passwords and proofs never appear in
+//! logs, metrics or error messages.
 
-use std::cell::RefCell;
+pub mod scram;
+
 use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine;
 use bytes::Bytes;
 use ferry_codec::Route;
 use scram_2::ScramClient;
-use scram_2::server::{AuthenticationProvider, AuthenticationStatus, PasswordInfo, ScramServer};
+
+pub use scram::ScramKeys;
+use scram::{ClientFirst, KEY_LEN};
 
 use crate::error::CallError;
 use crate::program::CallContext;
@@ -54,12 +58,11 @@ pub struct Identity {
     pub role: Role,
 }
 
-/// A user as the server stores it: never the password, only its salted hash.
+/// A user as the server stores it: never the password, nor the salted password (which logs
+/// in), only SCRAM's keys.
 #[derive(Clone)]
 pub struct User {
-    pub salted_password: Vec<u8>,
-    pub salt: Vec<u8>,
-    pub iterations: u16,
+    pub keys: ScramKeys,
     pub role: Role,
 }
 
@@ -77,8 +80,8 @@ pub const DEFAULT_ITERATIONS: u16 = 4096;
 /// Bytes of a new user's salt.
 const SALT_LEN: usize = 16;
 
-/// Bytes of a salted password: PBKDF2-HMAC-SHA-256's output.
-const SALTED_PASSWORD_LEN: usize = 32;
+/// Bytes of the server's part of a nonce (24 characters of base64).
+const NONCE_LEN: usize = 18;
 
 /// Fills `bytes` from the system's random source.
 fn random(bytes: &mut [u8]) -> std::io::Result<()> {
@@ -86,16 +89,14 @@ fn random(bytes: &mut [u8]) -> std::io::Result<()> {
 }
 
 impl User {
-    /// Salts and hashes `password` with a fresh random salt.
+    /// Salts and hashes `password` with a fresh random salt, and keeps SCRAM's keys of it.
     pub fn from_password(password: &str, role: Role, iterations: u16) -> std::io::Result<Self> {
         let mut salt = vec![0u8; SALT_LEN];
         random(&mut salt)?;
         let rounds = NonZeroU32::new(u32::from(iterations.max(1))).expect("at least 1");
-        let salted_password = scram_2::hash_password(password, rounds, &salt).to_vec();
+        let salted_password = scram_2::hash_password(password, rounds, &salt);
         Ok(Self {
-            salted_password,
-            salt,
-            iterations,
+            keys: ScramKeys::from_salted_password(&salted_password, salt, iterations),
             role,
         })
     }
@@ -154,12 +155,12 @@ fn unauthenticated(side: Side, message: &str) -> CallError {
 const REFUSED: &str = "wrong user name or password";
 
 /// What the server offers a user it does not know, so that asking cannot tell whether a user
-/// exists. A known user's salt and salted password are stored: the same on every attempt, and
-/// looked up, not computed. A decoy must match on both counts, so it is derived from a server
-/// secret and the name (keyed BLAKE3, a pseudorandom function, which ferry-actors already
-/// depends on for stream hashing): one name always gets the same salt, different names get
-/// unrelated ones, and nothing runs PBKDF2, since the exchange fails at the proof anyway. Its
-/// iterations are [`DEFAULT_ITERATIONS`], those of users made by [`User::from_password`].
+/// exists. A known user's salt and keys are stored: the same on every attempt, and looked up,
+/// not computed. A decoy must match on both counts, so it is derived from a server secret and
+/// the name (keyed BLAKE3, a pseudorandom function, which ferry-actors already depends on for
+/// stream hashing): one name always gets the same salt, different names get unrelated ones,
+/// and nothing runs PBKDF2, since the exchange fails at the proof anyway. Its iterations are
+/// [`DEFAULT_ITERATIONS`], those of users made by [`User::from_password`].
 ///
 /// The secret is drawn when the server starts and lives in its [`AuthService`], which the
 /// server holds for its whole life. Not in [`AuthConfig`]: its fields are public and callers
@@ -176,40 +177,20 @@ impl Decoys {
         Ok(Self { secret })
     }
 
-    /// The decoy for `name`: salt and salted password are two parts of one keyed output.
-    fn password_for(&self, name: &str) -> PasswordInfo {
-        let mut derived = [0u8; SALT_LEN + SALTED_PASSWORD_LEN];
+    /// The decoy for `name`: salt and keys are three parts of one keyed output.
+    fn keys_for(&self, name: &str) -> ScramKeys {
+        let mut derived = [0u8; SALT_LEN + 2 * KEY_LEN];
         blake3::Hasher::new_keyed(&self.secret)
             .update(name.as_bytes())
             .finalize_xof()
             .fill(&mut derived);
-        let (salt, salted_password) = derived.split_at(SALT_LEN);
-        PasswordInfo::new(salted_password.to_vec(), DEFAULT_ITERATIONS, salt.to_vec())
-    }
-}
-
-/// Looks users up for the SCRAM server, remembering who asked. Unknown users get a decoy
-/// ([`Decoys`]), so their exchange fails at the proof like a wrong password would.
-struct Lookup<'a> {
-    service: &'a AuthService,
-    found: Rc<RefCell<Option<(String, Role)>>>,
-}
-
-impl AuthenticationProvider for Lookup<'_> {
-    fn get_password_for(&self, name: &str) -> Option<PasswordInfo> {
-        match self.service.credentials.user(name) {
-            Some(user) => {
-                *self.found.borrow_mut() = Some((name.to_owned(), user.role));
-                Some(PasswordInfo::new(
-                    user.salted_password,
-                    user.iterations,
-                    user.salt,
-                ))
-            }
-            None => {
-                *self.found.borrow_mut() = None;
-                Some(self.service.decoys.password_for(name))
-            }
+        let (salt, keys) = derived.split_at(SALT_LEN);
+        let (stored, server) = keys.split_at(KEY_LEN);
+        ScramKeys {
+            salt: salt.to_vec(),
+            iterations: DEFAULT_ITERATIONS,
+            stored_key: stored.try_into().expect("KEY_LEN bytes"),
+            server_key: server.try_into().expect("KEY_LEN bytes"),
         }
     }
 }
@@ -249,27 +230,34 @@ impl AuthHandler for AuthService {
         mut incoming: Incoming,
         mut outgoing: Outgoing,
     ) -> Result<Authenticated, CallError> {
-        let found = Rc::new(RefCell::new(None));
-        let server = ScramServer::new(Lookup {
-            service: self,
-            found: found.clone(),
-        });
         let client_first = receive(&mut incoming, Side::Server).await?;
-        let first = server
-            .handle_client_first(&client_first)
-            .map_err(|_| unauthenticated(Side::Server, "malformed SCRAM client-first message"))?;
-        let (stage, server_first) = first.server_first();
+        let first = ClientFirst::parse(&client_first).map_err(|error| match error {
+            scram::ScramError::Refused => unauthenticated(Side::Server, REFUSED),
+            malformed => unauthenticated(Side::Server, &malformed.to_string()),
+        })?;
+        // Unknown users get a decoy ([`Decoys`]): their exchange fails at the proof, as a
+        // wrong password's does.
+        let (keys, who) = match self.credentials.user(&first.user) {
+            Some(user) => (user.keys, Some((first.user.clone(), user.role))),
+            None => (self.decoys.keys_for(&first.user), None),
+        };
+        let mut nonce = [0u8; NONCE_LEN];
+        random(&mut nonce).map_err(|error| {
+            CallError::new(
+                ErrorCode::Internal,
+                Side::Server,
+                Layer::Call,
+                format!("drawing a SCRAM nonce: {error}"),
+            )
+        })?;
+        let nonce = base64::engine::general_purpose::STANDARD.encode(nonce);
+        let (stage, server_first) = first.server_first(keys, &nonce);
         outgoing.send(Bytes::from(server_first)).await?;
         let client_final = receive(&mut incoming, Side::Server).await?;
-        let last = stage
-            .handle_client_final(&client_final)
+        let server_final = stage
+            .client_final(&client_final)
             .map_err(|_| unauthenticated(Side::Server, REFUSED))?;
-        let (status, server_final) = last.server_final();
-        let who = found.borrow().clone();
-        let (name, role) = match (status, who) {
-            (AuthenticationStatus::Authenticated, Some(who)) => who,
-            _ => return Err(unauthenticated(Side::Server, REFUSED)),
-        };
+        let (name, role) = who.ok_or_else(|| unauthenticated(Side::Server, REFUSED))?;
         // The server's signature proves to the client that it knows the password too.
         outgoing.send(Bytes::from(server_final)).await?;
         if incoming.recv().await?.is_some() {

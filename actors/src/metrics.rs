@@ -7,6 +7,8 @@ use std::time::{Duration, SystemTime};
 use ferry_codec::Route;
 use ferry_codec::proto::{ErrorCode, Side};
 
+use crate::program::RouteNames;
+
 use tokio::sync::watch;
 
 /// A monotonically increasing count.
@@ -180,11 +182,21 @@ impl Traffic {
 
 /// Hooks for metrics that need labels (program, procedure, outcome). The runtime calls them;
 /// the daemon turns them into Prometheus families. Every method has a no-op default.
+///
+/// Each hook gets the route's numbers and its names from the program's declaration
+/// ([`RouteNames`]), so labels say `volume`/`upload` as the logs do.
 pub trait Observer: Send + Sync + 'static {
     /// A call's REPLY was sent: `outcome` is `None` for OK, else the error code.
-    fn call_finished(&self, _route: Route, _outcome: Option<ErrorCode>, _elapsed: Duration) {}
+    fn call_finished(
+        &self,
+        _route: Route,
+        _names: &RouteNames<'_>,
+        _outcome: Option<ErrorCode>,
+        _elapsed: Duration,
+    ) {
+    }
     /// A stream was aborted; `by` is the side that started the abort.
-    fn stream_aborted(&self, _route: Route, _by: Side, _code: ErrorCode) {}
+    fn stream_aborted(&self, _route: Route, _names: &RouteNames<'_>, _by: Side, _code: ErrorCode) {}
 }
 
 /// The observer used when none is configured.

@@ -1,6 +1,7 @@
 //! Programs: numbered sets of procedures, declared once with [`program!`](crate::program),
 //! which yields both the server dispatch and a typed client.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -101,6 +102,10 @@ pub struct ProgramService {
     pub number: u32,
     pub version: u32,
     pub name: &'static str,
+    /// How logs and metrics name the program: `volume` for `VolumeProgram` (see [`label_of`]).
+    pub label: String,
+    /// Each procedure's name as declared (`list`, `upload`…); `None` for unknown procedures.
+    pub procedure_name: fn(u32) -> Option<&'static str>,
     /// Which way each procedure streams; `Unary` for unknown procedures.
     pub direction: fn(u32) -> Direction,
     pub dispatch: Box<DispatchFn>,
@@ -123,6 +128,21 @@ impl Registry {
         self.programs
             .get(&program)
             .is_some_and(|served| served.version == version)
+    }
+
+    /// The names of a route, from its program's declaration; numbers for what is not served.
+    pub fn names(&self, route: Route) -> RouteNames<'_> {
+        let Some(program) = self.programs.get(&route.program) else {
+            return RouteNames {
+                program: Cow::Owned(format!("{:#010x}", route.program)),
+                procedure: Cow::Owned(route.procedure.to_string()),
+            };
+        };
+        RouteNames {
+            program: Cow::Borrowed(&program.label),
+            procedure: (program.procedure_name)(route.procedure)
+                .map_or_else(|| Cow::Owned(route.procedure.to_string()), Cow::Borrowed),
+        }
     }
 
     /// Which way a CALL's procedure streams; `Unary` when the procedure is not served.
@@ -161,6 +181,24 @@ impl Registry {
         }
         (program.dispatch)(h.procedure, frame.payload.clone(), context, ends)
     }
+}
+
+/// A route as logs and metrics name it, so both say `program=volume procedure=upload` where
+/// the wire says `0x766f6c75` and `4`. Programs and procedures the server does not serve keep
+/// their numbers (the program in hex), so a label set stays bounded by what clients send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteNames<'a> {
+    pub program: Cow<'a, str>,
+    pub procedure: Cow<'a, str>,
+}
+
+/// A program's label from its type name: `VolumeProgram` is `volume`, `TestProgram` `test`.
+pub fn label_of(type_name: &str) -> String {
+    type_name
+        .strip_suffix("Program")
+        .filter(|rest| !rest.is_empty())
+        .unwrap_or(type_name)
+        .to_lowercase()
 }
 
 /// Decodes a request body, or explains why it is a BAD_REQUEST.
@@ -223,6 +261,14 @@ macro_rules! program {
             pub const NUMBER: u32 = $number;
             pub const VERSION: u32 = $version;
 
+            /// Each procedure's name as declared here.
+            pub fn procedure_name(procedure: u32) -> Option<&'static str> {
+                match procedure {
+                    $( $proc => Some(stringify!($method)), )*
+                    _ => None,
+                }
+            }
+
             /// Which way each procedure streams.
             pub fn direction(procedure: u32) -> $crate::stream::Direction {
                 match procedure {
@@ -240,6 +286,8 @@ macro_rules! program {
                     number: $number,
                     version: $version,
                     name: stringify!($name),
+                    label: $crate::program::label_of(stringify!($name)),
+                    procedure_name: Self::procedure_name,
                     direction: Self::direction,
                     dispatch: Box::new(move |procedure, payload, context, mut _ends| match procedure {
                         $( $proc => {

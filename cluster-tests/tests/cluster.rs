@@ -90,8 +90,8 @@ fn wait_until_moving(events: &Events, node: &str, name: &str, direction: &str) {
     );
 }
 
-/// Which nodes `ferry vol list --cluster` (asked of node1) says hold `name` with `checksum`,
-/// node1 being "local"; panics if a peer is unreachable.
+/// Which nodes `ferry vol list --cluster` (asked of node1, which calls itself by its configured
+/// name) says hold `name` with `checksum`; panics if a peer is unreachable.
 fn holders(cluster: &Cluster, name: &str, checksum: &str) -> Vec<String> {
     let view = cluster
         .ferry(&["vol", "list", "--cluster"])
@@ -263,14 +263,22 @@ fn frozen_and_partitioned_peers_fail_transfers_within_the_keepalive_bound() {
         "node1 to reach node3 again",
         Duration::from_secs(60),
         || {
-            let view = cluster
-                .ferry(&["vol", "list", "--cluster"])
-                .expect_success()
-                .json();
+            // Exit 10 (partial) while node3 does not answer, 0 once it does.
+            let listed = cluster.ferry(&["vol", "list", "--cluster"]);
+            assert!(
+                matches!(listed.code(), Some(0 | 10)),
+                "{}",
+                listed.describe()
+            );
+            let view = listed.json();
             let all = view
                 .as_array()
                 .is_some_and(|nodes| nodes.iter().all(|n| n["reachable"] == true));
-            if all { Ok(()) } else { Err(view.to_string()) }
+            if all && listed.success() {
+                Ok(())
+            } else {
+                Err(view.to_string())
+            }
         },
     );
     assert!(
@@ -531,7 +539,7 @@ fn killing_a_replica_mid_upload_fails_it_everywhere_and_leaves_nothing_partial()
     assert_eq!(up["volume"]["checksum"], checksum, "{up}");
     assert_eq!(
         holders(&cluster, "big", &checksum),
-        ["local", "node2", "node3"]
+        ["node1", "node2", "node3"]
     );
     for node in NODES {
         assert_no_partial_data(&cluster, node, "after the replicated upload");
@@ -707,7 +715,7 @@ fn rolling_restart_keeps_a_retrying_client_working() {
     // Everything is on every node: the volume from before and every round's.
     assert_eq!(
         holders(&cluster, "before", &before),
-        ["local", "node2", "node3"]
+        ["node1", "node2", "node3"]
     );
     let view = cluster
         .ferry(&["vol", "list", "--cluster"])

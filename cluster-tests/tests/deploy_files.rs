@@ -59,6 +59,8 @@ fn node_configs_parse_and_name_the_other_two_nodes() {
         let text = std::fs::read_to_string(&path).expect("reading a node config");
         let config: NodeConfig =
             toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        // The node calls itself what its peers call it (the cluster view shows it).
+        assert_eq!(config.name.as_deref(), Some(node), "{}", path.display());
         let peers: Vec<(String, String)> = config
             .peers
             .iter()

@@ -4,6 +4,7 @@
 //! COPY), fan a replicated upload out to peers' UPLOAD streams, and ask every peer for its
 //! volumes (LIST_CLUSTER). docs/CLUSTER.md describes the semantics.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
@@ -41,9 +42,15 @@ pub enum PeerConfigError {
     Address { name: String, source: UriError },
     #[error("peer {name:?}: {reason}")]
     Access { name: String, reason: String },
+    #[error(
+        "name {name:?} is not valid: use 1 to {MAX_PEER_NAME} of A-Z a-z 0-9 . _ - (set `name` in the config)"
+    )]
+    BadOwnName { name: String },
+    #[error("peer {name:?} has this node's own name")]
+    OwnName { name: String },
 }
 
-/// The name the cluster view gives the node that answers.
+/// The name a node gives itself when it has no configured name and no host name.
 pub const LOCAL_NODE: &str = "local";
 
 pub(crate) fn valid_peer_name(name: &str) -> bool {
@@ -70,7 +77,12 @@ pub struct PeerSet {
     members: RwLock<Arc<Vec<Arc<Peer>>>>,
     /// How many of `members` are static (they come first and never change).
     statics: usize,
+    /// This node's own name, for the cluster view.
+    own_name: String,
     client: ClientConfig,
+    /// Each peer's volumes when it last answered a listing, and when (Unix ms): an unreachable
+    /// peer's volumes are shown as last known rather than vanishing from the view.
+    last_listed: Mutex<HashMap<String, (Vec<Volume>, i64)>>,
 }
 
 /// A peer that discovery found: its name (the first label of its SRV target), where it is, and
@@ -152,12 +164,25 @@ impl std::fmt::Debug for PeerSet {
 impl PeerSet {
     /// Checks the configured peers (valid unique names, addresses that parse); connects to
     /// none of them yet.
-    pub fn new(configs: &[PeerConfig], client: ClientConfig) -> Result<Self, PeerConfigError> {
+    pub fn new(
+        own_name: &str,
+        configs: &[PeerConfig],
+        client: ClientConfig,
+    ) -> Result<Self, PeerConfigError> {
+        let own_valid = own_name == LOCAL_NODE || valid_peer_name(own_name);
+        if !own_valid {
+            return Err(PeerConfigError::BadOwnName {
+                name: own_name.to_owned(),
+            });
+        }
         let mut peers: Vec<Arc<Peer>> = Vec::with_capacity(configs.len());
         for config in configs {
             let name = config.name.clone();
             if !valid_peer_name(&name) {
                 return Err(PeerConfigError::BadName { name });
+            }
+            if name == own_name {
+                return Err(PeerConfigError::OwnName { name });
             }
             if peers.iter().any(|p| p.name == name) {
                 return Err(PeerConfigError::Duplicate { name });
@@ -171,10 +196,17 @@ impl PeerSet {
             peers.push(Arc::new(Peer::new(name, uri, access)));
         }
         Ok(Self {
+            own_name: own_name.to_owned(),
             statics: peers.len(),
             members: RwLock::new(Arc::new(peers)),
             client,
+            last_listed: Mutex::default(),
         })
+    }
+
+    /// This node's own name.
+    pub fn own_name(&self) -> &str {
+        &self.own_name
     }
 
     /// The members now; later changes do not touch this copy.
@@ -208,6 +240,9 @@ impl PeerSet {
         let mut discovered: Vec<Arc<Peer>> = Vec::with_capacity(found.len());
         let mut changes = PeerChanges::default();
         for peer in found {
+            if peer.name == self.own_name {
+                continue;
+            }
             if statics.iter().any(|p| p.name == peer.name) {
                 debug!(peer = %peer.name, "discovered peer is also configured in [[peers]]: the configuration wins");
                 continue;
@@ -408,8 +443,10 @@ impl PeerSet {
         .map(drop)
     }
 
-    /// Every peer's volumes, asked concurrently, in the set's order; a peer that cannot be
-    /// reached or does not answer within [`PEER_CALL_TIMEOUT`] is marked unreachable.
+    /// Every peer's volumes, peers asked concurrently, in the set's order. A peer that does
+    /// not answer within [`PEER_CALL_TIMEOUT`] is marked unreachable, with the volumes it had
+    /// when it last answered and when that was (`listed_at_millis`; 0 and no volumes if it
+    /// never did, since this node started).
     pub async fn list_all(&self) -> Vec<NodeVolumes> {
         let members = self.snapshot();
         join_all(members.iter().map(|peer| async move {
@@ -420,21 +457,41 @@ impl PeerSet {
                 }),
             )
             .await;
-            let (volumes, error): (Vec<Volume>, Option<String>) = match listed {
-                Ok(Ok((reply, _))) => (reply.volumes, None),
-                Ok(Err(error)) => (Vec::new(), Some(error.message)),
-                Err(_) => (
-                    Vec::new(),
-                    Some(format!("no answer within {PEER_CALL_TIMEOUT:?}")),
-                ),
+            let error = match listed {
+                Ok(Ok((reply, _))) => {
+                    let now = crate::events::now_millis();
+                    self.last_listed
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .insert(peer.name.clone(), (reply.volumes.clone(), now));
+                    return NodeVolumes {
+                        node: peer.name.clone(),
+                        address: peer.uri.to_string(),
+                        local: false,
+                        reachable: true,
+                        error: String::new(),
+                        volumes: reply.volumes,
+                        listed_at_millis: now,
+                    };
+                }
+                Ok(Err(error)) => error.message,
+                Err(_) => format!("no answer within {PEER_CALL_TIMEOUT:?}"),
             };
+            let (volumes, listed_at_millis) = self
+                .last_listed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&peer.name)
+                .cloned()
+                .unwrap_or_default();
             NodeVolumes {
                 node: peer.name.clone(),
                 address: peer.uri.to_string(),
                 local: false,
-                reachable: error.is_none(),
-                error: error.unwrap_or_default(),
+                reachable: false,
+                error,
                 volumes,
+                listed_at_millis,
             }
         }))
         .await
@@ -482,6 +539,10 @@ pub(crate) fn shared_access(
             "a tls:// address needs `ca`, the CA certificate (PEM) of the peer's certificate"
                 .into(),
         );
+    }
+    // Read now, like the password file: a CA that cannot be used stops the node at start.
+    if let Some(ca) = ca {
+        ferry_actors::tls::ClientTls::from_ca_file(ca).map_err(|error| format!("ca: {error}"))?;
     }
     let credentials = match (user, password_file) {
         (None, None) => None,
@@ -606,12 +667,13 @@ mod tests {
             password_file: None,
             ca: None,
         }];
-        let peers = PeerSet::new(&statics, ClientConfig::default()).unwrap();
+        let peers = PeerSet::new("ferry-0", &statics, ClientConfig::default()).unwrap();
         let changes = peers.set_discovered(vec![
             found("ferry-2", "10.0.0.2:7443"),
             found("ferry-1", "10.0.0.1:7443"),
-            // A static name wins; a repeated name counts once.
+            // A static name wins; a repeated name counts once; the node's own name is left out.
             found("static", "10.0.0.9:7443"),
+            found("ferry-0", "10.0.0.10:7443"),
             found("ferry-1", "10.0.0.8:7443"),
         ]);
         assert_eq!(changes.added, ["ferry-2", "ferry-1"]);

@@ -44,6 +44,11 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NodeConfig {
+    /// How this node names itself: in the cluster view (`ferry vol list --cluster`) and to
+    /// operators. Its peers know it by the name in their own `[[peers]]`, which should be the
+    /// same. Default: the host name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// Where volumes, partial uploads and metadata live.
     pub data_dir: PathBuf,
     /// The unix socket; default `<data_dir>/ferryd.sock`; `""` turns it off.
@@ -132,6 +137,7 @@ pub struct EventsConfig {
 impl Default for NodeConfig {
     fn default() -> Self {
         Self {
+            name: None,
             data_dir: default_data_dir(),
             unix_socket: None,
             tcp: DEFAULT_TCP.into(),
@@ -193,6 +199,20 @@ impl Default for EventsConfig {
 }
 
 impl NodeConfig {
+    /// The name this node calls itself by: `name`, else the host name, else `local`.
+    pub fn node_name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| {
+            let mut buffer = [0u8; 256];
+            // SAFETY: gethostname writes at most `len` bytes into the buffer it is given.
+            let ok = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) } == 0;
+            let end = buffer.iter().position(|&b| b == 0).unwrap_or(0);
+            match std::str::from_utf8(&buffer[..end]) {
+                Ok(host) if ok && !host.is_empty() => host.to_owned(),
+                _ => crate::cluster::LOCAL_NODE.to_owned(),
+            }
+        })
+    }
+
     /// The unix socket path, unless turned off.
     pub fn unix_socket_path(&self) -> Option<PathBuf> {
         match &self.unix_socket {
@@ -200,6 +220,31 @@ impl NodeConfig {
             Some(path) if path.as_os_str().is_empty() => None,
             Some(path) => Some(path.clone()),
         }
+    }
+
+    /// Makes the file's relative paths relative to `dir`, the file's own directory: a config
+    /// file names the files next to it (`tls_cert = "node.pem"`) wherever ferryd is started
+    /// from. Paths from flags and the environment stay relative to the working directory, as
+    /// on any command line.
+    fn resolve_paths(&mut self, dir: &Path) {
+        let resolve = |path: &mut PathBuf| {
+            if !path.as_os_str().is_empty() && path.is_relative() {
+                *path = dir.join(&*path);
+            }
+        };
+        resolve(&mut self.data_dir);
+        if let Some(socket) = &mut self.unix_socket {
+            resolve(socket);
+        }
+        resolve(&mut self.security.tls_cert);
+        resolve(&mut self.security.tls_key);
+        for peer in &mut self.peers {
+            peer.password_file.iter_mut().for_each(resolve);
+            peer.ca.iter_mut().for_each(resolve);
+        }
+        self.security.users_file.iter_mut().for_each(resolve);
+        self.discovery.password_file.iter_mut().for_each(resolve);
+        self.discovery.ca.iter_mut().for_each(resolve);
     }
 
     pub fn server_config(&self) -> ServerConfig {
@@ -235,7 +280,10 @@ impl NodeConfig {
 #[command(
     name = "ferryd",
     version,
-    about = "The Ferry node: a volume store served over the Ferry protocol"
+    about = "The Ferry node: a volume store served over the Ferry protocol",
+    after_help = "Exit codes: 0 clean shutdown (or a good --check-config), 2 bad command line, \
+                  78 a configuration ferryd refuses (EX_CONFIG; at start or with --check-config), \
+                  1 anything else (a port in use, the data directory locked by another node)."
 )]
 pub struct Args {
     /// TOML config file (see deploy/ferryd.example.toml).
@@ -262,6 +310,11 @@ pub struct Args {
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     pub print_config: bool,
+    /// Check the effective configuration as a start would (addresses, TLS files, users,
+    /// peers, directories) without listening or opening the store, then exit: 0 if ferryd
+    /// would start with it, 78 (EX_CONFIG) if it would refuse it.
+    #[arg(long, conflicts_with = "print_config")]
+    pub check_config: bool,
 }
 
 /// Parses a path, accepting "" (which turns the unix socket off): clap's own path parser
@@ -295,10 +348,13 @@ impl Args {
                     path: path.clone(),
                     source,
                 })?;
-                toml::from_str(&text).map_err(|source| ConfigError::Parse {
-                    path: path.clone(),
-                    source,
-                })?
+                let mut config: NodeConfig =
+                    toml::from_str(&text).map_err(|source| ConfigError::Parse {
+                        path: path.clone(),
+                        source,
+                    })?;
+                config.resolve_paths(path.parent().unwrap_or(Path::new("")));
+                config
             }
             None => NodeConfig::default(),
         };

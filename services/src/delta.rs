@@ -264,8 +264,9 @@ pub enum SendError {
     Call(CallError),
 }
 
-/// Sends the blocks into `stream`: a block whose hash equals the base's goes as KEEP (a run of
-/// them as one range), the others as they were read. `progress` hears of every piece, with
+/// Sends the blocks into `stream`: a block whose hash equals the base's goes as KEEP, the
+/// others as they were read; runs of KEEP and runs of holes across blocks go as one range
+/// each (a hole of 4 GiB stays one 40-byte frame). `progress` hears of every piece, with
 /// whether it was kept.
 pub async fn send_blocks(
     stream: &mut ClientStream<UploadReply>,
@@ -274,43 +275,58 @@ pub async fn send_blocks(
     mut progress: impl AsyncFnMut(&Block, bool),
 ) -> Result<Sent, SendError> {
     let mut sent = Sent::default();
-    let mut keep = 0;
+    // A run of holes or of kept blocks goes as one range, however many blocks it spans.
+    let mut pending: Option<Chunk> = None;
     while let Some(block) = blocks.recv().await {
         let block = block.map_err(SendError::Read)?;
         let kept = match base.as_deref_mut() {
             Some(base) => base.get(block.index).await.map_err(SendError::Call)? == Some(block.hash),
             None => false,
         };
-        if kept {
-            keep += block.len;
+        let pieces = if kept {
             sent.kept_bytes += block.len;
+            vec![Chunk::Keep(block.len)]
         } else {
-            if keep > 0 {
-                stream
-                    .send_chunk(Chunk::Keep(std::mem::take(&mut keep)))
-                    .await
-                    .map_err(SendError::Call)?;
-            }
-            for chunk in &block.chunks {
-                match chunk {
-                    Chunk::Data(bytes) => sent.data_bytes += bytes.len() as u64,
-                    other => sent.hole_bytes += other.len(),
+            block.chunks.clone()
+        };
+        for piece in pieces {
+            pending = match (pending.take(), piece) {
+                (Some(Chunk::Hole(a)), Chunk::Hole(b)) => Some(Chunk::Hole(a + b)),
+                (Some(Chunk::Keep(a)), Chunk::Keep(b)) => Some(Chunk::Keep(a + b)),
+                (before, piece) => {
+                    if let Some(before) = before {
+                        send(stream, before, &mut sent).await?;
+                    }
+                    match piece {
+                        Chunk::Data(_) => {
+                            send(stream, piece, &mut sent).await?;
+                            None
+                        }
+                        range => Some(range),
+                    }
                 }
-                stream
-                    .send_chunk(chunk.clone())
-                    .await
-                    .map_err(SendError::Call)?;
-            }
+            };
         }
         progress(&block, kept).await;
     }
-    if keep > 0 {
-        stream
-            .send_chunk(Chunk::Keep(keep))
-            .await
-            .map_err(SendError::Call)?;
+    if let Some(last) = pending {
+        send(stream, last, &mut sent).await?;
     }
     Ok(sent)
+}
+
+/// Sends one chunk, counting its data and holes (KEEP ranges are counted as they are decided).
+async fn send(
+    stream: &mut ClientStream<UploadReply>,
+    chunk: Chunk,
+    sent: &mut Sent,
+) -> Result<(), SendError> {
+    match &chunk {
+        Chunk::Data(bytes) => sent.data_bytes += bytes.len() as u64,
+        Chunk::Hole(length) => sent.hole_bytes += length,
+        Chunk::Keep(_) => {}
+    }
+    stream.send_chunk(chunk).await.map_err(SendError::Call)
 }
 
 /// Runs of differing blocks beyond which a sender reads everything rather than list them:

@@ -51,8 +51,8 @@ pub struct DiscoveryConfig {
     /// How long one resolution (the SRV record and each target's addresses) may take before
     /// it is given up and the peers found last time are kept; at most `interval_secs`.
     pub timeout_secs: u64,
-    /// This node's own name, left out of the peers: `""` takes the first label of the host
-    /// name (a StatefulSet pod's host name is its stable name, `ferry-0`).
+    /// This node's own name, left out of the peers: `""` takes the first label of the node's
+    /// `name` (by default the host name; a StatefulSet pod's is its stable name, `ferry-0`).
     pub node_name: String,
     /// The DNS server, `host:port` (`host` an IP address or a name resolved once at start);
     /// `""` uses the system's resolver configuration (`/etc/resolv.conf`).
@@ -106,7 +106,7 @@ pub enum DiscoveryError {
     BadResolver { resolver: String, reason: String },
     #[error("reading the system resolver configuration: {0}")]
     SystemResolver(NetError),
-    #[error("node_name is empty and the host name {0:?} gives no valid node name")]
+    #[error("node_name is empty and the node's name {0:?} gives no valid one")]
     NoNodeName(String),
     #[error("{0}")]
     Access(String),
@@ -144,7 +144,9 @@ pub enum LookupError {
 
 impl Discovery {
     /// Checks the section, reads the password file and sets up the resolver; sends nothing.
-    pub async fn new(config: &DiscoveryConfig) -> Result<Self, DiscoveryError> {
+    /// `own_name` is the node's name (`name`, by default the host name), whose first label
+    /// is left out of the peers unless `node_name` says otherwise.
+    pub async fn new(config: &DiscoveryConfig, own_name: &str) -> Result<Self, DiscoveryError> {
         let srv = config.srv.clone();
         hickory_resolver::proto::rr::Name::from_ascii(&srv).map_err(|error| {
             DiscoveryError::BadSrv {
@@ -163,10 +165,9 @@ impl Discovery {
         }
         let interval = Duration::from_secs(config.interval_secs);
         let node_name = if config.node_name.is_empty() {
-            let host = host_name();
-            let first = first_label(&host).to_owned();
+            let first = first_label(own_name).to_owned();
             if !valid_peer_name(&first) {
-                return Err(DiscoveryError::NoNodeName(host));
+                return Err(DiscoveryError::NoNodeName(own_name.to_owned()));
             }
             first
         } else {
@@ -346,18 +347,6 @@ fn first_label(host: &str) -> &str {
     host.split('.').next().unwrap_or_default()
 }
 
-/// The system's host name (`gethostname`).
-fn host_name() -> String {
-    let mut buffer = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname writes at most that much.
-    let result = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) };
-    if result != 0 {
-        return String::new();
-    }
-    let end = buffer.iter().position(|&b| b == 0).unwrap_or(buffer.len());
-    String::from_utf8_lossy(&buffer[..end]).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -383,7 +372,7 @@ mod tests {
             f(&mut c);
             c
         };
-        let error = |c: DiscoveryConfig| async move { Discovery::new(&c).await.unwrap_err() };
+        let error = |c: DiscoveryConfig| async move { Discovery::new(&c, "a").await.unwrap_err() };
         assert!(matches!(
             error(config(|c| c.interval_secs = 0)).await,
             DiscoveryError::ZeroDuration
@@ -404,6 +393,6 @@ mod tests {
             error(config(|c| c.user = Some("peer".into()))).await,
             DiscoveryError::Access(_)
         ));
-        assert!(Discovery::new(&config(|_| {})).await.is_ok());
+        assert!(Discovery::new(&config(|_| {}), "a").await.is_ok());
     }
 }

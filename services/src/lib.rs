@@ -15,6 +15,7 @@ pub mod events;
 pub mod health;
 pub mod metrics;
 pub mod node;
+pub mod plan;
 pub mod proto;
 pub mod security;
 pub mod sparse;

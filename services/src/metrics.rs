@@ -1,6 +1,11 @@
-//! Prometheus metrics: an HTTP `/metrics` endpoint in the text exposition format
-//! (prometheus-client). Runtime counters and store figures are read at scrape time; calls and
-//! aborts are labelled through the runtime's `Observer` hook. docs/METRICS.md lists the names.
+//! Prometheus metrics: an HTTP `/metrics` endpoint (prometheus-client's registry), in
+//! OpenMetrics or the text format 0.0.4 as the scraper's `Accept` asks ([`format`]). Runtime
+//! counters, store, process and build figures are read at scrape time; calls and aborts are
+//! labelled with program and procedure names through the runtime's `Observer` hook.
+//! docs/METRICS.md lists the names.
+
+mod format;
+mod process;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,6 +13,7 @@ use std::time::Duration;
 
 use ferry_actors::codec::Route;
 use ferry_actors::metrics::{Counters, Observer};
+use ferry_actors::program::RouteNames;
 use ferry_actors::{ErrorCode, Side};
 use http_body_util::Full;
 use hyper::body::Bytes;
@@ -15,7 +21,9 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeCounterValue, EncodeGaugeValue, EncodeLabelSet, EncodeMetric,
+};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
@@ -28,43 +36,43 @@ use crate::events::EventHub;
 use crate::health::Health;
 use crate::store::VolumeStore;
 
+pub use format::Format;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CallLabels {
     program: String,
-    procedure: u32,
+    procedure: String,
     outcome: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
     program: String,
-    procedure: u32,
+    procedure: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AbortLabels {
+    program: String,
     side: String,
     reason: String,
 }
 
-/// Program numbers as names in labels; unknown programs appear as hex.
-fn program_name(number: u32) -> String {
-    match number {
-        0x766f_6c75 => "volume".into(),
-        0x6576_6e74 => "events".into(),
-        0x6164_6d6e => "admin".into(),
-        0x7465_7374 => "test".into(),
-        other => format!("{other:#010x}"),
-    }
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+    profile: String,
 }
 
 fn code_name(code: ErrorCode) -> String {
     code.as_str_name().to_lowercase()
 }
 
+/// Call durations from 100 µs (a ping on loopback) to about 1.9 hours (a multi-terabyte
+/// transfer is one call): each bucket 4 times the one below, 14 of them. Uploads of a few GiB
+/// land in the 7 min and 28 min buckets instead of all in +Inf.
 fn latency_histogram() -> Histogram {
-    // 100 µs to about 26 s.
-    Histogram::new(exponential_buckets(0.0001, 4.0, 10))
+    Histogram::new(exponential_buckets(0.0001, 4.0, 14))
 }
 
 /// Labelled call and abort metrics, fed by the runtime.
@@ -86,24 +94,29 @@ impl Default for CallMetrics {
 }
 
 impl Observer for CallMetrics {
-    fn call_finished(&self, route: Route, outcome: Option<ErrorCode>, elapsed: Duration) {
-        let program = program_name(route.program);
+    fn call_finished(
+        &self,
+        _: Route,
+        names: &RouteNames<'_>,
+        outcome: Option<ErrorCode>,
+        elapsed: Duration,
+    ) {
         self.calls
             .get_or_create(&CallLabels {
-                program: program.clone(),
-                procedure: route.procedure,
+                program: names.program.to_string(),
+                procedure: names.procedure.to_string(),
                 outcome: outcome.map_or_else(|| "ok".into(), code_name),
             })
             .inc();
         self.latency
             .get_or_create(&RouteLabels {
-                program,
-                procedure: route.procedure,
+                program: names.program.to_string(),
+                procedure: names.procedure.to_string(),
             })
             .observe(elapsed.as_secs_f64());
     }
 
-    fn stream_aborted(&self, _: Route, by: Side, code: ErrorCode) {
+    fn stream_aborted(&self, _: Route, names: &RouteNames<'_>, by: Side, code: ErrorCode) {
         let side = match by {
             Side::Client => "client",
             Side::Server => "server",
@@ -111,6 +124,7 @@ impl Observer for CallMetrics {
         };
         self.aborts
             .get_or_create(&AbortLabels {
+                program: names.program.to_string(),
                 side: side.into(),
                 reason: code_name(code),
             })
@@ -130,7 +144,7 @@ fn counter(
     encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,
-    value: u64,
+    value: impl EncodeCounterValue,
 ) -> Result<(), std::fmt::Error> {
     let metric = ConstCounter::new(value);
     metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
@@ -140,10 +154,105 @@ fn gauge(
     encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,
-    value: i64,
+    value: impl EncodeGaugeValue,
 ) -> Result<(), std::fmt::Error> {
     let metric = ConstGauge::new(value);
     metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+/// The standard process metrics (same names as every Prometheus client library's).
+fn process_metrics(e: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    let Some(p) = process::read() else {
+        return Ok(());
+    };
+    counter(
+        e,
+        "process_cpu_seconds",
+        "Total user and system CPU time spent in seconds.",
+        p.cpu_seconds,
+    )?;
+    gauge(
+        e,
+        "process_resident_memory_bytes",
+        "Resident memory size in bytes.",
+        p.resident_bytes,
+    )?;
+    gauge(
+        e,
+        "process_virtual_memory_bytes",
+        "Virtual memory size in bytes.",
+        p.virtual_bytes,
+    )?;
+    gauge(e, "process_threads", "Number of OS threads.", p.threads)?;
+    gauge(
+        e,
+        "process_open_fds",
+        "Number of open file descriptors.",
+        p.open_fds,
+    )?;
+    gauge(
+        e,
+        "process_max_fds",
+        "Maximum number of open file descriptors.",
+        p.max_fds,
+    )?;
+    gauge(
+        e,
+        "process_start_time_seconds",
+        "Start time of the process since unix epoch in seconds.",
+        p.start_time_seconds,
+    )
+}
+
+/// `ferry_build_info`: 1, with the version and build profile as labels (join on it to tell
+/// which nodes run which build).
+fn build_info(e: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    let metric = ConstGauge::new(1);
+    let mut family = e.encode_descriptor(
+        "ferry_build_info",
+        "Always 1; the labels say which build of ferryd this is.",
+        None,
+        metric.metric_type(),
+    )?;
+    let labels = BuildLabels {
+        version: env!("CARGO_PKG_VERSION").into(),
+        profile: if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
+        .into(),
+    };
+    metric.encode(family.encode_family(&labels)?)
+}
+
+/// The size and free space of the filesystem holding the store (what `df` shows for the data
+/// directory; free counts what a non-root user may still use).
+fn store_space(e: &mut DescriptorEncoder, store: &VolumeStore) -> Result<(), std::fmt::Error> {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(store.root().as_os_str().as_bytes()) else {
+        return Ok(());
+    };
+    // SAFETY: an all-zero statvfs is a valid value; statvfs fills it and reads `path`, a
+    // valid NUL-terminated string, only during the call.
+    let mut fs: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut fs) } != 0 {
+        warn!(error = %std::io::Error::last_os_error(), "metrics: statvfs of the store failed");
+        return Ok(());
+    }
+    let block = fs.f_frsize as u64;
+    gauge(
+        e,
+        "ferry_store_capacity_bytes",
+        "Size of the filesystem that holds the volume store.",
+        fs.f_blocks as u64 * block,
+    )?;
+    gauge(
+        e,
+        "ferry_store_free_bytes",
+        "Bytes still available to ferryd on the store's filesystem.",
+        fs.f_bavail as u64 * block,
+    )
 }
 
 impl Collector for NodeCollector {
@@ -288,7 +397,9 @@ impl Collector for NodeCollector {
             }
             Err(error) => warn!(%error, "metrics: listing volumes failed"),
         }
-        Ok(())
+        store_space(&mut e, &self.store)?;
+        build_info(&mut e)?;
+        process_metrics(&mut e)
     }
 }
 
@@ -329,11 +440,15 @@ impl Metrics {
         Self { registry, calls }
     }
 
-    pub fn render(&self) -> String {
+    /// The metrics in `format`.
+    pub fn render(&self, format: Format) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
-        out
+        match format {
+            Format::OpenMetrics => out,
+            Format::Text004 => format::to_text_004(&out),
+        }
     }
 }
 
@@ -354,13 +469,14 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, health: Arc<Hea
                         return Ok(response);
                     }
                     let response = if request.uri().path() == "/metrics" {
+                        let accept = request
+                            .headers()
+                            .get(hyper::header::ACCEPT)
+                            .and_then(|value| value.to_str().ok());
+                        let format = Format::negotiate(accept);
                         Response::builder()
-                            .header(
-                                "content-type",
-                                // What prometheus-client writes: OpenMetrics 1.0 text.
-                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                            )
-                            .body(Full::new(Bytes::from(metrics.render())))
+                            .header("content-type", format.content_type())
+                            .body(Full::new(Bytes::from(metrics.render(format))))
                     } else {
                         Response::builder()
                             .status(StatusCode::NOT_FOUND)

@@ -1,5 +1,5 @@
 //! A whole node: the volume store, the programs, the listeners and the metrics endpoint,
-//! started from a [`NodeConfig`] and shut down gracefully.
+//! started from a checked [`NodePlan`] and shut down gracefully.
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -8,18 +8,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_actors::test_program::{TestProgram, TestService};
-use ferry_actors::tls::ServerTls;
-use ferry_actors::{ClientConfig, ListenError, Server, ServerHandle};
+use ferry_actors::{ListenError, Server, ServerHandle};
 use tracing::info;
 
 use crate::admin::{AdminProgram, AdminService};
-use crate::cluster::{PeerConfigError, PeerSet};
-use crate::config::NodeConfig;
 use crate::discovery::{Discovery, DiscoveryError};
 use crate::events::{EventHub, EventsProgram, EventsService};
 use crate::health::Health;
 use crate::metrics::{CallMetrics, Metrics};
-use crate::security::SecurityError;
+use crate::plan::NodePlan;
 use crate::store::{StoreConfig, StoreError, VolumeStore};
 use crate::volume::{VolumeProgram, VolumeService};
 
@@ -33,16 +30,10 @@ pub enum NodeError {
     },
     #[error("opening the volume store: {0}")]
     Store(#[from] StoreError),
-    #[error("the [[peers]] configuration: {0}")]
-    Peers(#[from] PeerConfigError),
     #[error("the [discovery] configuration: {0}")]
     Discovery(#[from] DiscoveryError),
     #[error(transparent)]
     Listen(#[from] ListenError),
-    #[error("security settings: {0}")]
-    Security(#[from] SecurityError),
-    #[error("TLS: {0}")]
-    Tls(#[from] ferry_actors::tls::TlsError),
     #[error("binding the metrics endpoint {address}: {source}")]
     Metrics {
         address: String,
@@ -83,12 +74,26 @@ pub struct Node {
     drain: Duration,
 }
 
-/// Starts a node; must run inside an actix `System`.
-pub async fn start(config: &NodeConfig) -> Result<Node, NodeError> {
+/// Starts a node from its checked plan; must run inside an actix `System`.
+pub async fn start(plan: NodePlan) -> Result<Node, NodeError> {
+    let NodePlan {
+        config,
+        server: server_config,
+        auth,
+        peers,
+        tcp,
+        tls,
+        unix,
+        metrics: metrics_address,
+        warnings,
+    } = plan;
+    for warning in &warnings {
+        tracing::warn!("{warning}");
+    }
     let data_dir = &config.data_dir;
-    let peers = Arc::new(PeerSet::new(&config.peers, peer_client_config(config))?);
+    let peers = Arc::new(peers);
     let discovery = if config.discovery.enabled() {
-        Some(Discovery::new(&config.discovery).await?)
+        Some(Discovery::new(&config.discovery, peers.own_name()).await?)
     } else {
         None
     };
@@ -113,10 +118,8 @@ pub async fn start(config: &NodeConfig) -> Result<Node, NodeError> {
     let hub = Arc::new(EventHub::new(config.events.subscriber_queue));
     let calls = Arc::new(CallMetrics::default());
 
-    let security = &config.security;
-    security.check_plain_tcp(&config.tcp)?;
-    let mut server = Server::new(config.server_config())
-        .authentication(security.auth_config()?)
+    let mut server = Server::new(server_config)
+        .authentication(auth)
         .observer(calls.clone())
         .program(VolumeProgram::serve(
             VolumeService::new(
@@ -133,17 +136,14 @@ pub async fn start(config: &NodeConfig) -> Result<Node, NodeError> {
     if config.test_program {
         server = server.program(TestProgram::serve(TestService::default()));
     }
-    if !config.tcp.is_empty() {
-        server = server.listen_tcp(config.tcp.clone());
+    let tcp_on = tcp.is_some();
+    let tls_on = tls.is_some();
+    if let Some(address) = tcp {
+        server = server.listen_tcp(address);
     }
-    if !security.tls.is_empty() {
-        if security.tls_cert.as_os_str().is_empty() || security.tls_key.as_os_str().is_empty() {
-            return Err(SecurityError::TlsFilesMissing.into());
-        }
-        let tls = ServerTls::from_files(&security.tls_cert, &security.tls_key)?;
-        server = server.listen_tls(security.tls.clone(), tls);
+    if let Some((address, identity)) = tls {
+        server = server.listen_tls(address, identity);
     }
-    let unix = config.unix_socket_path();
     if let Some(path) = &unix {
         server = server.listen_unix(path);
     }
@@ -154,15 +154,14 @@ pub async fn start(config: &NodeConfig) -> Result<Node, NodeError> {
     }
 
     let health = Arc::new(Health::new(data_dir.clone()));
-    let (metrics_task, metrics) = if config.metrics.is_empty() {
-        (None, None)
-    } else {
-        let (listener, local) = crate::metrics::bind(&config.metrics)
-            .await
-            .map_err(|source| NodeError::Metrics {
-                address: config.metrics.clone(),
-                source,
-            })?;
+    let (metrics_task, metrics) = if let Some(address) = metrics_address {
+        let (listener, local) =
+            crate::metrics::bind(&address)
+                .await
+                .map_err(|source| NodeError::Metrics {
+                    address: address.clone(),
+                    source,
+                })?;
         let registry = Arc::new(Metrics::new(
             calls,
             server.counters(),
@@ -177,6 +176,8 @@ pub async fn start(config: &NodeConfig) -> Result<Node, NodeError> {
             ))),
             Some(local),
         )
+    } else {
+        (None, None)
     };
     let sweep_task = tokio::spawn(sweep_partials(
         store.clone(),
@@ -185,8 +186,8 @@ pub async fn start(config: &NodeConfig) -> Result<Node, NodeError> {
     // Plain TCP is bound first, then TLS.
     let mut bound = server.tcp_addrs().iter().copied();
     let ready = Ready {
-        tcp: (!config.tcp.is_empty()).then(|| bound.next()).flatten(),
-        tls: (!security.tls.is_empty()).then(|| bound.next()).flatten(),
+        tcp: tcp_on.then(|| bound.next()).flatten(),
+        tls: tls_on.then(|| bound.next()).flatten(),
         unix,
         metrics,
     };
@@ -235,18 +236,6 @@ impl Node {
             task.abort();
         }
         self.sweep_task.abort();
-    }
-}
-
-/// How this node talks to its peers: with its own frame limits, stream window and keepalive.
-fn peer_client_config(config: &NodeConfig) -> ClientConfig {
-    let server = config.server_config();
-    ClientConfig {
-        limits: server.limits,
-        keepalive: server.keepalive,
-        stream_window: server.stream_window,
-        max_memory_per_connection: server.max_memory_per_connection,
-        ..ClientConfig::default()
     }
 }
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_actors::auth::{AuthConfig, Authorizer, Role, User};
+use ferry_actors::auth::{AuthConfig, Authorizer, Role, ScramKeys, User};
 use ferry_actors::codec::Route;
 use serde::{Deserialize, Serialize};
 
@@ -13,13 +13,24 @@ use crate::admin::AdminProgram;
 use crate::events::EventsProgram;
 use crate::volume::VolumeProgram;
 
-/// A role as the config file spells it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// A role as the config file (and `ferry hash-password --role`) spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum RoleName {
     ReadOnly,
     ReadWrite,
     Admin,
+}
+
+impl RoleName {
+    /// As the config file and `--role` spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ReadOnly => "read-only",
+            Self::ReadWrite => "read-write",
+            Self::Admin => "admin",
+        }
+    }
 }
 
 impl From<RoleName> for Role {
@@ -32,8 +43,13 @@ impl From<RoleName> for Role {
     }
 }
 
-/// A SCRAM user, `[[security.users]]`: only the salted password is stored (make one with
+/// A SCRAM user, `[[security.users]]`: the salt, the iteration count, StoredKey and ServerKey
+/// (RFC 5802 section 3), none of which logs in (make one with
 /// `ferry hash-password NAME --role ROLE`).
+///
+/// Entries made before StoredKey/ServerKey hold `salted_password` instead, which does log in
+/// if the config leaks: still read (the keys are derived from it at start) with a warning to
+/// make the entry again (docs/SECURITY.md).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserEntry {
@@ -42,8 +58,52 @@ pub struct UserEntry {
     /// Hex of the 16-byte salt.
     pub salt: String,
     pub iterations: u16,
-    /// Hex of PBKDF2-HMAC-SHA-256(password, salt, iterations).
-    pub salted_password: String,
+    /// Hex of SHA-256(HMAC(SaltedPassword, "Client Key")).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_key: Option<String>,
+    /// Hex of HMAC(SaltedPassword, "Server Key").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_key: Option<String>,
+    /// Deprecated: hex of PBKDF2-HMAC-SHA-256(password, salt, iterations).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub salted_password: Option<String>,
+}
+
+impl UserEntry {
+    /// What the runtime checks proofs with.
+    fn keys(&self) -> Result<ScramKeys, SecurityError> {
+        let hex = |what, value: &str| {
+            hex::decode(value).map_err(|_| SecurityError::BadHex {
+                name: self.name.clone(),
+                what,
+            })
+        };
+        let key = |what, value: &str| {
+            hex(what, value)?
+                .try_into()
+                .map_err(|_| SecurityError::BadKey {
+                    name: self.name.clone(),
+                    what,
+                })
+        };
+        let salt = hex("salt", &self.salt)?;
+        match (&self.stored_key, &self.server_key, &self.salted_password) {
+            (Some(stored), Some(server), None) => Ok(ScramKeys {
+                salt,
+                iterations: self.iterations,
+                stored_key: key("stored_key", stored)?,
+                server_key: key("server_key", server)?,
+            }),
+            (None, None, Some(salted)) => Ok(ScramKeys::from_salted_password(
+                &hex("salted_password", salted)?,
+                salt,
+                self.iterations,
+            )),
+            _ => Err(SecurityError::UserKeys {
+                name: self.name.clone(),
+            }),
+        }
+    }
 }
 
 /// `[security]` of the config file.
@@ -127,6 +187,12 @@ pub enum SecurityError {
     },
     #[error("user {name:?} is defined twice (in [[security.users]] and users_file)")]
     DuplicateUser { name: String },
+    #[error("user {name:?}: {what} is not 32 bytes (64 hex digits)")]
+    BadKey { name: String, what: &'static str },
+    #[error(
+        "user {name:?}: give stored_key and server_key (from `ferry hash-password`), and nothing else"
+    )]
+    UserKeys { name: String },
 }
 
 /// The role each procedure of ferryd's programs needs. Unknown programs need admin.
@@ -162,18 +228,10 @@ impl SecurityConfig {
                     name: entry.name.clone(),
                 });
             }
-            let hex = |what, value: &str| {
-                hex::decode(value).map_err(|_| SecurityError::BadHex {
-                    name: entry.name.clone(),
-                    what,
-                })
-            };
             users.insert(
                 entry.name.clone(),
                 User {
-                    salted_password: hex("salted_password", &entry.salted_password)?,
-                    salt: hex("salt", &entry.salt)?,
-                    iterations: entry.iterations,
+                    keys: entry.keys()?,
                     role: entry.role.into(),
                 },
             );
@@ -196,6 +254,24 @@ impl SecurityConfig {
             anonymous: self.anonymous_role.map(Role::from),
             timeout: Duration::from_secs(self.auth_timeout_secs),
         })
+    }
+
+    /// What is accepted but should change: users still stored as salted passwords.
+    pub fn warnings(&self) -> Vec<String> {
+        self.users
+            .iter()
+            .filter(|entry| entry.salted_password.is_some())
+            .map(|entry| {
+                format!(
+                    "user {:?} is stored as salted_password, which logs in if the config leaks: \
+                     replace the entry with `ferry hash-password {} --role {}` (StoredKey and \
+                     ServerKey); this format will be refused in a later version",
+                    entry.name,
+                    entry.name,
+                    entry.role.as_str()
+                )
+            })
+            .collect()
     }
 
     /// Refuses plain TCP on an address other than loopback unless explicitly allowed.
@@ -237,9 +313,11 @@ pub fn user_entry(name: &str, password: &str, role: RoleName) -> std::io::Result
     Ok(UserEntry {
         name: name.to_owned(),
         role,
-        salt: hex::encode(&user.salt),
-        iterations: user.iterations,
-        salted_password: hex::encode(&user.salted_password),
+        salt: hex::encode(&user.keys.salt),
+        iterations: user.keys.iterations,
+        stored_key: Some(hex::encode(user.keys.stored_key)),
+        server_key: Some(hex::encode(user.keys.server_key)),
+        salted_password: None,
     })
 }
 

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 use crate::blockhash::{BLOCK_SIZE, TreeHash};
-use crate::cluster::{LOCAL_NODE, PeerLink, PeerSet, ReplicaSet};
+use crate::cluster::{PeerLink, PeerSet, ReplicaSet};
 use crate::delta::{self, BaseHashes, Block, SendError, read_blocks, send_blocks, send_runs};
 use crate::events::{EventHub, now_millis};
 use crate::proto::events::{self, Event, event};
@@ -777,12 +777,13 @@ impl VolumeHandler for VolumeService {
         let store = self.store.clone();
         let (local, peers) = futures::join!(blocking(move || store.list()), self.peers.list_all());
         let mut nodes = vec![NodeVolumes {
-            node: LOCAL_NODE.into(),
+            node: self.peers.own_name().into(),
             address: String::new(),
             local: true,
             reachable: true,
             error: String::new(),
             volumes: local?.iter().map(volume).collect(),
+            listed_at_millis: now_millis(),
         }];
         nodes.extend(peers);
         Ok(ListClusterReply { nodes })

@@ -346,33 +346,83 @@ fn units_file_modes_and_interrupts_follow_unix_conventions() {
     );
 }
 
-/// A reader that went away (`ferry vol list | head -c0`, `ferry events | head -1`): ferry stops
-/// quietly with 141, as a tool ended by SIGPIPE would, instead of panicking on EPIPE.
+/// A pipe whose read end is already closed, as stdout: every write to it fails with EPIPE.
+fn closed_pipe() -> std::process::Stdio {
+    let mut fds = [0; 2];
+    // SAFETY: a fresh pipe; its read end is closed at once, so every write fails EPIPE.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    unsafe { libc::close(fds[0]) };
+    // SAFETY: fds[1] is ours, handed over to Stdio exactly once.
+    let stdout = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fds[1]) };
+    std::process::Stdio::from(stdout)
+}
+
+/// A reader that went away (`ferry vol list | head -c0`, `ferry events | head -1`,
+/// `ferry vol download disk - | head -c1`): ferry stops quietly with 141, as a tool ended by
+/// SIGPIPE would, instead of panicking on EPIPE. Every command that writes to stdout, plain
+/// and with `--json`.
 #[test]
 fn a_closed_stdout_ends_ferry_quietly() {
     let node = Setup::new();
-    for args in [
-        &["vol", "list"][..],
-        &["--json", "vol", "list"],
-        &["--json", "events"],
-    ] {
-        let mut fds = [0; 2];
-        // SAFETY: a fresh pipe; its read end is closed at once, so every write fails EPIPE.
-        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-        unsafe { libc::close(fds[0]) };
-        // SAFETY: fds[1] is ours, handed over to Stdio exactly once.
-        let stdout =
-            unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fds[1]) };
-        let output = Command::new(env!("CARGO_BIN_EXE_ferry"))
-            .args(["-c", &node.uri()])
-            .args(args)
-            .env("RUST_BACKTRACE", "1")
-            .stdout(std::process::Stdio::from(stdout))
-            .stderr(std::process::Stdio::piped())
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(141), "{args:?}: {stderr}");
-        assert!(stderr.is_empty(), "{args:?}: {stderr}");
+    let commands: [&[&str]; 12] = [
+        &["vol", "list"],
+        &["vol", "list", "--cluster"],
+        &["vol", "info", "disk"],
+        &["vol", "download", "disk", "-"],
+        &["vol", "create", "another", "1KiB"],
+        &["ping"],
+        &["admin", "info"],
+        &["admin", "clients"],
+        &["events"],
+        &["hash-password", "someone"],
+        &["completions", "bash"],
+        &["man"],
+    ];
+    for args in commands {
+        // Plain `events` writes to stdout only when an event comes: below.
+        let variants: &[bool] = if args == ["events"] {
+            &[true]
+        } else {
+            &[false, true]
+        };
+        for &json in variants {
+            let output = Command::new(env!("CARGO_BIN_EXE_ferry"))
+                .args(["-c", &node.uri()])
+                .args(json.then_some("--json"))
+                .args(args)
+                .env("RUST_BACKTRACE", "1")
+                .env("FERRY_PASSWORD", "secret")
+                .stdout(closed_pipe())
+                .stderr(std::process::Stdio::piped())
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert_eq!(output.status.code(), Some(141), "{json} {args:?}: {stderr}");
+            assert!(stderr.is_empty(), "{json} {args:?}: {stderr}");
+            // Created: the next run would fail with "exists" before writing.
+            if args.starts_with(&["vol", "create"]) {
+                let deleted = ferry_at(&node.uri(), &["vol", "delete", "another"], false);
+                assert!(deleted.status.success(), "{deleted:?}");
+            }
+        }
     }
+
+    // `ferry events` without --json writes its first line to stdout when an event comes.
+    let mut watcher = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["-c", &node.uri(), "events"])
+        .env("RUST_BACKTRACE", "1")
+        .stdout(closed_pipe())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(watcher.stderr.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+    assert!(line.starts_with("watching events"), "{line}");
+    let created = ferry_at(&node.uri(), &["vol", "create", "evented", "1KiB"], false);
+    assert!(created.status.success(), "{created:?}");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    assert_eq!(watcher.wait().unwrap().code(), Some(141), "{rest}");
+    assert!(rest.is_empty(), "{rest}");
 }

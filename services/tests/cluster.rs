@@ -50,8 +50,9 @@ fn node_with(dir: &Path, name: &str, peers: &[(&str, &str)], extra: &str) -> Dae
     std::fs::create_dir_all(&home).unwrap();
     let password = home.join("peer-password");
     std::fs::write(&password, format!("{PEER_PASSWORD}\n")).unwrap();
+    // Each node calls itself by its directory's name (the cluster view shows it).
     let mut text = format!(
-        "[events]\nprogress_every_bytes = 4194304\n\n{}\n",
+        "name = {name:?}\n[events]\nprogress_every_bytes = 4194304\n\n{}\n",
         peer_user_entry()
     );
     for (peer, address) in peers {
@@ -395,18 +396,39 @@ fn a_replicated_upload_lands_on_three_nodes_and_the_cluster_view_shows_them() {
         assert_eq!(node.partial_files(), Vec::<String>::new());
     }
 
-    // Which nodes hold what.
-    let view = run_json(&a, &["vol", "list", "--cluster"]);
+    // Which nodes hold what. ghost never answers: the view is printed, marked incomplete,
+    // and ferry exits 10 (partial), with --json too.
+    let listed = ferry(&a)
+        .args(["--json", "vol", "list", "--cluster"])
+        .output()
+        .unwrap();
+    assert_eq!(listed.status.code(), Some(10), "{}", stderr(&listed));
+    let error: Value = serde_json::from_str(stderr(&listed).trim()).expect("a JSON error");
+    assert_eq!(error["exit"], 10, "{error}");
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap()
+            .contains("1 of 4 nodes did not answer (ghost)"),
+        "{error}"
+    );
+    let view: Value = serde_json::from_slice(&listed.stdout).expect("the view is JSON");
     let nodes = view.as_array().unwrap();
     let names: Vec<&str> = nodes.iter().map(|n| n["node"].as_str().unwrap()).collect();
-    assert_eq!(names, ["local", "node2", "node3", "ghost"]);
+    assert_eq!(
+        names,
+        ["a", "node2", "node3", "ghost"],
+        "the node says its own name"
+    );
     for node in &nodes[..3] {
         assert_eq!(node["reachable"], true, "{node}");
         assert_eq!(node["volumes"][0]["name"], "rep", "{node}");
         assert_eq!(node["volumes"][0]["checksum"], expected.as_str(), "{node}");
+        assert!(node["listed_at"].is_string(), "{node}");
     }
     assert_eq!(nodes[0]["local"], true);
     assert_eq!(nodes[3]["reachable"], false);
+    assert_eq!(nodes[3]["listed_at"], Value::Null, "ghost never answered");
     assert!(
         nodes[3]["error"]
             .as_str()
@@ -416,10 +438,55 @@ fn a_replicated_upload_lands_on_three_nodes_and_the_cluster_view_shows_them() {
         nodes[3]
     );
     let human = run(&a, &["vol", "list", "--cluster"]);
+    assert_eq!(human.status.code(), Some(10));
     let text = String::from_utf8_lossy(&human.stdout);
-    assert!(text.contains("local, node2, node3"), "{text}");
+    assert!(text.contains("a, node2, node3"), "{text}");
     assert!(text.contains("ghost (unix://"), "{text}");
-    assert!(text.contains("is unreachable"), "{text}");
+    assert!(
+        text.contains("is unreachable") && text.contains("what it holds is unknown"),
+        "{text}"
+    );
+
+    // node3 goes down after answering once: its volumes stay in the view, marked as last
+    // known (`node3?`), instead of vanishing.
+    let only_on_c = dir.path().join("only-c.bin");
+    random_file(&only_on_c, 4096, 9);
+    run_json(
+        &c,
+        &["vol", "upload", only_on_c.to_str().unwrap(), "only-c"],
+    );
+    assert_eq!(
+        run(&a, &["vol", "list", "--cluster"]).status.code(),
+        Some(10)
+    );
+    let mut c = c;
+    c.kill9();
+    let listed = ferry(&a)
+        .args(["--json", "vol", "list", "--cluster"])
+        .output()
+        .unwrap();
+    assert_eq!(listed.status.code(), Some(10), "{}", stderr(&listed));
+    let view: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let node3 = &view[2];
+    assert_eq!(
+        (node3["node"].as_str(), &node3["reachable"]),
+        (Some("node3"), &json!(false))
+    );
+    assert!(node3["listed_at"].is_string(), "{node3}");
+    let held: Vec<&str> = node3["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(held, ["only-c", "rep"], "{node3}");
+    let text = String::from_utf8_lossy(&run(&a, &["vol", "list", "--cluster"]).stdout).into_owned();
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("only-c "))
+        .unwrap_or_else(|| panic!("only-c vanished: {text}"));
+    assert!(row.ends_with("node3?"), "{row}");
+    assert!(text.contains("node3? marks what it held"), "{text}");
 }
 
 #[test]
@@ -633,6 +700,10 @@ fn bad_peer_configurations_stop_ferryd_with_a_reason() {
         ),
         (peer("bad name", "tcp://127.0.0.1:7310", ""), "not valid"),
         (peer("local", "tcp://127.0.0.1:7310", ""), "not valid"),
+        (
+            "name = \"node2\"\n".to_owned() + &peer("node2", "tcp://127.0.0.1:7310", ""),
+            "has this node's own name",
+        ),
         (peer("node2", "tcp://127.0.0.1", ""), "needs a port"),
         (
             peer("node2", "tcp://127.0.0.1:7310", "user = \"u\""),

@@ -297,3 +297,220 @@ fn a_refused_start_is_one_plain_line_per_cause() {
         .unwrap_or_else(|| panic!("no ferryd: line in {stderr}"));
     assert_eq!(line.matches("allow_plain_tcp").count(), 1, "{line}");
 }
+
+/// ferryd with exactly `args` and a clean environment (data under `dir`), run to its end.
+fn ferryd_in(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_ferryd"))
+        .args(args)
+        .env_clear()
+        .env("XDG_DATA_HOME", dir)
+        .current_dir("/")
+        .output()
+        .expect("running ferryd")
+}
+
+/// Writes `text` as `name` in `dir` and returns its path as a string.
+fn write_file(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("writing a test file");
+    path.to_str().expect("a UTF-8 temporary path").to_owned()
+}
+
+/// A self-signed certificate for localhost and its key, as PEM.
+fn identity() -> (String, String) {
+    let key = rcgen::KeyPair::generate().expect("a key pair");
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .expect("certificate parameters")
+        .self_signed(&key)
+        .expect("a self-signed certificate");
+    (cert.pem(), key.serialize_pem())
+}
+
+/// `--check-config` accepts a config ferryd starts with and says what it would listen on.
+#[test]
+fn check_config_accepts_a_good_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_file(
+        dir.path(),
+        "ok.toml",
+        "tcp = \"127.0.0.1:0\"\nmetrics = \"localhost:0\"\n[[peers]]\nname = \"node2\"\naddress = \"tcp://node2.invalid:7300\"\n",
+    );
+    let output = ferryd_in(dir.path(), &["--config", &file, "--check-config"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.starts_with("configuration ok: name=")
+            && stdout.contains(" tcp=127.0.0.1:0 tls=off"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("peers=1"), "{stdout}");
+    // Nothing was created: the check does not prepare the data directory.
+    assert!(!dir.path().join("ferry").exists());
+}
+
+/// Every config a start refuses, `--check-config` refuses with the same message, both with
+/// exit 78 (EX_CONFIG): they share one code path. The start is a real `ferryd` that gets
+/// that far; each case must fail before it listens.
+#[test]
+fn check_config_refuses_what_a_start_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (cert, key) = identity();
+    let cert = write_file(d, "cert.pem", &cert);
+    let key = write_file(d, "key.pem", &key);
+    let not_pem = write_file(d, "not.pem", "not a certificate\n");
+    let a_file = write_file(d, "a-file", "");
+    let long_socket = format!("/tmp/{}/ferryd.sock", "s".repeat(120));
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("a TCP address without a port", "tcp = \"127.0.0.1\"\n".into(), "tcp = \"127.0.0.1\""),
+        ("a TCP address that is no address", "tcp = \"no such host:x\"\n".into(), "tcp = "),
+        ("a metrics address without a port", "metrics = \"localhost\"\n".into(), "metrics = "),
+        (
+            "plain TCP on the network",
+            "tcp = \"0.0.0.0:7300\"\n".into(),
+            "allow_plain_tcp",
+        ),
+        (
+            "TLS without a certificate",
+            "[security]\ntls = \"127.0.0.1:0\"\n".into(),
+            "tls_cert or tls_key is missing",
+        ),
+        (
+            "TLS with a certificate that cannot be read",
+            format!("[security]\ntls = \"127.0.0.1:0\"\ntls_cert = \"{d}/missing.pem\"\ntls_key = \"{key}\"\n", d = d.display()),
+            "missing.pem",
+        ),
+        (
+            "TLS with a file that is no certificate",
+            format!("[security]\ntls = \"127.0.0.1:0\"\ntls_cert = \"{not_pem}\"\ntls_key = \"{key}\"\n"),
+            "TLS identity",
+        ),
+        (
+            "TLS on a bad address",
+            format!("[security]\ntls = \"localhost\"\ntls_cert = \"{cert}\"\ntls_key = \"{key}\"\n"),
+            "[security] tls = ",
+        ),
+        (
+            "two listeners on one address",
+            "tcp = \"127.0.0.1:7399\"\nmetrics = \"127.0.0.1:7399\"\n".into(),
+            "both listen on 127.0.0.1:7399",
+        ),
+        (
+            "a peer address that does not parse",
+            "[[peers]]\nname = \"node2\"\naddress = \"ftp://node2:7300\"\n".into(),
+            "peer \"node2\"",
+        ),
+        (
+            "a peer with a bad name",
+            "[[peers]]\nname = \"no spaces\"\naddress = \"tcp://node2:7300\"\n".into(),
+            "is not valid",
+        ),
+        (
+            "a peer's missing password file",
+            format!("[[peers]]\nname = \"node2\"\naddress = \"tcp://node2:7300\"\nuser = \"peer\"\npassword_file = \"{d}/nope\"\n", d = d.display()),
+            "password_file",
+        ),
+        (
+            "a peer's CA that is not a certificate",
+            format!("[[peers]]\nname = \"node2\"\naddress = \"tls://node2:7443\"\nca = \"{not_pem}\"\n"),
+            "ca: ",
+        ),
+        (
+            "a user whose salt is not hex",
+            "[[security.users]]\nname = \"alice\"\nrole = \"admin\"\nsalt = \"zz\"\niterations = 4096\nstored_key = \"00\"\nserver_key = \"00\"\n".into(),
+            "not valid hex",
+        ),
+        (
+            "a data directory that is a file",
+            format!("data_dir = \"{a_file}\"\n"),
+            "is not a directory",
+        ),
+        (
+            "a unix socket path too long for the kernel",
+            format!("unix_socket = \"{long_socket}\"\n"),
+            "at most 107",
+        ),
+        (
+            "a unix socket in a directory that does not exist",
+            format!("unix_socket = \"{d}/no/such/dir/ferryd.sock\"\n", d = d.display()),
+            "does not exist",
+        ),
+    ];
+    for (what, text, expected) in cases {
+        // The listeners a case does not set are off: only its own mistake can fail it.
+        let off: String = ["tcp", "metrics", "unix_socket"]
+            .iter()
+            .filter(|key| !text.lines().any(|l| l.starts_with(&format!("{key} ="))))
+            .map(|key| format!("{key} = \"\"\n"))
+            .collect();
+        let text = format!("{off}{text}");
+        let file = write_file(d, "case.toml", &text);
+        let mut messages = Vec::new();
+        for args in [
+            vec!["--config", &file, "--check-config"],
+            vec!["--config", &file],
+        ] {
+            let output = ferryd_in(d, &args);
+            let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+            assert_eq!(
+                output.status.code(),
+                Some(78),
+                "{what}: ferryd {args:?} should refuse with 78:\n{text}\n{stderr}"
+            );
+            assert!(stderr.contains(expected), "{what}: {args:?}: {stderr}");
+            assert!(
+                output.stdout.is_empty(),
+                "{what}: {args:?} printed to stdout"
+            );
+            messages.push(stderr);
+        }
+        assert_eq!(
+            messages[0], messages[1],
+            "{what}: the check and the start differ"
+        );
+    }
+}
+
+/// A config file's relative paths (TLS files, data directory, socket, a peer's CA and password
+/// file) are relative to the file, wherever ferryd starts; flags stay relative to the working
+/// directory.
+#[test]
+fn relative_paths_in_a_config_file_resolve_against_its_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (cert, key) = identity();
+    write_file(d, "node.pem", &cert);
+    write_file(d, "node.key", &key);
+    write_file(d, "ca.pem", &cert);
+    write_file(d, "peer.password", "secret\n");
+    let file = write_file(
+        d,
+        "ferryd.toml",
+        "data_dir = \"data\"\ntcp = \"\"\nmetrics = \"\"\n\
+         [security]\ntls = \"127.0.0.1:0\"\ntls_cert = \"node.pem\"\ntls_key = \"node.key\"\n\
+         [[peers]]\nname = \"node2\"\naddress = \"tls://localhost:7443\"\nca = \"ca.pem\"\n\
+         user = \"peer\"\npassword_file = \"peer.password\"\n",
+    );
+    // Started from / (ferryd_in's working directory): the files are found next to the config.
+    let output = ferryd_in(d, &["--config", &file, "--check-config"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let config = printed(&["--config", &file], &[]);
+    assert_eq!(config.data_dir, d.join("data"));
+    assert_eq!(config.security.tls_cert, d.join("node.pem"));
+    assert_eq!(config.security.tls_key, d.join("node.key"));
+    assert_eq!(config.peers[0].ca, Some(d.join("ca.pem")));
+    assert_eq!(config.peers[0].password_file, Some(d.join("peer.password")));
+    assert_eq!(config.unix_socket_path(), Some(d.join("data/ferryd.sock")));
+    // A flag's relative path is the command line's: relative to the working directory.
+    let config = printed(&["--config", &file, "--data-dir", "here"], &[]);
+    assert_eq!(config.data_dir, Path::new("here"));
+}

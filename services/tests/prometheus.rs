@@ -422,13 +422,49 @@ fn transfer(unix: &Path) -> u64 {
     })
 }
 
-/// The endpoint labels its body as what prometheus-client writes (OpenMetrics text), so
-/// scrapers pick the right parser.
-fn check_exposition(metrics: SocketAddr) {
-    let mut response = http_agent()
-        .get(format!("http://{metrics}/metrics"))
-        .call()
-        .expect("fetching /metrics");
+/// A call that fails (info on a missing volume) and an upload the client aborts, so the
+/// dashboard's failure and abort panels have series. A last call's reply proves the node
+/// took the abort (a connection's frames are handled in order).
+fn fail_and_abort(unix: &Path) {
+    actix_rt::System::new().block_on(async move {
+        let client = Client::connect_unix(unix, ClientConfig::default())
+            .await
+            .expect("connecting to ferryd");
+        let volumes = VolumeClient::new(client);
+        let missing = volumes
+            .info(&InfoRequest {
+                name: "no-such-volume".into(),
+            })
+            .await;
+        assert!(missing.is_err(), "{missing:?}");
+        let mut upload = volumes
+            .upload(&UploadRequest {
+                name: "aborted".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("opening the upload");
+        upload
+            .send(pattern(0, 4096))
+            .await
+            .expect("sending upload data");
+        drop(upload);
+        volumes
+            .info(&InfoRequest {
+                name: VOLUME_NAME.into(),
+            })
+            .await
+            .expect("volume info after the abort");
+    });
+}
+
+/// GET /metrics with `accept` (if any): the content type and the body.
+fn scrape(metrics: SocketAddr, accept: Option<&str>) -> (String, String) {
+    let mut request = http_agent().get(format!("http://{metrics}/metrics"));
+    if let Some(accept) = accept {
+        request = request.header("accept", accept);
+    }
+    let mut response = request.call().expect("fetching /metrics");
     assert_eq!(response.status().as_u16(), 200);
     let content_type = response
         .headers()
@@ -440,6 +476,19 @@ fn check_exposition(metrics: SocketAddr) {
         .body_mut()
         .read_to_string()
         .expect("reading /metrics");
+    (content_type, body)
+}
+
+const PROMTOOL: &str = "/usr/bin/promtool";
+
+/// The endpoint answers in the format asked for: OpenMetrics when the `Accept` header names
+/// it (as Prometheus's does), else the text format 0.0.4, which `promtool check metrics`
+/// accepts without a single complaint (help on every metric, counter names, units).
+fn check_exposition(metrics: SocketAddr) {
+    let (content_type, body) = scrape(
+        metrics,
+        Some("application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"),
+    );
     assert!(
         content_type.starts_with("application/openmetrics-text; version=1.0.0"),
         "content-type {content_type:?}"
@@ -452,6 +501,126 @@ fn check_exposition(metrics: SocketAddr) {
         body.contains("\nferry_stream_received_bytes_total 0\n"),
         "{body}"
     );
+
+    for accept in [None, Some("text/plain; version=0.0.4"), Some("*/*")] {
+        let (content_type, body) = scrape(metrics, accept);
+        assert_eq!(
+            content_type, "text/plain; version=0.0.4; charset=utf-8",
+            "Accept {accept:?}"
+        );
+        assert!(!body.contains("# EOF"), "{body}");
+        for family in [
+            "ferry_connections_total counter",
+            "ferry_build_info gauge",
+            "ferry_store_free_bytes gauge",
+            "ferry_store_capacity_bytes gauge",
+            "process_cpu_seconds_total counter",
+            "process_resident_memory_bytes gauge",
+            "process_open_fds gauge",
+            "process_start_time_seconds gauge",
+        ] {
+            assert!(
+                body.contains(&format!("\n# TYPE {family}\n")),
+                "no {family}: {body}"
+            );
+        }
+        // Every family has its help, under the name its samples carry.
+        let helped = body.lines().filter(|l| l.starts_with("# HELP ")).count();
+        let typed = body.lines().filter(|l| l.starts_with("# TYPE ")).count();
+        assert_eq!(helped, typed, "{body}");
+
+        assert!(
+            Path::new(PROMTOOL).is_file(),
+            "{PROMTOOL} is needed by this test: {INSTALL_HINT}"
+        );
+        let mut promtool = Command::new(PROMTOOL)
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting promtool");
+        use std::io::Write;
+        promtool
+            .stdin
+            .take()
+            .expect("stdin is piped")
+            .write_all(body.as_bytes())
+            .expect("writing to promtool");
+        let checked = promtool.wait_with_output().expect("running promtool");
+        assert!(
+            checked.status.success() && checked.stdout.is_empty() && checked.stderr.is_empty(),
+            "promtool check metrics ({}):\n{}{}\n--- the metrics ---\n{body}",
+            checked.status,
+            String::from_utf8_lossy(&checked.stdout),
+            String::from_utf8_lossy(&checked.stderr)
+        );
+    }
+}
+
+/// Every query of deploy/grafana-dashboard.json (panels and template variables) runs on the
+/// real Prometheus and yields at least one series, with Grafana's variables set as the
+/// dashboard's defaults would set them: a renamed metric or label breaks this test.
+fn check_dashboard(prometheus: &Prometheus, since: f64) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana-dashboard.json");
+    let text = std::fs::read_to_string(&path).expect("reading deploy/grafana-dashboard.json");
+    let dashboard: Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    let substitute = |query: &str| {
+        query
+            .replace("$__rate_interval", "1m")
+            .replace("$job", JOB)
+            .replace("$instance", ".+")
+    };
+    let mut queries = Vec::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("an expr");
+            queries.push((panel["title"].to_string(), substitute(expr)));
+        }
+    }
+    for variable in dashboard["templating"]["list"]
+        .as_array()
+        .expect("variables")
+    {
+        let Some(query) = variable["query"]["query"].as_str() else {
+            continue;
+        };
+        // Grafana's label_values(SELECTOR, LABEL): the series' values of LABEL.
+        let inner = query
+            .strip_prefix("label_values(")
+            .and_then(|q| q.strip_suffix(')'))
+            .unwrap_or_else(|| panic!("variable query {query} is not label_values()"));
+        let (selector, label) = inner
+            .rsplit_once(',')
+            .expect("label_values(SELECTOR, LABEL)");
+        queries.push((
+            format!("variable {}", variable["name"]),
+            format!("group by ({}) ({})", label.trim(), substitute(selector)),
+        ));
+    }
+    assert!(queries.len() >= 20, "the dashboard has its queries");
+    // rate() needs two samples of a series, and the failure counters appeared at `since`:
+    // wait until two scrapes followed.
+    let deadline = Instant::now() + SCRAPE_WAIT;
+    let later = loop {
+        let stamp = prometheus.query(&format!("timestamp(up{{job=\"{JOB}\"}})"), None);
+        if let Some(later) = stamp.first().map(|s| s.value).filter(|&t| t > since + 1.5) {
+            break later;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus scraped no more after {since}: {}",
+            prometheus.targets()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for (panel, query) in queries {
+        let samples = prometheus.query(&query, Some(later));
+        assert!(
+            !samples.is_empty(),
+            "dashboard {panel}: `{query}` yields nothing from a scraped ferryd"
+        );
+    }
 }
 
 #[test]
@@ -536,7 +705,8 @@ fn prometheus_scrapes_what_ferryd_moved() {
         VOLUME_BYTES as f64
     );
 
-    // Upload (procedure 5), info (3) and download (7), one call each, all OK.
+    // Upload, info and download, one call each, all OK.
+    // Procedures carry their names from the program's declaration.
     let calls: BTreeMap<String, f64> = prometheus
         .query(
             &format!("ferry_calls_total{{job=\"{JOB}\",program=\"volume\",outcome=\"ok\"}}"),
@@ -547,7 +717,11 @@ fn prometheus_scrapes_what_ferryd_moved() {
         .collect();
     assert_eq!(
         calls,
-        BTreeMap::from([("3".into(), 1.0), ("5".into(), 1.0), ("7".into(), 1.0)]),
+        BTreeMap::from([
+            ("download".into(), 1.0),
+            ("info".into(), 1.0),
+            ("upload".into(), 1.0)
+        ]),
         "volume calls by procedure"
     );
     assert_eq!(
@@ -579,6 +753,9 @@ fn prometheus_scrapes_what_ferryd_moved() {
         prometheus.one(&format!("ferry_streams_open{{job=\"{JOB}\"}}"), at),
         0.0
     );
+
+    fail_and_abort(&ferryd.unix);
+    check_dashboard(&prometheus, unix_now() + 0.05);
 
     eprintln!(
         "prometheus test: {} bytes each way, scraped {:.2}s after the transfers, {:.1}s in all",

@@ -180,3 +180,92 @@ fn plain_tcp_is_refused_on_a_network_address_unless_allowed() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// RFC 7677's example password "pencil", salt and iterations, as an entry of the old format:
+/// the salted password itself (Hi("pencil", salt, 4096)), which logs in if the config leaks.
+const OLD_ENTRY: &str = "[[security.users]]\nname = \"old\"\nrole = \"read-only\"\n\
+    salt = \"5b6d99689d12358eeca04b141236fa81\"\niterations = 4096\n\
+    salted_password = \"c4a49510323ab4f952cac1fa99441939e78ea74d6be81ddf7096e87513dc615d\"\n";
+
+/// `ferry hash-password` stores RFC 5802's StoredKey and ServerKey, never the salted password
+/// (TOML and `--json` alike); an entry of the old format still logs in, and the node warns about
+/// it (`--check-config` says so too). `--password-file` wins over FERRY_PASSWORD.
+#[test]
+fn users_are_stored_as_scram_keys_and_old_entries_log_in_with_a_warning() {
+    let entry = user("alice", "wonderland", "read-write");
+    assert!(
+        entry.contains("stored_key = ") && entry.contains("server_key = "),
+        "{entry}"
+    );
+    assert!(!entry.contains("salted_password"), "{entry}");
+    let output = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["--json", "hash-password", "carol", "--role", "admin"])
+        .env("FERRY_PASSWORD", "secret")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(
+        (json["name"].as_str(), json["role"].as_str()),
+        (Some("carol"), Some("admin"))
+    );
+    for key in ["stored_key", "server_key"] {
+        let hex = json[key]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {key} in {json}"));
+        assert_eq!(hex.len(), 64, "{json}");
+    }
+    assert!(json.get("salted_password").is_none(), "{json}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ferryd.toml");
+    std::fs::write(&config, format!("{entry}\n{OLD_ENTRY}")).unwrap();
+    let checked = Command::new(env!("CARGO_BIN_EXE_ferryd"))
+        .args(["--config".as_ref(), config.as_os_str()])
+        .args(["--data-dir".as_ref(), dir.path().join("data").as_os_str()])
+        .arg("--check-config")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&checked.stderr);
+    assert!(checked.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning: user \"old\" is stored as salted_password")
+            && stderr.contains("ferry hash-password old --role read-only"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("alice"),
+        "alice's entry is current: {stderr}"
+    );
+
+    let daemon = Daemon::start(&dir.path().join("data"), Some(&config));
+    let uri = daemon.tcp_uri();
+    let password_file = dir.path().join("alice.password");
+    std::fs::write(&password_file, "wonderland\n").unwrap();
+    let login = |user: &str, password: &str, file: Option<&Path>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ferry"));
+        command
+            .args(["-c", &uri, "--user", user, "vol", "list"])
+            .env("FERRY_PASSWORD", password);
+        if let Some(file) = file {
+            command.arg("--password-file").arg(file);
+        }
+        let output = command.output().unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    assert_eq!(
+        login("old", "pencil", None).0,
+        Some(0),
+        "the old entry logs in"
+    );
+    assert_eq!(login("old", "pencils", None).0, Some(7));
+    assert_eq!(login("alice", "wonderland", None).0, Some(0));
+    // The file's password is used, not the (wrong) one in the environment.
+    let (code, stderr) = login("alice", "not-this", Some(&password_file));
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, stderr) = login("alice", "wonderland", Some(&dir.path().join("missing")));
+    assert_eq!(code, Some(4), "a missing password file: {stderr}");
+}

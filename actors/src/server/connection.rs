@@ -325,7 +325,8 @@ impl ServerConnection {
             Ok(handler) => handler,
             Err(error) => return self.refuse(ctx, &frame, &error),
         };
-        let span = info_span!(parent: &self.span, "call", serial, program = route.program, procedure = route.procedure);
+        let names = self.shared.registry.names(route);
+        let span = info_span!(parent: &self.span, "call", serial, program = %names.program, procedure = %names.procedure);
         let call = CallActor::new(serial, ctx.address(), handler, span).start();
         let window = u64::from(self.shared.config.stream_window);
         // The first grant (which also accepts the stream) is the window, or what the
@@ -489,15 +490,21 @@ impl ServerConnection {
                 .actor
                 .do_send(FromPeer::End(outcome.as_ref().err().cloned()));
             if let (Err(error), false) = (&outcome, stream.aborted_by_client) {
-                self.shared
-                    .observer
-                    .stream_aborted(route, Side::Server, error.code);
+                self.shared.observer.stream_aborted(
+                    route,
+                    &self.shared.registry.names(route),
+                    Side::Server,
+                    error.code,
+                );
             }
         }
         let code = outcome.as_ref().err().map(|error| error.code);
-        self.shared
-            .observer
-            .call_finished(route, code, open.started.elapsed());
+        self.shared.observer.call_finished(
+            route,
+            &self.shared.registry.names(route),
+            code,
+            open.started.elapsed(),
+        );
         let charge = open.charge.take();
         let frame = match outcome {
             Ok(payload) => {
@@ -656,9 +663,12 @@ impl ServerConnection {
                 } else {
                     self.shared.counters.calls_cancelled.inc();
                     let code = ErrorCode::try_from(body.code).unwrap_or(ErrorCode::Internal);
-                    self.shared
-                        .observer
-                        .stream_aborted(route, Side::Client, code);
+                    self.shared.observer.stream_aborted(
+                        route,
+                        &self.shared.registry.names(route),
+                        Side::Client,
+                        code,
+                    );
                     self.conclude(ctx, serial, Err(error));
                 }
             }
@@ -890,6 +900,7 @@ impl Actor for ServerConnection {
                 if open.call.is_some() {
                     self.shared.observer.stream_aborted(
                         open.route,
+                        &self.shared.registry.names(open.route),
                         Side::Client,
                         ErrorCode::ConnectionLost,
                     );
@@ -900,6 +911,7 @@ impl Actor for ServerConnection {
                 call.do_send(StopCall { grace });
                 self.shared.observer.call_finished(
                     open.route,
+                    &self.shared.registry.names(open.route),
                     Some(ErrorCode::ConnectionLost),
                     open.started.elapsed(),
                 );

@@ -51,12 +51,6 @@ VECTORS: list[tuple[str, fr.Header, bytes, str]] = [
         "00000028 74657374 00000001 00000004 00000006 00000007 00000002 00000000 40000000 00000000",
     ),
     (
-        "STREAM_HOLE KEEP 256 KiB",
-        fr.Header(VOLUME, 1, UPLOAD, T.STREAM_HOLE, 9, S.CONTINUE),
-        fr.encode_hole(256 * 1024, fr.HOLE_KEEP),
-        "00000028 766f6c75 00000001 00000005 00000006 00000009 00000002 00000000 00040000 00000001",
-    ),
-    (
         "CREDIT 1 MiB",
         fr.Header(TEST, 1, 4, T.CREDIT, 7, S.OK),
         fr.encode_grant(1 << 20),
@@ -91,6 +85,12 @@ VECTORS: list[tuple[str, fr.Header, bytes, str]] = [
         fr.Header(fr.KEEPALIVE, 1, 1, T.MESSAGE, 0, S.OK),
         b"",
         "0000001c 6b656570 00000001 00000001 00000002 00000000 00000000",
+    ),
+    (
+        "STREAM_HOLE KEEP 256 KiB",
+        fr.Header(VOLUME, 1, UPLOAD, T.STREAM_HOLE, 9, S.CONTINUE),
+        fr.encode_hole(256 * 1024, fr.HOLE_KEEP),
+        "00000028 766f6c75 00000001 00000005 00000006 00000009 00000002 00000000 00040000 00000001",
     ),
 ]
 

@@ -6,13 +6,38 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use ferry_services::config::{Args, LogFormat};
+use ferry_services::plan::NodePlan;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
+
+/// Exit codes: 0 after a clean shutdown (or a good `--check-config`); 2 for a command line
+/// clap refuses; 78 (EX_CONFIG of sysexits.h) for a configuration ferryd refuses, which a
+/// restart cannot fix (the systemd unit does not restart on it); 1 for anything else (a port
+/// in use, the store locked by another node, …).
+const EXIT_CONFIG: u8 = 78;
+
+/// Why ferryd stopped: the configuration, or something a restart may fix.
+enum Failure {
+    Config(anyhow::Error),
+    Other(anyhow::Error),
+}
+
+fn config_error(error: impl Into<anyhow::Error>) -> Failure {
+    Failure::Config(error.into())
+}
+
+fn other(error: impl Into<anyhow::Error>) -> Failure {
+    Failure::Other(error.into())
+}
 
 fn main() -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
+        Err(Failure::Config(error)) => {
+            eprintln!("ferryd: {}", report(&error));
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(Failure::Other(error)) => {
             eprintln!("ferryd: {}", report(&error));
             ExitCode::FAILURE
         }
@@ -35,11 +60,19 @@ fn report(error: &anyhow::Error) -> String {
     text
 }
 
-fn run() -> anyhow::Result<()> {
+fn run() -> Result<(), Failure> {
     let args = Args::parse();
-    let config = args.load()?;
+    let config = args.load().map_err(config_error)?;
     if args.print_config {
-        print!("{}", toml::to_string_pretty(&config)?);
+        print!("{}", toml::to_string_pretty(&config).map_err(other)?);
+        return Ok(());
+    }
+    let plan = NodePlan::new(&config).map_err(config_error)?;
+    if args.check_config {
+        for warning in &plan.warnings {
+            eprintln!("ferryd: warning: {warning}");
+        }
+        println!("{}", plan.summary());
         return Ok(());
     }
     let filter = EnvFilter::try_from_env("FERRYD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
@@ -53,13 +86,14 @@ fn run() -> anyhow::Result<()> {
         LogFormat::Json => logs.json().init(),
     }
     actix_rt::System::new().block_on(async move {
-        let node = ferry_services::node::start(&config)
+        let node = ferry_services::node::start(plan)
             .await
-            .context("starting ferryd")?;
+            .context("starting ferryd")
+            .map_err(other)?;
         // The handlers first: a SIGTERM sent as soon as the ready line is read shuts down
         // gracefully, never kills.
-        let mut terminate = signal(SignalKind::terminate())?;
-        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut terminate = signal(SignalKind::terminate()).map_err(other)?;
+        let mut interrupt = signal(SignalKind::interrupt()).map_err(other)?;
         // One line on stdout that scripts and tests can wait for.
         println!("ferryd ready: {}", node.ready());
         tokio::select! {
@@ -67,6 +101,6 @@ fn run() -> anyhow::Result<()> {
             _ = interrupt.recv() => {}
         }
         node.shutdown().await;
-        Ok(())
+        Ok::<_, Failure>(())
     })
 }

@@ -24,6 +24,9 @@ pub enum Exit {
     Mismatch = 8,
     /// A limit of the node was hit; retrying later may work.
     Busy = 9,
+    /// The result is printed but incomplete: some nodes did not answer (`vol list
+    /// --cluster`). As rsync's 23/24, a code of its own, so a script can use what it got.
+    Partial = 10,
     /// Interrupted (Ctrl-C): what was stopped, and what that left, is in the message.
     Interrupted = 130,
 }
@@ -50,6 +53,9 @@ pub enum CliError {
     /// A local file is in the way (a download's destination without --force).
     #[error("{0}")]
     Exists(String),
+    /// The result was printed, but some of it is missing (which, and why, is the message).
+    #[error("{0}")]
+    Partial(String),
     /// Ctrl-C: what it stopped, and what that left (each command says its own).
     #[error("interrupted: {0}")]
     Interrupted(&'static str),
@@ -64,6 +70,13 @@ impl CliError {
     pub fn local(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
         let context = context.into();
         move |source| Self::Local { context, source }
+    }
+
+    /// A local write failed with EPIPE: the reader of stdout went away (data of
+    /// `vol download NAME -`). Files and devices never fail so, and uploads read only
+    /// regular files and block devices, so no other local I/O can.
+    pub fn is_closed_pipe(&self) -> bool {
+        matches!(self, Self::Local { source, .. } if source.kind() == std::io::ErrorKind::BrokenPipe)
     }
 
     pub fn exit(&self) -> Exit {
@@ -88,6 +101,7 @@ impl CliError {
             },
             Self::Mismatch(_) => Exit::Mismatch,
             Self::Exists(_) => Exit::AlreadyExists,
+            Self::Partial(_) => Exit::Partial,
             Self::Interrupted(_) => Exit::Interrupted,
             Self::Call { error, .. } => call_exit(error),
         }

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use ferry_actors::{CallError, CallOptions, Client, ClientConfig, ErrorCode, Layer, Side};
 
 pub use exit::{CliError, Exit};
@@ -30,29 +30,47 @@ use crate::proto::volume::{
 use crate::volume::VolumeClient;
 use output::Output;
 
+/// Where the global options are listed in `--help`: apart from each command's own.
+const GLOBAL: &str = "Global options";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "ferry",
     version,
-    about = "Talk to a Ferry node: move volumes in and out, watch events, administer"
+    about = "Talk to a Ferry node: move volumes in and out, watch events, administer",
+    after_help = "Exit codes: 0 ok, 1 failure, 2 usage, 3 connection, 4 not found, 5 already \
+                  exists, 6 invalid, 7 denied, 8 mismatch, 9 busy, 10 partial (some nodes did not \
+                  answer), 130 interrupted, 141 stdout closed. docs/CLI.md has the --json shapes."
 )]
 pub struct Args {
     /// The node: unix:///path/to/ferryd.sock, tcp://host:port or tls://host:port [default: the
     /// local node's socket in ferryd's default data directory].
-    #[arg(short = 'c', long = "connect", env = "FERRY_URI", global = true)]
+    #[arg(short = 'c', long = "connect", value_name = "URI", env = "FERRY_URI", global = true, help_heading = GLOBAL)]
     pub connect: Option<String>,
     /// The cluster CA certificate (PEM) that tls:// nodes must present a certificate from.
-    #[arg(long, env = "FERRY_CA", global = true)]
+    #[arg(long, value_name = "FILE", env = "FERRY_CA", global = true, help_heading = GLOBAL)]
     pub ca: Option<PathBuf>,
-    /// Authenticate as this user (SCRAM-SHA-256); the password comes from FERRY_PASSWORD or a
-    /// prompt. Without it, a unix-socket connection is known by your uid.
-    #[arg(long, env = "FERRY_USER", global = true)]
+    /// Authenticate as this user (SCRAM-SHA-256). Without it, a unix-socket connection is
+    /// known by your uid.
+    #[arg(long, value_name = "NAME", env = "FERRY_USER", global = true, help_heading = GLOBAL)]
     pub user: Option<String>,
-    /// Machine-readable output: JSON documents on stdout, no progress bars.
-    #[arg(long, global = true)]
+    /// Read the password from this file (its first line). Wins over FERRY_PASSWORD; without
+    /// either, ferry prompts on the terminal.
+    #[arg(long, value_name = "FILE", env = "FERRY_PASSWORD_FILE", global = true, help_heading = GLOBAL)]
+    pub password_file: Option<PathBuf>,
+    /// Machine-readable output: one JSON document per result on stdout (docs/CLI.md), errors
+    /// as JSON on stderr, no progress bars.
+    #[arg(long, global = true, help_heading = GLOBAL)]
     pub json: bool,
+    /// Print only results and errors: no progress bars, no notes.
+    #[arg(short, long, global = true, conflicts_with = "verbose", help_heading = GLOBAL)]
+    pub quiet: bool,
+    /// Log on stderr what ferry does (-v: connecting, authenticating; -vv: also the runtime's
+    /// debug messages); FERRY_LOG (e.g. "ferry_actors=trace") overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, help_heading = GLOBAL)]
+    pub verbose: u8,
     /// Seconds to wait for a unary call's reply.
-    #[arg(long, global = true, default_value_t = 30)]
+    #[arg(long, value_name = "SECONDS", global = true, default_value_t = 30, help_heading = GLOBAL)]
     pub timeout: u64,
     #[command(subcommand)]
     pub command: Command,
@@ -70,13 +88,34 @@ pub enum Command {
     /// Node administration.
     #[command(subcommand)]
     Admin(Admin),
-    /// Print a `[[security.users]]` entry for ferryd's config: the password (from
-    /// FERRY_PASSWORD or a prompt) salted and hashed; the password itself is not stored.
+    /// Print a `[[security.users]]` entry for ferryd's config.
+    ///
+    /// The entry holds SCRAM's StoredKey and ServerKey for the password (from
+    /// --password-file, FERRY_PASSWORD or a prompt): neither the password nor anything that
+    /// logs in with it is stored.
     HashPassword {
+        /// The user's name, as clients give it with --user.
         name: String,
-        /// read-only, read-write or admin.
-        #[arg(long, default_value = "read-only")]
-        role: String,
+        /// What the user may do.
+        #[arg(long, value_enum, default_value_t = crate::security::RoleName::ReadOnly)]
+        role: crate::security::RoleName,
+    },
+    /// Print a shell completion script.
+    ///
+    /// E.g. `ferry completions bash > /usr/share/bash-completion/completions/ferry`
+    /// (docs/CLI.md says where each shell looks).
+    Completions {
+        /// The shell: bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the ferry(1) man page, or write all man pages into a directory.
+    ///
+    /// With --out-dir: ferry.1, one page per command (ferry-vol-upload.1, …) and ferryd.1,
+    /// e.g. into /usr/local/share/man/man1.
+    Man {
+        /// The directory to write ferry.1, ferry-vol.1, …, ferryd.1 into.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
     },
 }
 
@@ -91,9 +130,13 @@ pub enum Vol {
         cluster: bool,
     },
     /// Show one volume.
-    Info { name: String },
+    Info {
+        /// The volume's name.
+        name: String,
+    },
     /// Create an empty (sparse) volume, e.g. `ferry vol create disk1 10GiB`.
     Create {
+        /// The new volume's name.
         name: String,
         /// Size: bytes, or with a unit (KiB, MiB, GiB, TiB, KB, MB, GB…).
         #[arg(value_parser = parse_size_arg)]
@@ -101,10 +144,14 @@ pub enum Vol {
     },
     /// Delete a volume.
     #[command(alias = "rm")]
-    Delete { name: String },
+    Delete {
+        /// The volume's name.
+        name: String,
+    },
     /// Upload a file into a volume (holes stay holes). The volume appears only once all of it
     /// arrived, was synced and its checksum verified.
     Upload {
+        /// The file or block device to upload.
         file: PathBuf,
         /// Volume name [default: the file's name].
         name: Option<String>,
@@ -133,6 +180,7 @@ pub enum Vol {
     /// deletes its copy. Ctrl-C aborts it (the peer discards what it got, nothing changes
     /// here).
     Migrate {
+        /// The volume to move.
         name: String,
         /// The peer's name in the node's configuration.
         #[arg(long)]
@@ -147,6 +195,7 @@ pub enum Vol {
     },
     /// Copy a volume to a peer of the node, keeping it here.
     Copy {
+        /// The volume to copy.
         name: String,
         /// The peer's name in the node's configuration.
         #[arg(long)]
@@ -162,6 +211,7 @@ pub enum Vol {
     /// Download a volume into a file (holes stay holes), or to stdout with `-`. The file
     /// appears only once complete and synced.
     Download {
+        /// The volume to download.
         name: String,
         /// Destination file [default: the volume's name in the current directory].
         file: Option<PathBuf>,
@@ -188,7 +238,10 @@ pub enum Admin {
     /// Connected clients and their figures.
     Clients,
     /// Close one client's connection (ids from `ferry admin clients`).
-    Disconnect { id: u64 },
+    Disconnect {
+        /// The client's id, as `ferry admin clients` lists it.
+        id: u64,
+    },
 }
 
 /// Runs `ferry` with the process's arguments; the binary's whole `main`.
@@ -197,10 +250,26 @@ pub fn main() -> ExitCode {
         Ok(args) => args,
         Err(error) => return usage_error(error),
     };
-    let output = Output::new(args.json, std::io::stderr().is_terminal() && !args.json);
+    if args.verbose > 0 {
+        let level = if args.verbose == 1 { "info" } else { "debug" };
+        let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+            .init();
+    }
+    let output = Output::new(
+        args.json,
+        args.quiet,
+        std::io::stderr().is_terminal() && !args.json && !args.quiet,
+    );
     let outcome = actix_rt::System::new().block_on(run(args, &output));
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
+        // `ferry vol download NAME - | head -c1`: as for any other output, quietly 141.
+        Err(error) if error.is_closed_pipe() => ExitCode::from(output::CLOSED_STDOUT),
         Err(error) => {
             output.error(&error);
             ExitCode::from(error.exit() as u8)
@@ -240,8 +309,8 @@ fn parse_size_arg(size: &str) -> Result<u64, String> {
 
 /// What can be found wrong without the node, found before connecting: a command that cannot
 /// work fails the same way whether or not a node answers.
-fn preflight(command: &Command) -> Result<(), CliError> {
-    if let Command::Vol(Vol::Upload {
+fn preflight(command: &Online) -> Result<(), CliError> {
+    if let Online::Vol(Vol::Upload {
         file,
         resume,
         replicas,
@@ -258,52 +327,103 @@ fn preflight(command: &Command) -> Result<(), CliError> {
     Ok(())
 }
 
-/// The password for `user`: FERRY_PASSWORD, or a prompt on the terminal.
-fn password(user: &str) -> Result<String, CliError> {
+/// The password for `user`: the first line of `--password-file`, else FERRY_PASSWORD, else a
+/// prompt on the terminal. The file wins because it was named on this command line (or in
+/// FERRY_PASSWORD_FILE) for this command; a password in the environment is easy to leave set.
+fn password(user: &str, file: Option<&std::path::Path>) -> Result<String, CliError> {
+    if let Some(file) = file {
+        let text = std::fs::read_to_string(file).map_err(CliError::local(format!(
+            "reading the password file {}",
+            file.display()
+        )))?;
+        return Ok(text.lines().next().unwrap_or_default().to_owned());
+    }
     if let Ok(password) = std::env::var("FERRY_PASSWORD") {
         return Ok(password);
     }
     rpassword::prompt_password(format!("password for {user}: ")).map_err(CliError::local(
-        "reading the password (set FERRY_PASSWORD when not on a terminal)",
+        "reading the password (use --password-file or FERRY_PASSWORD when not on a terminal)",
     ))
 }
 
-fn hash_password(name: &str, role: &str) -> Result<(), CliError> {
-    let role = match role {
-        "read-only" => crate::security::RoleName::ReadOnly,
-        "read-write" => crate::security::RoleName::ReadWrite,
-        "admin" => crate::security::RoleName::Admin,
-        other => {
-            return Err(CliError::Usage(format!(
-                "unknown role {other:?}: read-only, read-write or admin"
-            )));
-        }
-    };
+fn hash_password(
+    name: &str,
+    role: crate::security::RoleName,
+    file: Option<&std::path::Path>,
+    output: &Output,
+) -> Result<(), CliError> {
     if name.trim().is_empty() {
         return Err(CliError::Usage("a user name cannot be empty".into()));
     }
-    let password = password(name)?;
+    let password = password(name, file)?;
     if password.is_empty() {
         return Err(CliError::Usage(
-            "the password is empty: set FERRY_PASSWORD or type one at the prompt".into(),
+            "the password is empty: use --password-file, set FERRY_PASSWORD or type one at the prompt"
+                .into(),
         ));
     }
     let entry = crate::security::user_entry(name, &password, role)
         .map_err(CliError::local("salting the password"))?;
-    let toml = toml::to_string(&entry).expect("a user entry is valid TOML");
-    output::outln!("[[security.users]]\n{toml}");
+    output.user_entry(&entry);
     Ok(())
 }
 
+/// `ferry completions SHELL`: the script for that shell, from the same clap definitions that
+/// parse the command line.
+fn completions(shell: clap_complete::Shell) {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Args::command(), "ferry", &mut script);
+    output::write_bytes(&script);
+}
+
+/// `ferry man`: ferry(1) on stdout; with a directory, ferry.1, a page per command
+/// (ferry-vol-upload.1, …) and ferryd.1 there.
+fn man(out_dir: Option<&std::path::Path>, output: &Output) -> Result<(), CliError> {
+    let Some(dir) = out_dir else {
+        let mut page = Vec::new();
+        clap_mangen::Man::new(Args::command())
+            .render(&mut page)
+            .map_err(CliError::local("rendering the man page"))?;
+        output::write_bytes(&page);
+        return Ok(());
+    };
+    let context = format!("writing man pages into {}", dir.display());
+    std::fs::create_dir_all(dir).map_err(CliError::local(context.clone()))?;
+    clap_mangen::generate_to(Args::command(), dir).map_err(CliError::local(context.clone()))?;
+    clap_mangen::generate_to(crate::config::Args::command(), dir)
+        .map_err(CliError::local(context))?;
+    output.done(&format!("man pages written to {}", dir.display()));
+    Ok(())
+}
+
+/// The commands that talk to a node (the others need none).
+enum Online {
+    Ping,
+    Vol(Vol),
+    Events,
+    Admin(Admin),
+}
+
 async fn run(args: Args, output: &Output) -> Result<(), CliError> {
-    if let Command::HashPassword { name, role } = &args.command {
-        return hash_password(name, role);
-    }
-    preflight(&args.command)?;
+    let command = match args.command {
+        Command::HashPassword { name, role } => {
+            return hash_password(&name, role, args.password_file.as_deref(), output);
+        }
+        Command::Completions { shell } => {
+            completions(shell);
+            return Ok(());
+        }
+        Command::Man { out_dir } => return man(out_dir.as_deref(), output),
+        Command::Ping => Online::Ping,
+        Command::Vol(command) => Online::Vol(command),
+        Command::Events => Online::Events,
+        Command::Admin(command) => Online::Admin(command),
+    };
+    preflight(&command)?;
     let access = uri::Access {
         ca: args.ca.clone(),
         credentials: match &args.user {
-            Some(user) => Some((user.clone(), password(user)?)),
+            Some(user) => Some((user.clone(), password(user, args.password_file.as_deref())?)),
             None => None,
         },
     };
@@ -313,14 +433,16 @@ async fn run(args: Args, output: &Output) -> Result<(), CliError> {
     };
     // Unary calls get a deadline; the events subscription stays open as long as it is
     // watched, and a migration or copy as long as its data moves (Ctrl-C cancels it).
-    let deadline = match args.command {
-        Command::Events | Command::Vol(Vol::Migrate { .. } | Vol::Copy { .. }) => None,
+    let deadline = match command {
+        Online::Events | Online::Vol(Vol::Migrate { .. } | Vol::Copy { .. }) => None,
         _ => Some(Duration::from_secs(args.timeout)),
     };
     let config = ClientConfig {
         default_deadline: deadline,
         ..ClientConfig::default()
     };
+    tracing::info!(%uri, user = args.user.as_deref().unwrap_or("-"), "connecting");
+    let started = std::time::Instant::now();
     let client = uri
         .connect_with(config, &access)
         .await
@@ -328,12 +450,17 @@ async fn run(args: Args, output: &Output) -> Result<(), CliError> {
             uri: uri.to_string(),
             source,
         })?;
-    match args.command {
-        Command::HashPassword { .. } => unreachable!("handled before connecting"),
-        Command::Ping => ping(&client, &uri, Duration::from_secs(args.timeout), output).await,
-        Command::Vol(command) => vol(&client, command, output).await,
-        Command::Events => events(&client, output).await,
-        Command::Admin(command) => admin(&client, command, output).await,
+    tracing::info!(
+        %uri,
+        millis = started.elapsed().as_millis() as u64,
+        "connected{}",
+        if access.credentials.is_some() { " and authenticated" } else { "" }
+    );
+    match command {
+        Online::Ping => ping(&client, &uri, Duration::from_secs(args.timeout), output).await,
+        Online::Vol(command) => vol(&client, command, output).await,
+        Online::Events => events(&client, output).await,
+        Online::Admin(command) => admin(&client, command, output).await,
     }
 }
 
@@ -375,6 +502,20 @@ async fn vol(client: &Client, command: Vol, output: &Output) -> Result<(), CliEr
                 .await
                 .map_err(CliError::call("listing the cluster's volumes"))?;
             output.cluster(&list.nodes);
+            let down: Vec<&str> = list
+                .nodes
+                .iter()
+                .filter(|n| !n.reachable)
+                .map(|n| n.node.as_str())
+                .collect();
+            if !down.is_empty() {
+                return Err(CliError::Partial(format!(
+                    "the cluster view is incomplete: {} of {} nodes did not answer ({})",
+                    down.len(),
+                    list.nodes.len(),
+                    down.join(", ")
+                )));
+            }
         }
         Vol::Info { name } => {
             let volume = volumes

@@ -15,6 +15,10 @@ use crate::proto::admin::{Client, ServerInfo};
 use crate::proto::events::{Event, event};
 use crate::proto::volume::{NodeVolumes, Volume};
 
+/// The exit code when the reader of stdout went away: 128 + SIGPIPE, what a shell reports
+/// for a tool that SIGPIPE ended.
+pub(super) const CLOSED_STDOUT: u8 = 141;
+
 /// Writes one line to stdout or stderr, like `println!`, without its panic when the reader is
 /// gone (`ferry vol list | head -1`): ferry then stops quietly with 141, as tools killed by
 /// SIGPIPE do. (Rust ignores SIGPIPE so that a closed socket is an error, not a death; so the
@@ -22,7 +26,19 @@ use crate::proto::volume::{NodeVolumes, Volume};
 pub(super) fn write_line(mut to: impl Write, line: fmt::Arguments) {
     if let Err(error) = to.write_fmt(line).and_then(|()| to.write_all(b"\n")) {
         if error.kind() == io::ErrorKind::BrokenPipe {
-            std::process::exit(141);
+            std::process::exit(CLOSED_STDOUT.into());
+        }
+        let _ = writeln!(io::stderr(), "ferry: writing the output: {error}");
+        std::process::exit(super::Exit::Failure as i32);
+    }
+}
+
+/// Writes bytes (a completion script, a man page) to stdout as [`write_line`] writes lines.
+pub(super) fn write_bytes(bytes: &[u8]) {
+    let mut stdout = io::stdout().lock();
+    if let Err(error) = stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        if error.kind() == io::ErrorKind::BrokenPipe {
+            std::process::exit(CLOSED_STDOUT.into());
         }
         let _ = writeln!(io::stderr(), "ferry: writing the output: {error}");
         std::process::exit(super::Exit::Failure as i32);
@@ -43,16 +59,30 @@ macro_rules! errln {
     };
 }
 
-pub(super) use {errln, outln};
+pub(super) use errln;
 
+/// Where results go and how. With `--json` the units are the same everywhere (docs/CLI.md):
+/// sizes and byte counts in bytes, durations in seconds (a float, fields ending `_seconds`),
+/// points in time as RFC 3339 UTC strings with milliseconds (fields ending `_at`, and an
+/// event's `at`), checksums as lowercase hex BLAKE3 or null.
 pub struct Output {
     json: bool,
+    quiet: bool,
     progress: bool,
 }
 
+fn at(millis: i64) -> std::time::SystemTime {
+    std::time::UNIX_EPOCH + Duration::from_millis(millis.max(0) as u64)
+}
+
+/// A point in time for people: to the second.
 fn time(millis: i64) -> String {
-    let at = std::time::UNIX_EPOCH + Duration::from_millis(millis.max(0) as u64);
-    humantime::format_rfc3339_seconds(at).to_string()
+    humantime::format_rfc3339_seconds(at(millis)).to_string()
+}
+
+/// A point in time in JSON: to the millisecond, as the node keeps it.
+fn time_json(millis: i64) -> String {
+    humantime::format_rfc3339_millis(at(millis)).to_string()
 }
 
 fn volume_json(v: &Volume) -> Value {
@@ -61,8 +91,8 @@ fn volume_json(v: &Volume) -> Value {
         "size": v.size,
         "allocated": v.allocated,
         "checksum": (!v.checksum.is_empty()).then(|| hex::encode(&v.checksum)),
-        "created_millis": v.created_millis,
-        "modified_millis": v.modified_millis,
+        "created_at": time_json(v.created_millis),
+        "modified_at": time_json(v.modified_millis),
     })
 }
 
@@ -79,8 +109,13 @@ fn skipped(kept: u64, hash_bytes: u64) -> String {
 }
 
 impl Output {
-    pub fn new(json: bool, progress: bool) -> Self {
-        Self { json, progress }
+    /// `quiet` drops the notes on stderr (progress bars follow `progress`).
+    pub fn new(json: bool, quiet: bool, progress: bool) -> Self {
+        Self {
+            json,
+            quiet,
+            progress,
+        }
     }
 
     fn print(&self, value: Value) {
@@ -104,10 +139,21 @@ impl Output {
         bar
     }
 
+    /// A note for people on stderr: not with `--json` or `--quiet`.
     pub fn done(&self, note: &str) {
-        if !self.json {
+        if !self.json && !self.quiet {
             errln!("{note}");
         }
+    }
+
+    /// A `[[security.users]]` entry: TOML to append to ferryd's config, or the same fields
+    /// as a JSON object.
+    pub fn user_entry(&self, entry: &crate::security::UserEntry) {
+        if self.json {
+            return self.print(serde_json::to_value(entry).expect("a user entry is JSON"));
+        }
+        let toml = toml::to_string(entry).expect("a user entry is valid TOML");
+        outln!("[[security.users]]\n{toml}");
     }
 
     /// The outcome of a command that returns nothing else: a sentence, or a JSON object.
@@ -132,9 +178,7 @@ impl Output {
 
     pub fn ping(&self, uri: &NodeUri, took: Duration) {
         if self.json {
-            self.print(
-                json!({"node": uri.to_string(), "round_trip_micros": took.as_micros() as u64}),
-            );
+            self.print(json!({"node": uri.to_string(), "round_trip_seconds": took.as_secs_f64()}));
         } else {
             outln!(
                 "{uri}: ferryd answered in {:.2} ms",
@@ -148,7 +192,7 @@ impl Output {
             return self.print(Value::Array(volumes.iter().map(volume_json).collect()));
         }
         if volumes.is_empty() {
-            return errln!("no volumes");
+            return self.done("no volumes");
         }
         outln!(
             "{:<32} {:>12} {:>12}  {:<20}  CHECKSUM",
@@ -207,7 +251,7 @@ impl Output {
                 "kept_bytes": r.kept_bytes,
                 "hash_bytes": r.hash_bytes,
                 "resumed_from": r.resumed_from,
-                "seconds": r.took.as_secs_f64(),
+                "elapsed_seconds": r.took.as_secs_f64(),
             }));
         }
         let name = r.volume.as_ref().map_or("?", |v| v.name.as_str());
@@ -247,7 +291,7 @@ impl Output {
                 "hole_bytes": reply.hole_bytes,
                 "kept_bytes": reply.kept_bytes,
                 "hash_bytes": reply.hash_bytes,
-                "seconds": r.took.as_secs_f64(),
+                "elapsed_seconds": r.took.as_secs_f64(),
             }));
         }
         let name = reply.volume.as_ref().map_or("?", |v| v.name.as_str());
@@ -274,7 +318,8 @@ impl Output {
     }
 
     /// Which nodes hold what: one row per volume (name, size and checksum), with the nodes
-    /// that hold it; then the nodes that could not be asked.
+    /// that hold it; then the nodes that could not be asked. An unreachable node's volumes
+    /// are those it listed last, marked `NODE?` (stale), so they do not vanish from the view.
     pub fn cluster(&self, nodes: &[NodeVolumes]) {
         if self.json {
             return self.print(Value::Array(
@@ -287,6 +332,7 @@ impl Output {
                             "local": n.local,
                             "reachable": n.reachable,
                             "error": (!n.reachable).then_some(&n.error),
+                            "listed_at": (n.listed_at_millis > 0).then(|| time_json(n.listed_at_millis)),
                             "volumes": n.volumes.iter().map(volume_json).collect::<Vec<_>>(),
                         })
                     })
@@ -294,17 +340,22 @@ impl Output {
             ));
         }
         // Same name, size and checksum: the same volume.
-        let mut rows: std::collections::BTreeMap<(&str, u64, &[u8]), Vec<&str>> =
+        let mut rows: std::collections::BTreeMap<(&str, u64, &[u8]), Vec<String>> =
             std::collections::BTreeMap::new();
         for node in nodes {
+            let holder = if node.reachable {
+                node.node.clone()
+            } else {
+                format!("{}?", node.node)
+            };
             for v in &node.volumes {
                 rows.entry((v.name.as_str(), v.size, &v.checksum[..]))
                     .or_default()
-                    .push(node.node.as_str());
+                    .push(holder.clone());
             }
         }
         if rows.is_empty() {
-            errln!("no volumes");
+            self.done("no volumes");
         } else {
             outln!("{:<32} {:>12}  {:<16}  NODES", "NAME", "SIZE", "CHECKSUM");
             for ((name, size, checksum), holders) in &rows {
@@ -321,8 +372,17 @@ impl Output {
             }
         }
         for node in nodes.iter().filter(|n| !n.reachable) {
+            let known = if node.listed_at_millis > 0 {
+                format!(
+                    "{}? marks what it held when it last answered, at {}",
+                    node.node,
+                    time(node.listed_at_millis)
+                )
+            } else {
+                "what it holds is unknown (it has not answered since the node started)".into()
+            };
             outln!(
-                "{} ({}) is unreachable: {}",
+                "{} ({}) is unreachable: {}; {known}",
                 node.node,
                 node.address,
                 node.error
@@ -341,7 +401,7 @@ impl Output {
                 "kept_bytes": r.kept_bytes,
                 "hash_bytes": r.hash_bytes,
                 "checksum": hex::encode(&r.checksum),
-                "seconds": r.took.as_secs_f64(),
+                "elapsed_seconds": r.took.as_secs_f64(),
             });
             if to_stdout {
                 errln!("{report}");
@@ -391,10 +451,10 @@ impl Output {
             None => ("unknown", json!({})),
         };
         if self.json {
-            return self.print(json!({"at_millis": e.at_millis, "event": kind, "dropped_before": e.dropped_before, "detail": detail}));
+            return self.print(json!({"at": time_json(e.at_millis), "event": kind, "dropped_before": e.dropped_before, "detail": detail}));
         }
         if kind == "subscribed" {
-            return errln!("watching events; Ctrl-C to stop");
+            return self.done("watching events; Ctrl-C to stop");
         }
         if e.dropped_before > 0 {
             outln!(
@@ -408,7 +468,7 @@ impl Output {
     pub fn server_info(&self, i: &ServerInfo) {
         if self.json {
             return self.print(json!({
-                "version": i.version, "uptime_millis": i.uptime_millis, "data_dir": i.data_dir,
+                "version": i.version, "uptime_seconds": i.uptime_millis as f64 / 1000.0, "data_dir": i.data_dir,
                 "connections_open": i.connections_open, "max_connections": i.max_connections,
                 "max_in_flight_calls": i.max_in_flight_calls, "max_frame": i.max_frame,
                 "max_chunk": i.max_chunk, "stream_window": i.stream_window,
@@ -442,7 +502,7 @@ impl Output {
             return self.print(Value::Array(
                 clients
                     .iter()
-                    .map(|c| json!({"id": c.id, "peer": c.peer, "since_millis": c.since_millis, "calls_in_flight": c.calls_in_flight, "streams_open": c.streams_open, "bytes_in": c.bytes_in, "bytes_out": c.bytes_out}))
+                    .map(|c| json!({"id": c.id, "peer": c.peer, "connected_at": time_json(c.since_millis), "calls_in_flight": c.calls_in_flight, "streams_open": c.streams_open, "bytes_in": c.bytes_in, "bytes_out": c.bytes_out}))
                     .collect(),
             ));
         }

@@ -600,16 +600,28 @@ class NodeVolumes(_message.Message):
     REACHABLE_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     VOLUMES_FIELD_NUMBER: _builtins.int
+    LISTED_AT_MILLIS_FIELD_NUMBER: _builtins.int
     node: _builtins.str
-    """The peer's name; "local" for the node that answered."""
+    """The node's name: the peer's name in the answering node's [[peers]], or for the answering
+    node itself its configured `name` (default: its host name).
+    """
     address: _builtins.str
     """The peer's address as configured; empty for the node that answered."""
     local: _builtins.bool
     reachable: _builtins.bool
     error: _builtins.str
     """Why an unreachable node could not be listed."""
+    listed_at_millis: _builtins.int
+    """When `volumes` was listed (Unix ms): now for a reachable node; for an unreachable one
+    the last time it answered, or 0 if it has not since the answering node started (then
+    its volumes are unknown).
+    """
     @_builtins.property
-    def volumes(self) -> _containers.RepeatedCompositeFieldContainer[Global___Volume]: ...
+    def volumes(self) -> _containers.RepeatedCompositeFieldContainer[Global___Volume]:
+        """A reachable node's volumes; an unreachable node's as it last listed them (see
+        listed_at_millis), so they do not vanish from the view while it is down.
+        """
+
     def __init__(
         self,
         *,
@@ -619,10 +631,11 @@ class NodeVolumes(_message.Message):
         reachable: _builtins.bool = ...,
         error: _builtins.str = ...,
         volumes: _abc.Iterable[Global___Volume] | None = ...,
+        listed_at_millis: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "error", b"error", "local", b"local", "node", b"node", "reachable", b"reachable", "volumes", b"volumes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "error", b"error", "listed_at_millis", b"listed_at_millis", "local", b"local", "node", b"node", "reachable", b"reachable", "volumes", b"volumes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
