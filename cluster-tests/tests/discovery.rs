@@ -59,12 +59,12 @@ fn a_fourth_node_started_later_is_found_by_dns_and_takes_a_replica() {
     // The three find each other, each leaving itself out.
     wait_for_view(
         "node1 to find node2 and node3 by DNS",
-        &["local", "node2", "node3"],
+        &["node1", "node2", "node3"],
         || cluster.ferry(&["vol", "list", "--cluster"]),
     );
     wait_for_view(
         "node3 to find node1 and node2 by DNS",
-        &["local", "node1", "node2"],
+        &["node3", "node1", "node2"],
         || cluster.ferry_in("node3", &["vol", "list", "--cluster"]),
     );
 
@@ -83,12 +83,12 @@ fn a_fourth_node_started_later_is_found_by_dns_and_takes_a_replica() {
     cluster.wait_healthy(&["node4"], NODE_START);
     wait_for_view(
         "node1 to find node4",
-        &["local", "node2", "node3", "node4"],
+        &["node1", "node2", "node3", "node4"],
         || cluster.ferry(&["vol", "list", "--cluster"]),
     );
     wait_for_view(
         "node4 to find the other three",
-        &["local", "node1", "node2", "node3"],
+        &["node4", "node1", "node2", "node3"],
         || cluster.ferry_in("node4", &["vol", "list", "--cluster"]),
     );
 
@@ -124,7 +124,7 @@ fn a_fourth_node_started_later_is_found_by_dns_and_takes_a_replica() {
     // The cluster view shows node4 holding it, and a copy to node4 by its name works.
     let view = wait_for_view(
         "the cluster view with node4",
-        &["local", "node2", "node3", "node4"],
+        &["node1", "node2", "node3", "node4"],
         || cluster.ferry(&["vol", "list", "--cluster"]),
     );
     let node4 = &view.as_array().unwrap()[3];

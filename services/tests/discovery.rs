@@ -22,7 +22,7 @@ const PEER_PASSWORD: &str = "ferry-peer-secret";
 const CHANGE_WITHIN: Duration = Duration::from_secs(30);
 const EVENTS_WITHIN: Duration = Duration::from_secs(60);
 
-/// Starts node `name` (`node_name` of its discovery) resolving `SRV` at `resolver` every
+/// Starts node `name` (its `name`, which discovery leaves out) resolving `SRV` at `resolver` every
 /// second, authenticating to discovered peers as [`PEER_USER`].
 fn node(dir: &Path, name: &str, resolver: &str, users: &str) -> Daemon {
     let home = dir.join(name);
@@ -30,10 +30,10 @@ fn node(dir: &Path, name: &str, resolver: &str, users: &str) -> Daemon {
     let password = home.join("peer-password");
     std::fs::write(&password, format!("{PEER_PASSWORD}\n")).unwrap();
     let text = format!(
-        "[events]\nprogress_every_bytes = 4194304\n\n\
+        "name = {name:?}\n\n[events]\nprogress_every_bytes = 4194304\n\n\
          [limits]\n# A peer frozen on purpose below must not be declared dead meanwhile.\n\
          keepalive_interval_secs = 30\n\n\
-         [discovery]\nsrv = {SRV:?}\nresolver = {resolver:?}\nnode_name = {name:?}\n\
+         [discovery]\nsrv = {SRV:?}\nresolver = {resolver:?}\n\
          interval_secs = 1\ntimeout_secs = 1\nuser = {PEER_USER:?}\npassword_file = {:?}\n\n\
          {users}",
         password.display().to_string()
@@ -54,7 +54,7 @@ fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
-/// The nodes of `daemon`'s cluster view, in its order (`local` first).
+/// The nodes of `daemon`'s cluster view, in its order (the node itself first).
 fn cluster_view(daemon: &Daemon) -> Vec<String> {
     run_json(daemon, &["vol", "list", "--cluster"])
         .as_array()
@@ -134,12 +134,12 @@ fn peers_come_and_go_with_their_srv_records_and_one_in_use_is_not_cut() {
     let b = node(dir.path(), "node-b", &dns.address(), &users);
     let c = node(dir.path(), "node-c", &dns.address(), &users);
     // No records yet: no peers (an SRV name without records is an empty set, not an error).
-    assert_eq!(cluster_view(&a), ["local"]);
+    assert_eq!(cluster_view(&a), ["node-a"]);
 
     // a and b published: each finds the other, never itself, by the SRV target's first label.
     dns.set_records(&[record("node-a", &a), record("node-b", &b)]);
-    wait_for_view(&a, &["local", "node-b"]);
-    wait_for_view(&b, &["local", "node-a"]);
+    wait_for_view(&a, &["node-a", "node-b"]);
+    wait_for_view(&b, &["node-b", "node-a"]);
     let file = dir.path().join("small.bin");
     random_file(&file, MIB, 1);
     run_json(&a, &["vol", "upload", file.to_str().unwrap(), "small"]);
@@ -153,8 +153,8 @@ fn peers_come_and_go_with_their_srv_records_and_one_in_use_is_not_cut() {
         record("node-b", &b),
         record("node-c", &c),
     ]);
-    wait_for_view(&a, &["local", "node-b", "node-c"]);
-    wait_for_view(&b, &["local", "node-a", "node-c"]);
+    wait_for_view(&a, &["node-a", "node-b", "node-c"]);
+    wait_for_view(&b, &["node-b", "node-a", "node-c"]);
     let up = run_json(
         &a,
         &[
@@ -214,7 +214,7 @@ fn peers_come_and_go_with_their_srv_records_and_one_in_use_is_not_cut() {
         stderr(&output)
     );
     assert_eq!(checksum_on(&c, "big"), Some(file_hash(&big)));
-    wait_for_view(&a, &["local", "node-b"]);
+    wait_for_view(&a, &["node-a", "node-b"]);
     let refused = run(&a, &["vol", "copy", "small", "--to", "node-c"]);
     assert!(
         stderr(&refused).contains("no peer named \"node-c\": it has node-b"),
@@ -227,7 +227,7 @@ fn peers_come_and_go_with_their_srv_records_and_one_in_use_is_not_cut() {
     drop(dns);
     let until = Instant::now() + Duration::from_secs(3);
     while Instant::now() < until {
-        assert_eq!(cluster_view(&a), ["local", "node-b"]);
+        assert_eq!(cluster_view(&a), ["node-a", "node-b"]);
         std::thread::sleep(Duration::from_millis(200));
     }
 }
