@@ -7,7 +7,7 @@
 //! [`PeerSet`], which keeps peers still in use alive (see there). docs/CLUSTER.md describes
 //! the behaviour, docs/KUBERNETES.md the deployment.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -112,7 +112,79 @@ pub enum DiscoveryError {
     Access(String),
 }
 
-/// A checked `[discovery]`, ready to run.
+/// `[discovery]` checked as far as it can be without the network: what `ferryd
+/// --check-config` refuses and a start would refuse too (see [`crate::plan`]). The password
+/// file is read, the CA loaded, a `resolver` name resolved.
+#[derive(Debug)]
+pub struct DiscoveryPlan {
+    srv: String,
+    interval: Duration,
+    timeout: Duration,
+    node_name: String,
+    scheme: DiscoveryScheme,
+    access: Access,
+    /// The DNS server; `None`: the system's.
+    resolver: Option<SocketAddr>,
+}
+
+impl DiscoveryPlan {
+    /// Checks the section. `own_name` is the node's name (`name`, by default the host name),
+    /// whose first label is left out of the peers unless `node_name` says otherwise.
+    pub fn new(config: &DiscoveryConfig, own_name: &str) -> Result<Self, DiscoveryError> {
+        let srv = config.srv.clone();
+        hickory_resolver::proto::rr::Name::from_ascii(&srv).map_err(|error| {
+            DiscoveryError::BadSrv {
+                srv: config.srv.clone(),
+                reason: error.to_string(),
+            }
+        })?;
+        if config.interval_secs == 0 || config.timeout_secs == 0 {
+            return Err(DiscoveryError::ZeroDuration);
+        }
+        if config.timeout_secs > config.interval_secs {
+            return Err(DiscoveryError::TimeoutNotShorter {
+                timeout: config.timeout_secs,
+                interval: config.interval_secs,
+            });
+        }
+        let node_name = if config.node_name.is_empty() {
+            let first = first_label(own_name).to_owned();
+            if !valid_peer_name(&first) {
+                return Err(DiscoveryError::NoNodeName(own_name.to_owned()));
+            }
+            first
+        } else {
+            config.node_name.clone()
+        };
+        let access = crate::cluster::shared_access(
+            config.user.as_deref(),
+            config.password_file.as_deref(),
+            config.ca.as_deref(),
+            config.scheme == DiscoveryScheme::Tls,
+        )
+        .map_err(DiscoveryError::Access)?;
+        let resolver = match config.resolver.as_str() {
+            "" => None,
+            address => Some(resolver_address(address)?),
+        };
+        Ok(Self {
+            srv,
+            interval: Duration::from_secs(config.interval_secs),
+            timeout: Duration::from_secs(config.timeout_secs),
+            node_name,
+            scheme: config.scheme,
+            access,
+            resolver,
+        })
+    }
+
+    /// The SRV name, for `--check-config`'s summary.
+    pub fn srv(&self) -> &str {
+        &self.srv
+    }
+}
+
+/// A `[discovery]` ready to run: the plan and its resolver.
 pub struct Discovery {
     srv: String,
     interval: Duration,
@@ -143,76 +215,43 @@ pub enum LookupError {
 }
 
 impl Discovery {
-    /// Checks the section, reads the password file and sets up the resolver; sends nothing.
-    /// `own_name` is the node's name (`name`, by default the host name), whose first label
-    /// is left out of the peers unless `node_name` says otherwise.
-    pub async fn new(config: &DiscoveryConfig, own_name: &str) -> Result<Self, DiscoveryError> {
-        let srv = config.srv.clone();
-        hickory_resolver::proto::rr::Name::from_ascii(&srv).map_err(|error| {
-            DiscoveryError::BadSrv {
-                srv: config.srv.clone(),
-                reason: error.to_string(),
-            }
-        })?;
-        if config.interval_secs == 0 || config.timeout_secs == 0 {
-            return Err(DiscoveryError::ZeroDuration);
-        }
-        if config.timeout_secs > config.interval_secs {
-            return Err(DiscoveryError::TimeoutNotShorter {
-                timeout: config.timeout_secs,
-                interval: config.interval_secs,
-            });
-        }
-        let interval = Duration::from_secs(config.interval_secs);
-        let node_name = if config.node_name.is_empty() {
-            let first = first_label(own_name).to_owned();
-            if !valid_peer_name(&first) {
-                return Err(DiscoveryError::NoNodeName(own_name.to_owned()));
-            }
-            first
-        } else {
-            config.node_name.clone()
-        };
-        let access = crate::cluster::shared_access(
-            config.user.as_deref(),
-            config.password_file.as_deref(),
-            config.ca.as_deref(),
-            config.scheme == DiscoveryScheme::Tls,
-        )
-        .map_err(DiscoveryError::Access)?;
-
+    /// Sets up the resolver of a checked plan (the system's configuration is read now);
+    /// sends nothing. Runs inside the node's runtime.
+    pub fn new(plan: DiscoveryPlan) -> Result<Self, DiscoveryError> {
         let provider = TokioRuntimeProvider::default();
-        let mut builder = if config.resolver.is_empty() {
-            TokioResolver::builder(provider).map_err(DiscoveryError::SystemResolver)?
-        } else {
-            let server = resolver_address(&config.resolver).await?;
-            let mut name_server = NameServerConfig::udp_and_tcp(server.ip());
-            for connection in &mut name_server.connections {
-                connection.port = server.port();
+        let mut builder = match plan.resolver {
+            None => TokioResolver::builder(provider).map_err(DiscoveryError::SystemResolver)?,
+            Some(server) => {
+                let mut name_server = NameServerConfig::udp_and_tcp(server.ip());
+                for connection in &mut name_server.connections {
+                    connection.port = server.port();
+                }
+                TokioResolver::builder_with_config(
+                    ResolverConfig::from_name_servers(vec![name_server]),
+                    provider,
+                )
             }
-            TokioResolver::builder_with_config(
-                ResolverConfig::from_name_servers(vec![name_server]),
-                provider,
-            )
         };
         let options: &mut ResolverOpts = builder.options_mut();
         // Answers are re-asked for at every round, however long their TTL: a pod gone must
         // leave the set within one interval.
-        options.positive_max_ttl = Some(interval);
-        options.negative_max_ttl = Some(interval);
+        options.positive_max_ttl = Some(plan.interval);
+        options.negative_max_ttl = Some(plan.interval);
         let resolver = builder
             .build()
             .map_err(|error| DiscoveryError::BadResolver {
-                resolver: config.resolver.clone(),
+                resolver: plan
+                    .resolver
+                    .map_or_else(|| "(system)".to_owned(), |a| a.to_string()),
                 reason: error.to_string(),
             })?;
         Ok(Self {
-            srv,
-            interval,
-            timeout: Duration::from_secs(config.timeout_secs),
-            node_name,
-            scheme: config.scheme,
-            access,
+            srv: plan.srv,
+            interval: plan.interval,
+            timeout: plan.timeout,
+            node_name: plan.node_name,
+            scheme: plan.scheme,
+            access: plan.access,
             resolver,
         })
     }
@@ -330,15 +369,14 @@ impl Discovery {
 }
 
 /// `host:port` of the DNS server, a name resolved (once) by the system.
-async fn resolver_address(resolver: &str) -> Result<SocketAddr, DiscoveryError> {
+fn resolver_address(resolver: &str) -> Result<SocketAddr, DiscoveryError> {
     let bad = |reason: String| DiscoveryError::BadResolver {
         resolver: resolver.to_owned(),
         reason,
     };
-    let mut addresses = tokio::net::lookup_host(resolver)
-        .await
-        .map_err(|error| bad(format!("{error} (give host:port)")))?;
-    addresses
+    resolver
+        .to_socket_addrs()
+        .map_err(|error| bad(format!("{error} (give host:port)")))?
         .next()
         .ok_or_else(|| bad("the name has no address".into()))
 }
@@ -360,8 +398,8 @@ mod tests {
         assert_eq!(first_label("node4"), "node4");
     }
 
-    #[tokio::test]
-    async fn refuses_bad_sections() {
+    #[test]
+    fn refuses_bad_sections() {
         let config = |f: fn(&mut DiscoveryConfig)| {
             let mut c = DiscoveryConfig {
                 srv: "_ferry._tcp.example.test".into(),
@@ -372,27 +410,27 @@ mod tests {
             f(&mut c);
             c
         };
-        let error = |c: DiscoveryConfig| async move { Discovery::new(&c, "a").await.unwrap_err() };
+        let error = |c: DiscoveryConfig| DiscoveryPlan::new(&c, "a").unwrap_err();
         assert!(matches!(
-            error(config(|c| c.interval_secs = 0)).await,
+            error(config(|c| c.interval_secs = 0)),
             DiscoveryError::ZeroDuration
         ));
         assert!(matches!(
-            error(config(|c| c.timeout_secs = 20)).await,
+            error(config(|c| c.timeout_secs = 20)),
             DiscoveryError::TimeoutNotShorter { .. }
         ));
         assert!(matches!(
-            error(config(|c| c.resolver = "no port".into())).await,
+            error(config(|c| c.resolver = "no port".into())),
             DiscoveryError::BadResolver { .. }
         ));
         assert!(matches!(
-            error(config(|c| c.scheme = DiscoveryScheme::Tls)).await,
+            error(config(|c| c.scheme = DiscoveryScheme::Tls)),
             DiscoveryError::Access(_)
         ));
         assert!(matches!(
-            error(config(|c| c.user = Some("peer".into()))).await,
+            error(config(|c| c.user = Some("peer".into()))),
             DiscoveryError::Access(_)
         ));
-        assert!(Discovery::new(&config(|_| {}), "a").await.is_ok());
+        assert!(DiscoveryPlan::new(&config(|_| {}), "a").is_ok());
     }
 }

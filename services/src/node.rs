@@ -81,6 +81,7 @@ pub async fn start(plan: NodePlan) -> Result<Node, NodeError> {
         server: server_config,
         auth,
         peers,
+        discovery,
         tcp,
         tls,
         unix,
@@ -92,11 +93,7 @@ pub async fn start(plan: NodePlan) -> Result<Node, NodeError> {
     }
     let data_dir = &config.data_dir;
     let peers = Arc::new(peers);
-    let discovery = if config.discovery.enabled() {
-        Some(Discovery::new(&config.discovery, peers.own_name()).await?)
-    } else {
-        None
-    };
+    let discovery = discovery.map(Discovery::new).transpose()?;
     let dir_error = |source| NodeError::DataDir {
         path: data_dir.clone(),
         source,

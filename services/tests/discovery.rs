@@ -267,5 +267,20 @@ fn a_bad_discovery_section_stops_ferryd_with_a_reason() {
             "{section}: {}",
             stderr(&output)
         );
+        // `--check-config` refuses the same, as a configuration error (exit 78).
+        let checked = std::process::Command::new(env!("CARGO_BIN_EXE_ferryd"))
+            .args(["--data-dir".as_ref(), dir.path().join("data").as_os_str()])
+            .args(["--tcp", "127.0.0.1:0", "--metrics", ""])
+            .args(["--config".as_ref(), config.as_os_str()])
+            .arg("--check-config")
+            .output()
+            .unwrap();
+        assert_eq!(
+            checked.status.code(),
+            Some(78),
+            "{section}: {}",
+            stderr(&checked)
+        );
+        assert!(stderr(&checked).contains(reason), "{}", stderr(&checked));
     }
 }
