@@ -496,6 +496,23 @@ impl VolumeHandler for VolumeService {
         })
         .await?;
         let resumed_from = upload.offset();
+        if let Some(theirs) = checksum_arg(&request.resume_prefix_checksum)?
+            && resume
+        {
+            let ours = upload.content_so_far();
+            if ours != theirs {
+                // Dropping the upload keeps it, as it was, for a resume with the right file.
+                return Err(CallError::application(
+                    ErrorCode::FailedPrecondition,
+                    format!(
+                        "the partial upload of {:?} does not start as your file does: its {resumed_from} bytes hash to {} but yours to {}; resume with the file it was begun with, or upload again without --resume",
+                        request.name,
+                        hex::encode(ours),
+                        hex::encode(theirs)
+                    ),
+                ));
+            }
+        }
         let total = upload.expected_size().unwrap_or(0);
         let mut progress = Progress::new(
             self,
@@ -988,6 +1005,7 @@ impl VolumeService {
             replicas: 0,
             replica: false,
             base_checksum: checksum_bytes(base.as_ref().map(BaseHashes::checksum)),
+            resume_prefix_checksum: Default::default(),
         };
         let (mut stream, link) = self.peers.upload(&request.to_peer, &upload).await?;
         let block_size = base.as_ref().map_or(BLOCK_SIZE, BaseHashes::block_size);

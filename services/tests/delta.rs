@@ -457,3 +457,80 @@ fn a_delta_download_updates_a_file_to_the_volume_bit_for_bit() {
         std::fs::copy(&old, &local).unwrap();
     }
 }
+
+#[test]
+fn an_interrupted_delta_upload_resumes_and_a_resume_with_another_file_keeps_the_partial() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::frequent_progress_config(dir.path());
+    let daemon = Daemon::start(&dir.path().join("data"), Some(&config));
+    let old = dir.path().join("old.img");
+    random_file(&old, 512 * BLOCK, 6);
+    upload(&daemon, &old, "disk", &[]);
+    let new = dir.path().join("new.img");
+    std::fs::copy(&old, &new).unwrap();
+    for block in (0..512).step_by(2) {
+        write_at(&new, block * BLOCK, b"every other block changed");
+    }
+
+    // The connection is lost mid-delta (the client killed after the node's first progress
+    // event): the node keeps the partial upload.
+    let watcher = common::EventWatcher::start(&daemon);
+    let mut child = ferry(&daemon)
+        .args([
+            "vol",
+            "upload",
+            new.to_str().unwrap(),
+            "disk",
+            "--overwrite",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    watcher.wait_for("progress", "disk", Duration::from_secs(60));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    watcher.wait_for("failed", "disk", Duration::from_secs(60));
+    let status = |daemon: &Daemon| {
+        let partial = daemon.partial_files();
+        partial.contains(&"disk.part".to_owned())
+    };
+    assert!(status(&daemon), "the partial upload was not kept");
+
+    // Resuming with another file is refused up front (exit 8), and the partial stays.
+    let other = dir.path().join("other.img");
+    random_file(&other, 512 * BLOCK, 7);
+    let refused = ferry(&daemon)
+        .args([
+            "vol",
+            "upload",
+            other.to_str().unwrap(),
+            "disk",
+            "--overwrite",
+            "--resume",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        refused.status.code(),
+        Some(8),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("does not start as your file does"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert!(
+        status(&daemon),
+        "a refused resume discarded the partial upload"
+    );
+    assert_eq!(stored_checksum(&daemon, "disk"), content_hash(&old));
+
+    // With the right file it completes, bit for bit.
+    let resumed = upload(&daemon, &new, "disk", &["--resume"]);
+    assert!(resumed["resumed_from"].as_u64().unwrap() > 0, "{resumed}");
+    assert_eq!(resumed["volume"]["checksum"], content_hash(&new));
+    assert_holds(&daemon, "disk", &new, dir.path());
+}

@@ -197,7 +197,9 @@ pub async fn upload(
     // block hashes first, then only the blocks that differ cross.
     // With nothing to build on (no such volume, no block hashes) the upload is a full one.
     let mut base = None;
-    if plan.overwrite && plan.delta && plan.replicas <= 1 {
+    // A resumed upload sends the rest in full: the partial upload may have been begun
+    // against another version, or none.
+    if plan.overwrite && plan.delta && plan.replicas <= 1 && !plan.resume {
         base = BaseHashes::fetch(volumes.clone(), &name)
             .await
             .map_err(CliError::call(format!(
@@ -263,6 +265,7 @@ async fn send_file(
             replicas: plan.replicas,
             replica: false,
             base_checksum: checksum_bytes(base.as_ref().map(|b| b.checksum())),
+            resume_prefix_checksum: checksum_bytes((start > 0).then(|| hash.root())),
         })
         .await
         .map_err(CliError::call(context.clone()))?;

@@ -44,9 +44,10 @@ pub struct UploadOptions {
     /// it for `resume_ttl`.
     pub resumable: bool,
     /// A delta upload: [`Chunk::Keep`] ranges are the bytes of the volume of that name as it
-    /// is now, which must have this checksum ([`StoreError::BaseChanged`] otherwise, at
-    /// begin and at resume). That version stays untouched and readable until the commit
-    /// replaces it.
+    /// is now, which must have this checksum ([`StoreError::BaseChanged`] otherwise). That
+    /// version stays untouched and readable until the commit replaces it. A resumed delta
+    /// keeps its base if it is still that version; otherwise further KEEP ranges are refused
+    /// ([`StoreError::BadKeep`]) and the rest must come as data.
     pub base: Option<[u8; 32]>,
 }
 
@@ -172,6 +173,12 @@ impl Upload {
                 Ok(())
             }
         }
+    }
+
+    /// The BLAKE3 of the content received so far, as if it ended here: what a resuming
+    /// client's file must start with.
+    pub fn content_so_far(&self) -> [u8; 32] {
+        self.hash.root()
     }
 
     /// Whether it is kept for resuming when it ends without a commit or an abort.
@@ -583,10 +590,16 @@ pub(crate) fn resume(inner: &Arc<Inner>, name: &str) -> Result<Upload> {
     if !partial.overwrite && fs::symlink_metadata(layout.volume(name)).is_ok() {
         return Err(StoreError::AlreadyExists { name: name.into() });
     }
-    let base = partial
+    // What was copied from the base is in the partial data already; the base is only needed
+    // for KEEP ranges still to come, which are refused if it changed meanwhile.
+    let base = match partial
         .base
         .map(|checksum| Base::open(inner, name, checksum))
-        .transpose()?;
+    {
+        Some(Ok(base)) => Some(base),
+        None | Some(Err(StoreError::BaseChanged { .. })) => None,
+        Some(Err(err)) => return Err(err),
+    };
     let offset = file
         .metadata()
         .context(|| format!("reading {}", part.display()))?

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x66\x65rry/volume/v1/volume.proto\x12\x0f\x66\x65rry.volume.v1\"z\n\x06Volume\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x11\n\tallocated\x18\x03 \x01(\x04\x12\x10\n\x08\x63hecksum\x18\x04 \x01(\x0c\x12\x16\n\x0e\x63reated_millis\x18\x05 \x01(\x03\x12\x17\n\x0fmodified_millis\x18\x06 \x01(\x03\"+\n\rCreateRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\"\r\n\x0bListRequest\"5\n\tListReply\x12(\n\x07volumes\x18\x01 \x03(\x0b\x32\x17.ferry.volume.v1.Volume\"\x1b\n\x0bInfoRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x1d\n\rDeleteRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\r\n\x0b\x44\x65leteReply\"\xc3\x01\n\rUploadRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1a\n\rexpected_size\x18\x02 \x01(\x04H\x00\x88\x01\x01\x12\x19\n\x11\x65xpected_checksum\x18\x03 \x01(\x0c\x12\x11\n\toverwrite\x18\x04 \x01(\x08\x12\x0e\n\x06resume\x18\x05 \x01(\x08\x12\x10\n\x08replicas\x18\x06 \x01(\r\x12\x0f\n\x07replica\x18\x07 \x01(\x08\x12\x15\n\rbase_checksum\x18\x08 \x01(\x0c\x42\x10\n\x0e_expected_size\" \n\x0cUploadFinish\x12\x10\n\x08\x63hecksum\x18\x01 \x01(\x0c\"\xa0\x01\n\x0bUploadReply\x12\'\n\x06volume\x18\x01 \x01(\x0b\x32\x17.ferry.volume.v1.Volume\x12\x14\n\x0cresumed_from\x18\x02 \x01(\x04\x12\x12\n\nhole_bytes\x18\x03 \x01(\x04\x12*\n\x08replicas\x18\x04 \x03(\x0b\x32\x18.ferry.volume.v1.Replica\x12\x12\n\nkept_bytes\x18\x05 \x01(\x04\"@\n\x07Replica\x12\x0c\n\x04peer\x18\x01 \x01(\t\x12\'\n\x06volume\x18\x02 \x01(\x0b\x32\x17.ferry.volume.v1.Volume\"#\n\x13UploadStatusRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x94\x01\n\x11UploadStatusReply\x12\x0e\n\x06\x65xists\x18\x01 \x01(\x08\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x1a\n\rexpected_size\x18\x03 \x01(\x04H\x00\x88\x01\x01\x12\x19\n\x11\x65xpected_checksum\x18\x04 \x01(\x0c\x12\x16\n\x0eupdated_millis\x18\x05 \x01(\x03\x42\x10\n\x0e_expected_size\"Z\n\x0f\x44ownloadRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0e\n\x06length\x18\x03 \x01(\x04\x12\x19\n\x11\x65xpected_checksum\x18\x04 \x01(\x0c\"D\n\rDownloadReply\x12\r\n\x05\x62ytes\x18\x01 \x01(\x04\x12\x12\n\nhole_bytes\x18\x02 \x01(\x04\x12\x10\n\x08\x63hecksum\x18\x03 \x01(\x0c\"U\n\x13PeerTransferRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07to_peer\x18\x02 \x01(\t\x12\x11\n\toverwrite\x18\x03 \x01(\x08\x12\x0c\n\x04\x66ull\x18\x04 \x01(\x08\"\x9a\x01\n\x11PeerTransferReply\x12\'\n\x06volume\x18\x01 \x01(\x0b\x32\x17.ferry.volume.v1.Volume\x12\x0c\n\x04peer\x18\x02 \x01(\t\x12\x12\n\nbytes_sent\x18\x03 \x01(\x04\x12\x12\n\nhole_bytes\x18\x04 \x01(\x04\x12\x12\n\nkept_bytes\x18\x05 \x01(\x04\x12\x12\n\nhash_bytes\x18\x06 \x01(\x04\"\x14\n\x12ListClusterRequest\"?\n\x10ListClusterReply\x12+\n\x05nodes\x18\x01 \x03(\x0b\x32\x1c.ferry.volume.v1.NodeVolumes\"\xa1\x01\n\x0bNodeVolumes\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\r\n\x05local\x18\x03 \x01(\x08\x12\x11\n\treachable\x18\x04 \x01(\x08\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12(\n\x07volumes\x18\x06 \x03(\x0b\x32\x17.ferry.volume.v1.Volume\x12\x18\n\x10listed_at_millis\x18\x07 \x01(\x03\"K\n\x12\x42lockHashesRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x66irst_block\x18\x02 \x01(\x04\x12\x12\n\nmax_blocks\x18\x03 \x01(\r\"\x9f\x01\n\x10\x42lockHashesReply\x12\'\n\x06volume\x18\x01 \x01(\x0b\x32\x17.ferry.volume.v1.Volume\x12\x12\n\nblock_size\x18\x02 \x01(\x04\x12\x14\n\x0ctotal_blocks\x18\x03 \x01(\x04\x12\x13\n\x0b\x66irst_block\x18\x04 \x01(\x04\x12\x0e\n\x06hashes\x18\x05 \x01(\x0c\x12\x13\n\x0bunavailable\x18\x06 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x66\x65rry/volume/v1/volume.proto\x12\x0f\x66\x65rry.volume.v1\"z\n\x06Volume\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x11\n\tallocated\x18\x03 \x01(\x04\x12\x10\n\x08\x63hecksum\x18\x04 \x01(\x0c\x12\x16\n\x0e\x63reated_millis\x18\x05 \x01(\x03\x12\x17\n\x0fmodified_millis\x18\x06 \x01(\x03\"+\n\rCreateRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\"\r\n\x0bListRequest\"5\n\tListReply\x12(\n\x07volumes\x18\x01 \x03(\x0b\x32\x17.ferry.volume.v1.Volume\"\x1b\n\x0bInfoRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x1d\n\rDeleteRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\r\n\x0b\x44\x65leteReply\"\xe3\x01\n\rUploadRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1a\n\rexpected_size\x18\x02 \x01(\x04H\x00\x88\x01\x01\x12\x19\n\x11\x65xpected_checksum\x18\x03 \x01(\x0c\x12\x11\n\toverwrite\x18\x04 \x01(\x08\x12\x0e\n\x06resume\x18\x05 \x01(\x08\x12\x10\n\x08replicas\x18\x06 \x01(\r\x12\x0f\n\x07replica\x18\x07 \x01(\x08\x12\x15\n\rbase_checksum\x18\x08 \x01(\x0c\x12\x1e\n\x16resume_prefix_checksum\x18\t \x01(\x0c\x42\x10\n\x0e_expected_size\" \n\x0cUploadFinish\x12\x10\n\x08\x63hecksum\x18\x01 \x01(\x0c\"\xa0\x01\n\x0bUploadReply\x12\'\n\x06volume\x18\x01 \x01(\x0b\x32\x17.ferry.volume.v1.Volume\x12\x14\n\x0cresumed_from\x18\x02 \x01(\x04\x12\x12\n\nhole_bytes\x18\x03 \x01(\x04\x12*\n\x08replicas\x18\x04 \x03(\x0b\x32\x18.ferry.volume.v1.Replica\x12\x12\n\nkept_bytes\x18\x05 \x01(\x04\"@\n\x07Replica\x12\x0c\n\x04peer\x18\x01 \x01(\t\x12\'\n\x06volume\x18\x02 \x01(\x0b\x32\x17.ferry.volume.v1.Volume\"#\n\x13UploadStatusRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x94\x01\n\x11UploadStatusReply\x12\x0e\n\x06\x65xists\x18\x01 \x01(\x08\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x1a\n\rexpected_size\x18\x03 \x01(\x04H\x00\x88\x01\x01\x12\x19\n\x11\x65xpected_checksum\x18\x04 \x01(\x0c\x12\x16\n\x0eupdated_millis\x18\x05 \x01(\x03\x42\x10\n\x0e_expected_size\"Z\n\x0f\x44ownloadRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0e\n\x06length\x18\x03 \x01(\x04\x12\x19\n\x11\x65xpected_checksum\x18\x04 \x01(\x0c\"D\n\rDownloadReply\x12\r\n\x05\x62ytes\x18\x01 \x01(\x04\x12\x12\n\nhole_bytes\x18\x02 \x01(\x04\x12\x10\n\x08\x63hecksum\x18\x03 \x01(\x0c\"U\n\x13PeerTransferRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07to_peer\x18\x02 \x01(\t\x12\x11\n\toverwrite\x18\x03 \x01(\x08\x12\x0c\n\x04\x66ull\x18\x04 \x01(\x08\"\x9a\x01\n\x11PeerTransferReply\x12\'\n\x06volume\x18\x01 \x01(\x0b\x32\x17.ferry.volume.v1.Volume\x12\x0c\n\x04peer\x18\x02 \x01(\t\x12\x12\n\nbytes_sent\x18\x03 \x01(\x04\x12\x12\n\nhole_bytes\x18\x04 \x01(\x04\x12\x12\n\nkept_bytes\x18\x05 \x01(\x04\x12\x12\n\nhash_bytes\x18\x06 \x01(\x04\"\x14\n\x12ListClusterRequest\"?\n\x10ListClusterReply\x12+\n\x05nodes\x18\x01 \x03(\x0b\x32\x1c.ferry.volume.v1.NodeVolumes\"\xa1\x01\n\x0bNodeVolumes\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\r\n\x05local\x18\x03 \x01(\x08\x12\x11\n\treachable\x18\x04 \x01(\x08\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12(\n\x07volumes\x18\x06 \x03(\x0b\x32\x17.ferry.volume.v1.Volume\x12\x18\n\x10listed_at_millis\x18\x07 \x01(\x03\"K\n\x12\x42lockHashesRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x66irst_block\x18\x02 \x01(\x04\x12\x12\n\nmax_blocks\x18\x03 \x01(\r\"\x9f\x01\n\x10\x42lockHashesReply\x12\'\n\x06volume\x18\x01 \x01(\x0b\x32\x17.ferry.volume.v1.Volume\x12\x12\n\nblock_size\x18\x02 \x01(\x04\x12\x14\n\x0ctotal_blocks\x18\x03 \x01(\x04\x12\x13\n\x0b\x66irst_block\x18\x04 \x01(\x04\x12\x0e\n\x06hashes\x18\x05 \x01(\x0c\x12\x13\n\x0bunavailable\x18\x06 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,33 +46,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DELETEREPLY']._serialized_start=348
   _globals['_DELETEREPLY']._serialized_end=361
   _globals['_UPLOADREQUEST']._serialized_start=364
-  _globals['_UPLOADREQUEST']._serialized_end=559
-  _globals['_UPLOADFINISH']._serialized_start=561
-  _globals['_UPLOADFINISH']._serialized_end=593
-  _globals['_UPLOADREPLY']._serialized_start=596
-  _globals['_UPLOADREPLY']._serialized_end=756
-  _globals['_REPLICA']._serialized_start=758
-  _globals['_REPLICA']._serialized_end=822
-  _globals['_UPLOADSTATUSREQUEST']._serialized_start=824
-  _globals['_UPLOADSTATUSREQUEST']._serialized_end=859
-  _globals['_UPLOADSTATUSREPLY']._serialized_start=862
-  _globals['_UPLOADSTATUSREPLY']._serialized_end=1010
-  _globals['_DOWNLOADREQUEST']._serialized_start=1012
-  _globals['_DOWNLOADREQUEST']._serialized_end=1102
-  _globals['_DOWNLOADREPLY']._serialized_start=1104
-  _globals['_DOWNLOADREPLY']._serialized_end=1172
-  _globals['_PEERTRANSFERREQUEST']._serialized_start=1174
-  _globals['_PEERTRANSFERREQUEST']._serialized_end=1259
-  _globals['_PEERTRANSFERREPLY']._serialized_start=1262
-  _globals['_PEERTRANSFERREPLY']._serialized_end=1416
-  _globals['_LISTCLUSTERREQUEST']._serialized_start=1418
-  _globals['_LISTCLUSTERREQUEST']._serialized_end=1438
-  _globals['_LISTCLUSTERREPLY']._serialized_start=1440
-  _globals['_LISTCLUSTERREPLY']._serialized_end=1503
-  _globals['_NODEVOLUMES']._serialized_start=1506
-  _globals['_NODEVOLUMES']._serialized_end=1667
-  _globals['_BLOCKHASHESREQUEST']._serialized_start=1669
-  _globals['_BLOCKHASHESREQUEST']._serialized_end=1744
-  _globals['_BLOCKHASHESREPLY']._serialized_start=1747
-  _globals['_BLOCKHASHESREPLY']._serialized_end=1906
+  _globals['_UPLOADREQUEST']._serialized_end=591
+  _globals['_UPLOADFINISH']._serialized_start=593
+  _globals['_UPLOADFINISH']._serialized_end=625
+  _globals['_UPLOADREPLY']._serialized_start=628
+  _globals['_UPLOADREPLY']._serialized_end=788
+  _globals['_REPLICA']._serialized_start=790
+  _globals['_REPLICA']._serialized_end=854
+  _globals['_UPLOADSTATUSREQUEST']._serialized_start=856
+  _globals['_UPLOADSTATUSREQUEST']._serialized_end=891
+  _globals['_UPLOADSTATUSREPLY']._serialized_start=894
+  _globals['_UPLOADSTATUSREPLY']._serialized_end=1042
+  _globals['_DOWNLOADREQUEST']._serialized_start=1044
+  _globals['_DOWNLOADREQUEST']._serialized_end=1134
+  _globals['_DOWNLOADREPLY']._serialized_start=1136
+  _globals['_DOWNLOADREPLY']._serialized_end=1204
+  _globals['_PEERTRANSFERREQUEST']._serialized_start=1206
+  _globals['_PEERTRANSFERREQUEST']._serialized_end=1291
+  _globals['_PEERTRANSFERREPLY']._serialized_start=1294
+  _globals['_PEERTRANSFERREPLY']._serialized_end=1448
+  _globals['_LISTCLUSTERREQUEST']._serialized_start=1450
+  _globals['_LISTCLUSTERREQUEST']._serialized_end=1470
+  _globals['_LISTCLUSTERREPLY']._serialized_start=1472
+  _globals['_LISTCLUSTERREPLY']._serialized_end=1535
+  _globals['_NODEVOLUMES']._serialized_start=1538
+  _globals['_NODEVOLUMES']._serialized_end=1699
+  _globals['_BLOCKHASHESREQUEST']._serialized_start=1701
+  _globals['_BLOCKHASHESREQUEST']._serialized_end=1776
+  _globals['_BLOCKHASHESREPLY']._serialized_start=1779
+  _globals['_BLOCKHASHESREPLY']._serialized_end=1938
 # @@protoc_insertion_point(module_scope)

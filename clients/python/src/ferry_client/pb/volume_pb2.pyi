@@ -192,6 +192,7 @@ class UploadRequest(_message.Message):
     REPLICAS_FIELD_NUMBER: _builtins.int
     REPLICA_FIELD_NUMBER: _builtins.int
     BASE_CHECKSUM_FIELD_NUMBER: _builtins.int
+    RESUME_PREFIX_CHECKSUM_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     expected_size: _builtins.int
     """When set, the upload must end at exactly this size: a finish at another size fails with
@@ -230,6 +231,12 @@ class UploadRequest(_message.Message):
     (or no longer) that version, with nothing written: upload in full instead. Without it,
     a KEEP range fails the upload with BAD_REQUEST.
     """
+    resume_prefix_checksum: _builtins.bytes
+    """With `resume`: the BLAKE3 (32 bytes) of the client's first bytes up to the partial
+    upload's offset (UPLOAD_STATUS), as the client has them. If the node's partial data hashes
+    otherwise (the client is resuming with another file), the UPLOAD fails with
+    FAILED_PRECONDITION before any data and the partial upload is kept.
+    """
     def __init__(
         self,
         *,
@@ -241,10 +248,11 @@ class UploadRequest(_message.Message):
         replicas: _builtins.int = ...,
         replica: _builtins.bool = ...,
         base_checksum: _builtins.bytes = ...,
+        resume_prefix_checksum: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_expected_size", b"_expected_size", "expected_size", b"expected_size"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_expected_size", b"_expected_size", "base_checksum", b"base_checksum", "expected_checksum", b"expected_checksum", "expected_size", b"expected_size", "name", b"name", "overwrite", b"overwrite", "replica", b"replica", "replicas", b"replicas", "resume", b"resume"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_expected_size", b"_expected_size", "base_checksum", b"base_checksum", "expected_checksum", b"expected_checksum", "expected_size", b"expected_size", "name", b"name", "overwrite", b"overwrite", "replica", b"replica", "replicas", b"replicas", "resume", b"resume", "resume_prefix_checksum", b"resume_prefix_checksum"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__expected_size: _TypeAlias = _typing.Literal["expected_size"]  # noqa: Y015
     _WhichOneofArgType__expected_size: _TypeAlias = _typing.Literal["_expected_size", b"_expected_size"]  # noqa: Y015
