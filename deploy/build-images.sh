@@ -6,6 +6,9 @@
 #                           libraries they load, user `ferry` (uid 10001), data in /data
 #   ferry/prometheus:local  Debian's prometheus and promtool (the `prometheus` package, installed
 #                           with apt-get if missing) and the libraries they load, user nobody
+#   ferry/dnsmasq:local     Debian's dnsmasq (the `dnsmasq-base` package, installed with apt-get
+#                           if missing), user nobody: the SRV records of the peer-discovery
+#                           cluster (deploy/docker-compose.discovery.yml)
 #
 # Each image is a minimal root filesystem: the binaries, what `ldd` lists for them, a few files
 # under /etc. It is packed into a tarball and loaded with `docker import`. There is no shell or
@@ -21,14 +24,15 @@
 # Usage: deploy/build-images.sh [--no-cargo]
 #   --no-cargo   use the binaries already in the target directory (no `cargo build`)
 # Environment: FERRYD_IMAGE (default ferry/ferryd:local), PROMETHEUS_IMAGE (default
-# ferry/prometheus:local), CARGO_TARGET_DIR (default <repo>/target), PROMETHEUS_BIN (default
-# /usr/bin/prometheus).
+# ferry/prometheus:local), DNSMASQ_IMAGE (default ferry/dnsmasq:local), CARGO_TARGET_DIR
+# (default <repo>/target), PROMETHEUS_BIN (default /usr/bin/prometheus).
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ferryd_image=${FERRYD_IMAGE:-ferry/ferryd:local}
 prometheus_image=${PROMETHEUS_IMAGE:-ferry/prometheus:local}
 prometheus_bin=${PROMETHEUS_BIN:-/usr/bin/prometheus}
+dnsmasq_image=${DNSMASQ_IMAGE:-ferry/dnsmasq:local}
 target_dir=${CARGO_TARGET_DIR:-$repo/target}
 case "$target_dir" in /*) ;; *) target_dir=$repo/$target_dir ;; esac
 
@@ -199,3 +203,27 @@ import_root "$root" "$prometheus_image" \
   'EXPOSE 9090' \
   'ENTRYPOINT ["/usr/bin/prometheus"]' \
   'CMD ["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus", "--web.listen-address=0.0.0.0:9090"]'
+
+# ---------------------------------------------------------------------------------------------
+# ferry/dnsmasq:local
+
+if [ ! -x /usr/sbin/dnsmasq ]; then
+  say "installing Debian's dnsmasq-base package (dnsmasq)"
+  [ "$(id -u)" = 0 ] && sudo= || sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends dnsmasq-base >/dev/null
+fi
+
+root="$work/dnsmasq"
+mkdir -p "$root"
+write_etc "$root" nobody 65534 /nonexistent
+add_binary "$root" /usr/sbin/dnsmasq /usr/sbin/dnsmasq
+chown -R 0:0 "$root"
+
+# Not root, so no privileged port: it serves on 5353. The records come as arguments (the
+# compose file's `command`); names it has no records for go to the container's resolver.
+import_root "$root" "$dnsmasq_image" \
+  'USER 65534:65534' \
+  'EXPOSE 5353/udp 5353/tcp' \
+  'ENTRYPOINT ["/usr/sbin/dnsmasq", "--keep-in-foreground", "--log-facility=-", "--port=5353", "--pid-file"]' \
+  'CMD []'

@@ -5,7 +5,9 @@
 #   - node1.toml … node3.toml   ferryd --check-config in the node image (everything a start
 #                               would refuse), and secrets/node1.toml … (with the users) once
 #                               make-secrets.sh ran
-#   - docker-compose.yml        docker compose config (when Compose is installed)
+#   - node-discovery.toml       likewise (the nodes of docker-compose.discovery.yml)
+#   - docker-compose.yml        docker compose config (when Compose is installed), also with
+#                               docker-compose.discovery.yml on top
 # promtool and ferryd are this machine's if installed (/usr/bin/promtool from Debian's
 # prometheus package; target/release/ferryd), else the ones in the images
 # deploy/build-images.sh builds. cluster-tests/tests/deploy_files.rs checks the same in
@@ -38,8 +40,9 @@ echo "== promtool test rules alerts.test.yml"
 # ferryd can only parse them (--print-config), and says so.
 ferryd_image=${FERRYD_IMAGE:-ferry/ferryd:local}
 ferryd=${CARGO_TARGET_DIR:-$repo/target}/release/ferryd
-configs=(node1.toml node2.toml node3.toml)
+configs=(node1.toml node2.toml node3.toml node-discovery.toml)
 [ -f secrets/node1.toml ] && configs+=(secrets/node1.toml secrets/node2.toml secrets/node3.toml)
+[ -f secrets/node-discovery.toml ] && configs+=(secrets/node-discovery.toml)
 work=$(mktemp -d "${TMPDIR:-/tmp}/ferry-check-config.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 # Before make-secrets.sh ran there is no password yet: any non-empty file stands in for it.
@@ -77,5 +80,8 @@ fi
 if [ ${#compose[@]} -gt 0 ]; then
   echo "== ${compose[*]} config"
   "${compose[@]}" -f docker-compose.yml config --quiet
+  echo "  ok"
+  echo "== ${compose[*]} config (with docker-compose.discovery.yml)"
+  "${compose[@]}" -f docker-compose.yml -f docker-compose.discovery.yml --profile later config --quiet
   echo "  ok"
 fi

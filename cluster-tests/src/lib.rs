@@ -321,17 +321,38 @@ pub fn compose_program() -> &'static [String] {
     })
 }
 
-/// A Compose command for `project` on deploy/docker-compose.yml.
-fn compose_command(project: &str, ports: Option<(u16, u16)>) -> Command {
+/// Which compose files a cluster runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// deploy/docker-compose.yml: three nodes with static [[peers]], and Prometheus.
+    Static,
+    /// The same with deploy/docker-compose.discovery.yml on top: the nodes find their peers
+    /// by the SRV records of a dnsmasq service, and a fourth node (profile `later`) can be
+    /// started while they run.
+    Discovery,
+}
+
+impl Layout {
+    fn files(self) -> &'static [&'static str] {
+        match self {
+            Self::Static => &["docker-compose.yml"],
+            Self::Discovery => &["docker-compose.yml", "docker-compose.discovery.yml"],
+        }
+    }
+}
+
+/// A Compose command for `project` on the files of `layout`.
+fn compose_command(project: &str, layout: Layout, ports: Option<(u16, u16)>) -> Command {
     let program = compose_program();
     let mut command = Command::new(&program[0]);
     command
         .args(&program[1..])
         .arg("--project-name")
-        .arg(project)
-        .arg("--file")
-        .arg(deploy_dir().join("docker-compose.yml"))
-        .current_dir(deploy_dir());
+        .arg(project);
+    for file in layout.files() {
+        command.arg("--file").arg(deploy_dir().join(file));
+    }
+    command.current_dir(deploy_dir());
     if let Some((node1, prometheus)) = ports {
         command
             .env("FERRY_NODE1_PORT", node1.to_string())
@@ -394,7 +415,10 @@ static LIVE: Mutex<Vec<String>> = Mutex::new(Vec::new());
 /// failures on stderr (it runs from `Drop`).
 fn teardown(project: &str) {
     let started = Instant::now();
-    let mut command = compose_command(project, None);
+    // With every file and profile, whichever layout the project ran: what a layout does not
+    // define is simply not there to remove.
+    let mut command = compose_command(project, Layout::Discovery, None);
+    command.args(["--profile", "later"]);
     command.args(["down", "--volumes", "--remove-orphans", "--timeout", "10"]);
     let ran = run(&mut command, DOCKER_TIMEOUT);
     if ran.success() {
@@ -525,9 +549,11 @@ fn free_port() -> u16 {
 // ---------------------------------------------------------------------------------------------
 // The cluster
 
-/// A running compose cluster: node1..node3 and Prometheus. Dropping it tears it down.
+/// A running compose cluster: node1..node3 and Prometheus (and for [`Layout::Discovery`], the
+/// `dns` service). Dropping it tears it down.
 pub struct Cluster {
     pub project: String,
+    pub layout: Layout,
     /// node1's TCP port, published on 127.0.0.1.
     pub node1_port: u16,
     /// Prometheus's HTTP port, published on 127.0.0.1.
@@ -540,6 +566,11 @@ impl Cluster {
     /// Builds the images if needed, starts a new cluster and waits until every service is
     /// healthy.
     pub fn start() -> Self {
+        Self::start_with(Layout::Static)
+    }
+
+    /// [`Cluster::start`] with the compose files of `layout`.
+    pub fn start_with(layout: Layout) -> Self {
         assert!(
             docker_available(),
             "no Docker engine answers (`docker info` failed): these tests need one"
@@ -554,6 +585,7 @@ impl Cluster {
         // From here on, Drop tears the project down whatever happens.
         let cluster = Self {
             project,
+            layout,
             node1_port: free_port(),
             prometheus_port: free_port(),
             scratch: tempfile::Builder::new()
@@ -581,8 +613,11 @@ impl Cluster {
 
     /// `compose -p PROJECT -f deploy/docker-compose.yml ARGS`, which must succeed.
     pub fn compose(&self, args: &[&str], timeout: Duration) -> Ran {
-        let mut command =
-            compose_command(&self.project, Some((self.node1_port, self.prometheus_port)));
+        let mut command = compose_command(
+            &self.project,
+            self.layout,
+            Some((self.node1_port, self.prometheus_port)),
+        );
         command.args(args);
         run(&mut command, timeout).expect_success()
     }
@@ -880,8 +915,11 @@ impl Cluster {
 
     /// The end of every service's log.
     pub fn logs(&self, lines: usize) -> String {
-        let mut command =
-            compose_command(&self.project, Some((self.node1_port, self.prometheus_port)));
+        let mut command = compose_command(
+            &self.project,
+            self.layout,
+            Some((self.node1_port, self.prometheus_port)),
+        );
         command.args(["logs", "--no-color", "--tail", &lines.to_string()]);
         let ran = run(&mut command, DOCKER_TIMEOUT);
         format!("{}{}", ran.stdout_text(), ran.stderr)

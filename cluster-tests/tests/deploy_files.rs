@@ -94,3 +94,32 @@ fn node_configs_parse_and_name_the_other_two_nodes() {
         );
     }
 }
+
+/// The discovery layout's node config resolves the SRV name the compose file's dnsmasq serves,
+/// at the `dns` service, and every SRV target is a node of that layout with the network alias
+/// the target names.
+#[test]
+fn the_discovery_layout_serves_the_srv_name_its_nodes_resolve() {
+    let path = deploy_dir().join("node-discovery.toml");
+    let config: NodeConfig =
+        toml::from_str(&std::fs::read_to_string(&path).unwrap()).expect("node-discovery.toml");
+    let discovery = &config.discovery;
+    assert!(config.peers.is_empty(), "the peers come from DNS only");
+    assert_eq!(discovery.resolver, "dns:5353");
+    assert_eq!(
+        discovery.node_name, "",
+        "each node is left out by its host name"
+    );
+    assert_eq!(discovery.user.as_deref(), Some("peer"));
+    let compose = std::fs::read_to_string(deploy_dir().join("docker-compose.discovery.yml"))
+        .expect("docker-compose.discovery.yml");
+    for node in ["node1", "node2", "node3", "node4"] {
+        let record = format!("--srv-host={},{node}.ferry.test,7300", discovery.srv);
+        assert!(compose.contains(&record), "no {record} in the compose file");
+        assert!(
+            compose.contains(&format!("aliases: [{node}.ferry.test]")),
+            "{node} lacks the network alias its SRV target names"
+        );
+    }
+    assert_eq!(config.tcp, "0.0.0.0:7300");
+}

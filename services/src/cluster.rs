@@ -1,10 +1,12 @@
-//! Node to node: the peers of a node's configuration, connected lazily as a Ferry client and
-//! reconnected after a lost connection, and what the volume program does with them: stream a
-//! volume to a peer (MIGRATE, COPY), fan a replicated upload out to peers' UPLOAD streams, and
-//! ask every peer for its volumes (LIST_CLUSTER). docs/CLUSTER.md describes the semantics.
+//! Node to node: the peers of a node, static (`[[peers]]`) or found by DNS (`[discovery]`,
+//! see [`crate::discovery`]), connected lazily as a Ferry client and reconnected after a lost
+//! connection, and what the volume program does with them: stream a volume to a peer (MIGRATE,
+//! COPY), fan a replicated upload out to peers' UPLOAD streams, and ask every peer for its
+//! volumes (LIST_CLUSTER). docs/CLUSTER.md describes the semantics.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -51,7 +53,7 @@ pub enum PeerConfigError {
 /// The name a node gives itself when it has no configured name and no host name.
 pub const LOCAL_NODE: &str = "local";
 
-fn valid_peer_name(name: &str) -> bool {
+pub(crate) fn valid_peer_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_PEER_NAME
         && name != LOCAL_NODE
@@ -60,18 +62,49 @@ fn valid_peer_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-/// The peers of one node. Each gets one connection, opened on first use and shared by every
-/// call that needs that peer; a connection found lost is forgotten, and the next use opens a
-/// new one.
+/// The peers of one node, and the one owner of that set: the static peers of the
+/// configuration first, then those discovery found (replaced whole by
+/// [`PeerSet::set_discovered`] at each re-resolution). Each peer gets one connection, opened
+/// on first use and shared by every call that needs that peer; a connection found lost is
+/// forgotten, and the next use opens a new one.
+///
+/// A peer removed from the set is not cut: whoever holds a [`PeerLink`] to it holds the peer
+/// itself, its connection included, until done. Only new operations no longer find it.
 #[derive(Default)]
 pub struct PeerSet {
+    /// Static peers, then discovered ones sorted by name. Readers take a snapshot (an `Arc`
+    /// clone) and never hold the lock across an await.
+    members: RwLock<Arc<Vec<Arc<Peer>>>>,
+    /// How many of `members` are static (they come first and never change).
+    statics: usize,
     /// This node's own name, for the cluster view.
     own_name: String,
-    peers: Vec<Peer>,
     client: ClientConfig,
     /// Each peer's volumes when it last answered a listing, and when (Unix ms): an unreachable
     /// peer's volumes are shown as last known rather than vanishing from the view.
     last_listed: Mutex<HashMap<String, (Vec<Volume>, i64)>>,
+}
+
+/// A peer that discovery found: its name (the first label of its SRV target), where it is, and
+/// the shared credentials and CA of `[discovery]`.
+#[derive(Debug, Clone)]
+pub struct DiscoveredPeer {
+    pub name: String,
+    pub uri: NodeUri,
+    pub access: Access,
+}
+
+/// What one call of [`PeerSet::set_discovered`] changed, for the log.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct PeerChanges {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+}
+
+impl PeerChanges {
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty()
+    }
 }
 
 struct Peer {
@@ -84,6 +117,18 @@ struct Peer {
     connecting: tokio::sync::Mutex<()>,
 }
 
+impl Peer {
+    fn new(name: String, uri: NodeUri, access: Access) -> Self {
+        Self {
+            name,
+            uri,
+            access,
+            slot: Mutex::default(),
+            connecting: tokio::sync::Mutex::new(()),
+        }
+    }
+}
+
 #[derive(Default)]
 struct Slot {
     client: Option<Client>,
@@ -91,13 +136,14 @@ struct Slot {
     generation: u64,
 }
 
-/// One peer's connection, as handed to a user.
+/// One peer's connection, as handed to a user. It holds the peer, so a peer dropped from the
+/// set meanwhile (gone from DNS) keeps serving this use.
 #[derive(Clone)]
 pub struct PeerLink {
     pub name: String,
     pub address: String,
     pub client: Client,
-    index: usize,
+    peer: Arc<Peer>,
     generation: u64,
     /// Opened for this use (not taken from the cache).
     fresh: bool,
@@ -106,7 +152,11 @@ pub struct PeerLink {
 impl std::fmt::Debug for PeerSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_list()
-            .entries(self.peers.iter().map(|p| (&p.name, p.uri.to_string())))
+            .entries(
+                self.snapshot()
+                    .iter()
+                    .map(|p| (p.name.clone(), p.uri.to_string())),
+            )
             .finish()
     }
 }
@@ -125,7 +175,7 @@ impl PeerSet {
                 name: own_name.to_owned(),
             });
         }
-        let mut peers: Vec<Peer> = Vec::with_capacity(configs.len());
+        let mut peers: Vec<Arc<Peer>> = Vec::with_capacity(configs.len());
         for config in configs {
             let name = config.name.clone();
             if !valid_peer_name(&name) {
@@ -143,17 +193,12 @@ impl PeerSet {
                     source,
                 })?;
             let access = peer_access(config, &uri)?;
-            peers.push(Peer {
-                name,
-                uri,
-                access,
-                slot: Mutex::default(),
-                connecting: tokio::sync::Mutex::new(()),
-            });
+            peers.push(Arc::new(Peer::new(name, uri, access)));
         }
         Ok(Self {
             own_name: own_name.to_owned(),
-            peers,
+            statics: peers.len(),
+            members: RwLock::new(Arc::new(peers)),
             client,
             last_listed: Mutex::default(),
         })
@@ -164,70 +209,115 @@ impl PeerSet {
         &self.own_name
     }
 
+    /// The members now; later changes do not touch this copy.
+    fn snapshot(&self) -> Arc<Vec<Arc<Peer>>> {
+        self.members
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     pub fn len(&self) -> usize {
-        self.peers.len()
+        self.snapshot().len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.peers.is_empty()
+        self.snapshot().is_empty()
     }
 
-    /// Peer names in configuration order.
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.peers.iter().map(|p| p.name.as_str())
+    /// Peer names: static ones in configuration order, then discovered ones by name.
+    pub fn names(&self) -> Vec<String> {
+        self.snapshot().iter().map(|p| p.name.clone()).collect()
     }
 
-    fn index(&self, name: &str) -> Result<usize, CallError> {
-        self.peers
-            .iter()
-            .position(|p| p.name == name)
-            .ok_or_else(|| {
-                let known: Vec<&str> = self.names().collect();
-                let known = if known.is_empty() {
-                    "it has none (see [[peers]] in its configuration)".to_owned()
-                } else {
-                    format!("it has {}", known.join(", "))
-                };
-                CallError::application(
-                    ErrorCode::NotFound,
-                    format!("this node has no peer named {name:?}: {known}"),
-                )
-            })
+    /// Replaces the discovered peers with `found` (the node itself already left out). A peer
+    /// found again at the same address keeps its connection; one at a new address is a new
+    /// peer. A name that is also a static peer's is ignored: the configuration wins.
+    pub fn set_discovered(&self, found: Vec<DiscoveredPeer>) -> PeerChanges {
+        let mut members = self.members.write().unwrap_or_else(PoisonError::into_inner);
+        let (statics, old) = members.split_at(self.statics);
+        let mut next: Vec<Arc<Peer>> = statics.to_vec();
+        let mut discovered: Vec<Arc<Peer>> = Vec::with_capacity(found.len());
+        let mut changes = PeerChanges::default();
+        for peer in found {
+            if peer.name == self.own_name {
+                continue;
+            }
+            if statics.iter().any(|p| p.name == peer.name) {
+                debug!(peer = %peer.name, "discovered peer is also configured in [[peers]]: the configuration wins");
+                continue;
+            }
+            if discovered.iter().any(|p| p.name == peer.name) {
+                continue;
+            }
+            let kept = old
+                .iter()
+                .find(|p| p.name == peer.name && p.uri == peer.uri)
+                .cloned();
+            discovered.push(kept.unwrap_or_else(|| {
+                changes.added.push(peer.name.clone());
+                Arc::new(Peer::new(peer.name, peer.uri, peer.access))
+            }));
+        }
+        for peer in old {
+            if !discovered.iter().any(|p| Arc::ptr_eq(p, peer)) {
+                changes.removed.push(peer.name.clone());
+            }
+        }
+        discovered.sort_by(|a, b| a.name.cmp(&b.name));
+        next.extend(discovered);
+        *members = Arc::new(next);
+        changes
     }
 
-    /// Checks that `name` is a configured peer.
+    fn find(&self, name: &str) -> Result<Arc<Peer>, CallError> {
+        let members = self.snapshot();
+        if let Some(peer) = members.iter().find(|p| p.name == name) {
+            return Ok(peer.clone());
+        }
+        let known = if members.is_empty() {
+            "it has none (see [[peers]] and [discovery] in its configuration)".to_owned()
+        } else {
+            let names: Vec<&str> = members.iter().map(|p| p.name.as_str()).collect();
+            format!("it has {}", names.join(", "))
+        };
+        Err(CallError::application(
+            ErrorCode::NotFound,
+            format!("this node has no peer named {name:?}: {known}"),
+        ))
+    }
+
+    /// Checks that `name` is a peer now.
     pub fn check(&self, name: &str) -> Result<(), CallError> {
-        self.index(name).map(drop)
+        self.find(name).map(drop)
     }
 
     /// The peers a replicated upload with `copies` copies in all uses: the first
-    /// `copies - 1` of the configuration.
+    /// `copies - 1` of the set (static peers in configuration order, then discovered ones by
+    /// name).
     pub fn replicas_for(&self, copies: u32) -> Result<Vec<String>, CallError> {
         let wanted = copies.saturating_sub(1) as usize;
-        if wanted > self.peers.len() {
+        let members = self.snapshot();
+        if wanted > members.len() {
             return Err(CallError::application(
                 ErrorCode::BadRequest,
                 format!(
-                    "{copies} replicas need {wanted} peers besides this node, which has {} configured",
-                    self.peers.len()
+                    "{copies} replicas need {wanted} peers besides this node, which has {}",
+                    members.len()
                 ),
             ));
         }
-        Ok(self.peers[..wanted]
-            .iter()
-            .map(|p| p.name.clone())
-            .collect())
+        Ok(members[..wanted].iter().map(|p| p.name.clone()).collect())
     }
 
     /// The peer's connection: the open one, or a new one.
     pub async fn connect(&self, name: &str) -> Result<PeerLink, CallError> {
-        let index = self.index(name)?;
-        let peer = &self.peers[index];
-        if let Some(link) = self.cached(index) {
+        let peer = self.find(name)?;
+        if let Some(link) = cached(&peer) {
             return Ok(link);
         }
         let _connecting = peer.connecting.lock().await;
-        if let Some(link) = self.cached(index) {
+        if let Some(link) = cached(&peer) {
             return Ok(link);
         }
         let unreachable = |why: String| {
@@ -264,33 +354,23 @@ impl PeerSet {
         slot.generation += 1;
         slot.client = Some(client.clone());
         debug!(peer = %peer.name, address = %peer.uri, "connected to peer");
+        let generation = slot.generation;
+        drop(slot);
         Ok(PeerLink {
             name: peer.name.clone(),
             address: peer.uri.to_string(),
             client,
-            index,
-            generation: slot.generation,
+            peer: peer.clone(),
+            generation,
             fresh: true,
-        })
-    }
-
-    fn cached(&self, index: usize) -> Option<PeerLink> {
-        let peer = &self.peers[index];
-        let slot = peer.slot.lock().unwrap_or_else(PoisonError::into_inner);
-        Some(PeerLink {
-            name: peer.name.clone(),
-            address: peer.uri.to_string(),
-            client: slot.client.clone()?,
-            index,
-            generation: slot.generation,
-            fresh: false,
         })
     }
 
     /// Forgets a connection found lost, unless it was replaced already: the next use of the
     /// peer connects again.
     pub fn forget(&self, link: &PeerLink) {
-        let mut slot = self.peers[link.index]
+        let mut slot = link
+            .peer
             .slot
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
@@ -363,13 +443,13 @@ impl PeerSet {
         .map(drop)
     }
 
-    /// Every peer's volumes, asked concurrently, in configuration order; a peer that cannot
-    /// be reached or does not answer within [`PEER_CALL_TIMEOUT`] is marked unreachable.
-    /// Every peer's volumes, peers asked concurrently. A peer that does not answer is marked
-    /// unreachable, with the volumes it had when it last answered and when that was
-    /// (`listed_at_millis`; 0 and no volumes if it never did, since this node started).
+    /// Every peer's volumes, peers asked concurrently, in the set's order. A peer that does
+    /// not answer within [`PEER_CALL_TIMEOUT`] is marked unreachable, with the volumes it had
+    /// when it last answered and when that was (`listed_at_millis`; 0 and no volumes if it
+    /// never did, since this node started).
     pub async fn list_all(&self) -> Vec<NodeVolumes> {
-        join_all(self.peers.iter().map(|peer| async move {
+        let members = self.snapshot();
+        join_all(members.iter().map(|peer| async move {
             let listed = tokio::time::timeout(
                 PEER_CALL_TIMEOUT + CONNECT_TIMEOUT,
                 self.call(&peer.name, |client| async move {
@@ -418,40 +498,67 @@ impl PeerSet {
     }
 }
 
+/// The peer's open connection, if it has one.
+fn cached(peer: &Arc<Peer>) -> Option<PeerLink> {
+    let slot = peer.slot.lock().unwrap_or_else(PoisonError::into_inner);
+    Some(PeerLink {
+        name: peer.name.clone(),
+        address: peer.uri.to_string(),
+        client: slot.client.clone()?,
+        peer: peer.clone(),
+        generation: slot.generation,
+        fresh: false,
+    })
+}
+
 /// How to reach a peer besides its address: the CA for `tls://`, and credentials read from the
 /// password file now, so a missing file stops the node at start rather than at first use.
 fn peer_access(config: &PeerConfig, uri: &NodeUri) -> Result<Access, PeerConfigError> {
-    let refuse = |reason: String| PeerConfigError::Access {
+    shared_access(
+        config.user.as_deref(),
+        config.password_file.as_deref(),
+        config.ca.as_deref(),
+        matches!(uri, NodeUri::Tls { .. }),
+    )
+    .map_err(|reason| PeerConfigError::Access {
         name: config.name.clone(),
         reason,
-    };
-    if matches!(uri, NodeUri::Tls { .. }) && config.ca.is_none() {
-        return Err(refuse(
+    })
+}
+
+/// The access of a `[[peers]]` entry or of `[discovery]`'s peers: `user` and `password_file`
+/// go together (the file read now), TLS needs `ca`. The error says which rule was broken.
+pub(crate) fn shared_access(
+    user: Option<&str>,
+    password_file: Option<&Path>,
+    ca: Option<&Path>,
+    tls: bool,
+) -> Result<Access, String> {
+    if tls && ca.is_none() {
+        return Err(
             "a tls:// address needs `ca`, the CA certificate (PEM) of the peer's certificate"
                 .into(),
-        ));
+        );
     }
     // Read now, like the password file: a CA that cannot be used stops the node at start.
-    if let Some(ca) = &config.ca {
-        ferry_actors::tls::ClientTls::from_ca_file(ca)
-            .map_err(|error| refuse(format!("ca: {error}")))?;
+    if let Some(ca) = ca {
+        ferry_actors::tls::ClientTls::from_ca_file(ca).map_err(|error| format!("ca: {error}"))?;
     }
-    let credentials = match (&config.user, &config.password_file) {
+    let credentials = match (user, password_file) {
         (None, None) => None,
         (Some(user), Some(file)) => {
-            let password = std::fs::read_to_string(file).map_err(|error| {
-                refuse(format!("reading password_file {}: {error}", file.display()))
-            })?;
+            let password = std::fs::read_to_string(file)
+                .map_err(|error| format!("reading password_file {}: {error}", file.display()))?;
             let password = password.trim_end_matches(['\n', '\r']);
             if password.is_empty() {
-                return Err(refuse(format!("password_file {} is empty", file.display())));
+                return Err(format!("password_file {} is empty", file.display()));
             }
-            Some((user.clone(), password.to_owned()))
+            Some((user.to_owned(), password.to_owned()))
         }
-        _ => return Err(refuse("`user` and `password_file` go together".into())),
+        _ => return Err("`user` and `password_file` go together".into()),
     };
     Ok(Access {
-        ca: config.ca.clone(),
+        ca: ca.map(Path::to_path_buf),
         credentials,
     })
 }
@@ -536,5 +643,66 @@ impl ReplicaSet {
             }
         }))
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn found(name: &str, address: &str) -> DiscoveredPeer {
+        DiscoveredPeer {
+            name: name.into(),
+            uri: NodeUri::Tcp(address.into()),
+            access: Access::default(),
+        }
+    }
+
+    #[test]
+    fn discovered_peers_follow_the_static_ones_and_keep_what_did_not_change() {
+        let statics = [PeerConfig {
+            name: "static".into(),
+            address: "unix:///run/static.sock".into(),
+            user: None,
+            password_file: None,
+            ca: None,
+        }];
+        let peers = PeerSet::new("ferry-0", &statics, ClientConfig::default()).unwrap();
+        let changes = peers.set_discovered(vec![
+            found("ferry-2", "10.0.0.2:7443"),
+            found("ferry-1", "10.0.0.1:7443"),
+            // A static name wins; a repeated name counts once; the node's own name is left out.
+            found("static", "10.0.0.9:7443"),
+            found("ferry-0", "10.0.0.10:7443"),
+            found("ferry-1", "10.0.0.8:7443"),
+        ]);
+        assert_eq!(changes.added, ["ferry-2", "ferry-1"]);
+        assert!(changes.removed.is_empty());
+        assert_eq!(peers.names(), ["static", "ferry-1", "ferry-2"]);
+        let before = peers.find("ferry-1").unwrap();
+
+        // Same address: the same peer (its connection kept); new address: a new peer; gone:
+        // removed, yet still alive for whoever holds it.
+        let gone = peers.find("ferry-2").unwrap();
+        let changes = peers.set_discovered(vec![
+            found("ferry-1", "10.0.0.1:7443"),
+            found("ferry-3", "10.0.0.3:7443"),
+        ]);
+        assert_eq!(changes.added, ["ferry-3"]);
+        assert_eq!(changes.removed, ["ferry-2"]);
+        assert!(Arc::ptr_eq(&before, &peers.find("ferry-1").unwrap()));
+        assert_eq!(gone.name, "ferry-2");
+        assert_eq!(
+            peers.check("ferry-2").unwrap_err().code,
+            ErrorCode::NotFound
+        );
+        assert_eq!(peers.replicas_for(3).unwrap(), ["static", "ferry-1"]);
+
+        let changes = peers.set_discovered(vec![found("ferry-1", "10.0.0.7:7443")]);
+        assert_eq!(changes.added, ["ferry-1"]);
+        assert_eq!(changes.removed, ["ferry-1", "ferry-3"]);
+        assert!(!Arc::ptr_eq(&before, &peers.find("ferry-1").unwrap()));
+        assert!(peers.set_discovered(Vec::new()).removed == ["ferry-1"]);
+        assert_eq!(peers.names(), ["static"]);
     }
 }

@@ -9,6 +9,7 @@ use ferry_actors::codec::Limits;
 use ferry_actors::{KeepaliveConfig, ServerConfig};
 use serde::{Deserialize, Serialize};
 
+use crate::discovery::DiscoveryConfig;
 use crate::security::SecurityConfig;
 
 /// Where a node keeps its data when nothing else is said: `$XDG_DATA_HOME/ferry`, else
@@ -65,6 +66,8 @@ pub struct NodeConfig {
     /// Other nodes this node talks to: destinations of MIGRATE and COPY, replicas of
     /// replicated uploads, members of the cluster view (docs/CLUSTER.md).
     pub peers: Vec<PeerConfig>,
+    /// More peers, found by DNS SRV records (docs/CLUSTER.md, "Peers found by DNS").
+    pub discovery: DiscoveryConfig,
     /// TLS, users and roles (docs/SECURITY.md).
     pub security: SecurityConfig,
 }
@@ -145,6 +148,7 @@ impl Default for NodeConfig {
             store: StoreConfigFile::default(),
             events: EventsConfig::default(),
             peers: Vec::new(),
+            discovery: DiscoveryConfig::default(),
             security: SecurityConfig::default(),
         }
     }
@@ -238,6 +242,9 @@ impl NodeConfig {
             peer.password_file.iter_mut().for_each(resolve);
             peer.ca.iter_mut().for_each(resolve);
         }
+        self.security.users_file.iter_mut().for_each(resolve);
+        self.discovery.password_file.iter_mut().for_each(resolve);
+        self.discovery.ca.iter_mut().for_each(resolve);
     }
 
     pub fn server_config(&self) -> ServerConfig {

@@ -33,6 +33,7 @@ use tokio::net::TcpListener;
 use tracing::{debug, warn};
 
 use crate::events::EventHub;
+use crate::health::Health;
 use crate::store::VolumeStore;
 
 pub use format::Format;
@@ -451,17 +452,22 @@ impl Metrics {
     }
 }
 
-/// Serves `GET /metrics` until the future is dropped.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+/// Serves `GET /metrics`, and the health endpoints of [`Health`], until the future is dropped.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, health: Arc<Health>) {
     loop {
         let Ok((stream, peer)) = listener.accept().await else {
             continue;
         };
         let metrics = metrics.clone();
+        let health = health.clone();
         tokio::spawn(async move {
             let service = service_fn(move |request: Request<hyper::body::Incoming>| {
                 let metrics = metrics.clone();
+                let health = health.clone();
                 async move {
+                    if let Some(response) = health.respond(request.uri().path()) {
+                        return Ok(response);
+                    }
                     let response = if request.uri().path() == "/metrics" {
                         let accept = request
                             .headers()

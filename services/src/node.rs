@@ -12,7 +12,9 @@ use ferry_actors::{ListenError, Server, ServerHandle};
 use tracing::info;
 
 use crate::admin::{AdminProgram, AdminService};
+use crate::discovery::{Discovery, DiscoveryError};
 use crate::events::{EventHub, EventsProgram, EventsService};
+use crate::health::Health;
 use crate::metrics::{CallMetrics, Metrics};
 use crate::plan::NodePlan;
 use crate::store::{StoreConfig, StoreError, VolumeStore};
@@ -28,6 +30,8 @@ pub enum NodeError {
     },
     #[error("opening the volume store: {0}")]
     Store(#[from] StoreError),
+    #[error("the [discovery] configuration: {0}")]
+    Discovery(#[from] DiscoveryError),
     #[error(transparent)]
     Listen(#[from] ListenError),
     #[error("binding the metrics endpoint {address}: {source}")]
@@ -65,6 +69,8 @@ pub struct Node {
     ready: Ready,
     metrics_task: Option<tokio::task::JoinHandle<()>>,
     sweep_task: tokio::task::JoinHandle<()>,
+    discovery_task: Option<tokio::task::JoinHandle<()>>,
+    health: Arc<Health>,
     drain: Duration,
 }
 
@@ -75,6 +81,7 @@ pub async fn start(plan: NodePlan) -> Result<Node, NodeError> {
         server: server_config,
         auth,
         peers,
+        discovery,
         tcp,
         tls,
         unix,
@@ -85,6 +92,8 @@ pub async fn start(plan: NodePlan) -> Result<Node, NodeError> {
         tracing::warn!("{warning}");
     }
     let data_dir = &config.data_dir;
+    let peers = Arc::new(peers);
+    let discovery = discovery.map(Discovery::new).transpose()?;
     let dir_error = |source| NodeError::DataDir {
         path: data_dir.clone(),
         source,
@@ -115,7 +124,7 @@ pub async fn start(plan: NodePlan) -> Result<Node, NodeError> {
                 hub.clone(),
                 config.events.progress_every_bytes,
             )
-            .with_peers(Arc::new(peers)),
+            .with_peers(peers.clone()),
         ))
         .program(EventsProgram::serve(EventsService { hub: hub.clone() }))
         .program(AdminProgram::serve(AdminService {
@@ -141,6 +150,7 @@ pub async fn start(plan: NodePlan) -> Result<Node, NodeError> {
             .map_err(dir_error)?;
     }
 
+    let health = Arc::new(Health::new(data_dir.clone()));
     let (metrics_task, metrics) = if let Some(address) = metrics_address {
         let (listener, local) =
             crate::metrics::bind(&address)
@@ -156,7 +166,11 @@ pub async fn start(plan: NodePlan) -> Result<Node, NodeError> {
             hub.clone(),
         ));
         (
-            Some(tokio::spawn(crate::metrics::serve(listener, registry))),
+            Some(tokio::spawn(crate::metrics::serve(
+                listener,
+                registry,
+                health.clone(),
+            ))),
             Some(local),
         )
     } else {
@@ -174,12 +188,25 @@ pub async fn start(plan: NodePlan) -> Result<Node, NodeError> {
         unix,
         metrics,
     };
+    // The first resolution before the node says it is ready (bounded by the discovery
+    // timeout), so its first operations already know the peers DNS has now.
+    let discovery_task = match discovery {
+        Some(discovery) => {
+            discovery.round(&peers).await;
+            info!(node = discovery.node_name(), peers = ?peers.names(), "peer discovery on");
+            Some(tokio::spawn(discovery.run(peers)))
+        }
+        None => None,
+    };
+    health.serving();
     info!(%ready, "ferryd ready");
     Ok(Node {
         server,
         ready,
         metrics_task,
         sweep_task,
+        discovery_task,
+        health,
         drain: Duration::from_secs(config.limits.shutdown_drain_secs),
     })
 }
@@ -194,10 +221,15 @@ impl Node {
     }
 
     /// Stops accepting, lets open calls finish (up to the configured drain time), then stops.
+    /// `/readyz` answers 503 from the start of the drain, `/livez` 200 until the end.
     pub async fn shutdown(self) {
+        self.health.draining();
         info!(drain = ?self.drain, "shutting down");
         self.server.shutdown(self.drain).await;
         if let Some(task) = self.metrics_task {
+            task.abort();
+        }
+        if let Some(task) = self.discovery_task {
             task.abort();
         }
         self.sweep_task.abort();

@@ -17,6 +17,7 @@ use ferry_actors::{ClientConfig, ServerConfig};
 
 use crate::cluster::{PeerConfigError, PeerSet};
 use crate::config::NodeConfig;
+use crate::discovery::{DiscoveryError, DiscoveryPlan};
 use crate::security::SecurityError;
 
 /// The longest unix socket path the kernel takes: `sun_path` holds 108 bytes with the NUL.
@@ -49,6 +50,8 @@ pub enum PlanError {
     Tls(#[from] TlsError),
     #[error("the [[peers]] configuration: {0}")]
     Peers(#[from] PeerConfigError),
+    #[error("the [discovery] configuration: {0}")]
+    Discovery(#[from] DiscoveryError),
 }
 
 /// Everything a node starts from, checked.
@@ -57,6 +60,8 @@ pub struct NodePlan {
     pub server: ServerConfig,
     pub auth: AuthConfig,
     pub peers: PeerSet,
+    /// Peers found by DNS, unless `[discovery]` is off.
+    pub discovery: Option<DiscoveryPlan>,
     /// The plain TCP listen address, unless turned off.
     pub tcp: Option<String>,
     /// The TLS listen address and this node's identity, unless turned off.
@@ -107,11 +112,16 @@ impl NodePlan {
             &config.peers,
             peer_client_config(&server),
         )?;
+        let discovery = match config.discovery.enabled() {
+            true => Some(DiscoveryPlan::new(&config.discovery, peers.own_name())?),
+            false => None,
+        };
         Ok(Self {
             auth: security.auth_config()?,
             config: config.clone(),
             server,
             peers,
+            discovery,
             tcp,
             tls,
             unix,
@@ -124,7 +134,7 @@ impl NodePlan {
     pub fn summary(&self) -> String {
         let or_off = |address: Option<&str>| address.unwrap_or("off").to_owned();
         format!(
-            "configuration ok: name={} tcp={} tls={} unix={} metrics={} data_dir={} peers={} users={}",
+            "configuration ok: name={} tcp={} tls={} unix={} metrics={} data_dir={} peers={} discovery={} users={}",
             self.peers.own_name(),
             or_off(self.tcp.as_deref()),
             or_off(self.tls.as_ref().map(|(address, _)| address.as_str())),
@@ -134,6 +144,7 @@ impl NodePlan {
             or_off(self.metrics.as_deref()),
             self.config.data_dir.display(),
             self.peers.len(),
+            self.discovery.as_ref().map_or("off", DiscoveryPlan::srv),
             self.config.security.users.len(),
         )
     }

@@ -127,6 +127,25 @@ pub struct SecurityConfig {
     /// A connection without an identity after this long is closed.
     pub auth_timeout_secs: u64,
     pub users: Vec<UserEntry>,
+    /// More users, from a separate TOML file of `[[security.users]]` entries (what
+    /// `ferry hash-password` prints), read at start: lets the users live in a secret (a
+    /// Kubernetes Secret) while the rest of the configuration does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub users_file: Option<PathBuf>,
+}
+
+/// The content of [`SecurityConfig::users_file`].
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UsersFile {
+    security: UsersSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UsersSection {
+    #[serde(default)]
+    users: Vec<UserEntry>,
 }
 
 impl Default for SecurityConfig {
@@ -140,6 +159,7 @@ impl Default for SecurityConfig {
             unix_users: None,
             auth_timeout_secs: 10,
             users: Vec::new(),
+            users_file: None,
         }
     }
 }
@@ -155,6 +175,18 @@ pub enum SecurityError {
     PlainTcpExposed { address: String },
     #[error("[security] tls is set but tls_cert or tls_key is missing")]
     TlsFilesMissing,
+    #[error("reading users_file {path}: {source}")]
+    UsersFileRead {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("users_file {path} is not a list of [[security.users]]: {source}")]
+    UsersFileParse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("user {name:?} is defined twice (in [[security.users]] and users_file)")]
+    DuplicateUser { name: String },
     #[error("user {name:?}: {what} is not 32 bytes (64 hex digits)")]
     BadKey { name: String, what: &'static str },
     #[error(
@@ -186,7 +218,16 @@ impl SecurityConfig {
     /// The runtime's authentication settings.
     pub fn auth_config(&self) -> Result<AuthConfig, SecurityError> {
         let mut users = HashMap::new();
-        for entry in &self.users {
+        let from_file = match &self.users_file {
+            Some(path) => read_users_file(path)?,
+            None => Vec::new(),
+        };
+        for entry in self.users.iter().chain(&from_file) {
+            if users.contains_key(&entry.name) {
+                return Err(SecurityError::DuplicateUser {
+                    name: entry.name.clone(),
+                });
+            }
             users.insert(
                 entry.name.clone(),
                 User {
@@ -249,6 +290,19 @@ impl SecurityConfig {
     }
 }
 
+fn read_users_file(path: &std::path::Path) -> Result<Vec<UserEntry>, SecurityError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SecurityError::UsersFileRead {
+        path: path.to_owned(),
+        source,
+    })?;
+    let file: UsersFile =
+        toml::from_str(&text).map_err(|source| SecurityError::UsersFileParse {
+            path: path.to_owned(),
+            source,
+        })?;
+    Ok(file.security.users)
+}
+
 /// A `[[security.users]]` entry for `name` with a freshly salted `password`.
 pub fn user_entry(name: &str, password: &str, role: RoleName) -> std::io::Result<UserEntry> {
     let user = User::from_password(
@@ -265,4 +319,56 @@ pub fn user_entry(name: &str, password: &str, role: RoleName) -> std::io::Result
         server_key: Some(hex::encode(user.keys.server_key)),
         salted_password: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_file_adds_users_and_refuses_duplicates_and_other_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let entry = user_entry("peer", "secret", RoleName::ReadWrite).unwrap();
+        let text = toml::to_string(&UsersFileOut {
+            security: UsersSectionOut {
+                users: vec![entry.clone()],
+            },
+        })
+        .unwrap();
+        let path = dir.path().join("users.toml");
+        std::fs::write(&path, &text).unwrap();
+        let mut config = SecurityConfig {
+            users_file: Some(path.clone()),
+            ..SecurityConfig::default()
+        };
+        let auth = config.auth_config().unwrap();
+        assert!(auth.credentials.user("peer").is_some());
+
+        config.users = vec![entry];
+        assert!(matches!(
+            config.auth_config(),
+            Err(SecurityError::DuplicateUser { .. })
+        ));
+        std::fs::write(&path, "[security]\ntls = \"0.0.0.0:1\"\n").unwrap();
+        config.users.clear();
+        assert!(matches!(
+            config.auth_config(),
+            Err(SecurityError::UsersFileParse { .. })
+        ));
+        config.users_file = Some(dir.path().join("missing.toml"));
+        assert!(matches!(
+            config.auth_config(),
+            Err(SecurityError::UsersFileRead { .. })
+        ));
+    }
+
+    #[derive(Serialize)]
+    struct UsersFileOut {
+        security: UsersSectionOut,
+    }
+
+    #[derive(Serialize)]
+    struct UsersSectionOut {
+        users: Vec<UserEntry>,
+    }
 }

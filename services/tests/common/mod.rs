@@ -1,6 +1,7 @@
 //! Real `ferryd` processes and the real `ferry` binary, for the daemon's integration tests.
 #![allow(dead_code)]
 
+pub mod dns;
 pub mod raw;
 
 use std::io::{BufRead, BufReader, Write};
@@ -30,7 +31,11 @@ impl Daemon {
         command
             .args(["--data-dir".as_ref(), data_dir.as_os_str()])
             .args(["--tcp", "127.0.0.1:0", "--metrics", "127.0.0.1:0"])
-            .env("FERRYD_LOG", "warn")
+            // FERRYD_TEST_LOG=info (or a filter) shows more of the daemons' logs.
+            .env(
+                "FERRYD_LOG",
+                std::env::var("FERRYD_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped());
         if let Some(config) = config {
             command.args(["--config".as_ref(), config.as_os_str()]);
@@ -85,6 +90,22 @@ impl Daemon {
         wait_bounded(&mut self.child, within)
     }
 
+    /// Sends `signal` and returns at once (see [`Daemon::wait_exit`]).
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: signalling our own child process.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, signal) }, 0);
+    }
+
+    /// Waits (bounded) for the process to exit; its exit code.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        wait_bounded(&mut self.child, within)
+    }
+
+    /// A plain HTTP/1.1 GET of `path` on the metrics listener: status code and body.
+    pub fn http_get(&self, path: &str) -> (u16, String) {
+        http_get(&self.metrics, path)
+    }
+
     /// One Prometheus text-format value from `/metrics`, by full sample name.
     pub fn metric(&self, sample: &str) -> f64 {
         let mut stream = std::net::TcpStream::connect(&self.metrics).unwrap();
@@ -108,6 +129,28 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A plain HTTP/1.1 GET of `path` at `address` (`Connection: close`): status and body.
+pub fn http_get(address: &str, path: &str) -> (u16, String) {
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream.set_read_timeout(Some(READY_WITHIN)).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut response).unwrap();
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head:?}"));
+    (status, body.to_owned())
 }
 
 /// Reads `stdout` on a thread until a line containing `needle`; returns it, or `None` on EOF
