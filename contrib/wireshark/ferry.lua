@@ -654,7 +654,9 @@ local function dissect_frame(tvb, pinfo, tree)
             local hole_length = tvb:range(HEADER_LEN, 8):uint64()
             item:add(f.hole_length, tvb:range(HEADER_LEN, 8))
             item:add(f.hole_flags, tvb:range(HEADER_LEN + 8, 4))
-            info = info .. " hole " .. tostring(hole_length) .. " bytes"
+            -- Flag bit 0, KEEP: the receiver's base bytes, not zeros (PROTOCOL.md 7.4, 14).
+            local what = bit32.band(tvb:range(HEADER_LEN + 8, 4):uint(), 1) == 1 and " keep " or " hole "
+            info = info .. what .. tostring(hole_length) .. " bytes"
         else
             violation("hole payload of " .. payload_len .. " bytes, not 12")
             if has_payload then item:add(f.payload, payload) end

@@ -129,6 +129,7 @@ vectors=(
   "00000028 74657374 00000001 00000004 00000003 00000007 00000001 080a1204 73746f70 18012003"
   "0000001c 6b656570 00000001 00000001 00000002 00000000 00000000"
   "0000003e 766f6c75 00000001 00000005 00000003 00000009 00000000 0a20af13 49b9f5f9 a1a6a040 4dea36dc c9499bcb 25c9adc1 12b7cc9a 93cae41f 3262"
+  "00000028 766f6c75 00000001 00000005 00000006 00000009 00000002 00000000 00040000 00000001"
 )
 for v in "${vectors[@]}"; do
   if grep -qF "\`$v\`" "$repo/docs/PROTOCOL.md"; then :; else fail "vector not in PROTOCOL.md section 11: $v"; fi
@@ -173,6 +174,7 @@ expect_output "headers of every vector" "$(cat <<'EOF'
 40|0x74657374|1|4|3|7|1|test|SINK
 28|0x6b656570|1|1|2|0|0|keepalive|PING
 62|0x766f6c75|1|5|3|9|0|volume|UPLOAD
+40|0x766f6c75|1|5|6|9|2|volume|UPLOAD
 EOF
 )" ferry ferry.length ferry.program ferry.version ferry.procedure ferry.type ferry.serial \
   ferry.status ferry.program.name ferry.procedure.name
@@ -188,6 +190,7 @@ expect_output "payloads of every vector" "$(cat <<'EOF'
 ||10|stop|1|3|||||
 ||||||||||
 ||||||||||
+||||||||262144|0x00000001|
 EOF
 )" ferry ferry.test.echo_request.payload ferry.cancel ferry.error.code ferry.error.message \
   ferry.error.side ferry.error.layer ferry.data.length ferry.data ferry.hole.length \
@@ -204,6 +207,7 @@ STREAM/OK test.SINK s=7 (finish/confirmation)
 STREAM/ERROR test.SINK s=7 CANCELLED "stop"
 MESSAGE/OK keepalive.PING s=0
 STREAM/OK volume.UPLOAD s=9 (finish/confirmation) trailer checksum=32 bytes
+STREAM_HOLE/CONTINUE volume.UPLOAD s=9 keep 262144 bytes
 EOF
 )" ferry _ws.col.Info
 
@@ -211,7 +215,7 @@ expect_output "an upload's finish trailer decodes as UploadFinish (section 7.6)"
   "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262" \
   'ferry.serial == 9' ferry.volume.upload_finish.checksum
 
-expect_count "type names in filters (CREDIT, STREAM_HOLE, CANCEL)" 3 \
+expect_count "type names in filters (CREDIT, STREAM_HOLE, CANCEL)" 4 \
   'ferry.type == CREDIT || ferry.type == STREAM_HOLE || ferry.type == CANCEL'
 expect_output "error body names: NOT_FOUND/SERVER/APPLICATION, CANCELLED/CLIENT/STREAM" "2
 8" 'ferry.error.code == NOT_FOUND && ferry.error.side == SERVER && ferry.error.layer == APPLICATION ||
@@ -219,12 +223,12 @@ expect_output "error body names: NOT_FOUND/SERVER/APPLICATION, CANCELLED/CLIENT/
 expect_none "no expert warnings or errors on the vectors" \
   '_ws.malformed || _ws.expert.severity >= warning || ferry.expert.framing || ferry.expert.violation'
 
-# All ten in one segment.
+# All eleven in one segment.
 all=""
 for v in "${vectors[@]}"; do all+="${v// /}"; done
 cap="$tmp/one-segment.pcap"
 make_pcap "$cap" "$all"
-expect_output "all vectors in one segment: ten frames" "0,1,3,6,7,8,3,3,2,3|1,1,7,7,7,3,7,7,0,9" \
+expect_output "all vectors in one segment: eleven frames" "0,1,3,6,7,8,3,3,2,3,6|1,1,7,7,7,3,7,7,0,9,9" \
   ferry ferry.type ferry.serial
 
 # Frames split across segments: the error reply in three pieces (the last also carrying the
