@@ -105,7 +105,7 @@ pub struct Upload {
     hash: TreeHash<BlocksWriter>,
     /// The version a delta's KEEP ranges copy from, open since the upload began.
     base: Option<Base>,
-    /// Where KEEP ranges are read back to be hashed ([`KEEP_BUFFER`] once used).
+    /// Where KEEP ranges are read to be hashed ([`KEEP_BUFFER`] once used).
     keep_buffer: Vec<u8>,
     partial: PartialMeta,
     last_touch: Instant,
@@ -191,7 +191,7 @@ impl Upload {
     /// Appends a chunk: data is written at the offset, a hole only moves the offset (the file
     /// is extended with `set_len`, so the hole takes no space), a KEEP copies that range of
     /// the base (its holes staying holes) with `copy_file_range`, which shares the blocks on
-    /// file systems that can (XFS, Btrfs), and hashes what was copied by reading it back.
+    /// file systems that can (XFS, Btrfs), hashing the base's bytes as it copies them.
     ///
     /// A chunk that would go past the expected size is refused whole with
     /// [`StoreError::BeyondExpectedSize`] and the upload stays where it was. If writing fails
@@ -304,11 +304,14 @@ impl Upload {
                     }
                     Extent::Data(n) => {
                         let n = n.min(KEEP_BUFFER as u64);
-                        sparse::copy_range(&base.file, file, at, n)?;
+                        // Hashed from the base, whose pages are the ones in cache: the copy
+                        // of a shared extent (XFS, Btrfs) is a new file's, never read yet.
+                        // The same bytes, as the base is never modified in place.
                         buffer.resize(KEEP_BUFFER, 0);
                         let piece = &mut buffer[..n as usize];
-                        file.read_exact_at(piece, at)?;
+                        base.file.read_exact_at(piece, at)?;
                         hash.data(piece)?;
+                        sparse::copy_range(&base.file, file, at, n)?;
                         cursor.advance(n);
                     }
                 }
@@ -649,7 +652,7 @@ fn rehash(
     Ok(hash)
 }
 
-/// Bytes of a KEEP copied and read back for hashing at a time: the one buffer a delta upload
+/// Bytes of a KEEP hashed and copied at a time: the one buffer a delta upload
 /// holds (allocated at its first KEEP), which the node charges to the connection's memory
 /// budget for the upload's life.
 pub const KEEP_BUFFER: usize = 64 * 1024;
