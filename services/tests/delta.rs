@@ -277,7 +277,8 @@ fn stored_checksum(daemon: &Daemon, name: &str) -> String {
 fn kill_9_of_the_node_or_the_client_mid_delta_leaves_the_old_version_or_the_new() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let mut daemon = Daemon::start(&data, None);
+    let config = common::frequent_progress_config(dir.path());
+    let mut daemon = Daemon::start(&data, Some(&config));
     let old = dir.path().join("old.img");
     let size = 256 * BLOCK;
     random_file(&old, size, 3);
@@ -296,6 +297,9 @@ fn kill_9_of_the_node_or_the_client_mid_delta_leaves_the_old_version_or_the_new(
     // the point, so a fixed spread of delays is enough to visit early, middle and late.
     for (round, delay_ms) in [5u64, 40, 120, 300, 15, 80].into_iter().enumerate() {
         let kill_node = round % 2 == 0;
+        // A killed client may have sent its finish already: the node then still commits, so
+        // the state is looked at once the node says how the upload ended.
+        let watcher = (!kill_node).then(|| common::EventWatcher::start(&daemon));
         let mut child = ferry(&daemon)
             .args([
                 "--json",
@@ -309,14 +313,22 @@ fn kill_9_of_the_node_or_the_client_mid_delta_leaves_the_old_version_or_the_new(
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
+        // The client is killed once its upload is under way (the node's first progress
+        // event), so the node always has an upload to end, then after the round's delay.
+        if let Some(watcher) = &watcher {
+            watcher.wait_for("progress", "disk", Duration::from_secs(60));
+        }
         std::thread::sleep(Duration::from_millis(delay_ms));
         if kill_node {
             daemon.kill9();
             let _ = child.wait();
-            daemon = Daemon::start(&data, None);
+            daemon = Daemon::start(&data, Some(&config));
         } else {
             let _ = child.kill();
             let _ = child.wait();
+            let ended = ["finished", "failed"];
+            let watcher = watcher.expect("started for a client kill");
+            watcher.wait_for_one_of(&ended, "disk", Duration::from_secs(60));
         }
         let now = stored_checksum(&daemon, "disk");
         assert!(

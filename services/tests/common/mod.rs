@@ -270,15 +270,25 @@ impl EventWatcher {
 
     /// Waits for an event of `kind` about volume `name`.
     pub fn wait_for(&self, kind: &str, name: &str, within: Duration) -> serde_json::Value {
+        self.wait_for_one_of(&[kind], name, within)
+    }
+
+    /// Waits for an event of any of `kinds` about volume `name` (how a transfer ended, say).
+    pub fn wait_for_one_of(
+        &self,
+        kinds: &[&str],
+        name: &str,
+        within: Duration,
+    ) -> serde_json::Value {
         let deadline = std::time::Instant::now() + within;
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             let line = self
                 .lines
                 .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("no {kind} event for {name} within {within:?}"));
+                .unwrap_or_else(|_| panic!("no {kinds:?} event for {name} within {within:?}"));
             let event: serde_json::Value = serde_json::from_str(&line).unwrap();
-            if event["event"] == kind && event["detail"]["name"] == name {
+            if kinds.iter().any(|kind| event["event"] == *kind) && event["detail"]["name"] == name {
                 return event;
             }
         }
