@@ -10,7 +10,7 @@ use std::process::{Output, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::{Daemon, EventWatcher, ferry, random_file, run, run_json};
+use common::{Daemon, EventWatcher, ferry, random_file, run, run_json, write_at};
 use ferry_actors::{Client, ClientConfig};
 use ferry_services::proto::events::{Direction, Event, event};
 use ferry_services::proto::volume::{ListRequest, PeerTransferRequest};
@@ -728,12 +728,6 @@ fn bad_peer_configurations_stop_ferryd_with_a_reason() {
         assert!(said.contains("[[peers]]"), "{said}");
         assert!(said.contains(says), "{peers}: {said}");
     }
-}
-
-/// Writes `bytes` at `offset` of an existing file.
-fn write_at(path: &Path, offset: u64, bytes: &[u8]) {
-    let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-    std::os::unix::fs::FileExt::write_all_at(&file, bytes, offset).unwrap();
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::os::unix::io::AsRawFd;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Daemon, ferry, random_file, run_json};
+use common::{Daemon, ferry, random_file, run_json, write_at};
 use serde_json::Value;
 
 /// The block size ferryd keeps hashes for (256 KiB).
@@ -42,9 +42,20 @@ fn assert_holds(daemon: &Daemon, name: &str, file: &Path, dir: &Path) {
     );
 }
 
-fn write_at(path: &Path, offset: u64, bytes: &[u8]) {
-    let file = OpenOptions::new().write(true).open(path).unwrap();
-    file.write_all_at(bytes, offset).unwrap();
+/// `ferry vol upload FILE disk --overwrite` started, not waited for (to be killed).
+fn spawn_upload(daemon: &Daemon, file: &Path) -> std::process::Child {
+    ferry(daemon)
+        .args([
+            "vol",
+            "upload",
+            file.to_str().unwrap(),
+            "disk",
+            "--overwrite",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
 }
 
 fn punch_hole(path: &Path, offset: u64, len: u64) {
@@ -228,23 +239,7 @@ fn damaged_block_hashes_or_base_data_fall_back_to_a_full_upload() {
     // Volumes are read-only by intent, not by mode: the test writes it as bit rot would.
     write_at(&volume, 9 * BLOCK + 1, &[byte[0] ^ 0x40]);
     write_at(&file, 12 * BLOCK, b"changed again");
-    let output = ferry(&daemon)
-        .args([
-            "--json",
-            "vol",
-            "upload",
-            file.to_str().unwrap(),
-            "disk",
-            "--overwrite",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let reply: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let reply = upload(&daemon, &file, "disk", &[]);
     assert_eq!(
         reply["kept_bytes"], 0,
         "the retry is a full upload: {reply}"
@@ -300,19 +295,7 @@ fn kill_9_of_the_node_or_the_client_mid_delta_leaves_the_old_version_or_the_new(
         // A killed client may have sent its finish already: the node then still commits, so
         // the state is looked at once the node says how the upload ended.
         let watcher = (!kill_node).then(|| common::EventWatcher::start(&daemon));
-        let mut child = ferry(&daemon)
-            .args([
-                "--json",
-                "vol",
-                "upload",
-                new.to_str().unwrap(),
-                "disk",
-                "--overwrite",
-            ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_upload(&daemon, &new);
         // The client is killed once its upload is under way (the node's first progress
         // event), so the node always has an upload to end, then after the round's delay.
         if let Some(watcher) = &watcher {
@@ -487,18 +470,7 @@ fn an_interrupted_delta_upload_resumes_and_a_resume_with_another_file_keeps_the_
     // The connection is lost mid-delta (the client killed after the node's first progress
     // event): the node keeps the partial upload.
     let watcher = common::EventWatcher::start(&daemon);
-    let mut child = ferry(&daemon)
-        .args([
-            "vol",
-            "upload",
-            new.to_str().unwrap(),
-            "disk",
-            "--overwrite",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_upload(&daemon, &new);
     watcher.wait_for("progress", "disk", Duration::from_secs(60));
     child.kill().unwrap();
     child.wait().unwrap();

@@ -106,9 +106,7 @@ pub fn deltas(opts: &Opts, results: &mut Collector, dir: &Path) {
             let measured = match peer {
                 "rsync" => {
                     let Ok(rsync) = &rsync else { continue };
-                    rsync.reset(&old);
-                    sync();
-                    rsync.push(&new)
+                    rsync.push_onto(&old, &new)
                 }
                 _ => {
                     node1.put(&old);
@@ -155,9 +153,7 @@ pub fn deltas(opts: &Opts, results: &mut Collector, dir: &Path) {
             let measured = match peer {
                 "rsync" => {
                     let Ok(rsync) = &rsync else { continue };
-                    rsync.reset(&old);
-                    sync();
-                    rsync.push(&new)
+                    rsync.push_onto(&old, &new)
                 }
                 _ => {
                     node2.put(&old);
@@ -330,6 +326,13 @@ impl Rsync {
         // and modification time match, which two copies made within a second can.
         command.args(["--no-whole-file", "--ignore-times", "--fsync", "--stats"]);
         command
+    }
+
+    /// Times pushing `new` onto a module copy that is `old` (made first, not timed).
+    fn push_onto(&self, old: &Path, new: &Path) -> Result<(Measured, u64, Option<u64>), String> {
+        self.reset(old);
+        sync();
+        self.push(new)
     }
 
     fn push(&self, from: &Path) -> Result<(Measured, u64, Option<u64>), String> {

@@ -238,6 +238,12 @@ pub fn random_file(path: &Path, len: u64, seed: u8) {
     file.flush().unwrap();
 }
 
+/// Writes `bytes` at `offset` of an existing file.
+pub fn write_at(path: &Path, offset: u64, bytes: &[u8]) {
+    let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, bytes, offset).unwrap();
+}
+
 /// `ferry --json events`, as a child whose lines can be awaited.
 pub struct EventWatcher {
     child: Child,
