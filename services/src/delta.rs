@@ -266,13 +266,13 @@ pub enum SendError {
 
 /// Sends the blocks into `stream`: a block whose hash equals the base's goes as KEEP, the
 /// others as they were read; runs of KEEP and runs of holes across blocks go as one range
-/// each (a hole of 4 GiB stays one 40-byte frame). `progress` hears of every piece, with
+/// each (a hole of 4 GiB stays one 40-byte frame). `progress` hears of every piece's length, with
 /// whether it was kept.
 pub async fn send_blocks(
     stream: &mut ClientStream<UploadReply>,
     blocks: &mut mpsc::Receiver<io::Result<Block>>,
     mut base: Option<&mut BaseHashes>,
-    mut progress: impl AsyncFnMut(&Block, bool),
+    mut progress: impl AsyncFnMut(u64, bool),
 ) -> Result<Sent, SendError> {
     let mut sent = Sent::default();
     // A run of holes or of kept blocks goes as one range, however many blocks it spans.
@@ -283,11 +283,12 @@ pub async fn send_blocks(
             Some(base) => base.get(block.index).await.map_err(SendError::Call)? == Some(block.hash),
             None => false,
         };
+        let len = block.len;
         let pieces = if kept {
-            sent.kept_bytes += block.len;
-            vec![Chunk::Keep(block.len)]
+            sent.kept_bytes += len;
+            vec![Chunk::Keep(len)]
         } else {
-            block.chunks.clone()
+            block.chunks
         };
         for piece in pieces {
             pending = match (pending.take(), piece) {
@@ -307,7 +308,7 @@ pub async fn send_blocks(
                 }
             };
         }
-        progress(&block, kept).await;
+        progress(len, kept).await;
     }
     if let Some(last) = pending {
         send(stream, last, &mut sent).await?;
@@ -369,7 +370,7 @@ pub async fn send_runs(
         if end > start {
             let file = file.try_clone().map_err(SendError::Read)?;
             let (mut blocks, _) = read_blocks(file, block_size, None, start, end, memory.clone());
-            let moved = send_blocks(stream, &mut blocks, None, async |_: &Block, _| {}).await?;
+            let moved = send_blocks(stream, &mut blocks, None, async |_, _| {}).await?;
             sent.data_bytes += moved.data_bytes;
             sent.hole_bytes += moved.hole_bytes;
             progress(end - start).await;

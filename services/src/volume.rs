@@ -22,7 +22,7 @@ use tracing::{info, warn};
 
 use crate::blockhash::{BLOCK_SIZE, TreeHash};
 use crate::cluster::{PeerLink, PeerSet, ReplicaSet};
-use crate::delta::{self, BaseHashes, Block, SendError, read_blocks, send_blocks, send_runs};
+use crate::delta::{self, BaseHashes, SendError, read_blocks, send_blocks, send_runs};
 use crate::events::{EventHub, now_millis};
 use crate::proto::events::{self, Event, event};
 use crate::proto::volume::{
@@ -1054,7 +1054,7 @@ impl VolumeService {
                 // The peer's stream fails the next send when it ends: that drops `blocks`.
                 let (mut blocks, digest) =
                     read_blocks(file, block_size, Some(hash), 0, source.size, Some(memory));
-                let advance = async |block: &Block, _kept: bool| progress.advance(block.len).await;
+                let advance = async |len: u64, _kept: bool| progress.advance(len).await;
                 let moved = send_blocks(&mut stream, &mut blocks, base.as_mut(), advance)
                     .await
                     .map_err(failed)?;

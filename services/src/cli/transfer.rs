@@ -20,7 +20,7 @@ use super::exit::CliError;
 use super::output::Output;
 use super::patch;
 use crate::blockhash::{BLOCK_SIZE, TreeHash};
-use crate::delta::{BaseHashes, Block, SendError, read_blocks, send_blocks};
+use crate::delta::{BaseHashes, SendError, read_blocks, send_blocks};
 use crate::proto::events::{Event, event};
 use crate::proto::volume::{
     DownloadRequest, InfoRequest, PeerTransferReply, PeerTransferRequest, Replica, UploadFinish,
@@ -273,10 +273,10 @@ async fn send_file(
     bar.set_position(start);
     let (mut blocks, digest) = read_blocks(file, block_size, Some(hash), start, size, None);
     let mut skipped = 0;
-    let progress = async |block: &Block, kept: bool| {
-        bar.inc(block.len);
+    let progress = async |len: u64, kept: bool| {
+        bar.inc(len);
         if kept {
-            skipped += block.len;
+            skipped += len;
             bar.set_message(format!(
                 "upload ({} unchanged, skipped)",
                 HumanBytes(skipped)
