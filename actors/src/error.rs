@@ -104,7 +104,7 @@ pub enum ConnectError {
     #[error("TLS handshake with {address} failed: {source}")]
     Tls {
         address: String,
-        source: native_tls::Error,
+        source: crate::tls::TlsError,
     },
     #[error("connecting to {address}: no answer within {timeout:?}")]
     Timeout {

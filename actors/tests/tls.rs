@@ -7,7 +7,7 @@ mod common;
 use common::quick_server_config;
 use ferry_actors::test_program::proto::{EchoRequest, SinkRequest};
 use ferry_actors::test_program::{TestClient, TestProgram, TestService, pattern};
-use ferry_actors::tls::{ClientTls, ServerTls};
+use ferry_actors::tls::{ClientTls, ServerTls, TlsVersion};
 use ferry_actors::{Client, ClientConfig, ConnectError, ErrorCode, Server, ServerHandle};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, date_time_ymd};
 
@@ -152,4 +152,96 @@ async fn wrong_ca_wrong_host_and_expired_certificates_are_refused_and_others_sti
         "failed handshakes were not counted"
     );
     assert_serves(&address, &ca).await;
+}
+
+/// What an independent client (the `openssl s_client` command) negotiated with `address`, with
+/// its extra `args`: `Some((protocol, suite))`, or `None` when the handshake failed.
+async fn negotiated(address: &str, ca: &Authority, args: &[&str]) -> Option<(String, String)> {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.pem).unwrap();
+    // tokio's process: the server runs on this test's thread and must keep serving.
+    let output = tokio::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-brief",
+            "-verify_return_error",
+            "-connect",
+            address,
+        ])
+        .args(["-servername", "localhost", "-verify_hostname", "localhost"])
+        .arg("-CAfile")
+        .arg(&ca_file)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("the openssl command runs (apt-get install openssl)");
+    let text = String::from_utf8_lossy(&output.stderr);
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name))
+            .map(|value| value.trim().to_owned())
+    };
+    Some((field("Protocol version:")?, field("Ciphersuite:")?))
+}
+
+#[actix_rt::test]
+async fn tls_1_3_is_negotiated_by_default_with_aes_gcm_and_tls_1_2_only_down_to_the_minimum() {
+    let ca = Authority::new();
+    let cert = ca.issue(&["localhost"], 2099);
+    let (_server, address) = tls_server(&cert).await;
+
+    let (version, suite) = negotiated(&address, &ca, &[]).await.expect("handshake");
+    assert_eq!(version, "TLSv1.3");
+    let aes = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap()
+        .lines()
+        .any(|line| line.starts_with("flags") && line.split_whitespace().any(|f| f == "aes"));
+    if aes {
+        assert_eq!(
+            suite, "TLS_AES_128_GCM_SHA256",
+            "the CPU has AES instructions"
+        );
+    }
+    // A client that prefers ChaCha20 (one without AES instructions) gets it.
+    let chacha = [
+        "-ciphersuites",
+        "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256",
+    ];
+    let (_, suite) = negotiated(&address, &ca, &chacha).await.expect("handshake");
+    assert_eq!(suite, "TLS_CHACHA20_POLY1305_SHA256");
+    // An old client still connects by default, with an AES-GCM suite.
+    let (version, suite) = negotiated(&address, &ca, &["-tls1_2"])
+        .await
+        .expect("handshake");
+    assert_eq!(version, "TLSv1.2");
+    assert_eq!(suite, "ECDHE-ECDSA-AES128-GCM-SHA256");
+
+    // Ferry's own client and server agree on TLS 1.3: a client refusing anything older
+    // connects.
+    let strict = ClientTls::from_ca_pem_with(ca.pem.as_bytes(), TlsVersion::Tls13).unwrap();
+    let client = TestClient::new(
+        Client::connect_tls(&address, "localhost", &strict, ClientConfig::default())
+            .await
+            .unwrap(),
+    );
+    client.echo(&EchoRequest::default()).await.unwrap();
+
+    // A server whose minimum is TLS 1.3 refuses a TLS 1.2 client and serves the others.
+    let tls =
+        ServerTls::from_pem_with(cert.0.as_bytes(), cert.1.as_bytes(), TlsVersion::Tls13).unwrap();
+    let strict_server = Server::new(quick_server_config())
+        .program(TestProgram::serve(TestService::default()))
+        .listen_tls("127.0.0.1:0", tls)
+        .start()
+        .await
+        .unwrap();
+    let strict_address = strict_server.tcp_addrs()[0].to_string();
+    assert_eq!(negotiated(&strict_address, &ca, &["-tls1_2"]).await, None);
+    let (version, _) = negotiated(&strict_address, &ca, &[])
+        .await
+        .expect("handshake");
+    assert_eq!(version, "TLSv1.3");
+    assert_serves(&strict_address, &ca).await;
 }

@@ -16,7 +16,7 @@ pub const MIB: u64 = 1024 * 1024;
 pub enum Transport {
     Tcp,
     Unix,
-    /// TLS over TCP (native-tls, i.e. OpenSSL); Ferry and raw only.
+    /// TLS over TCP (OpenSSL); Ferry and raw only.
     Tls,
 }
 

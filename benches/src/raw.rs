@@ -1,5 +1,5 @@
 //! The raw peer: the same bytes over a plain tokio socket pair (TCP with TCP_NODELAY, a unix
-//! socket, or TLS over TCP through tokio-native-tls: the "OpenSSL pipe"), in the same chunk
+//! socket, or TLS over TCP through tokio-openssl with Ferry's own handshake: the "OpenSSL pipe"), in the same chunk
 //! sizes, with the server doing the same application work as the Ferry test service (BLAKE3 of
 //! everything it receives or sends). No framing beyond a one-off request header: this is the
 //! practical limit a transport over the same socket can reach.
@@ -56,7 +56,7 @@ impl RawServer {
             // TLS like Ferry's (actors' connection/transport.rs): the handshake on the serving
             // thread, then the session split with a lock into its two halves.
             actix_rt::spawn(async move {
-                let acceptor = crate::tls::raw_acceptor();
+                let acceptor = crate::tls::ferry_server();
                 while let Ok((stream, _)) = tls.accept().await {
                     let _ = stream.set_nodelay(true);
                     let acceptor = acceptor.clone();
@@ -202,7 +202,7 @@ pub async fn connect(via: &Via) -> (Reader, Writer) {
         Via::Tls(address) => {
             let stream = TcpStream::connect(address).await.expect("connect tls");
             stream.set_nodelay(true).unwrap();
-            let stream = crate::tls::raw_connector()
+            let stream = crate::tls::ferry_client()
                 .connect(crate::tls::SERVER_NAME, stream)
                 .await
                 .expect("TLS handshake");

@@ -86,7 +86,7 @@ pub fn evaluate(records: &[Record]) -> Vec<Verdict> {
             }
         }
     }
-    // Over TLS, against the same transfer through tokio-native-tls (the OpenSSL pipe).
+    // Over TLS, against the same transfer over a bare tokio-openssl stream (the OpenSSL pipe).
     for direction in ["upload", "download"] {
         for chunk in ["256KiB", "1MiB"] {
             check(

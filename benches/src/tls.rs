@@ -1,10 +1,10 @@
 //! TLS for the `stream-tls` workload: one CA and one `localhost` certificate (ECDSA P-256),
 //! generated once per process with rcgen, and the two ends of each peer built from them.
 //!
-//! Ferry uses its own `ServerTls`/`ClientTls` (native-tls, i.e. OpenSSL on Linux). The raw peer
-//! — the "OpenSSL pipe" — gets a tokio-native-tls acceptor and connector built exactly as
-//! `actors/src/tls.rs` builds Ferry's (PKCS#8 identity, TLS 1.2 minimum, only the CA trusted),
-//! so both negotiate the same protocol and cipher with the same OpenSSL.
+//! Ferry uses its own `ServerTls`/`ClientTls` (OpenSSL through tokio-openssl). The raw peer —
+//! the "OpenSSL pipe" — runs its handshakes through the same `ServerTls::accept` and
+//! `ClientTls::connect` and then moves its bytes over the bare `SslStream`, so both negotiate
+//! the same protocol and suite with the same OpenSSL and differ only in what runs above it.
 
 use std::sync::OnceLock;
 
@@ -54,37 +54,6 @@ pub fn ferry_client() -> ClientTls {
     static CLIENT: OnceLock<ClientTls> = OnceLock::new();
     CLIENT
         .get_or_init(|| ClientTls::from_ca_pem(material().ca.as_bytes()).expect("Ferry client TLS"))
-        .clone()
-}
-
-/// The raw peer's server end: `ServerTls::from_pem`'s settings.
-pub fn raw_acceptor() -> tokio_native_tls::TlsAcceptor {
-    let m = material();
-    let identity = native_tls::Identity::from_pkcs8(m.cert.as_bytes(), m.key.as_bytes())
-        .expect("raw server identity");
-    native_tls::TlsAcceptor::builder(identity)
-        .min_protocol_version(Some(native_tls::Protocol::Tlsv12))
-        .build()
-        .expect("raw TLS acceptor")
-        .into()
-}
-
-/// The raw peer's client end: `ClientTls::from_ca_pem`'s settings. Built once: the raw client
-/// connects inside its timed part.
-pub fn raw_connector() -> tokio_native_tls::TlsConnector {
-    static CONNECTOR: OnceLock<tokio_native_tls::TlsConnector> = OnceLock::new();
-    CONNECTOR
-        .get_or_init(|| {
-            let ca = native_tls::Certificate::from_pem(material().ca.as_bytes())
-                .expect("CA certificate");
-            native_tls::TlsConnector::builder()
-                .add_root_certificate(ca)
-                .disable_built_in_roots(true)
-                .min_protocol_version(Some(native_tls::Protocol::Tlsv12))
-                .build()
-                .expect("raw TLS connector")
-                .into()
-        })
         .clone()
 }
 

@@ -91,7 +91,11 @@ impl NodePlan {
                 }
                 Some((
                     address,
-                    ServerTls::from_files(&security.tls_cert, &security.tls_key)?,
+                    ServerTls::from_files_with(
+                        &security.tls_cert,
+                        &security.tls_key,
+                        security.tls_min_version.into(),
+                    )?,
                 ))
             }
         };

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use ferry_actors::auth::{AuthConfig, Authorizer, Role, ScramKeys, User};
 use ferry_actors::codec::Route;
+use ferry_actors::tls::TlsVersion;
 use serde::{Deserialize, Serialize};
 
 use crate::admin::AdminProgram;
@@ -114,8 +115,11 @@ pub struct SecurityConfig {
     pub tls: String,
     /// PEM certificate chain of this node.
     pub tls_cert: PathBuf,
-    /// PEM PKCS#8 private key of this node.
+    /// PEM private key of this node.
     pub tls_key: PathBuf,
+    /// The oldest TLS version clients may use: "1.2" (the default) or "1.3". TLS 1.3 is
+    /// always offered and is what current clients negotiate.
+    pub tls_min_version: TlsMinVersion,
     /// Plain TCP may listen on a non-loopback address only with this set: traffic is then
     /// readable on the network (credentials stay safe: SCRAM never sends them).
     pub allow_plain_tcp: bool,
@@ -132,6 +136,25 @@ pub struct SecurityConfig {
     /// Kubernetes Secret) while the rest of the configuration does not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub users_file: Option<PathBuf>,
+}
+
+/// `[security] tls_min_version`, spelled as TLS versions are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TlsMinVersion {
+    #[default]
+    #[serde(rename = "1.2")]
+    Tls12,
+    #[serde(rename = "1.3")]
+    Tls13,
+}
+
+impl From<TlsMinVersion> for TlsVersion {
+    fn from(version: TlsMinVersion) -> Self {
+        match version {
+            TlsMinVersion::Tls12 => TlsVersion::Tls12,
+            TlsMinVersion::Tls13 => TlsVersion::Tls13,
+        }
+    }
 }
 
 /// The content of [`SecurityConfig::users_file`].
@@ -154,6 +177,7 @@ impl Default for SecurityConfig {
             tls: String::new(),
             tls_cert: PathBuf::new(),
             tls_key: PathBuf::new(),
+            tls_min_version: TlsMinVersion::default(),
             allow_plain_tcp: false,
             anonymous_role: None,
             unix_users: None,

@@ -94,8 +94,7 @@ impl Client {
                     source,
                 })?;
             let _ = stream.set_nodelay(true);
-            tls.connector
-                .connect(server_name, stream)
+            tls.connect(server_name, stream)
                 .await
                 .map_err(|source| ConnectError::Tls {
                     address: address.to_owned(),

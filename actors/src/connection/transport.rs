@@ -43,10 +43,8 @@ impl Transport {
 
 impl Transport {
     /// A TLS stream over TCP; the halves share the session, so they are split with a lock.
-    pub fn tls(stream: tokio_native_tls::TlsStream<TcpStream>) -> Self {
+    pub fn tls(stream: tokio_openssl::SslStream<TcpStream>) -> Self {
         let peer = stream
-            .get_ref()
-            .get_ref()
             .get_ref()
             .peer_addr()
             .map_or_else(|_| "tls:?".to_owned(), |a| format!("tls:{a}"));

@@ -365,7 +365,7 @@ async fn transport(accepted: Accepted, handshake_timeout: Duration) -> std::io::
         Accepted::Tcp(s, Some(tls)) => {
             let stream = TcpStream::from_std(s)?;
             let _ = stream.set_nodelay(true);
-            match tokio::time::timeout(handshake_timeout, tls.acceptor.accept(stream)).await {
+            match tokio::time::timeout(handshake_timeout, tls.accept(stream)).await {
                 Ok(Ok(stream)) => Ok(Transport::tls(stream)),
                 Ok(Err(error)) => Err(std::io::Error::other(format!(
                     "TLS handshake failed: {error}"

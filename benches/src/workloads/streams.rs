@@ -61,7 +61,7 @@ pub fn one_stream(opts: &Opts, direction: Direction) -> Vec<Record> {
 }
 
 /// `stream-tls`: one upload and one download over TLS, Ferry against the raw peer's same
-/// transfer through tokio-native-tls (both OpenSSL, same certificate and settings).
+/// transfer over a bare tokio-openssl stream (same handshake, certificate and settings).
 pub fn tls(opts: &Opts) -> Vec<Record> {
     let mut results = Collector::new("stream-tls");
     let peers = peers(opts, &[Peer::Ferry, Peer::Raw]);
