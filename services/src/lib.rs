@@ -21,3 +21,4 @@ pub mod security;
 pub mod sparse;
 pub mod store;
 pub mod volume;
+pub mod writeback;

@@ -10,6 +10,8 @@ use std::os::unix::io::AsRawFd;
 use bytes::Bytes;
 use ferry_actors::stream::Chunk;
 
+use crate::writeback::Writeback;
+
 /// One run of a file, starting at the cursor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Extent {
@@ -187,17 +189,36 @@ impl SparseReader {
 pub struct SparseWriter<'a> {
     file: &'a File,
     offset: u64,
+    writeback: Writeback,
 }
 
 impl<'a> SparseWriter<'a> {
     pub fn new(file: &'a File) -> Self {
-        Self { file, offset: 0 }
+        Self {
+            file,
+            offset: 0,
+            writeback: Writeback::new(0),
+        }
     }
 
     pub fn write(&mut self, chunk: &Chunk) -> io::Result<()> {
         write_chunk_at(self.file, self.offset, chunk)?;
         self.offset += chunk.len();
+        self.writeback.wrote(self.file, self.offset);
         Ok(())
+    }
+
+    /// Copies the next `len` bytes from the same offsets of `from` ([`copy_range`]).
+    pub fn keep(&mut self, from: &File, len: u64) -> io::Result<()> {
+        copy_range(from, self.file, self.offset, len)?;
+        self.offset += len;
+        self.writeback.wrote(self.file, self.offset);
+        Ok(())
+    }
+
+    /// Where the next chunk goes.
+    pub fn offset(&self) -> u64 {
+        self.offset
     }
 
     /// Sets the final length (a trailing hole) and syncs the data.

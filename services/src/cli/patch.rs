@@ -20,7 +20,7 @@ use super::exit::CliError;
 use crate::blockhash::{self, BlockHash, Tree, TreeHash};
 use crate::delta::{BaseHashes, Block, read_blocks};
 use crate::proto::volume::DownloadRequest;
-use crate::sparse;
+use crate::sparse::SparseWriter;
 use crate::volume::VolumeClient;
 
 /// What a delta download moved.
@@ -77,11 +77,17 @@ pub async fn patch(
     // The changed blocks not fetched yet: `[run_start, next)`.
     let mut run_start = None;
     let mut next = 0;
-    let fetch = async |from: u64, to: u64, tree: &mut Tree, patched: &mut Patched| {
+    // Blocks are copied and fetched in order, so the new file is written front to back.
+    let mut writer = SparseWriter::new(out);
+    let fetch = async |from: u64,
+                       to: u64,
+                       writer: &mut SparseWriter<'_>,
+                       tree: &mut Tree,
+                       patched: &mut Patched| {
         let offset = from * block_size;
         let length = (to * block_size).min(size) - offset;
         fetch_range(
-            volumes, name, checksum, offset, length, block_size, out, tree, patched,
+            volumes, name, checksum, offset, length, block_size, writer, tree, patched,
         )
         .await
         .map_err(|error| match error {
@@ -102,9 +108,9 @@ pub async fn patch(
             .map_err(CliError::call(context.clone()))?;
         if theirs == Some(block.hash) {
             if let Some(from) = run_start.take() {
-                fetch(from, block.index, &mut tree, &mut patched).await?;
+                fetch(from, block.index, &mut writer, &mut tree, &mut patched).await?;
             }
-            copy_block(&source, out, &block).map_err(local("copying"))?;
+            copy_block(&source, &mut writer, &block).map_err(local("copying"))?;
             tree.push(block.hash);
             patched.kept_bytes += block.len;
             bar.inc(block.len);
@@ -119,10 +125,10 @@ pub async fn patch(
     }
     let total = blockhash::block_count(size, block_size);
     if let Some(from) = run_start.take() {
-        fetch(from, next, &mut tree, &mut patched).await?;
+        fetch(from, next, &mut writer, &mut tree, &mut patched).await?;
     }
     if next < total {
-        fetch(next, total, &mut tree, &mut patched).await?;
+        fetch(next, total, &mut writer, &mut tree, &mut patched).await?;
     }
     out.set_len(size).map_err(local("sizing the update of"))?;
     let root = tree.root(|| {
@@ -159,10 +165,11 @@ async fn fetch_range(
     offset: u64,
     length: u64,
     block_size: u64,
-    out: &File,
+    out: &mut SparseWriter<'_>,
     tree: &mut Tree,
     patched: &mut Patched,
 ) -> Result<(), Fetch> {
+    debug_assert_eq!(out.offset(), offset, "the new file is written in order");
     let mut stream = volumes
         .download(&DownloadRequest {
             name: name.to_owned(),
@@ -181,7 +188,13 @@ async fn fetch_range(
         block.clear();
     };
     while let Some(chunk) = stream.recv().await.map_err(Fetch::Call)? {
-        write_chunks(out, at, std::slice::from_ref(&chunk)).map_err(Fetch::Write)?;
+        if let Chunk::Keep(_) = chunk {
+            return Err(Fetch::Write(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the node sent a KEEP range in a download",
+            )));
+        }
+        out.write(&chunk).map_err(Fetch::Write)?;
         let mut left = chunk.len();
         let mut data = match &chunk {
             Chunk::Data(bytes) => {
@@ -220,32 +233,12 @@ async fn fetch_range(
 /// Copies an unchanged block's data from the old file into the new one at the same offsets,
 /// with `copy_file_range`: on file systems with shared extents (XFS, Btrfs) the blocks are
 /// shared, not written again. Holes stay unwritten.
-fn copy_block(old: &File, out: &File, block: &Block) -> io::Result<()> {
-    let mut at = block.offset;
+fn copy_block(old: &File, out: &mut SparseWriter<'_>, block: &Block) -> io::Result<()> {
     for chunk in &block.chunks {
-        if let Chunk::Data(bytes) = chunk {
-            sparse::copy_range(old, out, at, bytes.len() as u64)?;
-        }
-        at += chunk.len();
-    }
-    Ok(())
-}
-
-/// Writes chunks at `offset` of a new file: data where it goes, holes left unwritten (they read
-/// as zeros, and the file is sized at the end).
-fn write_chunks(out: &File, mut offset: u64, chunks: &[Chunk]) -> io::Result<()> {
-    for chunk in chunks {
         match chunk {
-            Chunk::Data(bytes) => out.write_all_at(bytes, offset)?,
-            Chunk::Hole(_) => {}
-            Chunk::Keep(_) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "the node sent a KEEP range in a download",
-                ));
-            }
+            Chunk::Data(bytes) => out.keep(old, bytes.len() as u64)?,
+            hole => out.write(hole)?,
         }
-        offset += chunk.len();
     }
     Ok(())
 }

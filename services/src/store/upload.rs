@@ -21,6 +21,7 @@ use super::{
 };
 use crate::blockhash::{BLOCK_SIZE, TreeHash};
 use crate::sparse::{self, Extent, ExtentCursor, SparseReader};
+use crate::writeback::Writeback;
 
 /// How often a busy upload refreshes `updated` in its JSON file. Expiry is measured in hours,
 /// so a minute of staleness does not matter, and rewriting the file on every chunk would.
@@ -101,6 +102,8 @@ pub struct Upload {
     name: String,
     file: File,
     offset: u64,
+    /// Keeps the written part of `file` flowing to disk behind `offset`.
+    writeback: Writeback,
     /// The content's BLAKE3 and its block hashes, written to `partial/<name>.blocks`.
     hash: TreeHash<BlocksWriter>,
     /// The version a delta's KEEP ranges copy from, open since the upload began.
@@ -252,6 +255,7 @@ impl Upload {
             }
         }
         self.offset = end;
+        self.writeback.wrote(&self.file, end);
         if self.last_touch.elapsed() >= TOUCH_INTERVAL {
             // Best effort: the chunk is written, and failing it now over a timestamp would
             // leave the caller unsure whether it was. The next touch, suspend or commit will
@@ -569,6 +573,7 @@ pub(crate) fn begin(inner: &Arc<Inner>, name: &str, options: UploadOptions) -> R
         name: name.to_string(),
         file,
         offset: 0,
+        writeback: Writeback::new(0),
         hash: TreeHash::new(BLOCK_SIZE, blocks),
         base,
         keep_buffer: Vec::new(),
@@ -620,6 +625,7 @@ pub(crate) fn resume(inner: &Arc<Inner>, name: &str) -> Result<Upload> {
         name: name.to_string(),
         file,
         offset,
+        writeback: Writeback::new(offset),
         hash,
         base,
         keep_buffer: Vec::new(),
