@@ -300,11 +300,7 @@ fn has_children(pid: u32) -> bool {
 
 /// CPU time of this process's waited-for children so far.
 fn children_cpu() -> Duration {
-    // SAFETY: getrusage writes into the zeroed struct we own.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
-    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    time(usage.ru_utime) + time(usage.ru_stime)
+    crate::common::rusage_cpu(libc::RUSAGE_CHILDREN)
 }
 
 /// A command run to its end, with what it cost.

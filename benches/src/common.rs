@@ -128,3 +128,43 @@ pub fn pieces(size: u64, chunk: u64) -> impl Iterator<Item = (u64, usize)> {
         (offset, chunk.min(size - offset) as usize)
     })
 }
+
+/// CPU time (user + system) of this whole process so far: the server's and the client's runner
+/// threads both, since every peer's server runs in this process.
+pub fn process_cpu() -> Duration {
+    rusage_cpu(libc::RUSAGE_SELF)
+}
+
+/// User + system CPU time that `getrusage(who)` reports.
+pub fn rusage_cpu(who: libc::c_int) -> Duration {
+    // SAFETY: getrusage writes into the zeroed struct we own.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(who, &mut usage) };
+    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    time(usage.ru_utime) + time(usage.ru_stime)
+}
+
+/// What one measured transfer took: wall time and the process's CPU time meanwhile.
+#[derive(Debug, Clone, Copy)]
+pub struct Cost {
+    pub wall: Duration,
+    pub cpu: Duration,
+}
+
+impl Cost {
+    /// Runs `f` and measures it.
+    pub async fn of(f: impl Future<Output = ()>) -> Self {
+        let cpu = process_cpu();
+        let started = Instant::now();
+        f.await;
+        Self {
+            wall: started.elapsed(),
+            cpu: process_cpu().saturating_sub(cpu),
+        }
+    }
+
+    /// CPU seconds per 10^9 bytes of `bytes` moved.
+    pub fn cpu_per_gb(&self, bytes: u64) -> f64 {
+        self.cpu.as_secs_f64() / (bytes as f64 / 1e9)
+    }
+}

@@ -305,6 +305,31 @@ pub async fn upload_until(
     Ok(offset)
 }
 
+/// Downloads an endless source until `stop` says so, then cancels it; returns the bytes
+/// received.
+pub async fn download_until(
+    client: &TestClient,
+    chunk: u64,
+    stop: &std::cell::Cell<bool>,
+) -> Result<u64, CallError> {
+    let mut stream = client
+        .source(&SourceRequest {
+            length: u64::MAX,
+            chunk: chunk as u32,
+            ..SourceRequest::default()
+        })
+        .await?;
+    let mut received = 0;
+    while !stop.get() {
+        match stream.recv().await? {
+            Some(piece) => received += piece.len(),
+            None => break,
+        }
+    }
+    drop(stream);
+    Ok(received)
+}
+
 /// One Echo call with `payload`; returns its latency.
 pub async fn echo(client: &TestClient, payload: &bytes::Bytes) -> Duration {
     let started = Instant::now();

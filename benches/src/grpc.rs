@@ -492,6 +492,32 @@ pub async fn upload_until(
     Ok(sent.load(Ordering::Relaxed))
 }
 
+/// Downloads an endless stream until `stop` is set, then drops it (RST_STREAM); returns the
+/// bytes received.
+pub async fn download_until(
+    client: &Client,
+    chunk: u64,
+    stop: Arc<AtomicBool>,
+) -> Result<u64, Status> {
+    let mut stream = client
+        .clone()
+        .download(pb::DownloadRequest {
+            length: u64::MAX,
+            chunk: chunk as u32,
+            fail_after: 0,
+        })
+        .await?
+        .into_inner();
+    let mut received = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        match stream.message().await? {
+            Some(message) => received += message.data.len() as u64,
+            None => break,
+        }
+    }
+    Ok(received)
+}
+
 pub async fn echo(client: &Client, payload: &Bytes) -> Duration {
     let started = Instant::now();
     let reply = client

@@ -73,7 +73,7 @@ pub fn evaluate(records: &[Record]) -> Vec<Verdict> {
     };
     for workload in ["stream-upload", "stream-download"] {
         for case in ["tcp-256KiB", "unix-256KiB"] {
-            for (peer, threshold) in [("raw", 0.85), ("tonic-default", 2.0), ("tonic-tuned", 1.2)] {
+            for (peer, threshold) in [("raw", 0.9), ("tonic-default", 2.0), ("tonic-tuned", 1.3)] {
                 check(
                     format!("throughput ferry/{peer}"),
                     workload,
@@ -84,11 +84,20 @@ pub fn evaluate(records: &[Record]) -> Vec<Verdict> {
                     threshold,
                 );
             }
+            check(
+                "CPU per GB ferry/raw".into(),
+                workload,
+                case,
+                "CPU per GB",
+                Some("raw"),
+                "<=",
+                1.15,
+            );
         }
     }
     // Over TLS, against the same transfer over a bare tokio-openssl stream (the OpenSSL pipe).
     for direction in ["upload", "download"] {
-        for chunk in ["256KiB", "1MiB"] {
+        for chunk in ["64KiB", "256KiB", "1MiB"] {
             check(
                 "throughput ferry/raw (OpenSSL pipe)".into(),
                 "stream-tls",
@@ -96,7 +105,7 @@ pub fn evaluate(records: &[Record]) -> Vec<Verdict> {
                 "throughput",
                 Some("raw"),
                 ">=",
-                0.9,
+                0.95,
             );
         }
     }
@@ -109,6 +118,36 @@ pub fn evaluate(records: &[Record]) -> Vec<Verdict> {
             "throughput",
             Some("virsh"),
             ">=",
+            2.0,
+        );
+        // A local `cp --sparse=always` plus fdatasync: the practical limit on one disk.
+        check(
+            "throughput ferry/cp".into(),
+            "volumes",
+            case,
+            "throughput",
+            Some("cp"),
+            ">=",
+            0.6,
+        );
+    }
+    for case in ["delta upload", "delta download", "delta copy"] {
+        check(
+            "throughput ferry/rsync".into(),
+            "volumes",
+            case,
+            "throughput",
+            Some("rsync"),
+            ">=",
+            3.0,
+        );
+        check(
+            "bytes on the wire, % of the image".into(),
+            "volumes",
+            case,
+            "bytes on the wire",
+            None,
+            "<=",
             2.0,
         );
     }
@@ -132,15 +171,17 @@ pub fn evaluate(records: &[Record]) -> Vec<Verdict> {
             0.5,
         );
     }
-    check(
-        "loaded p99 / idle p99".into(),
-        "head-of-line",
-        "tcp-4-uploads",
-        "loaded/idle p99",
-        None,
-        "<=",
-        4.0,
-    );
+    for case in ["tcp-4-uploads", "tcp-4-downloads"] {
+        check(
+            "loaded p99 / idle p99".into(),
+            "head-of-line",
+            case,
+            "loaded/idle p99",
+            None,
+            "<=",
+            3.0,
+        );
+    }
     // One window of credit (1 MiB, headers included) plus the abort frame itself.
     let window = f64::from(crate::ferry::Settings::default().window) + 1024.0;
     for case in ["client-cancel", "server-abort"] {

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use crate::Opts;
-use crate::common::{KIB, MIB, Transport, mbps};
+use crate::common::{Cost, KIB, MIB, Transport, mbps, process_cpu};
 use crate::ferry::{self, Settings};
 use crate::grpc;
 use crate::raw;
@@ -121,14 +121,22 @@ impl Case {
         }
         for round in 0..opts.rounds {
             for peer in rotated(peers, round) {
-                let elapsed = one_transfer(client, peer, transport, chunk, opts.size, direction);
+                let cost = one_transfer(client, peer, transport, chunk, opts.size, direction);
                 results.add(
                     case,
                     peer.name(),
                     "throughput",
                     "MB/s",
                     Better::Higher,
-                    mbps(opts.size, elapsed),
+                    mbps(opts.size, cost.wall),
+                );
+                results.add(
+                    case,
+                    peer.name(),
+                    "CPU per GB",
+                    "s/GB",
+                    Better::Lower,
+                    cost.cpu_per_gb(opts.size),
                 );
             }
         }
@@ -156,12 +164,12 @@ fn one_transfer(
     chunk: u64,
     size: u64,
     direction: Direction,
-) -> Duration {
+) -> Cost {
     let settings = Settings::for_chunk(chunk);
     let server = AnyServer::start(peer, settings);
     let via = server.addrs().via(transport);
     let warm = warm_up_size(size);
-    let elapsed = client.run(move || async move {
+    let cost = client.run(move || async move {
         match peer {
             Peer::Ferry => {
                 let c = ferry::connect(&via, settings).await;
@@ -176,9 +184,7 @@ fn one_transfer(
                     }
                 };
                 run(warm).await;
-                let started = Instant::now();
-                run(size).await;
-                started.elapsed()
+                Cost::of(run(size)).await
             }
             Peer::Raw => {
                 let run = |n| {
@@ -195,9 +201,7 @@ fn one_transfer(
                 };
                 run(warm).await;
                 // Raw opens its socket inside the timed part; on loopback that is ~50 µs.
-                let started = Instant::now();
-                run(size).await;
-                started.elapsed()
+                Cost::of(run(size)).await
             }
             Peer::TonicDefault | Peer::TonicTuned => {
                 let c = grpc::connect(&via, peer.tuning()).await;
@@ -212,14 +216,12 @@ fn one_transfer(
                     }
                 };
                 run(warm).await;
-                let started = Instant::now();
-                run(size).await;
-                started.elapsed()
+                Cost::of(run(size)).await
             }
         }
     });
     drop(server);
-    elapsed
+    cost
 }
 
 const STREAMS: usize = 8;
@@ -236,7 +238,7 @@ pub fn eight_streams(opts: &Opts) -> Vec<Record> {
     let case = format!("tcp-{}x{}", STREAMS, chunk_name(STREAMS_CHUNK));
     for round in 0..opts.rounds {
         for peer in rotated(&peers, round) {
-            let times = eight_uploads(&client, peer, per_stream);
+            let (times, cpu) = eight_uploads(&client, peer, per_stream);
             let slowest = times.iter().copied().max().unwrap();
             let fastest = times.iter().copied().min().unwrap();
             results.add(
@@ -246,6 +248,14 @@ pub fn eight_streams(opts: &Opts) -> Vec<Record> {
                 "MB/s",
                 Better::Higher,
                 mbps(per_stream * STREAMS as u64, slowest),
+            );
+            results.add(
+                &case,
+                peer.name(),
+                "CPU per GB",
+                "s/GB",
+                Better::Lower,
+                cpu.as_secs_f64() / (per_stream * STREAMS as u64) as f64 * 1e9,
             );
             results.add(
                 &case,
@@ -268,30 +278,37 @@ pub fn eight_streams(opts: &Opts) -> Vec<Record> {
     results.finish()
 }
 
-/// How long after `started` the transfer `f` completed.
-async fn timed(started: Instant, f: impl Future<Output = ()>) -> Duration {
-    f.await;
-    started.elapsed()
+/// Runs `uploads` together from one start: each one's completion time, and the process's CPU
+/// time over all of them.
+async fn together(
+    uploads: impl IntoIterator<Item = impl Future<Output = ()>>,
+) -> (Vec<Duration>, Duration) {
+    let cpu = process_cpu();
+    let started = Instant::now();
+    let times = futures::future::join_all(uploads.into_iter().map(|upload| async move {
+        upload.await;
+        started.elapsed()
+    }))
+    .await;
+    (times, process_cpu().saturating_sub(cpu))
 }
 
-/// Completion time of each of eight concurrent uploads, from their common start.
-fn eight_uploads(client: &Runner, peer: Peer, per_stream: u64) -> Vec<Duration> {
+/// Completion time of each of eight concurrent uploads, from their common start, and the
+/// process's CPU time over all of them.
+fn eight_uploads(client: &Runner, peer: Peer, per_stream: u64) -> (Vec<Duration>, Duration) {
     let settings = Settings::default();
     let server = AnyServer::start(peer, settings);
     let via = server.addrs().via(Transport::Tcp);
     let warm = warm_up_size(per_stream * STREAMS as u64);
     let chunk = STREAMS_CHUNK;
-    let times = client.run(move || async move {
+    let measured = client.run(move || async move {
         match peer {
             Peer::Ferry => {
                 let c = ferry::connect(&via, settings).await;
                 ferry::upload(&c, warm, chunk).await.unwrap();
-                let started = Instant::now();
-                futures::future::join_all((0..STREAMS).map(|_| {
+                together((0..STREAMS).map(|_| {
                     let c = c.clone();
-                    timed(started, async move {
-                        ferry::upload(&c, per_stream, chunk).await.unwrap()
-                    })
+                    async move { ferry::upload(&c, per_stream, chunk).await.unwrap() }
                 }))
                 .await
             }
@@ -301,30 +318,24 @@ fn eight_uploads(client: &Runner, peer: Peer, per_stream: u64) -> Vec<Duration> 
                 for _ in 0..STREAMS {
                     sockets.push(raw::connect(&via).await);
                 }
-                let started = Instant::now();
-                futures::future::join_all(sockets.into_iter().map(|(mut r, mut w)| {
-                    timed(started, async move {
-                        raw::upload_on(&mut r, &mut w, per_stream, chunk)
-                            .await
-                            .unwrap()
-                    })
+                together(sockets.into_iter().map(|(mut r, mut w)| async move {
+                    raw::upload_on(&mut r, &mut w, per_stream, chunk)
+                        .await
+                        .unwrap()
                 }))
                 .await
             }
             Peer::TonicDefault | Peer::TonicTuned => {
                 let c = grpc::connect(&via, peer.tuning()).await;
                 grpc::upload(&c, warm, chunk).await.unwrap();
-                let started = Instant::now();
-                futures::future::join_all((0..STREAMS).map(|_| {
+                together((0..STREAMS).map(|_| {
                     let c = c.clone();
-                    timed(started, async move {
-                        grpc::upload(&c, per_stream, chunk).await.unwrap()
-                    })
+                    async move { grpc::upload(&c, per_stream, chunk).await.unwrap() }
                 }))
                 .await
             }
         }
     });
     drop(server);
-    times
+    measured
 }

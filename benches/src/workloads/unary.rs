@@ -1,6 +1,6 @@
 //! `unary`: Echo with a 32-byte payload on one connection, 1 and 64 calls in flight.
-//! `head-of-line`: sequential Echo probes on an idle connection, then while four uploads
-//! saturate the same connection.
+//! `head-of-line`: sequential Echo probes on an idle connection, then while four uploads (one
+//! case) or four downloads (the other) saturate the same connection.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -18,7 +18,9 @@ use crate::grpc;
 use crate::raw;
 use crate::report::{Better, Collector, Record};
 use crate::runner::Runner;
+use crate::workloads::streams::Direction;
 use crate::workloads::{AnyServer, Peer, peers, rotated};
+use futures::future::LocalBoxFuture;
 
 const PAYLOAD: usize = 32;
 const IN_FLIGHT: [usize; 2] = [1, 64];
@@ -194,10 +196,26 @@ pub fn head_of_line(opts: &Opts) -> Vec<Record> {
     let mut results = Collector::new("head-of-line");
     let peers = peers(opts, &[Peer::Ferry, Peer::TonicDefault, Peer::TonicTuned]);
     let client = Runner::new("bench-client");
-    let case = format!("tcp-{LOADERS}-uploads");
+    for direction in [Direction::Upload, Direction::Download] {
+        let case = format!("tcp-{LOADERS}-{}s", direction.name());
+        load_case(opts, &client, &peers, direction, &case, &mut results);
+    }
+    results.finish()
+}
+
+/// One head-of-line case: probes while `LOADERS` streams move data in `direction`.
+fn load_case(
+    opts: &Opts,
+    client: &Runner,
+    peers: &[Peer],
+    direction: Direction,
+    case: &str,
+    results: &mut Collector,
+) {
+    let case = case.to_owned();
     for round in 0..opts.rounds {
-        for peer in rotated(&peers, round) {
-            let hol = probe(&client, peer, opts.probes);
+        for peer in rotated(peers, round) {
+            let hol = probe(client, peer, opts.probes, direction);
             let name = peer.name();
             let idle_p99 = hol.idle.quantile_us(0.99);
             let loaded_p99 = hol.loaded.quantile_us(0.99);
@@ -238,17 +256,16 @@ pub fn head_of_line(opts: &Opts) -> Vec<Record> {
             );
         }
     }
-    for peer in &peers {
+    for peer in peers {
         results.param(&case, peer.name(), "transport", "tcp");
         results.param(&case, peer.name(), "probes", opts.probes);
         results.param(&case, peer.name(), "probe_budget_s", PROBE_BUDGET.as_secs());
-        results.param(&case, peer.name(), "uploads", LOADERS);
+        results.param(&case, peer.name(), direction.name(), LOADERS);
         results.param(&case, peer.name(), "chunk", LOAD_CHUNK);
     }
-    results.finish()
 }
 
-fn probe(client: &Runner, peer: Peer, probes: u64) -> HeadOfLine {
+fn probe(client: &Runner, peer: Peer, probes: u64, direction: Direction) -> HeadOfLine {
     let server = AnyServer::start(peer, Settings::default());
     let via = server.addrs().via(Transport::Tcp);
     // Let the uploads reach full speed before probing under load.
@@ -265,9 +282,17 @@ fn probe(client: &Runner, peer: Peer, probes: u64) -> HeadOfLine {
                 let idle = drive_for(probes, 1, Some(budget), || ferry::echo(&c, &payload)).await;
                 let stop = Cell::new(false);
                 let started = Instant::now();
-                let uploads = futures::future::join_all(
-                    (0..LOADERS).map(|_| ferry::upload_until(&c, LOAD_CHUNK, &stop)),
-                );
+                let load =
+                    futures::future::join_all((0..LOADERS).map(|_| -> LocalBoxFuture<'_, _> {
+                        match direction {
+                            Direction::Upload => {
+                                Box::pin(ferry::upload_until(&c, LOAD_CHUNK, &stop))
+                            }
+                            Direction::Download => {
+                                Box::pin(ferry::download_until(&c, LOAD_CHUNK, &stop))
+                            }
+                        }
+                    }));
                 let probing = async {
                     tokio::time::sleep(ramp).await;
                     let run =
@@ -275,7 +300,7 @@ fn probe(client: &Runner, peer: Peer, probes: u64) -> HeadOfLine {
                     stop.set(true);
                     run
                 };
-                let (sent, loaded) = futures::future::join(uploads, probing).await;
+                let (sent, loaded) = futures::future::join(load, probing).await;
                 let bytes: u64 = sent.into_iter().map(|r| r.expect("upload")).sum();
                 HeadOfLine {
                     idle,
@@ -289,16 +314,24 @@ fn probe(client: &Runner, peer: Peer, probes: u64) -> HeadOfLine {
                 let idle = drive_for(probes, 1, Some(budget), || grpc::echo(&c, &payload)).await;
                 let stop = Arc::new(AtomicBool::new(false));
                 let started = Instant::now();
-                let uploads = futures::future::join_all(
-                    (0..LOADERS).map(|_| grpc::upload_until(&c, LOAD_CHUNK, stop.clone())),
-                );
+                let load =
+                    futures::future::join_all((0..LOADERS).map(|_| -> LocalBoxFuture<'_, _> {
+                        match direction {
+                            Direction::Upload => {
+                                Box::pin(grpc::upload_until(&c, LOAD_CHUNK, stop.clone()))
+                            }
+                            Direction::Download => {
+                                Box::pin(grpc::download_until(&c, LOAD_CHUNK, stop.clone()))
+                            }
+                        }
+                    }));
                 let probing = async {
                     tokio::time::sleep(ramp).await;
                     let run = drive_for(probes, 1, Some(budget), || grpc::echo(&c, &payload)).await;
                     stop.store(true, Ordering::Relaxed);
                     run
                 };
-                let (sent, loaded) = futures::future::join(uploads, probing).await;
+                let (sent, loaded) = futures::future::join(load, probing).await;
                 let bytes: u64 = sent.into_iter().map(|r| r.expect("upload")).sum();
                 HeadOfLine {
                     idle,
