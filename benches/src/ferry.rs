@@ -30,6 +30,8 @@ pub struct Settings {
     /// Streams open at once on one connection, and the sum of their windows (server side).
     pub max_streams: usize,
     pub max_buffered: u64,
+    /// The server's arbiters (threads); one unless a workload spreads connections.
+    pub arbiters: usize,
 }
 
 /// A stream window set on the command line (`--ferry-window`), for experiments.
@@ -49,6 +51,7 @@ impl Default for Settings {
             max_connections: server.max_connections,
             max_streams: server.max_streams_per_connection,
             max_buffered: server.max_buffered_per_connection,
+            arbiters: 1,
         }
     }
 }
@@ -82,9 +85,9 @@ impl Settings {
             max_connections_per_address: self.max_connections,
             max_streams_per_connection: self.max_streams,
             max_buffered_per_connection: self.max_buffered,
-            // One connection is served by one arbiter; one is all a measurement uses, so the
-            // server has exactly one busy thread, like the other peers.
-            arbiters: 1,
+            // One connection is served by one arbiter; one is all most measurements use, so
+            // the server has exactly one busy thread, like the other peers.
+            arbiters: self.arbiters,
             // Setting up 10,000 idle connections may take longer than the default.
             handshake_timeout: Duration::from_secs(600),
             ..ServerConfig::default()

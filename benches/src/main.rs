@@ -28,13 +28,14 @@ use crate::common::{KIB, MIB};
 static GLOBAL: alloc::Counting = alloc::Counting;
 
 /// The workloads, in the order `all` runs them.
-pub const WORKLOADS: [&str; 10] = [
+pub const WORKLOADS: [&str; 11] = [
     "stream-upload",
     "stream-download",
     "stream-tls",
     "streams-8",
     "unary",
     "head-of-line",
+    "connections",
     "cancel",
     "memory",
     "copies",
@@ -48,7 +49,7 @@ pub const WORKLOADS: [&str; 10] = [
 )]
 pub struct Cli {
     /// Workload to run, `all`, or a comma-separated list: stream-upload, stream-download,
-    /// stream-tls, streams-8, unary, head-of-line, cancel, memory, copies, volumes.
+    /// stream-tls, streams-8, unary, head-of-line, connections, cancel, memory, copies, volumes.
     #[arg(long, default_value = "all")]
     pub workload: String,
     /// Rounds per workload; peers alternate round by round.

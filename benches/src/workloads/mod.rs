@@ -1,10 +1,11 @@
 //! The workloads, and what they share: peers, servers of any peer, round-robin order.
 
 mod cancel;
+mod connections;
 mod deltas;
 mod memory;
 mod streams;
-mod unary;
+pub(crate) mod unary;
 mod volumes;
 
 use std::time::Instant;
@@ -95,6 +96,7 @@ pub fn run(workload: &str, opts: &Opts) -> Vec<Record> {
         "streams-8" => streams::eight_streams(opts),
         "unary" => unary::unary(opts),
         "head-of-line" => unary::head_of_line(opts),
+        "connections" => connections::connections(opts),
         "cancel" => cancel::cancel(opts),
         "memory" => memory::memory(opts),
         "copies" => memory::copies(opts),

@@ -25,11 +25,11 @@ use futures::future::LocalBoxFuture;
 const PAYLOAD: usize = 32;
 const IN_FLIGHT: [usize; 2] = [1, 64];
 
-fn payload() -> Bytes {
+pub(crate) fn payload() -> Bytes {
     Bytes::from_static(&[7u8; PAYLOAD])
 }
 
-fn histogram() -> Histogram<u64> {
+pub(crate) fn histogram() -> Histogram<u64> {
     Histogram::new(3).expect("a histogram with 3 significant digits")
 }
 
@@ -40,7 +40,7 @@ pub struct Run {
 }
 
 impl Run {
-    fn quantile_us(&self, q: f64) -> f64 {
+    pub(crate) fn quantile_us(&self, q: f64) -> f64 {
         self.latencies.value_at_quantile(q) as f64 / 1e3
     }
 
