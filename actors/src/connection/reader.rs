@@ -52,6 +52,13 @@ pub struct FrameReader<R> {
     /// The charge of the current block, if it is a big one; shared with every payload cut
     /// from it.
     block: Option<Arc<Charge>>,
+    /// The big block before the current one, with its charge: taken back once every frame cut
+    /// from it is gone. When a block fills up, its last frames are usually still on their way
+    /// to their consumers, so the block itself can rarely be taken back at once; the one
+    /// before it usually can. Reusing it keeps the kernel writing into memory that is mapped
+    /// and in cache: fresh blocks cost a page fault and a page clear per 4 KiB, which with
+    /// hundreds of connections took more CPU than the data (ferry-bench `connections`).
+    spare: Option<(BytesMut, Arc<Charge>)>,
     /// Bytes at the start of the block's spare capacity that an earlier read initialised. A
     /// reader such as TLS's zero-fills all of a `ReadBuf` it is handed before reading into it;
     /// telling it what is already initialised makes that once per block, not once per read
@@ -75,6 +82,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             bulk: false,
             memory,
             block: None,
+            spare: None,
             init_spare: 0,
             init_at: 0,
             eof: false,
@@ -129,19 +137,37 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// Starts a block at a frame boundary: a big one charged to the budget when there is room
     /// for it, otherwise a small one (frames are then assembled at their own size).
     fn start_block(&mut self, size: usize) {
-        // Ours is given up first: if nothing cut from the block is left, that frees its room.
-        let was_big = self.block.take().is_some();
+        let current = self.block.take();
+        let was_big = current.is_some();
         if size > SMALL_BLOCK {
+            if let Some(charge) = current {
+                // Every frame cut from the current block is gone (the consumer keeps up): it
+                // starts again from its beginning, under the same charge.
+                if self.buf.try_reclaim(size) {
+                    self.block = Some(charge);
+                    return;
+                }
+                let full = std::mem::take(&mut self.buf);
+                if let Some((mut spare, charge)) = self.spare.replace((full, charge)) {
+                    if spare.try_reclaim(size) {
+                        self.buf = spare;
+                        self.block = Some(charge);
+                        return;
+                    }
+                    // Frames of the older block are still held: they keep its charge, and
+                    // the reader lets go of it.
+                }
+            }
             if let Some(charge) = self.memory.try_charge(size) {
-                // Takes the block back if every frame cut from it is gone (the consumer keeps
-                // up): the kernel then writes into memory that is still in cache. Otherwise a
-                // new block.
-                self.buf.reserve(size);
+                self.buf = BytesMut::with_capacity(size);
                 self.block = Some(Arc::new(charge));
                 return;
             }
+            // No room: the spare goes too, so that its room frees as soon as its frames do.
+            self.spare = None;
             self.memory.counters().memory_full.inc();
         }
+        self.spare = None;
         if was_big || size > SMALL_BLOCK {
             // A fresh small block, never a big one taken back uncharged.
             self.buf = BytesMut::with_capacity(SMALL_BLOCK);
