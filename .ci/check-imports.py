@@ -13,7 +13,8 @@ a circle. Declaring a child (`mod x;`) is not an edge. Paths into other crates a
 
 Prints each circle (a strongly connected component of more than one module, with one cycle
 through it spelled out) and exits 1 if there is any; exits 0 and prints a one-line summary
-otherwise. `--edges` also prints every edge, `--crate NAME` restricts the check to one crate.
+otherwise. `--edges` also prints every edge; `--crate NAME` (repeatable) restricts the check to
+those crates.
 No dependencies beyond Python 3's standard library.
 """
 
@@ -432,12 +433,12 @@ def workspace_crates(top):
 def main():
     args = sys.argv[1:]
     show_edges = "--edges" in args
-    only = args[args.index("--crate") + 1] if "--crate" in args else None
+    only = {args[i + 1] for i, a in enumerate(args) if a == "--crate" and i + 1 < len(args)}
     top = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
     failed = False
     total_mods = total_edges = 0
     for crate in workspace_crates(top):
-        if only and crate.name != only:
+        if only and crate.name not in only:
             continue
         crate.load()
         edges = crate.edges()
