@@ -1,7 +1,7 @@
-//! Who a connection is, and what it may call.
+//! The auth program: proves who a connection is.
 //!
-//! A server with an [`AuthConfig`] serves the auth program and lets nothing else through until
-//! the connection has an [`Identity`]: from SCRAM-SHA-256 (RFC 5802/7677) carried over the auth
+//! A server with an [`AuthConfig`] serves this program and lets nothing else through until
+//! the connection has an [`Identity`]: from SCRAM-SHA-256 (RFC 5802/7677) carried over this
 //! program's stream, from the peer's uid on a unix socket (`SO_PEERCRED`), or the configured
 //! anonymous role. Every later CALL is checked against the role its procedure requires
 //! ([`Authorizer`]); a refusal is PERMISSION_DENIED for that call only.
@@ -9,38 +9,35 @@
 //! The server stores what RFC 5802 has it store, StoredKey and ServerKey with the salt and
 //! iteration count ([`scram`]), neither of which logs in; passwords and proofs never appear in
 //! logs, metrics or error messages.
+//!
+//! A program on top of the runtime like any other: the identity model ([`crate::identity`])
+//! and the access policy ([`crate::access`]) it fills in are leaves below the server, and are
+//! re-exported here under their public names.
 
-pub mod scram;
-
-use std::collections::HashMap;
-use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::Duration;
 
 use base64::Engine;
 use bytes::Bytes;
-use ferry_codec::Route;
 use scram_2::ScramClient;
 
-pub use scram::ScramKeys;
-use scram::{ClientFirst, KEY_LEN};
+pub use crate::access::{AuthConfig, Authorizer, Credentials, DEFAULT_ITERATIONS, User};
+pub use crate::identity::{Identity, Role};
+/// Messages of `proto/ferry/auth/v1/auth.proto`.
+pub use crate::proto::auth as proto;
+pub use crate::scram;
+pub use crate::scram::ScramKeys;
+use crate::scram::{ClientFirst, KEY_LEN, SALT_LEN, random};
 
+use crate::access::AUTH_PROGRAM;
 use crate::error::CallError;
 use crate::program::CallContext;
 use crate::stream::{Incoming, Outgoing};
 use crate::{Client, ErrorCode, Layer, Side, program};
-
-/// Messages of `proto/ferry/auth/v1/auth.proto`.
-pub mod proto {
-    include!(concat!(env!("OUT_DIR"), "/ferry.auth.v1.rs"));
-}
-
-pub use proto::Role;
 use proto::{Authenticated, ScramStart};
 
 program! {
     /// Authentication: the only program reachable before a connection has an identity.
-    pub program AuthProgram = 0x6175_7468, version 1;
+    pub program AuthProgram = AUTH_PROGRAM, version 1;
     handler AuthHandler; client AuthClient;
     procedures {
         /// SCRAM-SHA-256; its four messages travel as stream data.
@@ -51,101 +48,8 @@ program! {
 /// Largest SCRAM message accepted: real ones are well under 1 KiB.
 const MAX_MESSAGE: usize = 4096;
 
-/// Who a connection is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    pub name: String,
-    pub role: Role,
-}
-
-/// A user as the server stores it: never the password, nor the salted password (which logs
-/// in), only SCRAM's keys.
-#[derive(Clone)]
-pub struct User {
-    pub keys: ScramKeys,
-    pub role: Role,
-}
-
-impl std::fmt::Debug for User {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("User")
-            .field("role", &self.role)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Iterations of PBKDF2 for new passwords (RFC 7677 asks for at least 4096).
-pub const DEFAULT_ITERATIONS: u16 = 4096;
-
-/// Bytes of a new user's salt.
-const SALT_LEN: usize = 16;
-
 /// Bytes of the server's part of a nonce (24 characters of base64).
 const NONCE_LEN: usize = 18;
-
-/// Fills `bytes` from the system's random source.
-fn random(bytes: &mut [u8]) -> std::io::Result<()> {
-    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, bytes)
-}
-
-impl User {
-    /// Salts and hashes `password` with a fresh random salt, and keeps SCRAM's keys of it.
-    pub fn from_password(password: &str, role: Role, iterations: u16) -> std::io::Result<Self> {
-        let mut salt = vec![0u8; SALT_LEN];
-        random(&mut salt)?;
-        let rounds = NonZeroU32::new(u32::from(iterations.max(1))).expect("at least 1");
-        let salted_password = scram_2::hash_password(password, rounds, &salt);
-        Ok(Self {
-            keys: ScramKeys::from_salted_password(&salted_password, salt, iterations),
-            role,
-        })
-    }
-}
-
-/// Where the server finds users.
-pub trait Credentials: Send + Sync + 'static {
-    fn user(&self, name: &str) -> Option<User>;
-}
-
-impl Credentials for HashMap<String, User> {
-    fn user(&self, name: &str) -> Option<User> {
-        self.get(name).cloned()
-    }
-}
-
-/// The role each procedure requires.
-pub trait Authorizer: Send + Sync + 'static {
-    fn required(&self, route: Route) -> Role;
-}
-
-/// Authentication and authorization of a server.
-#[derive(Clone)]
-pub struct AuthConfig {
-    pub credentials: Arc<dyn Credentials>,
-    pub authorizer: Arc<dyn Authorizer>,
-    /// Unix-socket peers known by uid, with their role; others must authenticate.
-    pub unix_users: HashMap<u32, Role>,
-    /// The role of a connection that has not authenticated; `None`: it must authenticate.
-    pub anonymous: Option<Role>,
-    /// A connection without an identity after this long is closed (UNAUTHENTICATED).
-    pub timeout: Duration,
-}
-
-impl AuthConfig {
-    /// The identity a new connection starts with, before any exchange.
-    pub(crate) fn initial(&self, peer_uid: Option<u32>) -> Option<Identity> {
-        if let Some(role) = peer_uid.and_then(|uid| self.unix_users.get(&uid)) {
-            return Some(Identity {
-                name: format!("uid:{}", peer_uid.expect("matched")),
-                role: *role,
-            });
-        }
-        self.anonymous.map(|role| Identity {
-            name: "anonymous".into(),
-            role,
-        })
-    }
-}
 
 fn unauthenticated(side: Side, message: &str) -> CallError {
     CallError::new(ErrorCode::Unauthenticated, side, Layer::Call, message)

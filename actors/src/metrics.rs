@@ -1,14 +1,12 @@
 //! The runtime's counters, kept in one place so the daemon can expose them to Prometheus.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use ferry_codec::Route;
 use ferry_codec::proto::{ErrorCode, Side};
-
-use crate::program::RouteNames;
-
 use tokio::sync::watch;
 
 /// A monotonically increasing count.
@@ -203,3 +201,12 @@ pub trait Observer: Send + Sync + 'static {
 pub struct NoObserver;
 
 impl Observer for NoObserver {}
+
+/// A route as logs and metrics name it, so both say `program=volume procedure=upload` where
+/// the wire says `0x766f6c75` and `4`. Programs and procedures the server does not serve keep
+/// their numbers (the program in hex), so a label set stays bounded by what clients send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteNames<'a> {
+    pub program: Cow<'a, str>,
+    pub procedure: Cow<'a, str>,
+}

@@ -1,4 +1,5 @@
-//! The per-call child actor: runs one handler and reports its outcome to the connection.
+//! The per-call child actor: runs one handler and reports its outcome to the connection
+//! (any actor that takes [`CallDone`]: the call knows nothing more of the connection).
 //!
 //! Stopping the actor drops the handler's future, so a cancelled call's work stops at its next
 //! await point.
@@ -9,18 +10,17 @@ use tracing::Instrument;
 
 use crate::error::CallError;
 use crate::program::HandlerFuture;
-use crate::server::connection::ServerConnection;
 
 pub struct CallActor {
     serial: u32,
-    connection: Addr<ServerConnection>,
+    connection: Recipient<CallDone>,
     handler: Option<(HandlerFuture, tracing::Span)>,
 }
 
 impl CallActor {
     pub fn new(
         serial: u32,
-        connection: Addr<ServerConnection>,
+        connection: Recipient<CallDone>,
         handler: HandlerFuture,
         span: tracing::Span,
     ) -> Self {

@@ -16,8 +16,7 @@ use tokio::sync::oneshot;
 use crate::connection::writer::{Outbox, Room};
 use crate::error::CallError;
 use crate::metrics::Counters;
-use crate::program::StreamEnds;
-use crate::stream::{Chunk, Incoming, Outgoing};
+use crate::stream::Chunk;
 
 /// What a stream tells its connection.
 #[derive(Message)]
@@ -125,19 +124,7 @@ pub struct StreamSetup {
 }
 
 impl StreamActor {
-    /// Starts the actor and hands out the handles for the directions this side has.
-    pub fn open(setup: StreamSetup) -> (Addr<Self>, StreamEnds) {
-        let (receives, sends) = (setup.receives, setup.sends);
-        let halted = setup.halted.clone();
-        let actor = Self::new(setup).start();
-        let ends = StreamEnds {
-            incoming: receives.then(|| Incoming::new(actor.clone())),
-            outgoing: sends.then(|| Outgoing::new(actor.clone(), halted)),
-        };
-        (actor, ends)
-    }
-
-    fn new(setup: StreamSetup) -> Self {
+    pub(crate) fn new(setup: StreamSetup) -> Self {
         Self {
             counters: setup.counters,
             halted: setup.halted,

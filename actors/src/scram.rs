@@ -24,6 +24,14 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use ring::{digest, hmac};
 
+/// Bytes of a new user's salt (and of a decoy's).
+pub(crate) const SALT_LEN: usize = 16;
+
+/// Fills `bytes` from the system's random source.
+pub(crate) fn random(bytes: &mut [u8]) -> std::io::Result<()> {
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, bytes)
+}
+
 /// Bytes of StoredKey and ServerKey: SHA-256's output.
 pub const KEY_LEN: usize = 32;
 
