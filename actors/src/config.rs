@@ -126,6 +126,10 @@ pub struct ClientConfig {
     pub subscriber_queue: usize,
     /// Credit granted to the server per download stream.
     pub stream_window: u32,
+    /// As [`ServerConfig::connection_window`], for this connection's downloads: one download
+    /// alone gets its whole window, several share this, which bounds the bytes in flight ahead
+    /// of a REPLY to a small call on the same connection.
+    pub connection_window: u64,
     /// As [`ServerConfig::max_memory_per_connection`], for what the server sends.
     pub max_memory_per_connection: usize,
 }
@@ -142,6 +146,7 @@ impl Default for ClientConfig {
             max_send_queue: DEFAULT_MAX_SEND_QUEUE,
             subscriber_queue: 256,
             stream_window: DEFAULT_STREAM_WINDOW,
+            connection_window: u64::from(DEFAULT_STREAM_WINDOW),
             max_memory_per_connection: DEFAULT_MAX_MEMORY_PER_CONNECTION,
         }
     }

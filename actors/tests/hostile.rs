@@ -1152,3 +1152,57 @@ async fn uploads_share_the_connection_window() {
     // Nothing more until credit is spent: the budget is taken.
     echo_works(&mut stream, 9).await;
 }
+
+/// The client mirrors the server: its downloads share `ClientConfig::connection_window`. A raw
+/// server sees the first grants of four downloads as the window and three quarter windows, and
+/// no more credit while nothing is spent.
+#[actix_rt::test]
+async fn downloads_share_the_client_connection_window() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let config = ferry_actors::ClientConfig {
+        stream_window: WINDOW,
+        connection_window: u64::from(WINDOW),
+        keepalive: None,
+        ..ferry_actors::ClientConfig::default()
+    };
+    let client = TestClient::new(
+        ferry_actors::Client::connect_tcp(&address, config)
+            .await
+            .unwrap(),
+    );
+    let (mut server, _) = listener.accept().await.unwrap();
+    // A download's handle comes as soon as its CALL is queued; dropping it would cancel.
+    let mut downloads = Vec::new();
+    for _ in 0..4 {
+        downloads.push(client.source(&SourceRequest::default()).await.unwrap());
+    }
+    let mut calls = 0;
+    let mut first = std::collections::BTreeMap::new();
+    while calls < 4 || first.len() < 4 {
+        let frame = next(&mut server, "the downloads' CALLs and first CREDITs").await;
+        match (frame.kind, frame.status) {
+            (CALL, OK) => calls += 1,
+            (CREDIT, OK) => {
+                let grant = u32::from_be_bytes(frame.payload[..].try_into().unwrap());
+                assert!(
+                    first.insert(frame.serial, grant).is_none(),
+                    "two first CREDITs"
+                );
+            }
+            other => panic!("unexpected {other:?}: {frame:?}"),
+        }
+    }
+    let quarter = WINDOW / 4;
+    assert_eq!(
+        first.into_values().collect::<Vec<_>>(),
+        [WINDOW, quarter, quarter, quarter]
+    );
+    // Nothing more is granted while no credit is spent: the next frame is a later call's.
+    actix_rt::spawn(async move {
+        let _ = client.echo(&EchoRequest::default()).await;
+    });
+    let frame = next(&mut server, "the echo's CALL").await;
+    assert_eq!((frame.kind, frame.procedure), (CALL, ECHO), "{frame:?}");
+    drop(downloads);
+}

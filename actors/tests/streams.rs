@@ -304,6 +304,37 @@ async fn uploads_sharing_a_small_connection_window_all_finish() {
 }
 
 #[actix_rt::test]
+async fn downloads_sharing_a_small_client_connection_window_all_finish() {
+    let window = 256 * 1024;
+    let server = start(quick_server_config()).await;
+    let client = ferry_actors::test_program::TestClient::new(
+        server
+            .client(
+                common::Via::Tcp,
+                ferry_actors::ClientConfig {
+                    stream_window: window,
+                    connection_window: u64::from(window),
+                    ..ferry_actors::ClientConfig::default()
+                },
+            )
+            .await,
+    );
+    let downloads = (0..8).map(|i| {
+        download(
+            &client,
+            SourceRequest {
+                length: (4 << 20) + i * 4097,
+                chunk: 64 * 1024 + 7,
+                ..SourceRequest::default()
+            },
+        )
+    });
+    tokio::time::timeout(4 * PROMPTLY, futures::future::join_all(downloads))
+        .await
+        .expect("every download finishes");
+}
+
+#[actix_rt::test]
 async fn a_keep_range_crosses_as_keep_and_a_receiver_without_a_base_refuses_it() {
     let server = start(quick_server_config()).await;
     let client = server.test_client(common::Via::Unix).await;

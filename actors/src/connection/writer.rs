@@ -151,6 +151,22 @@ impl Outbox {
             .map_err(|_| WriterGone)
     }
 
+    /// Queues a control frame for a connection actor without blocking it when there is room;
+    /// otherwise pauses the actor (and so its reader) until the writer catches up: a peer that
+    /// does not read what it is sent gets no more of its frames read.
+    pub fn send_or_pause<A>(&self, ctx: &mut actix::Context<A>, frame: Frame)
+    where
+        A: actix::Actor<Context = actix::Context<A>>,
+    {
+        use actix::AsyncContext;
+        if let Err(frame) = self.try_send(frame) {
+            let outbox = self.clone();
+            ctx.wait(actix::fut::wrap_future(async move {
+                let _ = outbox.send(frame).await;
+            }));
+        }
+    }
+
     /// Queues a control frame without waiting; gives it back if the lane is full or the writer
     /// gone.
     pub fn try_send(&self, frame: Frame) -> Result<(), Frame> {

@@ -31,6 +31,7 @@ use crate::client::connection::pings::Pings;
 pub use crate::client::connection::router::Began;
 use crate::client::connection::router::Router;
 use crate::config::ClientConfig;
+use crate::connection::credit::ReceiveCredit;
 use crate::connection::keepalive::{Keepalive, Tick};
 use crate::connection::reader::FrameReader;
 use crate::connection::transport::Transport;
@@ -81,6 +82,8 @@ impl ClientConnection {
                 keepalive,
                 router: Router {
                     span: info_span!("client", peer = %transport.peer),
+                    // Before `config` moves in.
+                    credit: ReceiveCredit::new(config.stream_window, config.connection_window),
                     config,
                     counters,
                     outbox,

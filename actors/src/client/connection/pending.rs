@@ -26,8 +26,6 @@ pub(super) struct Pending {
 pub(super) struct PendingStream {
     pub actor: Addr<StreamActor>,
     pub direction: Direction,
-    /// Credit the server may still spend on data for us.
-    pub allowance: u64,
     /// STREAM/OK frames we sent (our finish, then our confirmation).
     pub oks_sent: u8,
     /// We have not sent our last frame for this serial yet.

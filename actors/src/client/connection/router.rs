@@ -19,6 +19,7 @@ use crate::client::connection::events::Subscribers;
 use crate::client::connection::pending::{Pending, PendingCalls, PendingStream};
 use crate::client::connection::pings::Pings;
 use crate::config::ClientConfig;
+use crate::connection::credit::ReceiveCredit;
 use crate::connection::writer::{Outbox, Room};
 use crate::control::ControlMessage;
 use crate::error::CallError;
@@ -47,21 +48,26 @@ pub(super) struct Router {
     pub outbox: Outbox,
     pub span: tracing::Span,
     pub calls: PendingCalls,
+    /// Credit of the downloads, shared within the connection's window.
+    pub credit: ReceiveCredit,
     pub subscribers: Subscribers,
     pub pings: Pings,
     pub closing: Closing,
 }
 
 impl Router {
-    /// Queues a control frame without blocking the actor when there is room; otherwise pauses
-    /// the actor (and so the reader) until the writer catches up.
+    /// Queues a control frame ([`Outbox::send_or_pause`]).
     pub fn send<A: Owner>(&self, ctx: &mut Context<A>, frame: Frame) {
-        if let Err(frame) = self.outbox.try_send(frame) {
-            let outbox = self.outbox.clone();
-            ctx.wait(actix::fut::wrap_future(async move {
-                let _ = outbox.send(frame).await;
-            }));
-        }
+        self.outbox.send_or_pause(ctx, frame);
+    }
+
+    /// Pays owed download credit as far as the connection's budget allows
+    /// ([`ReceiveCredit::distribute`]).
+    fn distribute<A: Owner>(&mut self, ctx: &mut Context<A>) {
+        let outbox = &self.outbox;
+        self.credit.distribute(|route, serial, grant| {
+            outbox.send_or_pause(ctx, Frame::credit(route, serial, Credit(grant)));
+        });
     }
 
     /// A frame from the server, by type.
@@ -117,16 +123,14 @@ impl Router {
             });
             ends = opened;
             if direction.server_sends() {
-                self.send(ctx, Frame::credit(route, serial, Credit(window)));
+                // The window, or what the connection's budget has left (at least a grant
+                // step); the rest is owed.
+                let first = self.credit.open(serial, route);
+                self.send(ctx, Frame::credit(route, serial, Credit(first as u32)));
             }
             PendingStream {
                 actor,
                 direction,
-                allowance: if direction.server_sends() {
-                    u64::from(window)
-                } else {
-                    0
-                },
                 oks_sent: 0,
                 open: true,
             }
@@ -150,6 +154,8 @@ impl Router {
             debug!(parent: &self.span, serial, "REPLY for a serial not in flight");
             return;
         };
+        self.credit.close(serial);
+        self.distribute(ctx);
         let outcome = match frame.header.status {
             Status::Ok => Ok(frame.payload),
             Status::Error => Err(
@@ -233,8 +239,18 @@ impl Router {
                 serial,
                 "stream data in a direction the server does not send".into(),
             ),
-            _ => match admit_inbound(frame, &mut stream.allowance, max_chunk) {
-                Ok(event) => stream.actor.do_send(event),
+            _ => match admit_inbound(
+                frame,
+                self.credit
+                    .allowance_mut(serial)
+                    .expect("a download has a credit window"),
+                max_chunk,
+            ) {
+                Ok(event) => {
+                    stream.actor.do_send(event);
+                    // Credit spent is room in the connection's budget.
+                    self.distribute(ctx);
+                }
                 Err(message) => self.abort_stream(ctx, serial, message),
             },
         }
@@ -279,6 +295,8 @@ impl Router {
             }
             Err(error) => {
                 stream.open = false;
+                // Aborted: nothing more is granted to it.
+                self.credit.stop(serial);
                 stream.actor.do_send(FromPeer::End(Some(error.clone())));
                 self.send(ctx, Frame::stream_abort(route, serial, &error.to_body()));
             }
@@ -317,10 +335,9 @@ impl Router {
                 let Some(pending) = self.calls.get_mut(&serial) else {
                     return;
                 };
-                let route = pending.route;
-                if let Some(stream) = pending.stream.as_mut() {
-                    stream.allowance += u64::from(grant);
-                    self.send(ctx, Frame::credit(route, serial, Credit(grant)));
+                if pending.stream.is_some() {
+                    self.credit.owe(serial, grant);
+                    self.distribute(ctx);
                 }
             }
             Notice::Finish(trailer) => self.close_side(ctx, serial, Ok(trailer)),

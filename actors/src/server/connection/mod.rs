@@ -4,13 +4,13 @@
 //!
 //! - [`router`]: routing by type and serial, and every REPLY;
 //! - [`serials`]: the serial table (open calls and their streams);
-//! - [`credit`]: credit windows of the uploads and its distribution among them;
+//! - `connection::credit` (shared with the client): credit windows of the uploads and its
+//!   distribution among them;
 //! - [`admission`]: the limits a new CALL must fit;
 //! - [`identity`]: who the peer is and what it may call;
 //! - [`shutdown`]: draining and closing.
 
 mod admission;
-mod credit;
 mod identity;
 mod router;
 mod serials;
@@ -24,6 +24,7 @@ use ferry_codec::proto::ErrorCode;
 use ferry_codec::{DecodeError, Frame, FrameCodec};
 use tracing::{debug, info_span, warn};
 
+use crate::connection::credit::ReceiveCredit;
 use crate::connection::keepalive::{Keepalive, Tick};
 use crate::connection::reader::FrameReader;
 use crate::connection::transport::Transport;
@@ -33,7 +34,6 @@ use crate::memory::MemoryBudget;
 use crate::metrics::{ConnectionStats, Traffic};
 use crate::program::SetIdentity;
 use crate::server::call::CallDone;
-use crate::server::connection::credit::UploadCredit;
 use crate::server::connection::identity::Access;
 use crate::server::connection::router::Router;
 use crate::server::connection::serials::SerialTable;
@@ -93,7 +93,7 @@ impl ServerConnection {
                     outbox,
                     memory,
                     table: SerialTable::new(),
-                    credit: UploadCredit::new(config),
+                    credit: ReceiveCredit::new(config.stream_window, config.connection_window),
                     access: Access::new(shared.auth.as_ref(), transport.peer_uid),
                     closing: Closing::default(),
                     shared: shared.clone(),

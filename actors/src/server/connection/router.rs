@@ -3,7 +3,7 @@
 //! STREAM, STREAM_HOLE and CREDIT go to the open serial they name; the one REPLY of each call
 //! is sent here, so a serial is freed exactly when docs/PROTOCOL.md says. The state it routes
 //! by has its own modules: the serial table ([`SerialTable`]), upload credit
-//! ([`UploadCredit`]), the connection's identity ([`Access`]) and its way out ([`Closing`]).
+//! ([`ReceiveCredit`]), the connection's identity ([`Access`]) and its way out ([`Closing`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,6 +15,7 @@ use ferry_codec::proto::{ErrorBody, ErrorCode, Layer, Side};
 use ferry_codec::{Credit, Frame, MAX_TRAILER, MessageType, Status};
 use tracing::{debug, info_span, warn};
 
+use crate::connection::credit::ReceiveCredit;
 use crate::connection::writer::{Outbox, Room};
 use crate::control::ControlMessage;
 use crate::error::CallError;
@@ -23,7 +24,6 @@ use crate::metrics::ConnectionStats;
 use crate::program::{CallContext, SetIdentity};
 use crate::server::call::{CallActor, CallDone, StopCall};
 use crate::server::connection::admission;
-use crate::server::connection::credit::UploadCredit;
 use crate::server::connection::identity::Access;
 use crate::server::connection::serials::{OpenCall, OpenStream, SerialTable};
 use crate::server::connection::shutdown::Closing;
@@ -56,15 +56,15 @@ pub(super) struct Router {
     /// What this connection's data may hold (read blocks, download read-ahead).
     pub memory: MemoryBudget,
     pub table: SerialTable,
-    pub credit: UploadCredit,
+    pub credit: ReceiveCredit,
     pub access: Access,
     pub closing: Closing,
 }
 
 impl Router {
-    /// Queues a control frame ([`send`]).
+    /// Queues a control frame ([`Outbox::send_or_pause`]).
     pub fn send<A: Owner>(&self, ctx: &mut Context<A>, frame: Frame) {
-        send(ctx, &self.outbox, frame);
+        self.outbox.send_or_pause(ctx, frame);
     }
 
     pub fn refuse<A: Owner>(&self, ctx: &mut Context<A>, frame: &Frame, error: &CallError) {
@@ -90,11 +90,11 @@ impl Router {
     }
 
     /// Pays owed upload credit as far as the connection's budget allows
-    /// ([`UploadCredit::distribute`]).
+    /// ([`ReceiveCredit::distribute`]).
     fn distribute<A: Owner>(&mut self, ctx: &mut Context<A>) {
         let outbox = &self.outbox;
         self.credit.distribute(|route, serial, grant| {
-            send(ctx, outbox, Frame::credit(route, serial, Credit(grant)));
+            outbox.send_or_pause(ctx, Frame::credit(route, serial, Credit(grant)));
         });
     }
 
@@ -568,17 +568,5 @@ impl Router {
             }
             self.shared.counters.calls_in_flight.dec();
         }
-    }
-}
-
-/// Queues a control frame without blocking the actor when there is room; otherwise pauses
-/// the actor (and so the reader) until the writer catches up: a peer that does not read
-/// its replies gets no more of its requests read.
-fn send<A: Owner>(ctx: &mut Context<A>, outbox: &Outbox, frame: Frame) {
-    if let Err(frame) = outbox.try_send(frame) {
-        let outbox = outbox.clone();
-        ctx.wait(actix::fut::wrap_future(async move {
-            let _ = outbox.send(frame).await;
-        }));
     }
 }

@@ -1,27 +1,27 @@
-//! Credit for the client's uploads on one connection: how much each upload may still send
-//! (its allowance), what its consumer drained and is owed back, and how that debt is paid in
-//! turn within the connection's budget (`connection_window`). The budget bounds the bytes in
-//! flight towards this node on the connection, in the kernel's queues ahead of a small call's
-//! CALL; one stream alone still gets its whole window.
+//! Credit for the streams one side of a connection receives (a server's uploads, a client's
+//! downloads): how much the peer may still send on each (its allowance), what its consumer
+//! drained and is owed back, and how that debt is paid in turn within the connection's budget
+//! (`connection_window`). The budget bounds the bytes in flight towards this side on the
+//! connection, in the kernel's queues ahead of a small call's CALL or REPLY; one stream alone
+//! still gets its whole window. Server and client use it alike, so a probe call waits behind
+//! at most about one connection window of bulk data in either direction.
 
 use std::collections::{HashMap, VecDeque};
 
 use ferry_codec::Route;
 
-use crate::config::ServerConfig;
-
-/// The credit of one upload.
+/// The credit of one received stream.
 struct Window {
     route: Route,
-    /// Credit the client may still spend on data for us.
+    /// Credit the peer may still spend on data for us.
     allowance: u64,
     /// Credit the consumer drained that is not yet granted back: held while the connection's
-    /// streams together hold `connection_window` (see [`UploadCredit::distribute`]).
+    /// streams together hold `connection_window` (see [`ReceiveCredit::distribute`]).
     owed: u64,
 }
 
-/// The credit windows of a connection's uploads, by serial.
-pub(super) struct UploadCredit {
+/// The credit windows of the streams a connection receives, by serial.
+pub(crate) struct ReceiveCredit {
     windows: HashMap<u32, Window>,
     /// Streams with credit owed, in the order they are to be paid.
     owing: VecDeque<u32>,
@@ -29,17 +29,17 @@ pub(super) struct UploadCredit {
     connection_window: u64,
 }
 
-impl UploadCredit {
-    pub fn new(config: &ServerConfig) -> Self {
+impl ReceiveCredit {
+    pub fn new(stream_window: u32, connection_window: u64) -> Self {
         Self {
             windows: HashMap::new(),
             owing: VecDeque::new(),
-            stream_window: config.stream_window,
-            connection_window: config.connection_window,
+            stream_window,
+            connection_window,
         }
     }
 
-    /// Opens the window of a new upload and returns its first grant (which also accepts the
+    /// Opens the window of a new stream and returns its first grant (which also accepts the
     /// stream): the window, or what the connection's budget has left (at least a grant step);
     /// the rest is owed.
     pub fn open(&mut self, serial: u32, route: Route) -> u64 {
@@ -59,12 +59,12 @@ impl UploadCredit {
         first
     }
 
-    /// The credit the client may still spend on an upload, for the frame it sends to spend.
+    /// The credit the peer may still spend on a stream, for the frame it sends to spend.
     pub fn allowance_mut(&mut self, serial: u32) -> Option<&mut u64> {
         self.windows.get_mut(&serial).map(|w| &mut w.allowance)
     }
 
-    /// The consumer drained `grant` bytes: they are owed to the client.
+    /// The consumer drained `grant` bytes: they are owed to the peer.
     pub fn owe(&mut self, serial: u32, grant: u32) {
         let Some(window) = self.windows.get_mut(&serial) else {
             return;
@@ -75,8 +75,8 @@ impl UploadCredit {
         window.owed += u64::from(grant);
     }
 
-    /// The call was answered: nothing more is paid to this upload, though what it still holds
-    /// counts against the budget until its serial is freed.
+    /// The stream is over for this side (answered, or aborted): nothing more is paid to it,
+    /// though what it still holds counts against the budget until its serial is freed.
     pub fn stop(&mut self, serial: u32) {
         if let Some(window) = self.windows.get_mut(&serial) {
             window.owed = 0;
