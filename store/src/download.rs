@@ -4,10 +4,11 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 
-use ferry_actors::stream::Chunk;
+use ferry_codec::Chunk;
 
-use super::error::IoContext;
-use super::{Inner, Result, StoreError, VolumeInfo};
+use crate::error::{IoContext, Result, StoreError};
+use crate::info::VolumeInfo;
+use crate::inner::Inner;
 use crate::sparse::SparseReader;
 
 /// A range of a volume being read out as [`Chunk`]s.

@@ -1,4 +1,5 @@
-//! What a stream carries: chunks of data, holes and kept ranges.
+//! What a stream carries, as its two ends see it: chunks of data, holes and kept ranges (each
+//! one STREAM or STREAM_HOLE frame on the wire, docs/PROTOCOL.md section 7).
 
 /// A piece of stream data: bytes, a run of zeros that was not sent, or a run the receiver
 /// already has.

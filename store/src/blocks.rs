@@ -13,10 +13,11 @@ use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 
-use super::download::open_volume;
-use super::error::IoContext;
-use super::{Inner, Result, VolumeInfo};
 use crate::blockhash::{self, BlockHash, Tree};
+use crate::download::open_volume;
+use crate::error::{IoContext, Result, StoreError};
+use crate::info::VolumeInfo;
+use crate::inner::Inner;
 
 const MAGIC: [u8; 8] = *b"FERRYBH1";
 pub(crate) const HEADER_LEN: u64 = 64;
@@ -83,7 +84,7 @@ pub struct BlockPage {
     pub hashes: Vec<u8>,
 }
 
-/// What [`VolumeStore::block_hashes`](super::VolumeStore::block_hashes) found.
+/// What [`VolumeStore::block_hashes`](crate::VolumeStore::block_hashes) found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BlockHashes {
     Available(BlockPage),
@@ -110,10 +111,7 @@ pub(crate) fn page(
             return Ok((volume, BlockHashes::Missing));
         }
         Err(err) => {
-            return Err(super::StoreError::io(
-                format!("opening {}", path.display()),
-                err,
-            ));
+            return Err(StoreError::io(format!("opening {}", path.display()), err));
         }
     };
     let read = |what: &str| format!("reading {} ({what})", path.display());
@@ -123,7 +121,7 @@ pub(crate) fn page(
         if err.kind() == io::ErrorKind::UnexpectedEof {
             return Ok((volume, unusable("shorter than its header".into())));
         }
-        return Err(super::StoreError::io(read("header"), err));
+        return Err(StoreError::io(read("header"), err));
     }
     let block_size = u64::from(u32::from_be_bytes(
         header[8..12].try_into().expect("4 bytes"),

@@ -7,100 +7,18 @@
 //! not resumable (nothing will ever continue them).
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::fs;
 use std::path::Path;
 
-use super::error::IoContext;
-use super::meta::{self, PartialMeta, VolumeMeta};
-use super::sys;
-use super::upload::remove_partial_files;
-use super::{Inner, Layout, MAX_NAME_LEN_LIMIT, Result, StoreConfig, StoreError, validate_name};
-
-/// What recovery found and did when the store was opened; `Display` gives a one-line summary
-/// for the daemon's log.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RecoveryReport {
-    /// Committed volumes found.
-    pub volumes: usize,
-    /// Partial uploads kept for resuming.
-    pub partials_kept: usize,
-    /// Temporary files (`.<name>.<n>.tmp`) of interrupted operations, deleted.
-    pub temp_files_removed: usize,
-    /// Sidecars in `meta/` whose volume does not exist (a delete interrupted between its two
-    /// steps), deleted.
-    pub orphan_meta_removed: usize,
-    /// Sidecars that do not parse. Left in place for an operator to look at; their volumes
-    /// are served without a checksum.
-    pub unreadable_meta: usize,
-    /// Commits interrupted after the data was published, completed by installing their
-    /// sidecar.
-    pub commits_completed: usize,
-    /// Commits interrupted before the data was published; the uploads are partial again and
-    /// can be resumed and committed anew.
-    pub commits_rolled_back: usize,
-    /// Partial uploads idle for at least `resume_ttl`, deleted.
-    pub expired_partials_removed: usize,
-    /// Partial uploads begun as not resumable (replicas of a replicated upload) that the
-    /// process did not get to discard because it died, deleted whatever their age.
-    pub unresumable_partials_removed: usize,
-    /// Partial uploads that were half made (data without its JSON or the reverse) or whose
-    /// JSON does not parse, deleted: they cannot be resumed safely.
-    pub broken_partials_removed: usize,
-    /// Entries the store did not make (invalid names, directories, symlinks), left alone.
-    pub ignored_entries: usize,
-}
-
-impl RecoveryReport {
-    /// Whether recovery had to change anything (or found something to warn about), i.e.
-    /// whether the last shutdown was not clean.
-    pub fn found_debris(&self) -> bool {
-        self.temp_files_removed
-            + self.orphan_meta_removed
-            + self.unreadable_meta
-            + self.commits_completed
-            + self.commits_rolled_back
-            + self.broken_partials_removed
-            + self.unresumable_partials_removed
-            > 0
-    }
-}
-
-impl fmt::Display for RecoveryReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} volumes, {} partial uploads kept",
-            self.volumes, self.partials_kept
-        )?;
-        let items = [
-            (self.temp_files_removed, "temporary files removed"),
-            (self.orphan_meta_removed, "orphan sidecars removed"),
-            (self.unreadable_meta, "unreadable sidecars left in place"),
-            (self.commits_completed, "interrupted commits completed"),
-            (self.commits_rolled_back, "interrupted commits rolled back"),
-            (
-                self.expired_partials_removed,
-                "expired partial uploads removed",
-            ),
-            (
-                self.broken_partials_removed,
-                "broken partial uploads removed",
-            ),
-            (
-                self.unresumable_partials_removed,
-                "non-resumable partial uploads removed",
-            ),
-            (self.ignored_entries, "foreign entries ignored"),
-        ];
-        for (count, what) in items {
-            if count > 0 {
-                write!(f, ", {count} {what}")?;
-            }
-        }
-        Ok(())
-    }
-}
+use crate::config::StoreConfig;
+use crate::error::{IoContext, Result, StoreError};
+use crate::inner::Inner;
+use crate::layout::Layout;
+use crate::meta::{self, PartialMeta, VolumeMeta};
+use crate::name::{MAX_NAME_LEN_LIMIT, validate_name};
+pub use crate::report::RecoveryReport;
+use crate::sys;
+use crate::upload::remove_partial_files;
 
 /// The files of one name in `partial/`.
 #[derive(Debug, Default)]
@@ -269,7 +187,7 @@ pub(crate) fn recover(layout: &Layout, config: &StoreConfig) -> Result<RecoveryR
     Ok(report)
 }
 
-/// See [`VolumeStore::expire_partials`](super::VolumeStore::expire_partials).
+/// See [`VolumeStore::expire_partials`](crate::VolumeStore::expire_partials).
 pub(crate) fn expire(inner: &Inner) -> Result<usize> {
     let layout = &inner.layout;
     let now = sys::now_millis();

@@ -5,9 +5,9 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use ferry_actors::ErrorCode;
-use ferry_actors::stream::Chunk;
-use ferry_services::store::{
+use ferry_codec::Chunk;
+use ferry_codec::proto::ErrorCode;
+use ferry_store::{
     BlockHashes, Download, MAX_PAGE, PartialStatus, StoreConfig, StoreError, Upload, UploadOptions,
     VolumeStore,
 };
@@ -1193,7 +1193,7 @@ fn block_hashes_come_in_small_pages_that_add_up_to_the_checksum() {
         };
         all.extend_from_slice(&page.hashes);
     }
-    let mut tree = ferry_services::blockhash::Tree::default();
+    let mut tree = ferry_store::blockhash::Tree::default();
     for hash in all.chunks(32) {
         tree.push(hash.try_into().unwrap());
     }

@@ -1,8 +1,8 @@
 //! Volume names: the only part of a path a client controls.
 
-use super::StoreError;
+use crate::error::StoreError;
 
-/// The default for [`StoreConfig::max_name_len`](super::StoreConfig::max_name_len).
+/// The default for [`StoreConfig::max_name_len`](crate::StoreConfig::max_name_len).
 pub const DEFAULT_MAX_NAME_LEN: usize = 128;
 
 /// The largest `max_name_len` a store accepts: the longest file the store makes from a name

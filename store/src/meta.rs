@@ -9,8 +9,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::error::{IoContext, StoreError};
-use super::sys;
+use crate::error::{IoContext, StoreError};
+use crate::sys;
 
 /// The version written into every JSON file, for future migrations.
 pub(crate) const FORMAT: u32 = 1;
@@ -41,7 +41,7 @@ pub(crate) struct PartialMeta {
     pub expected_checksum: Option<[u8; 32]>,
     pub overwrite: bool,
     /// Whether the upload may be resumed after it was interrupted (see
-    /// [`UploadOptions::resumable`](super::UploadOptions::resumable)). One that may not is
+    /// [`UploadOptions::resumable`](crate::UploadOptions::resumable)). One that may not is
     /// removed by the next recovery or expiry sweep whatever its age, since nothing would
     /// ever continue it. Missing in files written before the field existed, all of which
     /// were resumable.
@@ -58,7 +58,7 @@ pub(crate) struct PartialMeta {
     /// When the upload began, unix milliseconds.
     pub created: u64,
     /// Last activity, unix milliseconds: begin, resume, suspend, and during writes at most
-    /// every [`TOUCH_INTERVAL`](super::upload::TOUCH_INTERVAL). Expiry is measured from here.
+    /// every [`TOUCH_INTERVAL`](crate::upload::TOUCH_INTERVAL). Expiry is measured from here.
     pub updated: u64,
 }
 

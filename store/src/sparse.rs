@@ -8,7 +8,7 @@ use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 
 use bytes::Bytes;
-use ferry_actors::stream::Chunk;
+use ferry_codec::Chunk;
 
 use crate::writeback::Writeback;
 

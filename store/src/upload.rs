@@ -9,18 +9,20 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use ferry_actors::stream::Chunk;
+use ferry_codec::Chunk;
 
-use super::blocks::BlocksWriter;
-use super::download::open_volume;
-use super::error::IoContext;
-use super::meta::{self, PartialMeta, VolumeMeta};
-use super::sys;
-use super::{
-    Inner, Layout, MAX_NAME_LEN_LIMIT, Result, StoreError, VolumeInfo, commit, unfinished,
-};
 use crate::blockhash::{BLOCK_SIZE, TreeHash};
+use crate::blocks::BlocksWriter;
+use crate::download::open_volume;
+use crate::error::{IoContext, Result, StoreError};
+use crate::info::VolumeInfo;
+use crate::inner::Inner;
+use crate::layout::Layout;
+use crate::meta::{self, PartialMeta, VolumeMeta};
+use crate::name::{MAX_NAME_LEN_LIMIT, validate_name};
+use crate::publish::{commit, unfinished};
 use crate::sparse::{self, Extent, ExtentCursor, SparseReader};
+use crate::sys;
 use crate::writeback::Writeback;
 
 /// How often a busy upload refreshes `updated` in its JSON file. Expiry is measured in hours,
@@ -37,7 +39,7 @@ pub struct UploadOptions {
     pub expected_checksum: Option<[u8; 32]>,
     /// Whether the commit may replace an existing volume of the same name.
     pub overwrite: bool,
-    /// Whether the upload is kept for [`resume_upload`](super::VolumeStore::resume_upload)
+    /// Whether the upload is kept for [`resume_upload`](crate::VolumeStore::resume_upload)
     /// when it ends without a decision (suspended, dropped, or the process crashed). Default
     /// `true`. An upload that is part of something larger that cannot be resumed, such as a
     /// replica of a replicated upload, sets it to `false`: it is then discarded instead, and
@@ -64,7 +66,7 @@ impl Default for UploadOptions {
     }
 }
 
-/// The state of a partial upload, as [`VolumeStore::upload_status`](super::VolumeStore::upload_status)
+/// The state of a partial upload, as [`VolumeStore::upload_status`](crate::VolumeStore::upload_status)
 /// reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartialStatus {
@@ -93,7 +95,7 @@ pub struct PartialStatus {
 ///
 /// Ends in one of three ways: [`commit`](Self::commit) publishes the volume,
 /// [`abort`](Self::abort) deletes the partial data, [`suspend`](Self::suspend) keeps it for
-/// [`resume_upload`](super::VolumeStore::resume_upload). **Dropping an `Upload` suspends it**:
+/// [`resume_upload`](crate::VolumeStore::resume_upload). **Dropping an `Upload` suspends it**:
 /// the usual reason an upload ends without a decision is a lost connection or a crashing
 /// handler, and the client should then be able to resume rather than send everything again.
 /// Partial uploads nobody resumes expire after `resume_ttl`. An upload begun with
@@ -441,7 +443,7 @@ impl Upload {
         self.discard_files()
     }
 
-    /// Keeps the partial upload for [`resume_upload`](super::VolumeStore::resume_upload): syncs
+    /// Keeps the partial upload for [`resume_upload`](crate::VolumeStore::resume_upload): syncs
     /// the data and records the time, so the upload survives a crash and its expiry counts
     /// from now. Dropping an `Upload` does the same, ignoring errors.
     ///
@@ -726,7 +728,7 @@ pub(crate) fn list(inner: &Inner) -> Result<Vec<PartialStatus>> {
             .file_name()
             .to_str()
             .and_then(|file| file.strip_suffix(".json"))
-            .filter(|name| super::validate_name(name, MAX_NAME_LEN_LIMIT).is_ok())
+            .filter(|name| validate_name(name, MAX_NAME_LEN_LIMIT).is_ok())
         {
             names.insert(name.to_string());
         }

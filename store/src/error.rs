@@ -3,7 +3,10 @@
 use std::io;
 use std::path::PathBuf;
 
-use ferry_actors::ErrorCode;
+use ferry_codec::proto::ErrorCode;
+
+/// The result type of the store.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Why a volume store operation failed.
 ///
@@ -13,7 +16,7 @@ use ferry_actors::ErrorCode;
 /// have to repeat the table.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The name breaks one of the rules of [`validate_name`](super::validate_name).
+    /// The name breaks one of the rules of [`validate_name`](crate::validate_name).
     #[error("invalid volume name {}: {reason}", shown(name))]
     InvalidName { name: String, reason: String },
 
@@ -34,14 +37,14 @@ pub enum StoreError {
     NoPartialUpload { name: String },
 
     /// `resume_upload` found a partial upload that was begun as not resumable
-    /// ([`UploadOptions::resumable`](super::UploadOptions::resumable)), such as a replica of
+    /// ([`UploadOptions::resumable`](crate::UploadOptions::resumable)), such as a replica of
     /// a replicated upload. It is removed by the next expiry sweep or open.
     #[error(
         "the partial upload of volume {name:?} cannot be resumed (it was begun as not resumable, as the replicas of a replicated upload are); start a new upload"
     )]
     NotResumable { name: String },
 
-    /// Another [`Upload`](super::Upload) of the same name is open in this process.
+    /// Another [`Upload`](crate::Upload) of the same name is open in this process.
     #[error(
         "an upload of volume {name:?} is in progress; wait for it to finish or be suspended, then resume it"
     )]
@@ -123,8 +126,8 @@ pub enum StoreError {
     )]
     Locked { root: PathBuf },
 
-    /// The [`StoreConfig`](super::StoreConfig) cannot work.
-    /// The upload's stream ended while a hole was being hashed ([`Upload::stopper`](super::Upload::stopper)).
+    /// The [`StoreConfig`](crate::StoreConfig) cannot work.
+    /// The upload's stream ended while a hole was being hashed ([`Upload::stopper`](crate::Upload::stopper)).
     #[error("upload {name:?} was stopped while it hashed a hole: its stream ended")]
     Stopped { name: String },
     #[error("invalid volume store configuration: {reason}")]

@@ -22,7 +22,7 @@ use std::io::{self, Write};
 use blake3::hazmat::{
     ChainingValue, HasherExt, Mode, merge_subtrees_non_root, merge_subtrees_root,
 };
-use ferry_actors::stream::ZEROS;
+use ferry_codec::ZEROS;
 
 /// Bytes per block: 256 KiB (256 BLAKE3 chunks).
 ///
