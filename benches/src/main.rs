@@ -91,7 +91,7 @@ pub struct Cli {
     #[arg(long)]
     pub vol_dir: Option<PathBuf>,
     /// volumes: the directory with the `ferryd` and `ferry` binaries [default: ferry-bench's
-    /// own, e.g. target/release after `cargo build --release -p ferry-services`].
+    /// own, e.g. target/release after `cargo build --release -p ferry`].
     #[arg(long)]
     pub bin_dir: Option<PathBuf>,
     /// Experiments: Ferry's stream window (both sides) instead of the default 1 MiB.
@@ -233,7 +233,7 @@ fn main() {
             let path = opts.bin_dir.join(binary);
             if !path.is_file() {
                 eprintln!(
-                    "volumes needs {}: build it first (cargo build --release -p ferry-services), \
+                    "volumes needs {}: build it first (cargo build --release -p ferry), \
                      or point --bin-dir at ferryd and ferry",
                     path.display()
                 );

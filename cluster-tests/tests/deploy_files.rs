@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use ferry_cluster_tests::{deploy_dir, run};
-use ferry_services::config::NodeConfig;
+use ferry_node::config::NodeConfig;
 
 fn promtool() -> PathBuf {
     let path = std::env::var_os("FERRY_TEST_PROMTOOL")
