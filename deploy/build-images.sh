@@ -118,8 +118,8 @@ write_etc() {
 
 if [ "$cargo_build" = 1 ]; then
   command -v cargo >/dev/null || die "cargo is missing (install Rust 1.95+, or pass --no-cargo)"
-  say "cargo build --release -p ferry-services"
-  (cd "$repo" && cargo build --release -p ferry-services --bins)
+  say "cargo build --release -p ferry"
+  (cd "$repo" && cargo build --release -p ferry --bins)
 fi
 for bin in ferryd ferry; do
   [ -x "$target_dir/release/$bin" ] || die "$target_dir/release/$bin is missing (run without --no-cargo)"

@@ -934,7 +934,7 @@ async fn hostile_peers_get_the_documented_outcome_while_a_good_client_is_served(
 // each documents how the bug showed and the outcome docs/PROTOCOL.md promises.
 
 /// A connection that has more control frames to queue than `write_queue` holds deadlocks:
-/// `ServerConnection::send` (actors/src/server/connection.rs) waits for room with `ctx.wait`,
+/// `Router::send` (actors/src/server/connection/router.rs) waits for room with `ctx.wait`,
 /// which also stops the actor's spawned futures, among them the connection's writer, the only
 /// thing that makes room. The connection then neither reads nor writes nor runs its timers,
 /// forever, even after the peer closes: it keeps its slot in `connections_open`. With the
@@ -968,7 +968,7 @@ async fn a_burst_of_replies_larger_than_the_write_queue_does_not_deadlock_the_co
 /// Section 4: "Every combination not listed here is a protocol violation: it is answered for
 /// that serial where a serial is known". The server checks the status of CALL frames only:
 /// it takes CANCEL with any status as a cancel, CREDIT with any status as a grant, and
-/// STREAM_HOLE with any status as a hole (actors/src/server/connection.rs `on_cancel`,
+/// STREAM_HOLE with any status as a hole (actors/src/server/connection/router.rs `on_cancel`,
 /// `on_credit`, `on_stream_frame`).
 #[actix_rt::test]
 async fn type_status_pairs_outside_section_4_are_protocol_violations() {
@@ -1031,8 +1031,8 @@ async fn a_huge_hole_does_not_stall_other_connections() {
 
 /// Section 5: "The REPLY is always the server's last frame for a serial." When a download is
 /// cancelled (or aborted) while its stream actor still has a credit message queued, the actor
-/// spends it after the connection queued the REPLY: `ServerConnection::conclude`
-/// (actors/src/server/connection.rs) sends `FromPeer::End` to the stream actor and queues the
+/// spends it after the connection queued the REPLY: `Router::conclude`
+/// (actors/src/server/connection/router.rs) sends `FromPeer::End` to the stream actor and queues the
 /// REPLY, but the `FromPeer::Credit` ahead of `End` in the actor's mailbox runs `pump` first,
 /// and the data it queues is no longer purged by the writer (`purge_if_final`,
 /// actors/src/connection/writer.rs, only drops data queued before the REPLY). The data goes out

@@ -7,7 +7,7 @@ use std::process::Command;
 /// The `volumes` workload runs the real `ferryd` and `ferry`, which are another package's
 /// binaries: `cargo test --workspace` builds them beside ferry-bench, `cargo test -p
 /// ferry-bench` alone does not, so build them here (a no-op when they are fresh).
-fn build_ferry_services(bench: &Path) {
+fn build_ferry_binaries(bench: &Path) {
     let profile_dir = bench.parent().expect("target/<profile>");
     let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
         Some("debug") => "dev",
@@ -15,14 +15,7 @@ fn build_ferry_services(bench: &Path) {
         None => panic!("no profile directory in {}", bench.display()),
     };
     let output = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--profile",
-            profile,
-            "-p",
-            "ferry-services",
-            "--bins",
-        ])
+        .args(["build", "--profile", profile, "-p", "ferry", "--bins"])
         .env("CARGO_TARGET_DIR", profile_dir.parent().expect("target/"))
         .output()
         .expect("run cargo build");
@@ -36,7 +29,7 @@ fn build_ferry_services(bench: &Path) {
 #[test]
 fn every_workload_runs_and_reports_json_lines() {
     let bench = Path::new(env!("CARGO_BIN_EXE_ferry-bench"));
-    build_ferry_services(bench);
+    build_ferry_binaries(bench);
     let output = Command::new(bench)
         .arg("--smoke")
         .output()

@@ -31,7 +31,7 @@ fi
 
 if [ -z "${FERRYD:-}" ] || [ -z "${FERRY:-}" ]; then
   target="${CARGO_TARGET_DIR:-$root/target}"
-  (cd "$root" && cargo build -p ferry-services --bins)
+  (cd "$root" && cargo build -p ferry --bins)
   export FERRYD="${FERRYD:-$target/debug/ferryd}" FERRY="${FERRY:-$target/debug/ferry}"
 fi
 echo "ci.sh: ferryd=$FERRYD ferry=$FERRY python=$("$venv/bin/python" --version)"

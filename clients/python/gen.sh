@@ -15,9 +15,9 @@ protos=(
   "codec/proto:ferry/v1/wire.proto"
   "actors/proto:ferry/test/v1/test.proto"
   "actors/proto:ferry/auth/v1/auth.proto"
-  "services/proto:ferry/volume/v1/volume.proto"
-  "services/proto:ferry/events/v1/events.proto"
-  "services/proto:ferry/admin/v1/admin.proto"
+  "node/proto:ferry/volume/v1/volume.proto"
+  "node/proto:ferry/events/v1/events.proto"
+  "node/proto:ferry/admin/v1/admin.proto"
 )
 mkdir -p "$out"
 for entry in "${protos[@]}"; do

@@ -566,7 +566,7 @@ fn with_retries(cluster: &Cluster, args: &[&str], report: &mut ClientReport) -> 
         }
         // WORKAROUND, remove once fixed: `ferry` exits 7 (denied) when the connection is lost
         // during the SCRAM exchange (the node restarting, docker's proxy closing), because
-        // every authentication failure maps to 7 (services/src/cli/exit.rs); it should be 3.
+        // every authentication failure maps to 7 (cli/src/exit.rs); it should be 3.
         let lost_while_authenticating = ran.code() == Some(7)
             && ran.stderr.contains("authenticating")
             && ran.stderr.contains("connection lost");

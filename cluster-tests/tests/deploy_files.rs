@@ -2,7 +2,7 @@
 //! `promtool check` and the rules' unit tests, and the node configs are what ferryd reads and
 //! what the cluster tests assume. These run in a plain `cargo test`.
 //!
-//! promtool comes with Debian's `prometheus` package (as for services/tests/prometheus.rs):
+//! promtool comes with Debian's `prometheus` package (as for ferry/tests/prometheus.rs):
 //! without it this test fails and says how to install it. `FERRY_TEST_PROMTOOL` may point at
 //! another promtool 2.x.
 
@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use ferry_cluster_tests::{deploy_dir, run};
-use ferry_services::config::NodeConfig;
+use ferry_node::config::NodeConfig;
 
 fn promtool() -> PathBuf {
     let path = std::env::var_os("FERRY_TEST_PROMTOOL")

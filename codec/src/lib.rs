@@ -8,6 +8,7 @@
 //! [`Frame::wire_parts`] hands the connection writer a header and the untouched payload for a
 //! vectored write, so stream data is never copied on its way through.
 
+mod chunk;
 mod codec;
 mod error;
 mod frame;
@@ -19,6 +20,7 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/ferry.v1.rs"));
 }
 
+pub use chunk::{Chunk, ZEROS};
 pub use codec::{FrameCodec, Limits};
 pub use error::{DecodeError, EncodeError, PayloadError};
 pub use frame::{Frame, Route};

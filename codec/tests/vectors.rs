@@ -178,7 +178,7 @@ fn stream_finish() {
     );
 }
 
-/// The volume program's UploadFinish (owned by services' volume.proto), mirrored like
+/// The volume program's UploadFinish (owned by node/proto's volume.proto), mirrored like
 /// EchoRequest.
 #[derive(Clone, PartialEq, prost::Message)]
 struct UploadFinish {

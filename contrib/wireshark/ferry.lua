@@ -8,7 +8,7 @@
 -- procedure, type, serial, status: big-endian u32 each) and a payload. Frames are reassembled
 -- across TCP segments, and a segment may carry many frames. Protobuf payloads (requests,
 -- replies, events, the error body) are decoded by hand against the schema below, a copy of
--- the .proto files (codec/proto, actors/proto, services/proto).
+-- the .proto files (codec/proto, actors/proto, node/proto).
 
 local ferry = Proto("ferry", "Ferry RPC Protocol")
 
@@ -126,7 +126,7 @@ local SCHEMA = {
     ["ferry.test.v1.SourceReply"] = { fields = { { 1, "bytes", "uint64" }, { 2, "checksum", "bytes" } } },
     ["ferry.test.v1.EchoStreamRequest"] = { fields = {} },
     ["ferry.test.v1.EchoStreamReply"] = { fields = { { 1, "bytes", "uint64" } } },
-    -- services/proto/ferry/admin/v1/admin.proto
+    -- node/proto/ferry/admin/v1/admin.proto
     ["ferry.admin.v1.InfoRequest"] = { fields = {} },
     ["ferry.admin.v1.ServerInfo"] = { fields = {
         { 1, "version", "string" }, { 2, "uptime_millis", "uint64" }, { 3, "max_frame", "uint64" },
@@ -141,7 +141,7 @@ local SCHEMA = {
     ["ferry.admin.v1.ClientsReply"] = { fields = { { 1, "clients", "message", "ferry.admin.v1.Client" } } },
     ["ferry.admin.v1.DisconnectRequest"] = { fields = { { 1, "id", "uint64" } } },
     ["ferry.admin.v1.DisconnectReply"] = { fields = {} },
-    -- services/proto/ferry/events/v1/events.proto
+    -- node/proto/ferry/events/v1/events.proto
     ["ferry.events.v1.SubscribeRequest"] = { fields = {} },
     ["ferry.events.v1.SubscribeReply"] = { fields = {} },
     ["ferry.events.v1.Event"] = { fields = {
@@ -167,7 +167,7 @@ local SCHEMA = {
     ["ferry.events.v1.TransferFailed"] = { fields = {
         { 1, "name", "string" }, { 2, "direction", "enum", DIRECTIONS }, { 3, "bytes", "uint64" },
         { 4, "reason", "string" }, { 5, "peer", "string" } } },
-    -- services/proto/ferry/volume/v1/volume.proto
+    -- node/proto/ferry/volume/v1/volume.proto
     ["ferry.volume.v1.Volume"] = { fields = {
         { 1, "name", "string" }, { 2, "size", "uint64" }, { 3, "allocated", "uint64" },
         { 4, "checksum", "bytes" }, { 5, "created_millis", "int64" }, { 6, "modified_millis", "int64" } } },

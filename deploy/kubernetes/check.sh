@@ -8,7 +8,7 @@
 #      fields are errors) against the schemas of Kubernetes $K8S_VERSION (kubernetes-validate);
 #      the Prometheus Operator's kinds have no schema there (see below): the PrometheusRule's
 #      rules pass `promtool check rules` instead, and the ServiceMonitor is checked by
-#      services/tests/kubernetes.rs;
+#      ferry/tests/kubernetes.rs;
 #   4. checkov finds nothing in the example rendering beyond what checkov.yaml waives.
 #
 # kubernetes-validate and checkov come from PyPI, pinned, in a venv kept at $FERRY_K8S_VENV

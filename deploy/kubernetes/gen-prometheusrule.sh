@@ -2,7 +2,7 @@
 # Writes prometheusrule.yaml: the alert rules of deploy/alerts.yml (the compose cluster's, and
 # the one place they are edited) as a PrometheusRule for the Prometheus Operator. Run it after
 # editing deploy/alerts.yml; check.sh fails when prometheusrule.yaml is out of date, and
-# services/tests/kubernetes.rs checks that both hold the same rules.
+# ferry/tests/kubernetes.rs checks that both hold the same rules.
 #
 # Usage: deploy/kubernetes/gen-prometheusrule.sh [--check]
 #   --check   write nothing; exit 1 if prometheusrule.yaml differs from what would be written

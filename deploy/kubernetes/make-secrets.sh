@@ -52,7 +52,7 @@ if [ -z "$ferry" ]; then
     if [ -n "$candidate" ] && [ -x "$candidate" ]; then ferry=$candidate; break; fi
   done
 fi
-[ -n "$ferry" ] && [ -x "$ferry" ] || die "no ferry binary: set FERRY, or build it (cargo build -p ferry-services)"
+[ -n "$ferry" ] && [ -x "$ferry" ] || die "no ferry binary: set FERRY, or build it (cargo build -p ferry)"
 
 umask 077
 mkdir -p "$out"

@@ -148,14 +148,14 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                     return;
                 }
                 let full = std::mem::take(&mut self.buf);
-                if let Some((mut spare, charge)) = self.spare.replace((full, charge)) {
-                    if spare.try_reclaim(size) {
-                        self.buf = spare;
-                        self.block = Some(charge);
-                        return;
-                    }
-                    // Frames of the older block are still held: they keep its charge, and
-                    // the reader lets go of it.
+                // Otherwise frames of the older block are still held: they keep its charge,
+                // and the reader lets go of it.
+                if let Some((mut spare, charge)) = self.spare.replace((full, charge))
+                    && spare.try_reclaim(size)
+                {
+                    self.buf = spare;
+                    self.block = Some(charge);
+                    return;
                 }
             }
             if let Some(charge) = self.memory.try_charge(size) {

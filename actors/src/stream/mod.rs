@@ -6,7 +6,6 @@
 //! side may abort.
 
 mod actor;
-mod chunk;
 mod direction;
 mod ends;
 mod handles;
@@ -16,10 +15,11 @@ mod io;
 
 pub use actor::StreamActor;
 pub(crate) use actor::{FromPeer, Notice, StreamNotice, StreamSetup};
-pub use chunk::{Chunk, ZEROS};
 pub use direction::Direction;
 pub use ends::StreamEnds;
 pub(crate) use ends::open;
+/// What a stream carries (in the codec, so the volume store can speak it without the runtime).
+pub use ferry_codec::{Chunk, ZEROS};
 pub use handles::{Halted, Incoming, Outgoing};
 pub use hash::ContentHash;
 pub(crate) use inbound::admit_inbound;

@@ -24,7 +24,7 @@ use crate::grpc;
 use crate::raw;
 use crate::report::{Better, Collector, Record};
 use crate::runner::Runner;
-use crate::workloads::{AnyServer, Peer, peers, rotated};
+use crate::workloads::peers::{AnyServer, Peer, peers, rotated};
 use ferry_actors::test_program::proto::{SinkRequest, SourceRequest};
 
 const CHUNK: u64 = 256 * KIB;

@@ -14,8 +14,8 @@ use crate::ferry::{self, Settings};
 use crate::raw;
 use crate::report::{Better, Collector, Record};
 use crate::runner::Runner;
+use crate::workloads::peers::{AnyServer, Peer, peers, rotated};
 use crate::workloads::unary::{Run, histogram, payload};
-use crate::workloads::{AnyServer, Peer, peers, rotated};
 
 /// The connection counts, as the issue asks.
 const COUNTS: [usize; 4] = [1, 16, 256, 1024];

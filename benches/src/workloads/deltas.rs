@@ -28,9 +28,9 @@ use std::time::Duration;
 use crate::Opts;
 use crate::child::{Daemon, Measured, run_measured};
 use crate::report::{Better, Collector};
-use crate::workloads::rotated;
+use crate::workloads::peers::rotated;
 
-use super::volumes::{FerryNode, hash_file, sync};
+use crate::workloads::ferryd::{FerryNode, hash_file, sync};
 
 const BLOCK: u64 = 256 * 1024;
 const VOLUME: &str = "bench.img";

@@ -20,7 +20,7 @@ use crate::grpc::{self, Tuning};
 use crate::raw;
 use crate::report::{Better, Collector, Record};
 use crate::runner::Runner;
-use crate::workloads::{Peer, peers, rotated};
+use crate::workloads::peers::{Peer, peers, rotated};
 use ferry_actors::test_program::proto::SinkRequest;
 
 /// Keeps `value` alive on the current runner until the returned sender fires (or drops).

@@ -12,7 +12,7 @@ use crate::grpc;
 use crate::raw;
 use crate::report::{Better, Collector, Record};
 use crate::runner::Runner;
-use crate::workloads::{AnyServer, Peer, peers, rotated};
+use crate::workloads::peers::{AnyServer, Peer, peers, rotated};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {

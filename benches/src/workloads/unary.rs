@@ -18,8 +18,8 @@ use crate::grpc;
 use crate::raw;
 use crate::report::{Better, Collector, Record};
 use crate::runner::Runner;
+use crate::workloads::peers::{AnyServer, Peer, peers, rotated};
 use crate::workloads::streams::Direction;
-use crate::workloads::{AnyServer, Peer, peers, rotated};
 use futures::future::LocalBoxFuture;
 
 const PAYLOAD: usize = 32;

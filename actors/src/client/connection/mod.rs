@@ -5,6 +5,8 @@
 //!
 //! - [`router`]: routing by type and serial, and the frames this side sends for its calls;
 //! - [`pending`]: the serial table (calls in flight and their streams);
+//! - `connection::credit` (shared with the server): credit windows of the downloads and its
+//!   distribution among them;
 //! - [`events`]: event subscribers;
 //! - [`pings`]: PINGs awaiting their PONG;
 //! - [`closing`]: why the connection refuses new calls, or ended.

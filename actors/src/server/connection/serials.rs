@@ -28,8 +28,8 @@ pub(super) struct OpenCall {
     pub charge: Option<Arc<Charge>>,
 }
 
-/// The stream of an open call, as the connection routes it. Its credit is kept by
-/// [`super::credit::UploadCredit`].
+/// The stream of an open call, as the connection routes it. Its credit is kept by the
+/// connection's `ReceiveCredit` (`crate::connection::credit`).
 pub(super) struct OpenStream {
     pub actor: Addr<StreamActor>,
     /// Tells the stream actor to send nothing more (set when the REPLY is queued).

@@ -1,4 +1,4 @@
-"""The admin program (0x61646d6e "admn", version 1; services/proto/ferry/admin/v1)."""
+"""The admin program (0x61646d6e "admn", version 1; node/proto/ferry/admin/v1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The events program (0x65766e74 "evnt", version 1; services/proto/ferry/events/v1)."""
+"""The events program (0x65766e74 "evnt", version 1; node/proto/ferry/events/v1)."""
 
 from __future__ import annotations
 

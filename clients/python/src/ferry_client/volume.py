@@ -1,4 +1,4 @@
-"""The volume program (0x766f6c75 "volu", version 1; services/proto/ferry/volume/v1)."""
+"""The volume program (0x766f6c75 "volu", version 1; node/proto/ferry/volume/v1)."""
 
 from __future__ import annotations
 
