@@ -118,11 +118,8 @@ impl ServerTls {
         })
     }
 
-    pub fn from_files(cert: &Path, key: &Path) -> Result<Self, TlsError> {
-        Self::from_pem(&read(cert)?, &read(key)?)
-    }
-
-    pub fn from_files_with(cert: &Path, key: &Path, min: TlsVersion) -> Result<Self, TlsError> {
+    /// As [`from_pem_with`](Self::from_pem_with), from PEM files.
+    pub fn from_files(cert: &Path, key: &Path, min: TlsVersion) -> Result<Self, TlsError> {
         Self::from_pem_with(&read(cert)?, &read(key)?, min)
     }
 
@@ -170,10 +167,6 @@ impl ClientTls {
 
     pub fn from_ca_file(ca: &Path) -> Result<Self, TlsError> {
         Self::from_ca_pem(&read(ca)?)
-    }
-
-    pub fn from_ca_file_with(ca: &Path, min: TlsVersion) -> Result<Self, TlsError> {
-        Self::from_ca_pem_with(&read(ca)?, min)
     }
 
     /// Runs the client's handshake on a connected socket; the server's certificate must

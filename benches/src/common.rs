@@ -165,6 +165,11 @@ impl Cost {
 
     /// CPU seconds per 10^9 bytes of `bytes` moved.
     pub fn cpu_per_gb(&self, bytes: u64) -> f64 {
-        self.cpu.as_secs_f64() / (bytes as f64 / 1e9)
+        cpu_per_gb(self.cpu, bytes)
     }
+}
+
+/// CPU seconds of `cpu` per 10^9 bytes of `bytes` moved.
+pub fn cpu_per_gb(cpu: Duration, bytes: u64) -> f64 {
+    cpu.as_secs_f64() / (bytes as f64 / 1e9)
 }

@@ -390,44 +390,42 @@ async fn vol(client: &Client, command: Vol, output: &Output) -> Result<(), CliEr
             to,
             overwrite,
             full,
-        } => {
-            let plan = transfer::PeerPlan {
-                name,
-                peer: to,
-                overwrite,
-                migrate: true,
-                delta: !full,
-            };
-            let report = interruptible(
-                client,
-                transfer::to_peer(client, plan, output),
-                PEER_STOPPED,
-            )
-            .await??;
-            output.sent(&report);
-        }
+        } => to_peer(client, name, to, overwrite, full, true, output).await?,
         Vol::Copy {
             name,
             to,
             overwrite,
             full,
-        } => {
-            let plan = transfer::PeerPlan {
-                name,
-                peer: to,
-                overwrite,
-                migrate: false,
-                delta: !full,
-            };
-            let report = interruptible(
-                client,
-                transfer::to_peer(client, plan, output),
-                PEER_STOPPED,
-            )
-            .await??;
-            output.sent(&report);
-        }
+        } => to_peer(client, name, to, overwrite, full, false, output).await?,
     }
+    Ok(())
+}
+
+/// `vol migrate` (`migrate`: the source is deleted once the peer has the volume) and
+/// `vol copy`: one transfer to a peer, until it ends or Ctrl-C.
+async fn to_peer(
+    client: &Client,
+    name: String,
+    peer: String,
+    overwrite: bool,
+    full: bool,
+    migrate: bool,
+    output: &Output,
+) -> Result<(), CliError> {
+    let plan = transfer::PeerPlan {
+        name,
+        peer,
+        overwrite,
+        migrate,
+        delta: !full,
+    };
+    let report = interruptible(
+        client,
+        transfer::to_peer(client, plan, output),
+        PEER_STOPPED,
+    )
+    .await??;
+    output.sent(&report);
     Ok(())
 }
 

@@ -91,7 +91,7 @@ impl NodePlan {
                 }
                 Some((
                     address,
-                    ServerTls::from_files_with(
+                    ServerTls::from_files(
                         &security.tls_cert,
                         &security.tls_key,
                         security.tls_min_version.into(),

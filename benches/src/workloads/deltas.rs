@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use crate::Opts;
 use crate::child::{Daemon, Measured, run_measured};
+use crate::common::{cpu_per_gb, mbps};
 use crate::report::{Better, Collector};
 use crate::workloads::peers::rotated;
 
@@ -60,7 +61,6 @@ pub fn deltas(opts: &Opts, results: &mut Collector, dir: &Path) {
         eprintln!("   volumes: the rsync peer is SKIPPED: {why}");
     }
     let local = dir.join("local.img");
-    let image_gb = size as f64 / 1e9;
     let mut add = |case: &str, peer: &str, m: &Measured, wire: Option<u64>, hashes: Option<u64>| {
         results.add(
             case,
@@ -68,7 +68,7 @@ pub fn deltas(opts: &Opts, results: &mut Collector, dir: &Path) {
             "throughput",
             "MB/s",
             Better::Higher,
-            size as f64 / 1e6 / m.wall.as_secs_f64(),
+            mbps(size, m.wall),
         );
         results.add(
             case,
@@ -76,7 +76,7 @@ pub fn deltas(opts: &Opts, results: &mut Collector, dir: &Path) {
             "CPU per GB",
             "s/GB",
             Better::Lower,
-            m.cpu.as_secs_f64() / image_gb,
+            cpu_per_gb(m.cpu, size),
         );
         if let Some(wire) = wire {
             results.add(

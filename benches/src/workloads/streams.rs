@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use crate::Opts;
-use crate::common::{Cost, KIB, MIB, Transport, mbps, process_cpu};
+use crate::common::{Cost, KIB, MIB, Transport, cpu_per_gb, mbps, process_cpu};
 use crate::ferry::{self, Settings};
 use crate::grpc;
 use crate::raw;
@@ -255,7 +255,7 @@ pub fn eight_streams(opts: &Opts) -> Vec<Record> {
                 "CPU per GB",
                 "s/GB",
                 Better::Lower,
-                cpu.as_secs_f64() / (per_stream * STREAMS as u64) as f64 * 1e9,
+                cpu_per_gb(cpu, per_stream * STREAMS as u64),
             );
             results.add(
                 &case,

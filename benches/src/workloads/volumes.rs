@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use crate::Opts;
 use crate::child::{Daemon, Measured, run_measured, run_timed};
-use crate::common::{MIB, mbps, pattern, pieces};
+use crate::common::{MIB, cpu_per_gb, mbps, pattern, pieces};
 use crate::report::{Better, Collector, Record};
 use crate::workloads::ferryd::FerryNode;
 use crate::workloads::ferryd::{hash_file, sync};
@@ -136,7 +136,7 @@ impl Timing {
             Better::Higher,
             mbps(size, total),
         );
-        let cpu = self.cpu.as_secs_f64() / (size as f64 / 1e9);
+        let cpu = cpu_per_gb(self.cpu, size);
         results.add(case, peer, "CPU per GB", "s/GB", Better::Lower, cpu);
         if self.fsync.is_some() {
             let metric = "throughput, no fsync";
