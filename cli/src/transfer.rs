@@ -439,9 +439,15 @@ pub async fn download(
         .await
         .map_err(CliError::call(context.clone()))?;
     let length = plan.length.unwrap_or(info.size.saturating_sub(plan.offset));
+    // A whole volume is pinned to the version `info` described, and must hash to its checksum
+    // before it is kept: the node hashes what it reads, so bytes damaged on its disk would
+    // otherwise arrive "verified".
+    let recorded = <[u8; 32]>::try_from(&info.checksum[..])
+        .ok()
+        .filter(|_| whole);
     let mut stream = volumes
         .download(&DownloadRequest {
-            expected_checksum: Default::default(),
+            expected_checksum: recorded.map(|sum| sum.to_vec().into()).unwrap_or_default(),
             name: name.clone(),
             offset: plan.offset,
             length: plan.length.unwrap_or(0),
@@ -469,6 +475,15 @@ pub async fn download(
             source: io::Error::other(e),
         })?
         .map_err(local)?;
+    if let Some(recorded) = recorded
+        && hash.digest() != recorded
+    {
+        return Err(CliError::Mismatch(format!(
+            "{context}: the node's copy is damaged: its bytes hash to {} but the volume was stored with {}; nothing was written (upload it again, or copy it from another node)",
+            hex::encode(hash.digest()),
+            hex::encode(recorded)
+        )));
+    }
     // Commit locally first: the node hears "confirmed" only once the data is safe here.
     if let Sink::File { temp, dest, force } = sink {
         persist(temp, &dest, force)?;

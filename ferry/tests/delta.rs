@@ -1,7 +1,8 @@
 //! Delta uploads against a real `ferryd` with the real `ferry`: bit-exact results after random
-//! and adversarial changes, only the changed blocks on the wire, damaged block hashes and
-//! damaged base data caught, volumes without block hashes, and kill -9 of either side at
-//! random points never leaving a mixed version.
+//! and adversarial changes, only the changed blocks on the wire, damaged block hashes caught,
+//! damaged base data caught (by the next download, or at commit with `verify_kept_data`),
+//! volumes without block hashes, and kill -9 of either side at random points never leaving a
+//! mixed version.
 
 mod common;
 
@@ -209,14 +210,13 @@ fn a_delta_upload_is_bit_exact_and_sends_only_the_changed_blocks() {
 }
 
 #[test]
-fn damaged_block_hashes_or_base_data_fall_back_to_a_full_upload() {
+fn damaged_block_hashes_fall_back_to_a_full_upload() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(&dir.path().join("data"), None);
     let file = dir.path().join("disk.img");
     random_file(&file, 16 * BLOCK, 2);
     upload(&daemon, &file, "disk", &[]);
     let blocks = dir.path().join("data/meta/disk.blocks");
-    let volume = dir.path().join("data/volumes/disk");
 
     // A flipped bit in a stored hash: the list no longer merges into the checksum, the node
     // says so and the client sends in full, correctly.
@@ -226,24 +226,6 @@ fn damaged_block_hashes_or_base_data_fall_back_to_a_full_upload() {
     write_at(&file, 3 * BLOCK, b"changed");
     let reply = upload(&daemon, &file, "disk", &[]);
     assert_eq!(reply["kept_bytes"], 0, "{reply}");
-    assert_eq!(reply["volume"]["checksum"], content_hash(&file));
-    assert_holds(&daemon, "disk", &file, dir.path());
-
-    // Bit rot in the stored data itself, its hashes intact: the client trusts the block,
-    // the node copies the rotten bytes, and the whole-content BLAKE3 check refuses the
-    // commit; the client then sends in full and the volume is right again.
-    let stored = File::open(&volume).unwrap();
-    let mut byte = [0u8; 1];
-    stored.read_exact_at(&mut byte, 9 * BLOCK + 1).unwrap();
-    drop(stored);
-    // Volumes are read-only by intent, not by mode: the test writes it as bit rot would.
-    write_at(&volume, 9 * BLOCK + 1, &[byte[0] ^ 0x40]);
-    write_at(&file, 12 * BLOCK, b"changed again");
-    let reply = upload(&daemon, &file, "disk", &[]);
-    assert_eq!(
-        reply["kept_bytes"], 0,
-        "the retry is a full upload: {reply}"
-    );
     assert_eq!(reply["volume"]["checksum"], content_hash(&file));
     assert_holds(&daemon, "disk", &file, dir.path());
 
@@ -257,6 +239,70 @@ fn damaged_block_hashes_or_base_data_fall_back_to_a_full_upload() {
     write_at(&file, BLOCK, b"delta again");
     let reply = upload(&daemon, &file, "disk", &[]);
     assert_eq!(reply["kept_bytes"].as_u64().unwrap(), 15 * BLOCK, "{reply}");
+    assert_holds(&daemon, "disk", &file, dir.path());
+}
+
+/// Flips a bit of the stored volume at `offset`, as bit rot would, its block hashes intact.
+fn rot(volume: &Path, offset: u64) {
+    let stored = File::open(volume).unwrap();
+    let mut byte = [0u8; 1];
+    stored.read_exact_at(&mut byte, offset).unwrap();
+    drop(stored);
+    // Volumes are read-only by intent, not by mode: the test writes it as bit rot would.
+    write_at(volume, offset, &[byte[0] ^ 0x40]);
+}
+
+#[test]
+fn damaged_base_data_is_caught_by_the_next_download_or_at_commit_with_verify_kept_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("disk.img");
+    random_file(&file, 16 * BLOCK, 2);
+
+    // By default a delta takes kept blocks by their stored hashes: the damaged block is
+    // carried into the new version, whose record is the client's content...
+    let data = dir.path().join("data");
+    let daemon = Daemon::start(&data, None);
+    upload(&daemon, &file, "disk", &[]);
+    rot(&data.join("volumes/disk"), 9 * BLOCK + 1);
+    write_at(&file, 12 * BLOCK, b"changed");
+    let reply = upload(&daemon, &file, "disk", &[]);
+    assert_eq!(reply["kept_bytes"].as_u64().unwrap(), 15 * BLOCK, "{reply}");
+    assert_eq!(reply["volume"]["checksum"], content_hash(&file));
+    // ...and a download, which checks the bytes against that record, refuses it and writes
+    // nothing.
+    let copy = dir.path().join("copy.img");
+    let refused = common::run(
+        &daemon,
+        &["--json", "vol", "download", "disk", copy.to_str().unwrap()],
+    );
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(8), "{stderr}");
+    let error: Value = serde_json::from_slice(&refused.stderr).expect("JSON on failure");
+    assert!(
+        error.to_string().contains("damaged"),
+        "the error says what happened: {error}"
+    );
+    assert!(!copy.exists(), "nothing written");
+    // A full upload repairs it.
+    upload(&daemon, &file, "disk", &["--full"]);
+    assert_holds(&daemon, "disk", &file, dir.path());
+    drop(daemon);
+
+    // With `verify_kept_data` the node reads what it keeps: the whole-content BLAKE3 check
+    // refuses the delta's commit, and the client sends in full.
+    let data = dir.path().join("verifying");
+    let config = dir.path().join("verifying.toml");
+    std::fs::write(&config, "[store]\nverify_kept_data = true\n").unwrap();
+    let daemon = Daemon::start(&data, Some(&config));
+    upload(&daemon, &file, "disk", &[]);
+    rot(&data.join("volumes/disk"), 9 * BLOCK + 1);
+    write_at(&file, 12 * BLOCK, b"changed again");
+    let reply = upload(&daemon, &file, "disk", &[]);
+    assert_eq!(
+        reply["kept_bytes"], 0,
+        "the retry is a full upload: {reply}"
+    );
+    assert_eq!(reply["volume"]["checksum"], content_hash(&file));
     assert_holds(&daemon, "disk", &file, dir.path());
 }
 

@@ -89,6 +89,9 @@ pub struct StoreConfigFile {
     pub resume_ttl_secs: u64,
     pub max_name_len: usize,
     pub max_volume_size: u64,
+    /// A delta upload reads and hashes the blocks it keeps from the base instead of trusting
+    /// the base's stored block hashes (ferry_store::StoreConfig::verify_kept_data).
+    pub verify_kept_data: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -151,6 +154,7 @@ impl Default for StoreConfigFile {
             resume_ttl_secs: 24 * 3600,
             max_name_len: 128,
             max_volume_size: ferry_store::DEFAULT_MAX_VOLUME_SIZE,
+            verify_kept_data: false,
         }
     }
 }

@@ -109,6 +109,7 @@ pub async fn start(plan: NodePlan) -> Result<Node, NodeError> {
             resume_ttl: Duration::from_secs(config.store.resume_ttl_secs),
             max_name_len: config.store.max_name_len,
             max_volume_size: config.store.max_volume_size,
+            verify_kept_data: config.store.verify_kept_data,
         },
     )?);
     info!(recovery = ?store.recovery_report(), dir = %data_dir.display(), "volume store open");

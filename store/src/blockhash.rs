@@ -112,6 +112,9 @@ pub struct TreeHash<W = io::Sink> {
     block_size: u64,
     /// The current block's hasher, begun at its offset.
     block: blake3::Hasher,
+    /// The current block's hash when it came whole ([`known_block`](Self::known_block)), not
+    /// as bytes through `block`.
+    known: Option<BlockHash>,
     in_block: u64,
     tree: Tree,
     out: W,
@@ -132,6 +135,7 @@ impl<W: Write> TreeHash<W> {
         Self {
             block_size,
             block: blake3::Hasher::new(),
+            known: None,
             in_block: 0,
             tree: Tree::default(),
             out,
@@ -192,10 +196,32 @@ impl<W: Write> TreeHash<W> {
         Ok(true)
     }
 
+    /// Appends a whole block by its hash instead of its bytes: a block a delta keeps from a
+    /// base whose block hashes are known, so the content's BLAKE3 comes out without reading
+    /// it. The content so far must end at a block boundary past the first block (a content
+    /// of one block has no parent node, and its root cannot be made from its chaining value);
+    /// anything else is an `InvalidInput` error and changes nothing.
+    pub fn known_block(&mut self, hash: BlockHash) -> io::Result<()> {
+        if self.in_block % self.block_size != 0 || self.bytes < self.block_size {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "a block known by its hash at offset {}: not a block boundary past the first block",
+                    self.bytes
+                ),
+            ));
+        }
+        self.roll()?;
+        self.known = Some(hash);
+        self.in_block = self.block_size;
+        self.bytes += self.block_size;
+        Ok(())
+    }
+
     /// The hash of the block being filled, as if it ended here: once a block's bytes are all
     /// in, this is its block hash (compared before deciding to send it).
     pub fn current_block(&self) -> BlockHash {
-        self.block.finalize_non_root()
+        self.known.unwrap_or_else(|| self.block.finalize_non_root())
     }
 
     /// The BLAKE3 of everything hashed so far, as if the content ended here.
@@ -233,6 +259,7 @@ impl<W: Write> TreeHash<W> {
         let hash = self.current_block();
         self.out.write_all(&hash)?;
         self.tree.push(hash);
+        self.known = None;
         self.block = blake3::Hasher::new();
         self.block
             .set_input_offset(self.tree.blocks() * self.block_size);
@@ -318,6 +345,39 @@ mod tests {
             .filter(|i| before[i * 32..][..32] != after[i * 32..][..32])
             .collect();
         assert_eq!(differing, [2]);
+    }
+
+    #[test]
+    fn blocks_known_by_their_hash_give_the_same_root_and_list() {
+        let bs = 4096u64;
+        for len in [2 * 4096, 2 * 4096 + 7, 5 * 4096, 9 * 4096 + 100] {
+            let data = content(len);
+            let hashes: Vec<BlockHash> = data
+                .chunks(bs as usize)
+                .enumerate()
+                .map(|(i, block)| block_hash(i as u64, bs, block))
+                .collect();
+            // Every whole block past the first, in turn, arrives by its hash.
+            for known in 1..(len as u64 / bs) {
+                let mut hash = TreeHash::new(bs, Vec::new());
+                for (i, block) in data.chunks(bs as usize).enumerate() {
+                    if i as u64 == known {
+                        hash.known_block(hashes[i]).unwrap();
+                    } else {
+                        hash.data(block).unwrap();
+                    }
+                }
+                assert_eq!(hash.bytes(), len as u64);
+                assert_eq!(hash.finish().unwrap(), *blake3::hash(&data).as_bytes());
+                assert_eq!(hash.into_out(), hashes.concat(), "len {len}, known {known}");
+            }
+        }
+        // Not at a boundary, or the first block: refused, nothing changed.
+        let mut hash = TreeHash::new(bs, Vec::new());
+        assert!(hash.known_block([1; 32]).is_err());
+        hash.data(&content(100)).unwrap();
+        assert!(hash.known_block([1; 32]).is_err());
+        assert_eq!(hash.root(), *blake3::hash(&content(100)).as_bytes());
     }
 
     #[test]

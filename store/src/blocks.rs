@@ -94,6 +94,87 @@ pub enum BlockHashes {
     Unusable(String),
 }
 
+/// A committed version's block-hash file, found to describe that version: its header names
+/// the version's size and checksum, its length fits, and (if asked when opened) its hashes
+/// merge into the checksum.
+pub(crate) struct StoredHashes {
+    file: File,
+    pub block_size: u64,
+    /// Blocks of the version.
+    pub total: u64,
+}
+
+impl StoredHashes {
+    /// `meta/<name>.blocks` for `volume` (open as `volume_file`), or why there is none to use
+    /// ([`BlockHashes::Missing`] or [`BlockHashes::Unusable`]). `merge` also checks that the
+    /// hashes merge into the checksum (reading all of them, 1/8192 of the volume).
+    pub fn open(
+        inner: &Inner,
+        name: &str,
+        volume_file: &File,
+        volume: &VolumeInfo,
+        merge: bool,
+    ) -> Result<std::result::Result<Self, BlockHashes>> {
+        let path = inner.layout.blocks(name);
+        let Some(checksum) = volume.checksum else {
+            return Ok(Err(BlockHashes::Missing));
+        };
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                return Ok(Err(BlockHashes::Missing));
+            }
+            Err(err) => {
+                return Err(StoreError::io(format!("opening {}", path.display()), err));
+            }
+        };
+        let read = |what: &str| format!("reading {} ({what})", path.display());
+        let unusable =
+            |why: String| Err(BlockHashes::Unusable(format!("{}: {why}", path.display())));
+        let mut header = [0u8; HEADER_LEN as usize];
+        if let Err(err) = file.read_exact_at(&mut header, 0) {
+            if err.kind() == io::ErrorKind::UnexpectedEof {
+                return Ok(unusable("shorter than its header".into()));
+            }
+            return Err(StoreError::io(read("header"), err));
+        }
+        let block_size = u64::from(u32::from_be_bytes(
+            header[8..12].try_into().expect("4 bytes"),
+        ));
+        let size = u64::from_be_bytes(header[16..24].try_into().expect("8 bytes"));
+        if header[..8] != MAGIC || !blockhash::valid_block_size(block_size) {
+            return Ok(unusable("not a block-hash file".into()));
+        }
+        if size != volume.size || header[24..56] != checksum {
+            return Ok(unusable("it describes another version".into()));
+        }
+        let total = blockhash::block_count(size, block_size);
+        let len = file.metadata().context(|| read("length"))?.len();
+        if len != HEADER_LEN + 32 * total {
+            return Ok(unusable(format!("{len} bytes for {total} blocks")));
+        }
+        if merge
+            && merge_all(&file, total, block_size, volume_file, volume.size)
+                .context(|| read("checking its hashes"))?
+                != checksum
+        {
+            return Ok(unusable(
+                "its hashes do not merge into the volume's checksum".into(),
+            ));
+        }
+        Ok(Ok(Self {
+            file,
+            block_size,
+            total,
+        }))
+    }
+
+    /// The hashes of blocks `first..`, as many as fit `out` (32 bytes each).
+    pub fn read(&self, first: u64, out: &mut [u8]) -> io::Result<()> {
+        self.file.read_exact_at(out, HEADER_LEN + 32 * first)
+    }
+}
+
 pub(crate) fn page(
     inner: &Inner,
     name: &str,
@@ -101,63 +182,24 @@ pub(crate) fn page(
     max: u64,
 ) -> Result<(VolumeInfo, BlockHashes)> {
     let (volume_file, volume) = open_volume(inner, name)?;
-    let path = inner.layout.blocks(name);
-    let Some(checksum) = volume.checksum else {
-        return Ok((volume, BlockHashes::Missing));
+    let stored = match StoredHashes::open(inner, name, &volume_file, &volume, first == 0)? {
+        Ok(stored) => stored,
+        Err(none) => return Ok((volume, none)),
     };
-    let file = match File::open(&path) {
-        Ok(file) => file,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => {
-            return Ok((volume, BlockHashes::Missing));
-        }
-        Err(err) => {
-            return Err(StoreError::io(format!("opening {}", path.display()), err));
-        }
-    };
-    let read = |what: &str| format!("reading {} ({what})", path.display());
-    let unusable = |why: String| BlockHashes::Unusable(format!("{}: {why}", path.display()));
-    let mut header = [0u8; HEADER_LEN as usize];
-    if let Err(err) = file.read_exact_at(&mut header, 0) {
-        if err.kind() == io::ErrorKind::UnexpectedEof {
-            return Ok((volume, unusable("shorter than its header".into())));
-        }
-        return Err(StoreError::io(read("header"), err));
-    }
-    let block_size = u64::from(u32::from_be_bytes(
-        header[8..12].try_into().expect("4 bytes"),
-    ));
-    let size = u64::from_be_bytes(header[16..24].try_into().expect("8 bytes"));
-    if header[..8] != MAGIC || !blockhash::valid_block_size(block_size) {
-        return Ok((volume, unusable("not a block-hash file".into())));
-    }
-    if size != volume.size || header[24..56] != checksum {
-        return Ok((volume, unusable("it describes another version".into())));
-    }
-    let total = blockhash::block_count(size, block_size);
-    let len = file.metadata().context(|| read("length"))?.len();
-    if len != HEADER_LEN + 32 * total {
-        return Ok((volume, unusable(format!("{len} bytes for {total} blocks"))));
-    }
-    if first == 0 {
-        let merged = merge(&file, total, block_size, &volume_file, volume.size)
-            .context(|| read("checking its hashes"))?;
-        if merged != checksum {
-            return Ok((
-                volume,
-                unusable("its hashes do not merge into the volume's checksum".into()),
-            ));
-        }
-    }
-    let first = first.min(total);
-    let count = (total - first).min(max.clamp(1, MAX_PAGE));
+    let first = first.min(stored.total);
+    let count = (stored.total - first).min(max.clamp(1, MAX_PAGE));
     let mut hashes = vec![0; 32 * count as usize];
-    file.read_exact_at(&mut hashes, HEADER_LEN + 32 * first)
-        .context(|| read("hashes"))?;
+    stored.read(first, &mut hashes).context(|| {
+        format!(
+            "reading the hashes of {}",
+            inner.layout.blocks(name).display()
+        )
+    })?;
     Ok((
         volume,
         BlockHashes::Available(BlockPage {
-            block_size,
-            total,
+            block_size: stored.block_size,
+            total: stored.total,
             first,
             hashes,
         }),
@@ -167,7 +209,7 @@ pub(crate) fn page(
 /// The BLAKE3 the `total` stored hashes stand for. A volume of one block has no parent node
 /// to merge into, so its one hash is checked against the volume's bytes instead (at most one
 /// block of them).
-fn merge(
+fn merge_all(
     file: &File,
     total: u64,
     block_size: u64,

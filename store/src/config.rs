@@ -20,6 +20,15 @@ pub struct StoreConfig {
     /// upload's holes cost its sender a few bytes on the wire but are hashed as zeros here, at
     /// a few GB/s. Default [`DEFAULT_MAX_VOLUME_SIZE`].
     pub max_volume_size: u64,
+    /// Whether a delta upload reads and hashes every block it keeps from its base, instead of
+    /// taking the base's stored block hashes for whole blocks. Default `false`: those hashes
+    /// were made from the same bytes when the base was committed (and are checked to merge
+    /// into its checksum before a delta uses them), and reading the kept blocks would make the
+    /// node read the whole image for every delta. What the check adds is catching a base
+    /// whose bytes changed on disk under intact hashes (bit rot): with `false`, such damage is
+    /// carried into the new version and caught when the version is read (a download verifies
+    /// the checksum).
+    pub verify_kept_data: bool,
 }
 
 /// Default largest volume: 4 TiB, the size of a large real disk image; hashing that many
@@ -32,6 +41,7 @@ impl Default for StoreConfig {
             resume_ttl: Duration::from_secs(24 * 60 * 60),
             max_name_len: DEFAULT_MAX_NAME_LEN,
             max_volume_size: DEFAULT_MAX_VOLUME_SIZE,
+            verify_kept_data: false,
         }
     }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 use ferry_codec::Chunk;
 
 use crate::blockhash::{BLOCK_SIZE, TreeHash};
-use crate::blocks::BlocksWriter;
+use crate::blocks::{BlocksWriter, StoredHashes};
 use crate::download::open_volume;
 use crate::error::{IoContext, Result, StoreError};
 use crate::info::VolumeInfo;
@@ -110,7 +110,8 @@ pub struct Upload {
     hash: TreeHash<BlocksWriter>,
     /// The version a delta's KEEP ranges copy from, open since the upload began.
     base: Option<Base>,
-    /// Where KEEP ranges are read to be hashed ([`KEEP_BUFFER`] once used).
+    /// Where KEEP ranges are read to be hashed, or their stored hashes ([`KEEP_BUFFER`] once
+    /// used).
     keep_buffer: Vec<u8>,
     partial: PartialMeta,
     last_touch: Instant,
@@ -268,7 +269,14 @@ impl Upload {
     }
 
     /// Copies `[offset, offset + len)` of the base, data with `copy_file_range` and holes as
-    /// holes, hashing as it goes; on failure the file is cut back to the offset.
+    /// holes; on failure the file is cut back to the offset.
+    ///
+    /// Whole blocks past the first are taken into the hash by their stored block hashes when
+    /// the base has a usable list (see [`StoreConfig::verify_kept_data`]): the hashes were made
+    /// from those bytes when the base was committed, so they need not be read again, and with
+    /// shared extents (XFS, Btrfs) a kept block then costs no I/O at all. The rest (the first
+    /// block, a partial block at either end, every block when the list is missing or
+    /// verification is asked for) is read from the base and hashed as it is copied.
     fn keep(&mut self, len: u64) -> Result<()> {
         let name = &self.name;
         let offset = self.offset;
@@ -289,42 +297,14 @@ impl Upload {
                 ),
             });
         }
-        let stop = &self.stop;
-        let file = &self.file;
-        let hash = &mut self.hash;
-        let copied = (|| -> io::Result<bool> {
-            let mut cursor = ExtentCursor::new(offset, end);
-            let buffer = &mut self.keep_buffer;
-            while let Some(extent) = cursor.peek(&base.file)? {
-                if stop.load(Ordering::Relaxed) {
-                    return Ok(false);
-                }
-                let at = cursor.pos();
-                match extent {
-                    Extent::Hole(n) => {
-                        file.set_len(at + n)?;
-                        if !hash.zeros_while(n, || !stop.load(Ordering::Relaxed))? {
-                            return Ok(false);
-                        }
-                        cursor.advance(n);
-                    }
-                    Extent::Data(n) => {
-                        let n = n.min(KEEP_BUFFER as u64);
-                        // Hashed from the base, whose pages are the ones in cache: the copy
-                        // of a shared extent (XFS, Btrfs) is a new file's, never read yet.
-                        // The same bytes, as the base is never modified in place.
-                        buffer.resize(KEEP_BUFFER, 0);
-                        let piece = &mut buffer[..n as usize];
-                        base.file.read_exact_at(piece, at)?;
-                        hash.data(piece)?;
-                        sparse::copy_range(&base.file, file, at, n)?;
-                        cursor.advance(n);
-                    }
-                }
-            }
-            Ok(true)
-        })();
-        match copied {
+        let mut keeper = Keeper {
+            base,
+            file: &self.file,
+            hash: &mut self.hash,
+            stop: &self.stop,
+            buffer: &mut self.keep_buffer,
+        };
+        match keeper.keep(offset, end) {
             Ok(true) => Ok(()),
             Ok(false) => {
                 let _ = self.file.set_len(offset);
@@ -669,6 +649,9 @@ pub const KEEP_BUFFER: usize = 64 * 1024;
 struct Base {
     file: File,
     size: u64,
+    /// Its block hashes, when they can stand for kept blocks (checked to merge into its
+    /// checksum when the upload began).
+    hashes: Option<StoredHashes>,
 }
 
 impl Base {
@@ -685,13 +668,115 @@ impl Base {
             Err(err) => return Err(err),
         };
         match volume.checksum {
-            Some(now) if now == checksum => Ok(Self {
-                file,
-                size: volume.size,
-            }),
-            Some(now) => Err(changed(format!("its checksum is {}", hex::encode(now)))),
-            None => Err(changed("it has no checksum".into())),
+            Some(now) if now == checksum => {}
+            Some(now) => return Err(changed(format!("its checksum is {}", hex::encode(now)))),
+            None => return Err(changed("it has no checksum".into())),
         }
+        let hashes = if inner.config.verify_kept_data {
+            None
+        } else {
+            StoredHashes::open(inner, name, &file, &volume, true)?
+                .ok()
+                .filter(|hashes| hashes.block_size == BLOCK_SIZE)
+        };
+        Ok(Self {
+            file,
+            size: volume.size,
+            hashes,
+        })
+    }
+}
+
+/// One KEEP range being copied from the base into the upload.
+struct Keeper<'a> {
+    base: &'a Base,
+    file: &'a File,
+    hash: &'a mut TreeHash<BlocksWriter>,
+    stop: &'a AtomicBool,
+    /// [`KEEP_BUFFER`] bytes, for the base's bytes or its stored hashes.
+    buffer: &'a mut Vec<u8>,
+}
+
+impl Keeper<'_> {
+    /// Copies `[offset, end)`; `Ok(false)` if stopped.
+    fn keep(&mut self, mut at: u64, end: u64) -> io::Result<bool> {
+        let base = self.base;
+        self.buffer.resize(KEEP_BUFFER, 0);
+        while at < end {
+            let block = at / BLOCK_SIZE;
+            let whole = (end - at) / BLOCK_SIZE;
+            match &base.hashes {
+                Some(hashes) if at.is_multiple_of(BLOCK_SIZE) && block >= 1 && whole >= 1 => {
+                    // At most a buffer of hashes at a time.
+                    let count = whole.min(KEEP_BUFFER as u64 / 32);
+                    let to = at + count * BLOCK_SIZE;
+                    if !self.copy(at, to, false)? {
+                        return Ok(false);
+                    }
+                    let list = &mut self.buffer[..32 * count as usize];
+                    hashes.read(block, list)?;
+                    for hash in list.chunks_exact(32) {
+                        self.hash.known_block(hash.try_into().expect("32 bytes"))?;
+                    }
+                    at = to;
+                }
+                hashes => {
+                    // With stored hashes, only to the next block boundary, where they take over.
+                    let to = match hashes {
+                        Some(_) => ((block + 1) * BLOCK_SIZE).min(end),
+                        None => end,
+                    };
+                    if !self.copy(at, to, true)? {
+                        return Ok(false);
+                    }
+                    at = to;
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// Copies `[from, to)` of the base, data with `copy_file_range` and holes as holes, hashing
+    /// the bytes (read from the base, whose pages are the ones in cache: a shared extent's
+    /// copy is a new file's, never read yet) if `hashing`. `Ok(false)` if stopped.
+    fn copy(&mut self, from: u64, to: u64, hashing: bool) -> io::Result<bool> {
+        /// What one `copy_file_range` is asked for when nothing is hashed: a stop is heard
+        /// within one such piece.
+        const UNHASHED_PIECE: u64 = 64 << 20;
+        let mut cursor = ExtentCursor::new(from, to);
+        while let Some(extent) = cursor.peek(&self.base.file)? {
+            if self.stop.load(Ordering::Relaxed) {
+                return Ok(false);
+            }
+            let at = cursor.pos();
+            match extent {
+                Extent::Hole(n) => {
+                    self.file.set_len(at + n)?;
+                    if hashing
+                        && !self
+                            .hash
+                            .zeros_while(n, || !self.stop.load(Ordering::Relaxed))?
+                    {
+                        return Ok(false);
+                    }
+                    cursor.advance(n);
+                }
+                Extent::Data(n) if hashing => {
+                    let n = n.min(KEEP_BUFFER as u64);
+                    let piece = &mut self.buffer[..n as usize];
+                    self.base.file.read_exact_at(piece, at)?;
+                    self.hash.data(piece)?;
+                    sparse::copy_range(&self.base.file, self.file, at, n)?;
+                    cursor.advance(n);
+                }
+                Extent::Data(n) => {
+                    let n = n.min(UNHASHED_PIECE);
+                    sparse::copy_range(&self.base.file, self.file, at, n)?;
+                    cursor.advance(n);
+                }
+            }
+        }
+        Ok(true)
     }
 }
 
