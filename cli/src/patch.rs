@@ -61,7 +61,7 @@ pub async fn patch(
     let (mut blocks, _) = read_blocks(
         file,
         block_size,
-        Some(TreeHash::new(block_size, io::sink())),
+        Some(TreeHash::new(block_size, io::sink()).parallel()),
         0,
         old_size.min(size),
         None,
@@ -80,11 +80,14 @@ pub async fn patch(
     let mut next = 0;
     // Blocks are copied and fetched in order, so the new file is written front to back.
     let mut writer = SparseWriter::new(out);
+    let mut kept = Kept::default();
     let fetch = async |from: u64,
                        to: u64,
                        writer: &mut SparseWriter<'_>,
+                       kept: &mut Kept,
                        tree: &mut Tree,
                        patched: &mut Patched| {
+        kept.flush(&source, writer).map_err(local("copying"))?;
         let offset = from * block_size;
         let length = (to * block_size).min(size) - offset;
         fetch_range(
@@ -109,9 +112,18 @@ pub async fn patch(
             .map_err(CliError::call(context.clone()))?;
         if theirs == Some(block.hash) {
             if let Some(from) = run_start.take() {
-                fetch(from, block.index, &mut writer, &mut tree, &mut patched).await?;
+                fetch(
+                    from,
+                    block.index,
+                    &mut writer,
+                    &mut kept,
+                    &mut tree,
+                    &mut patched,
+                )
+                .await?;
             }
-            copy_block(&source, &mut writer, &block).map_err(local("copying"))?;
+            kept.block(&source, &mut writer, &block)
+                .map_err(local("copying"))?;
             tree.push(block.hash);
             patched.kept_bytes += block.len;
             bar.inc(block.len);
@@ -126,11 +138,12 @@ pub async fn patch(
     }
     let total = blockhash::block_count(size, block_size);
     if let Some(from) = run_start.take() {
-        fetch(from, next, &mut writer, &mut tree, &mut patched).await?;
+        fetch(from, next, &mut writer, &mut kept, &mut tree, &mut patched).await?;
     }
     if next < total {
-        fetch(next, total, &mut writer, &mut tree, &mut patched).await?;
+        fetch(next, total, &mut writer, &mut kept, &mut tree, &mut patched).await?;
     }
+    kept.flush(&source, &mut writer).map_err(local("copying"))?;
     out.set_len(size).map_err(local("sizing the update of"))?;
     let root = tree.root(|| {
         // One block or none: no parent node, the root is the content's own hash.
@@ -231,15 +244,34 @@ async fn fetch_range(
     Ok(())
 }
 
-/// Copies an unchanged block's data from the old file into the new one at the same offsets,
-/// with `copy_file_range`: on file systems with shared extents (XFS, Btrfs) the blocks are
-/// shared, not written again. Holes stay unwritten.
-fn copy_block(old: &File, out: &mut SparseWriter<'_>, block: &Block) -> io::Result<()> {
-    for chunk in &block.chunks {
-        match chunk {
-            Chunk::Data(bytes) => out.keep(old, bytes.len() as u64)?,
-            hole => out.write(hole)?,
+/// Unchanged data of the old file waiting to be copied into the new one at the same offsets:
+/// consecutive kept blocks go as one `copy_file_range` (on file systems with shared extents,
+/// XFS and Btrfs, the blocks are shared, not written again), one per run instead of one per
+/// block. Holes stay unwritten.
+#[derive(Default)]
+struct Kept {
+    pending: u64,
+}
+
+impl Kept {
+    fn block(&mut self, old: &File, out: &mut SparseWriter<'_>, block: &Block) -> io::Result<()> {
+        for chunk in &block.chunks {
+            match chunk {
+                Chunk::Data(bytes) => self.pending += bytes.len() as u64,
+                hole => {
+                    self.flush(old, out)?;
+                    out.write(hole)?;
+                }
+            }
         }
+        Ok(())
     }
-    Ok(())
+
+    /// Copies what is pending; before anything else is written.
+    fn flush(&mut self, old: &File, out: &mut SparseWriter<'_>) -> io::Result<()> {
+        if self.pending > 0 {
+            out.keep(old, std::mem::take(&mut self.pending))?;
+        }
+        Ok(())
+    }
 }

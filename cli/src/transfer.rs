@@ -67,7 +67,7 @@ async fn hash_prefix(
 ) -> Result<TreeHash, CliError> {
     let file = File::open(path).map_err(CliError::local(format!("opening {}", path.display())))?;
     let bar = output.bar(len, "hashing what the node has");
-    let hash = TreeHash::new(block_size, io::sink());
+    let hash = TreeHash::new(block_size, io::sink()).parallel();
     let (mut blocks, digest) = read_blocks(file, block_size, Some(hash), 0, len, None);
     while let Some(block) = blocks.recv().await {
         let block = block.map_err(CliError::local(format!("reading {}", path.display())))?;
@@ -198,7 +198,7 @@ async fn send_file(
     let block_size = base.as_ref().map_or(BLOCK_SIZE, |b| b.block_size());
     // A resumed upload first hashes what the node already has.
     let hash = match start {
-        0 => TreeHash::new(block_size, io::sink()),
+        0 => TreeHash::new(block_size, io::sink()).parallel(),
         _ => hash_prefix(path, start, block_size, output).await?,
     };
     let context = format!("uploading {} to volume {name:?}", path.display());

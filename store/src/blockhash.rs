@@ -120,6 +120,8 @@ pub struct TreeHash<W = io::Sink> {
     out: W,
     bytes: u64,
     hole_bytes: u64,
+    /// Whether a block's bytes are hashed on every core ([`parallel`](Self::parallel)).
+    parallel: bool,
 }
 
 impl Default for TreeHash {
@@ -141,7 +143,17 @@ impl<W: Write> TreeHash<W> {
             out,
             bytes: 0,
             hole_bytes: 0,
+            parallel: false,
         }
+    }
+
+    /// Hashes each piece of data on all cores (rayon's pool; BLAKE3 splits a piece into
+    /// subtrees), for a process that has the machine to itself, such as `ferry` reading the
+    /// file it transfers: hashing is most of what it does. A node serving many connections
+    /// keeps to one core per transfer.
+    pub fn parallel(mut self) -> Self {
+        self.parallel = true;
+        self
     }
 
     pub fn block_size(&self) -> u64 {
@@ -168,7 +180,11 @@ impl<W: Write> TreeHash<W> {
         while !bytes.is_empty() {
             self.roll()?;
             let room = (self.block_size - self.in_block).min(bytes.len() as u64) as usize;
-            self.block.update(&bytes[..room]);
+            if self.parallel {
+                self.block.update_rayon(&bytes[..room]);
+            } else {
+                self.block.update(&bytes[..room]);
+            }
             self.in_block += room as u64;
             bytes = &bytes[room..];
         }
@@ -202,7 +218,7 @@ impl<W: Write> TreeHash<W> {
     /// of one block has no parent node, and its root cannot be made from its chaining value);
     /// anything else is an `InvalidInput` error and changes nothing.
     pub fn known_block(&mut self, hash: BlockHash) -> io::Result<()> {
-        if self.in_block % self.block_size != 0 || self.bytes < self.block_size {
+        if !self.in_block.is_multiple_of(self.block_size) || self.bytes < self.block_size {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!(
@@ -297,8 +313,11 @@ mod tests {
             13 * 4096 + 77,
         ] {
             let data = content(len);
-            for piece in [1usize, 1000, 4096, 5000] {
+            for (piece, parallel) in [(1usize, false), (1000, false), (4096, true), (5000, true)] {
                 let mut hash = TreeHash::new(bs, Vec::new());
+                if parallel {
+                    hash = hash.parallel();
+                }
                 for part in data.chunks(piece) {
                     hash.data(part).unwrap();
                 }
