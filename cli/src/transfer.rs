@@ -198,7 +198,11 @@ async fn send_file(
     let block_size = base.as_ref().map_or(BLOCK_SIZE, |b| b.block_size());
     // A resumed upload first hashes what the node already has.
     let hash = match start {
-        0 => TreeHash::new(block_size, io::sink()).parallel(),
+        // A delta leaves the node little to do, so both cores may hash; a full upload's node
+        // hashes and writes everything, and the client keeps to one core (on one machine,
+        // rayon's idle workers spinning for the next block cost the node more than they gave).
+        0 if base.is_some() => TreeHash::new(block_size, io::sink()).parallel(),
+        0 => TreeHash::new(block_size, io::sink()),
         _ => hash_prefix(path, start, block_size, output).await?,
     };
     let context = format!("uploading {} to volume {name:?}", path.display());
