@@ -227,7 +227,9 @@ class VolumeClient:
         once complete (`overwrite=False` refuses an existing path). A file object is written
         from its position; holes are seeked over. With `verify` (default: when the blake3
         package is installed) the bytes are hashed as they arrive and compared with the
-        node's checksum (ChecksumMismatch)."""
+        node's checksum, and a whole volume (offset 0, length 0) also with the checksum the
+        volume was stored with, pinning that version (ChecksumMismatch: a path is then not
+        written)."""
         if isinstance(dest, (str, os.PathLike)):
             path = Path(dest)
             if not overwrite and path.exists():
@@ -248,10 +250,23 @@ class VolumeClient:
     ) -> pb.DownloadReply:
         module = _needs_blake3("verify") if verify else _blake3()
         hasher: Hasher | None = module.blake3() if module is not None and verify is not False else None
-        stream = self.open_download(pb.DownloadRequest(name=name, offset=offset, length=length))
+        # A whole volume, verified, is pinned to the version `info` describes and must hash to
+        # its recorded checksum: the node hashes what it reads, so bytes damaged on its disk
+        # would otherwise arrive "verified" (docs/STORE.md).
+        recorded = b""
+        if hasher is not None and offset == 0 and length == 0:
+            recorded = (await self.info(name)).checksum
+        request = pb.DownloadRequest(name=name, offset=offset, length=length, expected_checksum=recorded)
+        stream = self.open_download(request)
         async with stream:
             received, holes = await receive_to_file(stream, file, hasher)
             file.flush()
+            if hasher is not None and recorded and bytes(hasher.digest()) != recorded:
+                raise ChecksumMismatch(
+                    f"volume {name!r}: the node's copy is damaged: its bytes hash to "
+                    f"{bytes(hasher.digest()).hex()} but the volume was stored with {recorded.hex()}",
+                    side=Side.SERVER, layer=Layer.APPLICATION,
+                )
             if sync:
                 await sync_file(file.fileno(), received - holes)
             reply = await stream.result()
