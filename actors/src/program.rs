@@ -34,7 +34,8 @@ pub struct CallContext {
     /// The connection's memory budget, which work held for the call (a download's read-ahead)
     /// is charged to.
     pub memory: MemoryBudget,
-    pub(crate) connection: actix::Recipient<SetIdentity>,
+    /// The connection's one recipient of identities, shared by its calls.
+    pub(crate) connection: Arc<actix::Recipient<SetIdentity>>,
 }
 
 /// The auth program established who the connection is.

@@ -35,7 +35,7 @@ use crate::metrics::{ConnectionStats, Traffic};
 use crate::program::SetIdentity;
 use crate::server::call::CallDone;
 use crate::server::connection::identity::Access;
-use crate::server::connection::router::Router;
+use crate::server::connection::router::{Reports, Router};
 use crate::server::connection::serials::SerialTable;
 use crate::server::connection::shutdown::Closing;
 use crate::server::directory::{BeginShutdown, Disconnect, Listed};
@@ -96,6 +96,7 @@ impl ServerConnection {
                     credit: ReceiveCredit::new(config.stream_window, config.connection_window),
                     access: Access::new(shared.auth.as_ref(), transport.peer_uid),
                     closing: Closing::default(),
+                    reports: Reports::new(&ctx.address()),
                     shared: shared.clone(),
                 },
                 _slot: slot,

@@ -6,7 +6,7 @@
 //! ([`ReceiveCredit`]), the connection's identity ([`Access`]) and its way out ([`Closing`]).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use actix::prelude::*;
@@ -22,7 +22,7 @@ use crate::error::CallError;
 use crate::memory::{self, MemoryBudget};
 use crate::metrics::ConnectionStats;
 use crate::program::{CallContext, SetIdentity};
-use crate::server::call::{CallActor, CallDone, StopCall};
+use crate::server::call::{CallDone, RunningCall};
 use crate::server::connection::admission;
 use crate::server::connection::identity::Access;
 use crate::server::connection::serials::{OpenCall, OpenStream, SerialTable};
@@ -45,6 +45,24 @@ impl<A> Owner for A where
 {
 }
 
+/// Where a connection's calls and streams report: one recipient of each for all of them, as a
+/// recipient made per call costs allocations that an idle call would hold.
+pub(super) struct Reports {
+    pub done: Arc<Recipient<CallDone>>,
+    pub notices: Arc<Recipient<StreamNotice>>,
+    pub identity: Arc<Recipient<SetIdentity>>,
+}
+
+impl Reports {
+    pub fn new<A: Owner>(owner: &Addr<A>) -> Self {
+        Self {
+            done: Arc::new(owner.clone().recipient()),
+            notices: Arc::new(owner.clone().recipient()),
+            identity: Arc::new(owner.clone().recipient()),
+        }
+    }
+}
+
 /// What one server connection routes by, and where its frames go.
 pub(super) struct Router {
     pub shared: Arc<ServerShared>,
@@ -59,6 +77,7 @@ pub(super) struct Router {
     pub credit: ReceiveCredit,
     pub access: Access,
     pub closing: Closing,
+    pub reports: Reports,
 }
 
 impl Router {
@@ -142,23 +161,22 @@ impl Router {
         let route = frame.route();
         let direction = self.shared.registry.direction(&frame);
         let mut ends = StreamEnds::default();
-        let halted = Arc::new(AtomicBool::new(false));
-        let stream_actor = direction.is_stream().then(|| {
-            let (actor, opened) = stream::open(StreamSetup {
-                halted: halted.clone(),
+        let link = direction.is_stream().then(|| {
+            let (link, opened) = stream::open(StreamSetup {
+                halted: Arc::new(AtomicBool::new(false)),
                 counters: self.shared.counters.clone(),
                 serial,
                 route,
                 side: Side::Server,
                 outbox: self.outbox.clone(),
-                owner: ctx.address().recipient(),
+                owner: self.reports.notices.clone(),
                 window: self.shared.config.stream_window,
                 max_chunk: self.shared.config.limits.max_chunk,
                 receives: direction.client_sends(),
                 sends: direction.server_sends(),
             });
             ends = opened;
-            actor
+            link
         });
         let context = CallContext {
             serial,
@@ -168,7 +186,7 @@ impl Router {
             server: self.shared.view(),
             identity: self.access.identity().cloned(),
             memory: self.memory.clone(),
-            connection: ctx.address().recipient(),
+            connection: self.reports.identity.clone(),
         };
         let handler = match self.shared.registry.dispatch(&frame, context, ends) {
             Ok(handler) => handler,
@@ -176,7 +194,7 @@ impl Router {
         };
         let names = self.shared.registry.names(route);
         let span = info_span!(parent: &self.span, "call", serial, program = %names.program, procedure = %names.procedure);
-        let call = CallActor::new(serial, ctx.address().recipient(), handler, span).start();
+        let call = RunningCall::start(serial, self.reports.done.clone(), handler, span);
         // The first grant (which also accepts the stream) is the window, or what the
         // connection's budget has left (at least a grant step); the rest is owed.
         let first = if direction.client_sends() {
@@ -187,9 +205,8 @@ impl Router {
         if first > 0 {
             self.send(ctx, Frame::credit(route, serial, Credit(first as u32)));
         }
-        let stream = stream_actor.map(|actor| OpenStream {
-            actor,
-            halted,
+        let stream = link.map(|link| OpenStream {
+            link,
             direction,
             client_oks: 0,
             client_open: true,
@@ -230,13 +247,13 @@ impl Router {
             .stream
             .as_ref()
             .map(|_| self.shared.config.stream_abort_grace);
-        call.do_send(StopCall { grace });
+        call.stop(grace);
         let route = open.route;
         if let Some(stream) = &open.stream {
-            stream.halted.store(true, Ordering::Relaxed);
+            stream.link.halt();
             stream
-                .actor
-                .do_send(FromPeer::End(outcome.as_ref().err().cloned()));
+                .link
+                .deliver(FromPeer::End(outcome.as_ref().err().cloned()));
             if let (Err(error), false) = (&outcome, stream.aborted_by_client) {
                 self.shared.observer.stream_aborted(
                     route,
@@ -392,7 +409,7 @@ impl Router {
                 if replied {
                     self.release_if_done(ctx, serial);
                 } else {
-                    stream.actor.do_send(event);
+                    stream.link.deliver(event);
                 }
             }
             _ if replied => {} // draining an aborted stream: discard, bounded by credit
@@ -412,7 +429,7 @@ impl Router {
                 max_chunk,
             ) {
                 Ok(event) => {
-                    stream.actor.do_send(event);
+                    stream.link.deliver(event);
                     // Credit spent is room in the connection's budget.
                     self.distribute(ctx);
                 }
@@ -437,7 +454,7 @@ impl Router {
         };
         match ferry_codec::Credit::decode(&frame.payload) {
             Ok(Credit(grant)) if stream.direction.server_sends() => {
-                stream.actor.do_send(FromPeer::Credit(grant))
+                stream.link.deliver(FromPeer::Credit(grant))
             }
             Ok(_) => {}
             Err(e) => {
@@ -546,7 +563,7 @@ impl Router {
         let grace = self.shared.config.stream_abort_grace;
         for (_, open) in self.table.drain() {
             if let Some(stream) = &open.stream {
-                stream.actor.do_send(FromPeer::End(Some(lost.clone())));
+                stream.link.deliver(FromPeer::End(Some(lost.clone())));
                 if open.call.is_some() {
                     self.shared.observer.stream_aborted(
                         open.route,
@@ -558,7 +575,7 @@ impl Router {
             }
             if let Some(call) = open.call {
                 let grace = open.stream.is_some().then_some(grace);
-                call.do_send(StopCall { grace });
+                call.stop(grace);
                 self.shared.observer.call_finished(
                     open.route,
                     &self.shared.registry.names(open.route),
