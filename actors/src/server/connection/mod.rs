@@ -32,7 +32,7 @@ use crate::connection::writer::{Outbox, WriterStopped, spawn_writer};
 use crate::control::ControlMessage;
 use crate::memory::MemoryBudget;
 use crate::metrics::{ConnectionStats, Traffic};
-use crate::program::SetIdentity;
+use crate::program::{ConnectionContext, SetIdentity};
 use crate::server::call::CallDone;
 use crate::server::connection::identity::Access;
 use crate::server::connection::router::{Reports, Router};
@@ -80,6 +80,15 @@ impl ServerConnection {
                 traffic.clone(),
             );
             let writer_task = spawn_writer(writer, ctx.address());
+            let access = Access::new(shared.auth.as_ref(), transport.peer_uid);
+            let context = Arc::new(ConnectionContext {
+                peer: peer.clone(),
+                outbox: outbox.clone(),
+                server: shared.view(),
+                identity: access.identity().cloned(),
+                memory: memory.clone(),
+                identities: ctx.address().recipient(),
+            });
             Self {
                 id,
                 keepalive: config.keepalive.map(Keepalive::new),
@@ -88,15 +97,15 @@ impl ServerConnection {
                 writer_task,
                 router: Router {
                     span: info_span!("connection", id, peer = %peer),
-                    peer,
                     stats,
                     outbox,
                     memory,
                     table: SerialTable::new(),
                     credit: ReceiveCredit::new(config.stream_window, config.connection_window),
-                    access: Access::new(shared.auth.as_ref(), transport.peer_uid),
+                    access,
                     closing: Closing::default(),
                     reports: Reports::new(&ctx.address()),
+                    context,
                     shared: shared.clone(),
                 },
                 _slot: slot,
@@ -257,7 +266,7 @@ impl Handler<SetIdentity> for ServerConnection {
 
     fn handle(&mut self, SetIdentity(identity): SetIdentity, _: &mut Self::Context) {
         debug!(parent: &self.router.span, name = %identity.name, role = ?identity.role, "authenticated");
-        self.router.access.set(identity);
+        self.router.set_identity(identity);
     }
 }
 

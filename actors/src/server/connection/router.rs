@@ -19,9 +19,10 @@ use crate::connection::credit::ReceiveCredit;
 use crate::connection::writer::{Outbox, Room};
 use crate::control::ControlMessage;
 use crate::error::CallError;
+use crate::identity::Identity;
 use crate::memory::{self, MemoryBudget};
 use crate::metrics::ConnectionStats;
-use crate::program::{CallContext, SetIdentity};
+use crate::program::{CallContext, ConnectionContext, SetIdentity};
 use crate::server::call::{CallDone, RunningCall};
 use crate::server::connection::admission;
 use crate::server::connection::identity::Access;
@@ -50,7 +51,6 @@ impl<A> Owner for A where
 pub(super) struct Reports {
     pub done: Arc<Recipient<CallDone>>,
     pub notices: Arc<Recipient<StreamNotice>>,
-    pub identity: Arc<Recipient<SetIdentity>>,
 }
 
 impl Reports {
@@ -58,7 +58,6 @@ impl Reports {
         Self {
             done: Arc::new(owner.clone().recipient()),
             notices: Arc::new(owner.clone().recipient()),
-            identity: Arc::new(owner.clone().recipient()),
         }
     }
 }
@@ -67,8 +66,6 @@ impl Reports {
 pub(super) struct Router {
     pub shared: Arc<ServerShared>,
     pub span: tracing::Span,
-    /// The peer, as `tcp:ADDR` or `unix:uid=N`.
-    pub peer: Arc<str>,
     pub stats: Arc<ConnectionStats>,
     pub outbox: Outbox,
     /// What this connection's data may hold (read blocks, download read-ahead).
@@ -78,9 +75,20 @@ pub(super) struct Router {
     pub access: Access,
     pub closing: Closing,
     pub reports: Reports,
+    /// What each call's [`CallContext`] shares.
+    pub context: Arc<ConnectionContext>,
 }
 
 impl Router {
+    /// The auth program established who the peer is: later calls see the new identity.
+    pub fn set_identity(&mut self, identity: Identity) {
+        self.access.set(identity);
+        self.context = Arc::new(ConnectionContext {
+            identity: self.access.identity().cloned(),
+            ..(*self.context).clone()
+        });
+    }
+
     /// Queues a control frame ([`Outbox::send_or_pause`]).
     pub fn send<A: Owner>(&self, ctx: &mut Context<A>, frame: Frame) {
         self.outbox.send_or_pause(ctx, frame);
@@ -178,16 +186,7 @@ impl Router {
             ends = opened;
             link
         });
-        let context = CallContext {
-            serial,
-            route,
-            peer: self.peer.clone(),
-            outbox: self.outbox.clone(),
-            server: self.shared.view(),
-            identity: self.access.identity().cloned(),
-            memory: self.memory.clone(),
-            connection: self.reports.identity.clone(),
-        };
+        let context = CallContext::new(serial, route, self.context.clone());
         let handler = match self.shared.registry.dispatch(&frame, context, ends) {
             Ok(handler) => handler,
             Err(error) => return self.refuse(ctx, &frame, &error),
