@@ -1,5 +1,5 @@
 //! Routing of one server connection's frames by type and serial: a CALL opens a serial (after
-//! the connection's limits and the caller's role admit it) and starts its call actor; CANCEL,
+//! the connection's limits and the caller's role admit it) and starts its call task; CANCEL,
 //! STREAM, STREAM_HOLE and CREDIT go to the open serial they name; the one REPLY of each call
 //! is sent here, so a serial is freed exactly when docs/PROTOCOL.md says. The state it routes
 //! by has its own modules: the serial table ([`SerialTable`]), upload credit
