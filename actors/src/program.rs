@@ -10,6 +10,7 @@ use ferry_codec::proto::{ErrorCode, Layer, Side};
 use ferry_codec::{Frame, Route};
 use futures::future::LocalBoxFuture;
 
+use crate::connection::report::Report;
 use crate::connection::writer::Outbox;
 use crate::error::CallError;
 use crate::identity::Identity;
@@ -40,7 +41,7 @@ pub(crate) struct ConnectionContext {
     pub identity: Option<Identity>,
     pub memory: MemoryBudget,
     /// Where the auth program's [`SetIdentity`] goes.
-    pub identities: actix::Recipient<SetIdentity>,
+    pub identities: Arc<dyn Report<SetIdentity>>,
 }
 
 /// The auth program established who the connection is.
@@ -81,7 +82,7 @@ impl CallContext {
     /// Gives the connection an identity (the auth program calls this once a client proved
     /// who it is); later calls on the connection are authorized with it.
     pub fn set_identity(&self, identity: Identity) {
-        self.connection.identities.do_send(SetIdentity(identity));
+        self.connection.identities.report(SetIdentity(identity));
     }
 
     /// Sends an event (a MESSAGE frame bound to this call's serial) to the client. Waits while

@@ -9,11 +9,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{Message, Recipient};
+use actix::Message;
 use bytes::Bytes;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
+use crate::connection::report::Report;
 use crate::error::CallError;
 use crate::program::HandlerFuture;
 
@@ -29,17 +30,16 @@ pub struct CallDone {
 pub struct RunningCall(JoinHandle<()>);
 
 impl RunningCall {
-    /// Starts the handler on the current arbiter; its outcome goes to `connection` (one
-    /// recipient per connection, shared by its calls).
+    /// Starts the handler on the current arbiter; its outcome goes to `connection`.
     pub fn start(
         serial: u32,
-        connection: Arc<Recipient<CallDone>>,
+        connection: Arc<dyn Report<CallDone>>,
         handler: HandlerFuture,
         span: tracing::Span,
     ) -> Self {
         Self(actix_rt::spawn(async move {
             let outcome = handler.instrument(span).await;
-            connection.do_send(CallDone { serial, outcome });
+            connection.report(CallDone { serial, outcome });
         }))
     }
 

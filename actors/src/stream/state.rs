@@ -17,11 +17,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
-use actix::{Message, Recipient};
+use actix::Message;
 use bytes::Bytes;
 use ferry_codec::proto::{ErrorCode, Layer, Side};
 use ferry_codec::{Frame, HOLE_LEN, Hole, MIN_FRAME_LEN, Route};
 
+use crate::connection::report::Report;
 use crate::connection::writer::{Outbox, Room};
 use crate::error::CallError;
 use crate::metrics::Counters;
@@ -77,8 +78,8 @@ pub struct StreamSetup {
     pub route: Route,
     pub side: Side,
     pub outbox: Outbox,
-    /// Where the stream's notices go: one recipient per connection, shared by its streams.
-    pub owner: Arc<Recipient<StreamNotice>>,
+    /// Where the stream's notices go: its connection's one shared address.
+    pub owner: Arc<dyn Report<StreamNotice>>,
     pub window: u32,
     pub max_chunk: u32,
     pub receives: bool,
@@ -133,7 +134,7 @@ pub(crate) struct Shared {
     route: Route,
     side: Side,
     outbox: Outbox,
-    owner: Arc<Recipient<StreamNotice>>,
+    owner: Arc<dyn Report<StreamNotice>>,
     window: u32,
     max_chunk: u32,
     state: Mutex<State>,
@@ -189,7 +190,7 @@ impl Shared {
     }
 
     fn notify(&self, notice: Notice) {
-        self.owner.do_send(StreamNotice {
+        self.owner.report(StreamNotice {
             serial: self.serial,
             notice,
         });

@@ -20,6 +20,7 @@ use crate::client::connection::pending::{Pending, PendingCalls, PendingStream};
 use crate::client::connection::pings::Pings;
 use crate::config::ClientConfig;
 use crate::connection::credit::ReceiveCredit;
+use crate::connection::report::Report;
 use crate::connection::writer::{Outbox, Room};
 use crate::control::ControlMessage;
 use crate::error::CallError;
@@ -53,8 +54,8 @@ pub(super) struct Router {
     pub subscribers: Subscribers,
     pub pings: Pings,
     pub closing: Closing,
-    /// Where the connection's streams send their notices: one recipient for all of them.
-    pub notices: Arc<Recipient<StreamNotice>>,
+    /// Where the connection's streams send their notices: its one shared address.
+    pub notices: Arc<dyn Report<StreamNotice>>,
 }
 
 impl Router {

@@ -80,14 +80,16 @@ impl ServerConnection {
                 traffic.clone(),
             );
             let writer_task = spawn_writer(writer, ctx.address());
+            // One address that every call and stream of the connection reports to.
+            let address = Arc::new(ctx.address());
             let access = Access::new(shared.auth.as_ref(), transport.peer_uid);
             let context = Arc::new(ConnectionContext {
                 peer: peer.clone(),
-                outbox: outbox.clone(),
+                outbox,
                 server: shared.view(),
                 identity: access.identity().cloned(),
-                memory: memory.clone(),
-                identities: ctx.address().recipient(),
+                memory,
+                identities: address.clone(),
             });
             Self {
                 id,
@@ -98,13 +100,11 @@ impl ServerConnection {
                 router: Router {
                     span: info_span!("connection", id, peer = %peer),
                     stats,
-                    outbox,
-                    memory,
                     table: SerialTable::new(),
                     credit: ReceiveCredit::new(config.stream_window, config.connection_window),
                     access,
                     closing: Closing::default(),
-                    reports: Reports::new(&ctx.address()),
+                    reports: Reports::new(&address),
                     context,
                     shared: shared.clone(),
                 },
@@ -232,7 +232,7 @@ impl StreamHandler<Result<Frame, DecodeError>> for ServerConnection {
     /// already queued (replies included) is still written before the connection closes.
     fn finished(&mut self, ctx: &mut Self::Context) {
         let router = &mut self.router;
-        router.closing.wind_down(ctx, &router.outbox);
+        router.closing.wind_down(ctx, &router.context.outbox);
     }
 }
 

@@ -16,11 +16,12 @@ use ferry_codec::{Credit, Frame, MAX_TRAILER, MessageType, Status};
 use tracing::{debug, info_span, warn};
 
 use crate::connection::credit::ReceiveCredit;
-use crate::connection::writer::{Outbox, Room};
+use crate::connection::report::Report;
+use crate::connection::writer::Room;
 use crate::control::ControlMessage;
 use crate::error::CallError;
 use crate::identity::Identity;
-use crate::memory::{self, MemoryBudget};
+use crate::memory;
 use crate::metrics::ConnectionStats;
 use crate::program::{CallContext, ConnectionContext, SetIdentity};
 use crate::server::call::{CallDone, RunningCall};
@@ -46,18 +47,18 @@ impl<A> Owner for A where
 {
 }
 
-/// Where a connection's calls and streams report: one recipient of each for all of them, as a
-/// recipient made per call costs allocations that an idle call would hold.
+/// Where a connection's calls and streams report: views of the connection's one shared
+/// address ([`Report`]).
 pub(super) struct Reports {
-    pub done: Arc<Recipient<CallDone>>,
-    pub notices: Arc<Recipient<StreamNotice>>,
+    pub done: Arc<dyn Report<CallDone>>,
+    pub notices: Arc<dyn Report<StreamNotice>>,
 }
 
 impl Reports {
-    pub fn new<A: Owner>(owner: &Addr<A>) -> Self {
+    pub fn new<A: Owner>(owner: &Arc<Addr<A>>) -> Self {
         Self {
-            done: Arc::new(owner.clone().recipient()),
-            notices: Arc::new(owner.clone().recipient()),
+            done: owner.clone(),
+            notices: owner.clone(),
         }
     }
 }
@@ -67,15 +68,13 @@ pub(super) struct Router {
     pub shared: Arc<ServerShared>,
     pub span: tracing::Span,
     pub stats: Arc<ConnectionStats>,
-    pub outbox: Outbox,
-    /// What this connection's data may hold (read blocks, download read-ahead).
-    pub memory: MemoryBudget,
     pub table: SerialTable,
     pub credit: ReceiveCredit,
     pub access: Access,
     pub closing: Closing,
     pub reports: Reports,
-    /// What each call's [`CallContext`] shares.
+    /// What each call's [`CallContext`] shares, the connection's outbox and memory budget (what
+    /// its data may hold: read blocks, download read-ahead) among them.
     pub context: Arc<ConnectionContext>,
 }
 
@@ -89,9 +88,9 @@ impl Router {
         });
     }
 
-    /// Queues a control frame ([`Outbox::send_or_pause`]).
+    /// Queues a control frame (`Outbox::send_or_pause`).
     pub fn send<A: Owner>(&self, ctx: &mut Context<A>, frame: Frame) {
-        self.outbox.send_or_pause(ctx, frame);
+        self.context.outbox.send_or_pause(ctx, frame);
     }
 
     pub fn refuse<A: Owner>(&self, ctx: &mut Context<A>, frame: &Frame, error: &CallError) {
@@ -113,13 +112,13 @@ impl Router {
     /// Sends GOAWAY with `error`, flushes, and stops ([`Closing::close_with`]).
     pub fn close_with<A: Owner>(&mut self, ctx: &mut Context<A>, code: ErrorCode, message: String) {
         self.closing
-            .close_with(ctx, &self.outbox, &self.span, code, message);
+            .close_with(ctx, &self.context.outbox, &self.span, code, message);
     }
 
     /// Pays owed upload credit as far as the connection's budget allows
     /// ([`ReceiveCredit::distribute`]).
     fn distribute<A: Owner>(&mut self, ctx: &mut Context<A>) {
-        let outbox = &self.outbox;
+        let outbox = &self.context.outbox;
         self.credit.distribute(|route, serial, grant| {
             outbox.send_or_pause(ctx, Frame::credit(route, serial, Credit(grant)));
         });
@@ -161,7 +160,7 @@ impl Router {
         if let Some(error) = refusal {
             return self.refuse(ctx, &frame, &error);
         }
-        let charge = match admission::charge_payload(&self.shared, &self.memory, &frame) {
+        let charge = match admission::charge_payload(&self.shared, &self.context.memory, &frame) {
             Ok(charge) => charge,
             Err(error) => return self.refuse(ctx, &frame, &error),
         };
@@ -176,7 +175,7 @@ impl Router {
                 serial,
                 route,
                 side: Side::Server,
-                outbox: self.outbox.clone(),
+                outbox: self.context.outbox.clone(),
                 owner: self.reports.notices.clone(),
                 window: self.shared.config.stream_window,
                 max_chunk: self.shared.config.limits.max_chunk,
@@ -469,7 +468,7 @@ impl Router {
             ControlMessage::Pong => {}
             ControlMessage::GoAway(body) => {
                 debug!(parent: &self.span, message = %body.message, "client said GOAWAY");
-                self.closing.wind_down(ctx, &self.outbox);
+                self.closing.wind_down(ctx, &self.context.outbox);
             }
             ControlMessage::Shutdown(_) => {
                 self.shared.counters.protocol_violations.inc();
@@ -545,7 +544,7 @@ impl Router {
             }
             Notice::Finish(trailer) => {
                 // After the stream's data on its lane, so it never overtakes a chunk.
-                let _ = self.outbox.send_data(
+                let _ = self.context.outbox.send_data(
                     Frame::stream_finish_with(route, serial, trailer),
                     Room::none(),
                 );
