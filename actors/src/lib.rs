@@ -1,15 +1,15 @@
 //! Ferry's runtime on actix: a server whose connection actors route frames by serial to
-//! per-call actors, and a client library with concurrent typed calls, deadlines and
+//! per-call tasks and per-stream state, and a client library with concurrent typed calls, deadlines and
 //! cancellation. docs/PROTOCOL.md is the contract both sides follow.
 //!
 //! Modules import in one direction only (`.ci/check-imports.py` checks it), top down:
 //!
 //! - programs built on the runtime: [`auth`] (SCRAM, the connection's identity) and
 //!   [`test_program`];
-//! - [`server`] (listeners, the server connection actor, call actors) and [`client`] (the
+//! - [`server`] (listeners, the server connection actor, call tasks) and [`client`] (the
 //!   client and its connection actor);
 //! - [`program`]: declaring programs (`program!`), the registry and a call's context;
-//! - [`stream`]: the stream actor and its handles;
+//! - [`stream`]: a stream's shared state and its handles;
 //! - leaves everyone reads: the reader, writer, keepalive and transport of a connection
 //!   (`connection`), [`identity`] and [`access`] (who a connection is, what it may call),
 //!   [`memory`] (the per-connection budget), [`metrics`], [`control`], [`config`], [`error`],

@@ -10,6 +10,7 @@ use ferry_codec::proto::{ErrorCode, Layer, Side};
 use ferry_codec::{Frame, Route};
 use futures::future::LocalBoxFuture;
 
+use crate::connection::report::Report;
 use crate::connection::writer::Outbox;
 use crate::error::CallError;
 use crate::identity::Identity;
@@ -24,17 +25,23 @@ pub use crate::stream::StreamEnds;
 pub struct CallContext {
     pub serial: u32,
     pub route: Route,
-    /// The peer, as `tcp:ADDR` or `unix:uid=N`.
+    /// What every call of the connection shares, behind one pointer: a handler's future holds
+    /// its context more than once (its arguments are kept as they came and as its locals), so
+    /// a small context keeps an idle call small (docs/BENCHMARKS.md, issue 16).
+    connection: Arc<ConnectionContext>,
+}
+
+/// What the calls of one connection share; the connection makes a new one when its identity
+/// changes, so calls already running keep the identity they started with.
+#[derive(Clone)]
+pub(crate) struct ConnectionContext {
     pub peer: Arc<str>,
-    pub(crate) outbox: Outbox,
-    /// The server this call runs in (limits, connections), for programs that report on it.
+    pub outbox: Outbox,
     pub server: ServerView,
-    /// Who the connection is (the anonymous admin when the server has no authentication).
     pub identity: Option<Identity>,
-    /// The connection's memory budget, which work held for the call (a download's read-ahead)
-    /// is charged to.
     pub memory: MemoryBudget,
-    pub(crate) connection: actix::Recipient<SetIdentity>,
+    /// Where the auth program's [`SetIdentity`] goes.
+    pub identities: Arc<dyn Report<SetIdentity>>,
 }
 
 /// The auth program established who the connection is.
@@ -43,10 +50,39 @@ pub struct CallContext {
 pub struct SetIdentity(pub Identity);
 
 impl CallContext {
+    pub(crate) fn new(serial: u32, route: Route, connection: Arc<ConnectionContext>) -> Self {
+        Self {
+            serial,
+            route,
+            connection,
+        }
+    }
+
+    /// The peer, as `tcp:ADDR` or `unix:uid=N`.
+    pub fn peer(&self) -> &Arc<str> {
+        &self.connection.peer
+    }
+
+    /// The server this call runs in (limits, connections), for programs that report on it.
+    pub fn server(&self) -> &ServerView {
+        &self.connection.server
+    }
+
+    /// Who the connection is (the anonymous admin when the server has no authentication).
+    pub fn identity(&self) -> Option<&Identity> {
+        self.connection.identity.as_ref()
+    }
+
+    /// The connection's memory budget, which work held for the call (a download's read-ahead)
+    /// is charged to.
+    pub fn memory(&self) -> &MemoryBudget {
+        &self.connection.memory
+    }
+
     /// Gives the connection an identity (the auth program calls this once a client proved
     /// who it is); later calls on the connection are authorized with it.
     pub fn set_identity(&self, identity: Identity) {
-        self.connection.do_send(SetIdentity(identity));
+        self.connection.identities.report(SetIdentity(identity));
     }
 
     /// Sends an event (a MESSAGE frame bound to this call's serial) to the client. Waits while
@@ -59,7 +95,8 @@ impl CallContext {
         message: &M,
     ) -> Result<(), CallError> {
         let route = Route::new(program, self.route.version, event);
-        self.outbox
+        self.connection
+            .outbox
             .send(Frame::message(
                 route,
                 self.serial,

@@ -1037,7 +1037,9 @@ async fn a_huge_hole_does_not_stall_other_connections() {
 /// and the data it queues is no longer purged by the writer (`purge_if_final`,
 /// actors/src/connection/writer.rs, only drops data queued before the REPLY). The data goes out
 /// after the REPLY; a client that already reused the serial takes it for the new call's. Found
-/// by fuzz/fuzz_targets/connection.rs.
+/// by fuzz/fuzz_targets/connection.rs. (Streams have no mailbox now: the connection hands them
+/// credit and their end at once, and a sender checks `halted` before it queues; the test keeps
+/// that so.)
 #[actix_rt::test]
 async fn a_cancelled_download_sends_nothing_after_its_reply() {
     let server = start(config()).await;

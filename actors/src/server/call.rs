@@ -1,58 +1,22 @@
-//! The per-call child actor: runs one handler and reports its outcome to the connection
-//! (any actor that takes [`CallDone`]: the call knows nothing more of the connection).
+//! The per-call task: runs one handler and reports its outcome to the connection (any actor
+//! that takes [`CallDone`]: the call knows nothing more of the connection).
 //!
-//! Stopping the actor drops the handler's future, so a cancelled call's work stops at its next
-//! await point.
+//! A call is a plain task on the connection's arbiter rather than an actor: it takes no
+//! messages but its stop order, which aborting the task carries, and a task costs a fraction
+//! of an actor's context and mailbox (docs/BENCHMARKS.md, issue 16). Stopping it drops the
+//! handler's future, so a cancelled call's work stops at its next await point.
 
-use actix::prelude::*;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Message;
 use bytes::Bytes;
+use tokio::task::JoinHandle;
 use tracing::Instrument;
 
+use crate::connection::report::Report;
 use crate::error::CallError;
 use crate::program::HandlerFuture;
-
-pub struct CallActor {
-    serial: u32,
-    connection: Recipient<CallDone>,
-    handler: Option<(HandlerFuture, tracing::Span)>,
-}
-
-impl CallActor {
-    pub fn new(
-        serial: u32,
-        connection: Recipient<CallDone>,
-        handler: HandlerFuture,
-        span: tracing::Span,
-    ) -> Self {
-        Self {
-            serial,
-            connection,
-            handler: Some((handler, span)),
-        }
-    }
-}
-
-impl Actor for CallActor {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        // The only message is the stop order; a tiny mailbox is enough.
-        ctx.set_mailbox_capacity(1);
-        let (handler, span) = self.handler.take().expect("started once");
-        ctx.spawn(
-            handler
-                .instrument(span)
-                .into_actor(self)
-                .map(|outcome, act, ctx| {
-                    act.connection.do_send(CallDone {
-                        serial: act.serial,
-                        outcome,
-                    });
-                    ctx.stop();
-                }),
-        );
-    }
-}
 
 /// The handler finished; the connection sends the REPLY and frees the serial.
 #[derive(Message)]
@@ -62,25 +26,39 @@ pub struct CallDone {
     pub outcome: Result<Bytes, CallError>,
 }
 
-/// Stop the call (cancelled, aborted, or the connection is going away); its outcome is no
-/// longer wanted. With a grace period the handler may first finish on its own: a streaming
-/// handler learns why its stream ended from its stream handle (an abort, a lost connection)
-/// and can clean up accordingly before it is dropped.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct StopCall {
-    pub grace: Option<std::time::Duration>,
-}
+/// A running handler.
+pub struct RunningCall(JoinHandle<()>);
 
-impl Handler<StopCall> for CallActor {
-    type Result = ();
+impl RunningCall {
+    /// Starts the handler on the current arbiter; its outcome goes to `connection`.
+    pub fn start(
+        serial: u32,
+        connection: Arc<dyn Report<CallDone>>,
+        handler: HandlerFuture,
+        span: tracing::Span,
+    ) -> Self {
+        Self(actix_rt::spawn(async move {
+            let outcome = handler.instrument(span).await;
+            connection.report(CallDone { serial, outcome });
+        }))
+    }
 
-    fn handle(&mut self, stop: StopCall, ctx: &mut Self::Context) {
-        match stop.grace {
+    /// Stops the call (cancelled, aborted, or the connection is going away); its outcome is
+    /// no longer wanted. With a grace period the handler may first finish on its own: a
+    /// streaming handler learns why its stream ended from its stream handle (an abort, a lost
+    /// connection) and can clean up accordingly before it is dropped.
+    pub fn stop(self, grace: Option<Duration>) {
+        let Self(mut task) = self;
+        match grace {
             Some(grace) => {
-                ctx.run_later(grace, |_, ctx| ctx.stop());
+                // The timer ends with the handler if that comes first.
+                actix_rt::spawn(async move {
+                    if tokio::time::timeout(grace, &mut task).await.is_err() {
+                        task.abort();
+                    }
+                });
             }
-            None => ctx.stop(),
+            None => task.abort(),
         }
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! From the top: [`Server`] (builder.rs) starts the listeners (accept.rs), which hand each
 //! socket to a [`ServerConnection`](connection) actor on an arbiter; the connection runs each
-//! CALL in a call actor (call.rs). The [`ServerHandle`] (handle.rs) stops it all. Below them,
+//! CALL in a task of its own (call.rs). The [`ServerHandle`] (handle.rs) stops it all. Below them,
 //! leaves: the state connections share (shared.rs), the directory of open connections
 //! (directory.rs) and what programs may see of the server (view.rs, [`ServerView`]).
 

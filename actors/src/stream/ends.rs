@@ -1,8 +1,7 @@
-//! Opening a stream: its actor, and the handles of the directions this side has.
+//! Opening a stream: its shared state, the connection's link to it, and the handles of the
+//! directions this side has.
 
-use actix::{Actor, Addr};
-
-use crate::stream::actor::{StreamActor, StreamSetup};
+use crate::stream::state::{Shared, StreamLink, StreamSetup};
 use crate::stream::{Incoming, Outgoing};
 
 /// The stream handles of a streaming call, handed to its handler (or to the client).
@@ -27,14 +26,14 @@ impl StreamEnds {
     }
 }
 
-/// Starts the stream's actor and hands out the handles for the directions this side has.
-pub(crate) fn open(setup: StreamSetup) -> (Addr<StreamActor>, StreamEnds) {
+/// Opens the stream's state and hands out the connection's link and the handles for the
+/// directions this side has.
+pub(crate) fn open(setup: StreamSetup) -> (StreamLink, StreamEnds) {
     let (receives, sends) = (setup.receives, setup.sends);
-    let halted = setup.halted.clone();
-    let actor = StreamActor::new(setup).start();
+    let shared = Shared::open(setup);
     let ends = StreamEnds {
-        incoming: receives.then(|| Incoming::new(actor.clone())),
-        outgoing: sends.then(|| Outgoing::new(actor.clone(), halted)),
+        incoming: receives.then(|| Incoming::new(shared.clone())),
+        outgoing: sends.then(|| Outgoing::new(shared.clone())),
     };
-    (actor, ends)
+    (StreamLink::new(shared), ends)
 }

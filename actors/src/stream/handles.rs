@@ -2,25 +2,20 @@
 //! Dropping either before its direction is done aborts the stream (on the client; on the
 //! server the handler's outcome settles the call).
 
+use std::future::poll_fn;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use actix::Addr;
 use bytes::Bytes;
-use ferry_codec::proto::Side;
-
-use crate::error::CallError;
-use crate::stream::actor::{Abandon, Confirm, Finish, Recv, StreamActor, Trailer, Transmit};
-use crate::stream::{Chunk, ZEROS};
 use ferry_codec::proto::ErrorCode;
 
-fn lost() -> CallError {
-    CallError::connection_lost(Side::Unspecified, "the stream's connection is gone")
-}
+use crate::error::CallError;
+use crate::stream::state::{Abandon, Reservation, Shared};
+use crate::stream::{Chunk, ZEROS};
 
 /// The receiving end of a stream.
 pub struct Incoming {
-    actor: Addr<StreamActor>,
+    stream: Arc<Shared>,
     /// The peer finished and everything was read.
     done: bool,
     /// Zeros of a hole still to hand out, when reading plain bytes.
@@ -28,9 +23,9 @@ pub struct Incoming {
 }
 
 impl Incoming {
-    pub(crate) fn new(actor: Addr<StreamActor>) -> Self {
+    pub(crate) fn new(stream: Arc<Shared>) -> Self {
         Self {
-            actor,
+            stream,
             done: false,
             zeros_left: 0,
         }
@@ -42,13 +37,7 @@ impl Incoming {
         if self.done {
             return Ok(None);
         }
-        let outcome = self
-            .actor
-            .send(Recv)
-            .await
-            .map_err(|_| lost())?
-            .await
-            .map_err(|_| lost())??;
+        let outcome = poll_fn(|cx| self.stream.poll_recv(cx)).await?;
         if outcome.is_none() {
             self.done = true;
         }
@@ -58,7 +47,7 @@ impl Incoming {
     /// The trailer the sender's finish carried (empty if none): valid once [`recv`](Self::recv)
     /// returned `None`.
     pub async fn trailer(&self) -> Result<Bytes, CallError> {
-        self.actor.send(Trailer).await.map_err(|_| lost())
+        Ok(self.stream.trailer())
     }
 
     /// The next piece of plain bytes: holes come out as zeros (in pieces of at most 256 KiB,
@@ -91,22 +80,21 @@ impl Incoming {
 
     /// (Client) tells the server that the stream was received and committed.
     pub(crate) async fn confirm(&mut self) -> Result<(), CallError> {
-        self.actor.send(Confirm).await.map_err(|_| lost())?
+        self.stream.confirm()
     }
 }
 
 impl Drop for Incoming {
     fn drop(&mut self) {
         if !self.done {
-            self.actor.do_send(Abandon::Receiving);
+            self.stream.abandon(Abandon::Receiving);
         }
     }
 }
 
 /// The sending end of a stream.
 pub struct Outgoing {
-    actor: Addr<StreamActor>,
-    halted: Arc<AtomicBool>,
+    stream: Arc<Shared>,
     finished: bool,
 }
 
@@ -124,17 +112,16 @@ impl Halted {
 }
 
 impl Outgoing {
-    pub(crate) fn new(actor: Addr<StreamActor>, halted: Arc<AtomicBool>) -> Self {
+    pub(crate) fn new(stream: Arc<Shared>) -> Self {
         Self {
-            actor,
-            halted,
+            stream,
             finished: false,
         }
     }
 
     /// Tells when this stream's call has ended.
     pub fn halted(&self) -> Halted {
-        Halted(Arc::clone(&self.halted))
+        Halted(Arc::clone(self.stream.halted()))
     }
 
     /// Sends data; returns once all of it is queued for the socket, which waits for credit
@@ -164,13 +151,14 @@ impl Outgoing {
         }
     }
 
+    /// Queues the chunk once credit allows: this future waits for the credit, and for room in
+    /// the connection's send queue, itself.
     async fn transmit(&mut self, chunk: Chunk) -> Result<(), CallError> {
-        self.actor
-            .send(Transmit(chunk))
-            .await
-            .map_err(|_| lost())?
-            .await
-            .map_err(|_| lost())?
+        if let Some(error) = self.stream.refuse_send() {
+            return Err(error);
+        }
+        let (mut rest, mut reservation) = (chunk, Reservation::default());
+        poll_fn(|cx| self.stream.poll_send(cx, &mut rest, &mut reservation)).await
     }
 
     /// Ends this direction (STREAM/OK). On the server this waits for the client's
@@ -183,19 +171,15 @@ impl Outgoing {
     /// sender vouch for once all the data is out (docs/PROTOCOL.md section 7.6).
     pub async fn finish_with(&mut self, trailer: Bytes) -> Result<(), CallError> {
         self.finished = true;
-        self.actor
-            .send(Finish(trailer))
-            .await
-            .map_err(|_| lost())?
-            .await
-            .map_err(|_| lost())?
+        self.stream.finish(trailer)?;
+        poll_fn(|cx| self.stream.poll_confirmed(cx)).await
     }
 }
 
 impl Drop for Outgoing {
     fn drop(&mut self) {
         if !self.finished {
-            self.actor.do_send(Abandon::Sending);
+            self.stream.abandon(Abandon::Sending);
         }
     }
 }

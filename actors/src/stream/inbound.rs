@@ -3,7 +3,7 @@
 
 use ferry_codec::{Frame, Hole, MessageType};
 
-use crate::stream::actor::FromPeer;
+use crate::stream::state::FromPeer;
 
 /// Checks a STREAM/CONTINUE or STREAM_HOLE frame from the peer against the stream's limits and
 /// the credit the peer still has, and spends that credit. The error says which rule broke.

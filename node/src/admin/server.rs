@@ -24,7 +24,7 @@ fn millis(time: SystemTime) -> i64 {
 
 impl AdminHandler for AdminService {
     async fn info(&self, _: InfoRequest, context: CallContext) -> Result<ServerInfo, CallError> {
-        let server = &context.server;
+        let server = context.server();
         let config = server.config();
         Ok(ServerInfo {
             version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -48,7 +48,7 @@ impl AdminHandler for AdminService {
         context: CallContext,
     ) -> Result<ClientsReply, CallError> {
         let clients = context
-            .server
+            .server()
             .connections()
             .iter()
             .map(|c| Client {
@@ -69,7 +69,7 @@ impl AdminHandler for AdminService {
         request: DisconnectRequest,
         context: CallContext,
     ) -> Result<DisconnectReply, CallError> {
-        if context.server.disconnect(request.id) {
+        if context.server().disconnect(request.id) {
             Ok(DisconnectReply {})
         } else {
             Err(CallError::application(

@@ -214,7 +214,7 @@ impl VolumeHandler for VolumeService {
             self.progress_every,
             &request.name,
             events::Direction::Upload,
-            context.peer.to_string(),
+            context.peer().to_string(),
             resumed_from,
             total,
         );
@@ -242,7 +242,7 @@ impl VolumeHandler for VolumeService {
         // A delta's copy buffer is memory the peer makes this node hold: charged for as long
         // as the upload lives (a connection full of delta uploads waits for room).
         let _keep_buffer = match base {
-            Some(_) => Some(context.memory.charge(KEEP_BUFFER).await),
+            Some(_) => Some(context.memory().charge(KEEP_BUFFER).await),
             None => None,
         };
         let disk = WriteBehind::start(upload);
@@ -425,13 +425,13 @@ impl VolumeHandler for VolumeService {
                 ),
             ));
         }
-        let max = context.server.config().limits.max_chunk as usize;
+        let max = context.server().config().limits.max_chunk as usize;
         let mut progress = Progress::new(
             &self.events,
             self.progress_every,
             &request.name,
             events::Direction::Download,
-            context.peer.to_string(),
+            context.peer().to_string(),
             0,
             download.len(),
         );
@@ -439,7 +439,8 @@ impl VolumeHandler for VolumeService {
         // pool per chunk cost more in wake-ups than the read, and hashing (of a large hole,
         // say) never holds the connection's thread.
         let halted = Some(outgoing.halted());
-        let (mut chunks, digest) = read_ahead(download, max, true, context.memory.clone(), halted);
+        let (mut chunks, digest) =
+            read_ahead(download, max, true, context.memory().clone(), halted);
         let (mut bytes, mut hole_bytes) = (0, 0);
         let outcome: Result<(), CallError> = async {
             while let Some(chunk) = chunks.recv().await {
@@ -644,7 +645,7 @@ impl VolumeService {
                 file,
                 &source,
                 delta,
-                context.memory.clone(),
+                context.memory().clone(),
                 &mut progress,
             )
             .await;

@@ -93,6 +93,7 @@ impl ClientConnection {
                     subscribers: Subscribers::default(),
                     pings: Pings::default(),
                     closing: Closing::new(closed),
+                    notices: Arc::new(ctx.address()),
                 },
                 writer_task,
             }

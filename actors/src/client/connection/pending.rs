@@ -4,13 +4,12 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Drain;
 
-use actix::Addr;
 use bytes::Bytes;
 use ferry_codec::Route;
 use tokio::sync::oneshot;
 
 use crate::error::CallError;
-use crate::stream::{Direction, StreamActor};
+use crate::stream::{Direction, StreamLink};
 
 /// A call whose REPLY has not arrived yet.
 pub(super) struct Pending {
@@ -24,7 +23,7 @@ pub(super) struct Pending {
 }
 
 pub(super) struct PendingStream {
-    pub actor: Addr<StreamActor>,
+    pub link: StreamLink,
     pub direction: Direction,
     /// STREAM/OK frames we sent (our finish, then our confirmation).
     pub oks_sent: u8,

@@ -20,6 +20,7 @@ use crate::client::connection::pending::{Pending, PendingCalls, PendingStream};
 use crate::client::connection::pings::Pings;
 use crate::config::ClientConfig;
 use crate::connection::credit::ReceiveCredit;
+use crate::connection::report::Report;
 use crate::connection::writer::{Outbox, Room};
 use crate::control::ControlMessage;
 use crate::error::CallError;
@@ -53,6 +54,8 @@ pub(super) struct Router {
     pub subscribers: Subscribers,
     pub pings: Pings,
     pub closing: Closing,
+    /// Where the connection's streams send their notices: its one shared address.
+    pub notices: Arc<dyn Report<StreamNotice>>,
 }
 
 impl Router {
@@ -108,14 +111,14 @@ impl Router {
         let mut ends = StreamEnds::default();
         let stream = direction.is_stream().then(|| {
             let window = self.config.stream_window;
-            let (actor, opened) = stream::open(StreamSetup {
+            let (link, opened) = stream::open(StreamSetup {
                 halted: Arc::default(),
                 counters: self.counters.clone(),
                 serial,
                 route,
                 side: Side::Client,
                 outbox: self.outbox.clone(),
-                owner: ctx.address().recipient(),
+                owner: self.notices.clone(),
                 window,
                 max_chunk: self.config.limits.max_chunk,
                 receives: direction.server_sends(),
@@ -129,7 +132,7 @@ impl Router {
                 self.send(ctx, Frame::credit(route, serial, Credit(first as u32)));
             }
             PendingStream {
-                actor,
+                link,
                 direction,
                 oks_sent: 0,
                 open: true,
@@ -194,8 +197,8 @@ impl Router {
                 );
             }
             stream
-                .actor
-                .do_send(FromPeer::End(outcome.as_ref().err().cloned()));
+                .link
+                .deliver(FromPeer::End(outcome.as_ref().err().cloned()));
         }
         if let Some(tx) = pending.reply {
             let _ = tx.send(outcome);
@@ -212,7 +215,7 @@ impl Router {
         match (frame.header.kind, frame.header.status) {
             (MessageType::Credit, _) => match ferry_codec::Credit::decode(&frame.payload) {
                 Ok(credit) if stream.direction.client_sends() => {
-                    stream.actor.do_send(FromPeer::Credit(credit.0))
+                    stream.link.deliver(FromPeer::Credit(credit.0))
                 }
                 Ok(_) => {}
                 Err(e) => self.abort_stream(ctx, serial, e.to_string()),
@@ -225,14 +228,14 @@ impl Router {
                 self.abort_stream(ctx, serial, message)
             }
             (MessageType::Stream, Status::Ok) => {
-                stream.actor.do_send(FromPeer::Finish(frame.payload))
+                stream.link.deliver(FromPeer::Finish(frame.payload))
             }
             (MessageType::Stream, Status::Error) => {
                 let body: ErrorBody =
                     ferry_codec::decode_message(&frame.payload).unwrap_or_default();
                 stream
-                    .actor
-                    .do_send(FromPeer::End(Some(CallError::from_body(body))));
+                    .link
+                    .deliver(FromPeer::End(Some(CallError::from_body(body))));
             }
             _ if !stream.direction.server_sends() => self.abort_stream(
                 ctx,
@@ -247,7 +250,7 @@ impl Router {
                 max_chunk,
             ) {
                 Ok(event) => {
-                    stream.actor.do_send(event);
+                    stream.link.deliver(event);
                     // Credit spent is room in the connection's budget.
                     self.distribute(ctx);
                 }
@@ -297,7 +300,7 @@ impl Router {
                 stream.open = false;
                 // Aborted: nothing more is granted to it.
                 self.credit.stop(serial);
-                stream.actor.do_send(FromPeer::End(Some(error.clone())));
+                stream.link.deliver(FromPeer::End(Some(error.clone())));
                 self.send(ctx, Frame::stream_abort(route, serial, &error.to_body()));
             }
         }
@@ -373,7 +376,7 @@ impl Router {
         self.closing.ended(&error);
         for (_, pending) in self.calls.drain() {
             if let Some(stream) = pending.stream {
-                stream.actor.do_send(FromPeer::End(Some(error.clone())));
+                stream.link.deliver(FromPeer::End(Some(error.clone())));
             }
             if let Some(tx) = pending.reply {
                 let _ = tx.send(Err(error.clone()));

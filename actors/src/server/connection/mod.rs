@@ -32,10 +32,10 @@ use crate::connection::writer::{Outbox, WriterStopped, spawn_writer};
 use crate::control::ControlMessage;
 use crate::memory::MemoryBudget;
 use crate::metrics::{ConnectionStats, Traffic};
-use crate::program::SetIdentity;
+use crate::program::{ConnectionContext, SetIdentity};
 use crate::server::call::CallDone;
 use crate::server::connection::identity::Access;
-use crate::server::connection::router::Router;
+use crate::server::connection::router::{Reports, Router};
 use crate::server::connection::serials::SerialTable;
 use crate::server::connection::shutdown::Closing;
 use crate::server::directory::{BeginShutdown, Disconnect, Listed};
@@ -80,6 +80,17 @@ impl ServerConnection {
                 traffic.clone(),
             );
             let writer_task = spawn_writer(writer, ctx.address());
+            // One address that every call and stream of the connection reports to.
+            let address = Arc::new(ctx.address());
+            let access = Access::new(shared.auth.as_ref(), transport.peer_uid);
+            let context = Arc::new(ConnectionContext {
+                peer: peer.clone(),
+                outbox,
+                server: shared.view(),
+                identity: access.identity().cloned(),
+                memory,
+                identities: address.clone(),
+            });
             Self {
                 id,
                 keepalive: config.keepalive.map(Keepalive::new),
@@ -88,14 +99,13 @@ impl ServerConnection {
                 writer_task,
                 router: Router {
                     span: info_span!("connection", id, peer = %peer),
-                    peer,
                     stats,
-                    outbox,
-                    memory,
                     table: SerialTable::new(),
                     credit: ReceiveCredit::new(config.stream_window, config.connection_window),
-                    access: Access::new(shared.auth.as_ref(), transport.peer_uid),
+                    access,
                     closing: Closing::default(),
+                    reports: Reports::new(&address),
+                    context,
                     shared: shared.clone(),
                 },
                 _slot: slot,
@@ -222,7 +232,7 @@ impl StreamHandler<Result<Frame, DecodeError>> for ServerConnection {
     /// already queued (replies included) is still written before the connection closes.
     fn finished(&mut self, ctx: &mut Self::Context) {
         let router = &mut self.router;
-        router.closing.wind_down(ctx, &router.outbox);
+        router.closing.wind_down(ctx, &router.context.outbox);
     }
 }
 
@@ -256,7 +266,7 @@ impl Handler<SetIdentity> for ServerConnection {
 
     fn handle(&mut self, SetIdentity(identity): SetIdentity, _: &mut Self::Context) {
         debug!(parent: &self.router.span, name = %identity.name, role = ?identity.role, "authenticated");
-        self.router.access.set(identity);
+        self.router.set_identity(identity);
     }
 }
 

@@ -1,12 +1,12 @@
 //! Routing of one server connection's frames by type and serial: a CALL opens a serial (after
-//! the connection's limits and the caller's role admit it) and starts its call actor; CANCEL,
+//! the connection's limits and the caller's role admit it) and starts its call task; CANCEL,
 //! STREAM, STREAM_HOLE and CREDIT go to the open serial they name; the one REPLY of each call
 //! is sent here, so a serial is freed exactly when docs/PROTOCOL.md says. The state it routes
 //! by has its own modules: the serial table ([`SerialTable`]), upload credit
 //! ([`ReceiveCredit`]), the connection's identity ([`Access`]) and its way out ([`Closing`]).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use actix::prelude::*;
@@ -16,13 +16,15 @@ use ferry_codec::{Credit, Frame, MAX_TRAILER, MessageType, Status};
 use tracing::{debug, info_span, warn};
 
 use crate::connection::credit::ReceiveCredit;
-use crate::connection::writer::{Outbox, Room};
+use crate::connection::report::Report;
+use crate::connection::writer::Room;
 use crate::control::ControlMessage;
 use crate::error::CallError;
-use crate::memory::{self, MemoryBudget};
+use crate::identity::Identity;
+use crate::memory;
 use crate::metrics::ConnectionStats;
-use crate::program::{CallContext, SetIdentity};
-use crate::server::call::{CallActor, CallDone, StopCall};
+use crate::program::{CallContext, ConnectionContext, SetIdentity};
+use crate::server::call::{CallDone, RunningCall};
 use crate::server::connection::admission;
 use crate::server::connection::identity::Access;
 use crate::server::connection::serials::{OpenCall, OpenStream, SerialTable};
@@ -45,26 +47,50 @@ impl<A> Owner for A where
 {
 }
 
+/// Where a connection's calls and streams report: views of the connection's one shared
+/// address ([`Report`]).
+pub(super) struct Reports {
+    pub done: Arc<dyn Report<CallDone>>,
+    pub notices: Arc<dyn Report<StreamNotice>>,
+}
+
+impl Reports {
+    pub fn new<A: Owner>(owner: &Arc<Addr<A>>) -> Self {
+        Self {
+            done: owner.clone(),
+            notices: owner.clone(),
+        }
+    }
+}
+
 /// What one server connection routes by, and where its frames go.
 pub(super) struct Router {
     pub shared: Arc<ServerShared>,
     pub span: tracing::Span,
-    /// The peer, as `tcp:ADDR` or `unix:uid=N`.
-    pub peer: Arc<str>,
     pub stats: Arc<ConnectionStats>,
-    pub outbox: Outbox,
-    /// What this connection's data may hold (read blocks, download read-ahead).
-    pub memory: MemoryBudget,
     pub table: SerialTable,
     pub credit: ReceiveCredit,
     pub access: Access,
     pub closing: Closing,
+    pub reports: Reports,
+    /// What each call's [`CallContext`] shares, the connection's outbox and memory budget (what
+    /// its data may hold: read blocks, download read-ahead) among them.
+    pub context: Arc<ConnectionContext>,
 }
 
 impl Router {
-    /// Queues a control frame ([`Outbox::send_or_pause`]).
+    /// The auth program established who the peer is: later calls see the new identity.
+    pub fn set_identity(&mut self, identity: Identity) {
+        self.access.set(identity);
+        self.context = Arc::new(ConnectionContext {
+            identity: self.access.identity().cloned(),
+            ..(*self.context).clone()
+        });
+    }
+
+    /// Queues a control frame (`Outbox::send_or_pause`).
     pub fn send<A: Owner>(&self, ctx: &mut Context<A>, frame: Frame) {
-        self.outbox.send_or_pause(ctx, frame);
+        self.context.outbox.send_or_pause(ctx, frame);
     }
 
     pub fn refuse<A: Owner>(&self, ctx: &mut Context<A>, frame: &Frame, error: &CallError) {
@@ -86,13 +112,13 @@ impl Router {
     /// Sends GOAWAY with `error`, flushes, and stops ([`Closing::close_with`]).
     pub fn close_with<A: Owner>(&mut self, ctx: &mut Context<A>, code: ErrorCode, message: String) {
         self.closing
-            .close_with(ctx, &self.outbox, &self.span, code, message);
+            .close_with(ctx, &self.context.outbox, &self.span, code, message);
     }
 
     /// Pays owed upload credit as far as the connection's budget allows
     /// ([`ReceiveCredit::distribute`]).
     fn distribute<A: Owner>(&mut self, ctx: &mut Context<A>) {
-        let outbox = &self.outbox;
+        let outbox = &self.context.outbox;
         self.credit.distribute(|route, serial, grant| {
             outbox.send_or_pause(ctx, Frame::credit(route, serial, Credit(grant)));
         });
@@ -134,7 +160,7 @@ impl Router {
         if let Some(error) = refusal {
             return self.refuse(ctx, &frame, &error);
         }
-        let charge = match admission::charge_payload(&self.shared, &self.memory, &frame) {
+        let charge = match admission::charge_payload(&self.shared, &self.context.memory, &frame) {
             Ok(charge) => charge,
             Err(error) => return self.refuse(ctx, &frame, &error),
         };
@@ -142,41 +168,31 @@ impl Router {
         let route = frame.route();
         let direction = self.shared.registry.direction(&frame);
         let mut ends = StreamEnds::default();
-        let halted = Arc::new(AtomicBool::new(false));
-        let stream_actor = direction.is_stream().then(|| {
-            let (actor, opened) = stream::open(StreamSetup {
-                halted: halted.clone(),
+        let link = direction.is_stream().then(|| {
+            let (link, opened) = stream::open(StreamSetup {
+                halted: Arc::new(AtomicBool::new(false)),
                 counters: self.shared.counters.clone(),
                 serial,
                 route,
                 side: Side::Server,
-                outbox: self.outbox.clone(),
-                owner: ctx.address().recipient(),
+                outbox: self.context.outbox.clone(),
+                owner: self.reports.notices.clone(),
                 window: self.shared.config.stream_window,
                 max_chunk: self.shared.config.limits.max_chunk,
                 receives: direction.client_sends(),
                 sends: direction.server_sends(),
             });
             ends = opened;
-            actor
+            link
         });
-        let context = CallContext {
-            serial,
-            route,
-            peer: self.peer.clone(),
-            outbox: self.outbox.clone(),
-            server: self.shared.view(),
-            identity: self.access.identity().cloned(),
-            memory: self.memory.clone(),
-            connection: ctx.address().recipient(),
-        };
+        let context = CallContext::new(serial, route, self.context.clone());
         let handler = match self.shared.registry.dispatch(&frame, context, ends) {
             Ok(handler) => handler,
             Err(error) => return self.refuse(ctx, &frame, &error),
         };
         let names = self.shared.registry.names(route);
         let span = info_span!(parent: &self.span, "call", serial, program = %names.program, procedure = %names.procedure);
-        let call = CallActor::new(serial, ctx.address().recipient(), handler, span).start();
+        let call = RunningCall::start(serial, self.reports.done.clone(), handler, span);
         // The first grant (which also accepts the stream) is the window, or what the
         // connection's budget has left (at least a grant step); the rest is owed.
         let first = if direction.client_sends() {
@@ -187,9 +203,8 @@ impl Router {
         if first > 0 {
             self.send(ctx, Frame::credit(route, serial, Credit(first as u32)));
         }
-        let stream = stream_actor.map(|actor| OpenStream {
-            actor,
-            halted,
+        let stream = link.map(|link| OpenStream {
+            link,
             direction,
             client_oks: 0,
             client_open: true,
@@ -230,13 +245,13 @@ impl Router {
             .stream
             .as_ref()
             .map(|_| self.shared.config.stream_abort_grace);
-        call.do_send(StopCall { grace });
+        call.stop(grace);
         let route = open.route;
         if let Some(stream) = &open.stream {
-            stream.halted.store(true, Ordering::Relaxed);
+            stream.link.halt();
             stream
-                .actor
-                .do_send(FromPeer::End(outcome.as_ref().err().cloned()));
+                .link
+                .deliver(FromPeer::End(outcome.as_ref().err().cloned()));
             if let (Err(error), false) = (&outcome, stream.aborted_by_client) {
                 self.shared.observer.stream_aborted(
                     route,
@@ -392,7 +407,7 @@ impl Router {
                 if replied {
                     self.release_if_done(ctx, serial);
                 } else {
-                    stream.actor.do_send(event);
+                    stream.link.deliver(event);
                 }
             }
             _ if replied => {} // draining an aborted stream: discard, bounded by credit
@@ -412,7 +427,7 @@ impl Router {
                 max_chunk,
             ) {
                 Ok(event) => {
-                    stream.actor.do_send(event);
+                    stream.link.deliver(event);
                     // Credit spent is room in the connection's budget.
                     self.distribute(ctx);
                 }
@@ -437,7 +452,7 @@ impl Router {
         };
         match ferry_codec::Credit::decode(&frame.payload) {
             Ok(Credit(grant)) if stream.direction.server_sends() => {
-                stream.actor.do_send(FromPeer::Credit(grant))
+                stream.link.deliver(FromPeer::Credit(grant))
             }
             Ok(_) => {}
             Err(e) => {
@@ -453,7 +468,7 @@ impl Router {
             ControlMessage::Pong => {}
             ControlMessage::GoAway(body) => {
                 debug!(parent: &self.span, message = %body.message, "client said GOAWAY");
-                self.closing.wind_down(ctx, &self.outbox);
+                self.closing.wind_down(ctx, &self.context.outbox);
             }
             ControlMessage::Shutdown(_) => {
                 self.shared.counters.protocol_violations.inc();
@@ -529,7 +544,7 @@ impl Router {
             }
             Notice::Finish(trailer) => {
                 // After the stream's data on its lane, so it never overtakes a chunk.
-                let _ = self.outbox.send_data(
+                let _ = self.context.outbox.send_data(
                     Frame::stream_finish_with(route, serial, trailer),
                     Room::none(),
                 );
@@ -546,7 +561,7 @@ impl Router {
         let grace = self.shared.config.stream_abort_grace;
         for (_, open) in self.table.drain() {
             if let Some(stream) = &open.stream {
-                stream.actor.do_send(FromPeer::End(Some(lost.clone())));
+                stream.link.deliver(FromPeer::End(Some(lost.clone())));
                 if open.call.is_some() {
                     self.shared.observer.stream_aborted(
                         open.route,
@@ -558,7 +573,7 @@ impl Router {
             }
             if let Some(call) = open.call {
                 let grace = open.stream.is_some().then_some(grace);
-                call.do_send(StopCall { grace });
+                call.stop(grace);
                 self.shared.observer.call_finished(
                     open.route,
                     &self.shared.registry.names(open.route),

@@ -6,23 +6,21 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Drain;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use actix::Addr;
 use ferry_codec::Route;
 
 use crate::memory::Charge;
 use crate::metrics::ConnectionStats;
-use crate::server::call::CallActor;
-use crate::stream::{Direction, StreamActor};
+use crate::server::call::RunningCall;
+use crate::stream::{Direction, StreamLink};
 
 /// A serial the server has not freed yet.
 pub(super) struct OpenCall {
     pub route: Route,
     pub started: Instant,
     /// The running handler; `None` once the REPLY was sent.
-    pub call: Option<Addr<CallActor>>,
+    pub call: Option<RunningCall>,
     pub stream: Option<OpenStream>,
     /// What the CALL's payload is charged to the connection's budget; the REPLY takes it on.
     pub charge: Option<Arc<Charge>>,
@@ -31,9 +29,7 @@ pub(super) struct OpenCall {
 /// The stream of an open call, as the connection routes it. Its credit is kept by the
 /// connection's `ReceiveCredit` (`crate::connection::credit`).
 pub(super) struct OpenStream {
-    pub actor: Addr<StreamActor>,
-    /// Tells the stream actor to send nothing more (set when the REPLY is queued).
-    pub halted: Arc<AtomicBool>,
+    pub link: StreamLink,
     pub direction: Direction,
     /// STREAM/OK frames received from the client (its finish, then its confirmation).
     pub client_oks: u8,
