@@ -482,8 +482,14 @@ pub async fn download(
     if let Some(recorded) = recorded
         && hash.digest() != recorded
     {
+        // A file is not kept; standard output already carried the bytes.
+        let kept = if to_stdout {
+            "what went to standard output is not the volume"
+        } else {
+            "nothing was written"
+        };
         return Err(CliError::Mismatch(format!(
-            "{context}: the node's copy is damaged: its bytes hash to {} but the volume was stored with {}; nothing was written (upload it again, or copy it from another node)",
+            "{context}: the node's copy is damaged: its bytes hash to {} but the volume was stored with {}; {kept} (upload it again, or copy it from another node)",
             hex::encode(hash.digest()),
             hex::encode(recorded)
         )));

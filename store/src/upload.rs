@@ -705,33 +705,28 @@ impl Keeper<'_> {
         while at < end {
             let block = at / BLOCK_SIZE;
             let whole = (end - at) / BLOCK_SIZE;
-            match &base.hashes {
-                Some(hashes) if at.is_multiple_of(BLOCK_SIZE) && block >= 1 && whole >= 1 => {
-                    // At most a buffer of hashes at a time.
-                    let count = whole.min(KEEP_BUFFER as u64 / 32);
-                    let to = at + count * BLOCK_SIZE;
-                    if !self.copy(at, to, false)? {
-                        return Ok(false);
-                    }
-                    let list = &mut self.buffer[..32 * count as usize];
-                    hashes.read(block, list)?;
-                    for hash in list.chunks_exact(32) {
-                        self.hash.known_block(hash.try_into().expect("32 bytes"))?;
-                    }
-                    at = to;
-                }
-                hashes => {
-                    // With stored hashes, only to the next block boundary, where they take over.
-                    let to = match hashes {
-                        Some(_) => ((block + 1) * BLOCK_SIZE).min(end),
-                        None => end,
-                    };
-                    if !self.copy(at, to, true)? {
-                        return Ok(false);
-                    }
-                    at = to;
+            let known = base
+                .hashes
+                .as_ref()
+                .filter(|_| at.is_multiple_of(BLOCK_SIZE) && block >= 1 && whole >= 1);
+            let to = match (known, &base.hashes) {
+                // Whole blocks by their hashes, at most a buffer of hashes at a time.
+                (Some(_), _) => at + whole.min(KEEP_BUFFER as u64 / 32) * BLOCK_SIZE,
+                // Bytes to the next block boundary, where stored hashes take over.
+                (None, Some(_)) => ((block + 1) * BLOCK_SIZE).min(end),
+                (None, None) => end,
+            };
+            if !self.copy(at, to, known.is_none())? {
+                return Ok(false);
+            }
+            if let Some(hashes) = known {
+                let list = &mut self.buffer[..(32 * (to - at) / BLOCK_SIZE) as usize];
+                hashes.read(block, list)?;
+                for hash in list.chunks_exact(32) {
+                    self.hash.known_block(hash.try_into().expect("32 bytes"))?;
                 }
             }
+            at = to;
         }
         Ok(true)
     }
