@@ -63,7 +63,8 @@
 //!   (sidecars), `config`, `info`, `layout`, `report`;
 //! - `inner`: the state one open store shares;
 //! - `publish`: how a volume appears (data by rename, then its sidecar);
-//! - `download`, `blocks` (a volume's block hashes), `upload`, `recovery`;
+//! - `download`, `blocks` (a volume's block hashes), `hash_behind` (an upload's hashing
+//!   thread), `upload`, `recovery`;
 //! - `store`: [`VolumeStore`], the handle every operation starts from.
 //!
 //! [`ErrorCode`]: ferry_codec::proto::ErrorCode
@@ -73,6 +74,7 @@ mod blocks;
 mod config;
 mod download;
 mod error;
+mod hash_behind;
 mod info;
 mod inner;
 mod layout;

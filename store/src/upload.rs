@@ -15,6 +15,7 @@ use crate::blockhash::{BLOCK_SIZE, TreeHash};
 use crate::blocks::{BlocksWriter, StoredHashes};
 use crate::download::open_volume;
 use crate::error::{IoContext, Result, StoreError};
+use crate::hash_behind::HashBehind;
 use crate::info::VolumeInfo;
 use crate::inner::Inner;
 use crate::layout::Layout;
@@ -106,8 +107,9 @@ pub struct Upload {
     offset: u64,
     /// Keeps the written part of `file` flowing to disk behind `offset`.
     writeback: Writeback,
-    /// The content's BLAKE3 and its block hashes, written to `partial/<name>.blocks`.
-    hash: TreeHash<BlocksWriter>,
+    /// The content's BLAKE3 and its block hashes, written to `partial/<name>.blocks`, hashed
+    /// on a thread of their own beside the writes.
+    hash: HashBehind,
     /// The version a delta's KEEP ranges copy from, open since the upload began.
     base: Option<Base>,
     /// Where KEEP ranges are read to be hashed, or their stored hashes ([`KEEP_BUFFER`] once
@@ -185,8 +187,12 @@ impl Upload {
 
     /// The BLAKE3 of the content received so far, as if it ended here: what a resuming
     /// client's file must start with.
-    pub fn content_so_far(&self) -> [u8; 32] {
-        self.hash.root()
+    pub fn content_so_far(&mut self) -> Result<[u8; 32]> {
+        Ok(self
+            .hash
+            .tree()
+            .context(|| format!("hashing upload {:?}", self.name))?
+            .root())
     }
 
     /// Whether it is kept for resuming when it ends without a commit or an abort.
@@ -201,8 +207,9 @@ impl Upload {
     ///
     /// A chunk that would go past the expected size is refused whole with
     /// [`StoreError::BeyondExpectedSize`] and the upload stays where it was. If writing fails
-    /// half way, the file is cut back to the offset so the upload can go on or be resumed from
-    /// a consistent state.
+    /// half way, the file is cut back to the offset, a consistent state to resume from (a
+    /// resume hashes again what is on disk; this upload's hash has already taken in the chunk,
+    /// so further writes fail).
     pub fn write(&mut self, chunk: &Chunk) -> Result<()> {
         let len = chunk.len();
         if len == 0 {
@@ -222,7 +229,13 @@ impl Upload {
         }
         match chunk {
             Chunk::Data(bytes) => {
+                // Handed to the hashing thread first, so that it hashes while this one writes.
+                self.hash
+                    .data(bytes.clone())
+                    .context(|| format!("recording the block hashes of upload {:?}", self.name))?;
                 if let Err(err) = self.file.write_all_at(bytes, self.offset) {
+                    // The hash has taken in what the file has not.
+                    self.hash.poison();
                     let _ = self.file.set_len(self.offset);
                     return Err(StoreError::io(
                         format!(
@@ -232,9 +245,6 @@ impl Upload {
                         err,
                     ));
                 }
-                self.hash
-                    .data(bytes)
-                    .context(|| format!("recording the block hashes of upload {:?}", self.name))?;
             }
             Chunk::Keep(_) => self.keep(len)?,
             Chunk::Hole(_) => {
@@ -244,10 +254,12 @@ impl Upload {
                         self.name, self.offset
                     )
                 })?;
-                if !self
+                let hashed = self
                     .hash
-                    .zeros_while(len, || !self.stop.load(Ordering::Relaxed))
-                    .context(|| format!("recording the block hashes of upload {:?}", self.name))?
+                    .tree()
+                    .and_then(|mut tree| tree.zeros_while(len, || !self.stop.load(Ordering::Relaxed)))
+                    .context(|| format!("recording the block hashes of upload {:?}", self.name))?;
+                if !hashed
                 {
                     // The hash is of no use now; the file is left as it was before the hole.
                     let _ = self.file.set_len(self.offset);
@@ -297,10 +309,14 @@ impl Upload {
                 ),
             });
         }
+        let mut tree = self
+            .hash
+            .tree()
+            .context(|| format!("recording the block hashes of upload {name:?}"))?;
         let mut keeper = Keeper {
             base,
             file: &self.file,
-            hash: &mut self.hash,
+            hash: &mut tree,
             stop: &self.stop,
             buffer: &mut self.keep_buffer,
         };
@@ -352,7 +368,8 @@ impl Upload {
         }
         let actual = self
             .hash
-            .finish()
+            .tree()
+            .and_then(|mut tree| tree.finish())
             .context(|| format!("recording the block hashes of upload {name:?}"))?;
         if let Some(expected) = self.partial.expected_checksum
             && expected != actual
@@ -367,10 +384,12 @@ impl Upload {
         self.file
             .sync_all()
             .context(|| format!("syncing the data of upload {name:?}"))?;
-        let block_size = self.hash.block_size();
         self.hash
-            .out_mut()
-            .seal(block_size, size, &actual)
+            .tree()
+            .and_then(|mut tree| {
+                let block_size = tree.block_size();
+                tree.out_mut().seal(block_size, size, &actual)
+            })
             .context(|| format!("syncing the block hashes of upload {name:?}"))?;
 
         let _namespace = inner.write_namespace();
@@ -556,7 +575,8 @@ pub(crate) fn begin(inner: &Arc<Inner>, name: &str, options: UploadOptions) -> R
         file,
         offset: 0,
         writeback: Writeback::new(0),
-        hash: TreeHash::new(BLOCK_SIZE, blocks),
+        hash: HashBehind::start(TreeHash::new(BLOCK_SIZE, blocks))
+            .context(|| format!("starting the hashing of upload {name:?}"))?,
         base,
         keep_buffer: Vec::new(),
         partial,
@@ -603,6 +623,8 @@ pub(crate) fn resume(inner: &Arc<Inner>, name: &str) -> Result<Upload> {
         .context(|| format!("creating {}", blocks_path.display()))?;
     let hash = rehash(&file, offset, TreeHash::new(BLOCK_SIZE, blocks))
         .context(|| format!("reading back {}", part.display()))?;
+    let hash = HashBehind::start(hash)
+        .context(|| format!("starting the hashing of upload {name:?}"))?;
     let mut upload = Upload {
         name: name.to_string(),
         file,

@@ -182,7 +182,7 @@ impl VolumeHandler for VolumeService {
         let store = self.store.clone();
         let name = request.name.clone();
         let resume = request.resume;
-        let upload = blocking(move || {
+        let mut upload = blocking(move || {
             if resume {
                 store.resume_upload(&name)
             } else {
@@ -194,7 +194,7 @@ impl VolumeHandler for VolumeService {
         if let Some(theirs) = checksum_arg(&request.resume_prefix_checksum)?
             && resume
         {
-            let ours = upload.content_so_far();
+            let ours = upload.content_so_far().map_err(store_error)?;
             if ours != theirs {
                 // Dropping the upload keeps it, as it was, for a resume with the right file.
                 return Err(CallError::application(
