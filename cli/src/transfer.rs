@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use ferry_actors::Client;
 use ferry_actors::codec::encode_message;
 use ferry_actors::stream::Chunk;
-use ferry_actors::stream::ContentHash;
 use indicatif::HumanBytes;
 use tokio::sync::mpsc;
 
@@ -24,6 +23,7 @@ use ferry_node::proto::volume::{
 use ferry_node::volume::delta::{BaseHashes, SendError, read_blocks, send_blocks};
 use ferry_node::volume::{PROGRESS, VolumeClient, VolumeProgram, checksum_bytes};
 use ferry_store::blockhash::{BLOCK_SIZE, TreeHash};
+use ferry_store::hash_behind::HashBehind;
 use ferry_store::sparse::SparseWriter;
 
 use crate::exit::CliError;
@@ -356,49 +356,56 @@ enum Sink {
     Stdout,
 }
 
-/// Writes received chunks on a blocking thread; returns the content hash once all is written
-/// and synced (for a file).
+/// Writes received chunks on a blocking thread, hashing them on another beside the writes;
+/// returns the content hash once all is written and synced (for a file).
 fn write_chunks(
     sink: Sink,
 ) -> (
     mpsc::Sender<Chunk>,
-    tokio::task::JoinHandle<io::Result<(Sink, ContentHash)>>,
+    tokio::task::JoinHandle<io::Result<(Sink, TreeHash)>>,
 ) {
     let (tx, mut rx) = mpsc::channel::<Chunk>(AHEAD);
     let task = tokio::task::spawn_blocking(move || {
-        let mut hash = ContentHash::default();
+        let mut hash = HashBehind::start(TreeHash::default())?;
         match &sink {
             Sink::File { temp, .. } => {
                 let mut writer = SparseWriter::new(temp.as_file());
                 while let Some(chunk) = rx.blocking_recv() {
+                    absorb(&mut hash, &chunk)?;
                     writer.write(&chunk)?;
-                    hash.update(&chunk);
                 }
                 writer.finish()?;
             }
             Sink::Stdout => {
                 let mut out = io::stdout().lock();
                 while let Some(chunk) = rx.blocking_recv() {
+                    absorb(&mut hash, &chunk)?;
                     match &chunk {
                         Chunk::Data(bytes) => out.write_all(bytes)?,
                         Chunk::Hole(length) => {
                             io::copy(&mut io::Read::take(io::repeat(0), *length), &mut out)?;
                         }
-                        Chunk::Keep(_) => {
-                            return Err(io::Error::new(
-                                io::ErrorKind::InvalidData,
-                                "the node sent a KEEP range in a download",
-                            ));
-                        }
+                        Chunk::Keep(_) => unreachable!("absorb refuses a KEEP"),
                     }
-                    hash.update(&chunk);
                 }
                 out.flush()?;
             }
         }
-        Ok((sink, hash))
+        Ok((sink, hash.into_tree()?))
     });
     (tx, task)
+}
+
+/// Hashes a downloaded chunk: data on the hashing thread, while the caller writes it.
+fn absorb(hash: &mut HashBehind<io::Sink>, chunk: &Chunk) -> io::Result<()> {
+    match chunk {
+        Chunk::Data(bytes) => hash.data(bytes.clone()),
+        Chunk::Hole(length) => hash.tree()?.zeros_while(*length, || true).map(drop),
+        Chunk::Keep(_) => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the node sent a KEEP range in a download",
+        )),
+    }
 }
 
 pub async fn download(
@@ -480,7 +487,7 @@ pub async fn download(
         })?
         .map_err(local)?;
     if let Some(recorded) = recorded
-        && hash.digest() != recorded
+        && hash.root() != recorded
     {
         // A file is not kept; standard output already carried the bytes.
         let kept = if to_stdout {
@@ -490,7 +497,7 @@ pub async fn download(
         };
         return Err(CliError::Mismatch(format!(
             "{context}: the node's copy is damaged: its bytes hash to {} but the volume was stored with {}; {kept} (upload it again, or copy it from another node)",
-            hex::encode(hash.digest()),
+            hex::encode(hash.root()),
             hex::encode(recorded)
         )));
     }
@@ -503,15 +510,15 @@ pub async fn download(
         .await
         .map_err(CliError::call(context.clone()))?;
     bar.finish_and_clear();
-    let checksum = hash.finish();
-    if reply.checksum != checksum {
+    let checksum = hash.root();
+    if reply.checksum[..] != checksum[..] {
         if !to_stdout {
             let _ = std::fs::remove_file(&plan.file);
         }
         return Err(CliError::Mismatch(format!(
             "{context}: the node sent BLAKE3 {} but {} arrived; the file was removed",
             hex::encode(&reply.checksum),
-            hex::encode(&checksum)
+            hex::encode(checksum)
         )));
     }
     Ok(DownloadReport {

@@ -1,11 +1,12 @@
-//! An upload's hashing on a thread of its own, beside its writes.
+//! A transfer's hashing on a thread of its own, beside its writes.
 //!
 //! Copying a chunk into the page cache (`pwrite`) and hashing it cost about the same, and one
 //! after the other on the writer's thread they made that thread the slowest stage of a full
 //! upload: a profile of a 2 GiB upload on XFS had the writer busy for ~1.2 s of 2.1 s while the
 //! other core idled a fifth of the time (docs/BENCHMARKS.md). Here the writer hands each data
 //! chunk to a hashing thread *before* writing it, so the two run at once, and goes on; it
-//! waits only when [`DEPTH`] chunks are still unhashed.
+//! waits only when [`DEPTH`] chunks are still unhashed. `ferry vol download` writes and
+//! hashes its file the same way.
 //!
 //! A chunk is a reference-counted `Bytes`, so nothing is copied, and whatever memory charge
 //! it carries (the connection's budget pins every received payload) stays held until it is
@@ -13,7 +14,7 @@
 //! place: below [`MIN_BEHIND`] bytes a wake-up of the other thread costs about what the
 //! hashing does.
 
-use std::io;
+use std::io::{self, Write};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -21,7 +22,6 @@ use std::thread::JoinHandle;
 use bytes::Bytes;
 
 use crate::blockhash::TreeHash;
-use crate::blocks::BlocksWriter;
 
 /// Data chunks that may wait to be hashed while the writer goes on.
 const DEPTH: usize = 2;
@@ -29,15 +29,16 @@ const DEPTH: usize = 2;
 /// The smallest chunk handed to the hashing thread; smaller ones are hashed by the caller.
 const MIN_BEHIND: usize = 64 * 1024;
 
-/// The content hash of an upload, fed from the writer's thread and computed on another.
+/// The content hash of a transfer (with its block hashes going to `W`), fed from the writer's
+/// thread and computed on another.
 ///
 /// Whoever needs the tree itself (a hole, a KEEP, the root, the commit) takes it with
 /// [`tree`](Self::tree), which first waits until every chunk handed over is hashed, so the
 /// order of the content is kept. A hashing error surfaces at the next call, after which every
-/// call fails: the hash is of no use, and the upload can only be suspended (a resume hashes
+/// call fails: the hash is of no use, and an upload can only be suspended (a resume hashes
 /// again what is on disk) or aborted.
-pub(crate) struct HashBehind {
-    tree: Arc<Mutex<TreeHash<BlocksWriter>>>,
+pub struct HashBehind<W: Write + Send + 'static> {
+    tree: Arc<Mutex<TreeHash<W>>>,
     /// `None` once dropped, which ends the thread.
     chunks: Option<SyncSender<Bytes>>,
     /// One result per chunk handed over, in order.
@@ -48,8 +49,8 @@ pub(crate) struct HashBehind {
     thread: Option<JoinHandle<()>>,
 }
 
-impl HashBehind {
-    pub fn start(tree: TreeHash<BlocksWriter>) -> io::Result<Self> {
+impl<W: Write + Send + 'static> HashBehind<W> {
+    pub fn start(tree: TreeHash<W>) -> io::Result<Self> {
         let tree = Arc::new(Mutex::new(tree));
         let (chunks, rx) = mpsc::sync_channel::<Bytes>(DEPTH);
         let (results, hashed) = mpsc::channel();
@@ -100,12 +101,36 @@ impl HashBehind {
     }
 
     /// The tree with everything handed over hashed into it.
-    pub fn tree(&mut self) -> io::Result<MutexGuard<'_, TreeHash<BlocksWriter>>> {
+    pub fn tree(&mut self) -> io::Result<MutexGuard<'_, TreeHash<W>>> {
+        self.drain()?;
+        self.tree.lock().map_err(|_| poisoned())
+    }
+
+    /// The tree, with everything handed over hashed into it, once the thread has ended.
+    pub fn into_tree(mut self) -> io::Result<TreeHash<W>> {
+        self.drain()?;
+        self.stop();
+        let tree = Arc::clone(&self.tree);
+        drop(self);
+        Arc::try_unwrap(tree)
+            .map_err(|_| poisoned())?
+            .into_inner()
+            .map_err(|_| poisoned())
+    }
+
+    fn drain(&mut self) -> io::Result<()> {
         while self.queued > 0 {
             self.take_one()?;
         }
-        self.check()?;
-        self.tree.lock().map_err(|_| poisoned())
+        self.check()
+    }
+
+    /// Ends the thread (it finishes what it holds first).
+    fn stop(&mut self) {
+        drop(self.chunks.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 
     /// Makes the hash unusable: content it has taken in did not reach the file.
@@ -132,12 +157,9 @@ impl HashBehind {
     }
 }
 
-impl Drop for HashBehind {
+impl<W: Write + Send + 'static> Drop for HashBehind<W> {
     fn drop(&mut self) {
-        drop(self.chunks.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        self.stop();
     }
 }
 
@@ -149,6 +171,7 @@ fn poisoned() -> io::Error {
 mod tests {
     use super::*;
     use crate::blockhash::BLOCK_SIZE;
+    use crate::blocks::BlocksWriter;
 
     fn tree(dir: &tempfile::TempDir) -> TreeHash<BlocksWriter> {
         let blocks = BlocksWriter::create(&dir.path().join("blocks")).unwrap();
@@ -165,15 +188,17 @@ mod tests {
         let mut at = 0;
         for len in sizes.iter().cycle() {
             let end = (at + len).min(content.len());
-            behind.data(Bytes::copy_from_slice(&content[at..end])).unwrap();
+            behind
+                .data(Bytes::copy_from_slice(&content[at..end]))
+                .unwrap();
             at = end;
             if at == content.len() {
                 break;
             }
         }
-        let root = behind.tree().unwrap().finish().unwrap();
-        assert_eq!(root, *blake3::hash(&content).as_bytes());
         assert_eq!(behind.tree().unwrap().bytes(), content.len() as u64);
+        let root = behind.into_tree().unwrap().finish().unwrap();
+        assert_eq!(root, *blake3::hash(&content).as_bytes());
     }
 
     #[test]

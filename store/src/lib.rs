@@ -63,7 +63,7 @@
 //!   (sidecars), `config`, `info`, `layout`, `report`;
 //! - `inner`: the state one open store shares;
 //! - `publish`: how a volume appears (data by rename, then its sidecar);
-//! - `download`, `blocks` (a volume's block hashes), `hash_behind` (an upload's hashing
+//! - `download`, `blocks` (a volume's block hashes), `hash_behind` (a transfer's hashing
 //!   thread), `upload`, `recovery`;
 //! - `store`: [`VolumeStore`], the handle every operation starts from.
 //!
@@ -74,7 +74,7 @@ mod blocks;
 mod config;
 mod download;
 mod error;
-mod hash_behind;
+pub mod hash_behind;
 mod info;
 mod inner;
 mod layout;

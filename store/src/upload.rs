@@ -109,7 +109,7 @@ pub struct Upload {
     writeback: Writeback,
     /// The content's BLAKE3 and its block hashes, written to `partial/<name>.blocks`, hashed
     /// on a thread of their own beside the writes.
-    hash: HashBehind,
+    hash: HashBehind<BlocksWriter>,
     /// The version a delta's KEEP ranges copy from, open since the upload began.
     base: Option<Base>,
     /// Where KEEP ranges are read to be hashed, or their stored hashes ([`KEEP_BUFFER`] once
@@ -257,10 +257,11 @@ impl Upload {
                 let hashed = self
                     .hash
                     .tree()
-                    .and_then(|mut tree| tree.zeros_while(len, || !self.stop.load(Ordering::Relaxed)))
+                    .and_then(|mut tree| {
+                        tree.zeros_while(len, || !self.stop.load(Ordering::Relaxed))
+                    })
                     .context(|| format!("recording the block hashes of upload {:?}", self.name))?;
-                if !hashed
-                {
+                if !hashed {
                     // The hash is of no use now; the file is left as it was before the hole.
                     let _ = self.file.set_len(self.offset);
                     return Err(StoreError::Stopped {
@@ -623,8 +624,8 @@ pub(crate) fn resume(inner: &Arc<Inner>, name: &str) -> Result<Upload> {
         .context(|| format!("creating {}", blocks_path.display()))?;
     let hash = rehash(&file, offset, TreeHash::new(BLOCK_SIZE, blocks))
         .context(|| format!("reading back {}", part.display()))?;
-    let hash = HashBehind::start(hash)
-        .context(|| format!("starting the hashing of upload {name:?}"))?;
+    let hash =
+        HashBehind::start(hash).context(|| format!("starting the hashing of upload {name:?}"))?;
     let mut upload = Upload {
         name: name.to_string(),
         file,

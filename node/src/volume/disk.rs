@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use ferry_actors::CallError;
 use ferry_actors::memory::{self, MemoryBudget};
-use ferry_actors::stream::{Chunk, ContentHash, Halted};
+use ferry_actors::stream::{Chunk, Halted};
+use ferry_store::blockhash::TreeHash;
+use ferry_store::hash_behind::HashBehind;
 use ferry_store::{Download, StoreError, Upload};
 use tokio::sync::{mpsc, oneshot};
 
@@ -87,7 +89,7 @@ impl WriteBehind {
 }
 
 /// Reads a download on the blocking pool, a few chunks ahead of the consumer, and (with
-/// `hash`) hashes it there too, handing out the digest once all was read. Dropping the
+/// `hash`) hashes it on a thread beside, handing out the digest once all was read and hashed. Dropping the
 /// receiver stops the reading, and so does the end of the call (`halted`) the hashing of a
 /// hole in the middle.
 ///
@@ -108,7 +110,19 @@ pub(super) fn read_ahead(
     let (tx, rx) = mpsc::channel(READ_AHEAD);
     let (digest_tx, digest) = oneshot::channel();
     tokio::task::spawn_blocking(move || {
-        let mut hasher = hash.then(ContentHash::default);
+        let hasher = hash
+            .then(|| HashBehind::start(TreeHash::default()))
+            .transpose();
+        let mut hasher = match hasher {
+            Ok(hasher) => hasher,
+            Err(source) => {
+                let _ = tx.blocking_send(Err(StoreError::Io {
+                    context: "starting the download's hashing".into(),
+                    source,
+                }));
+                return;
+            }
+        };
         loop {
             // Waits for room in the budget, or for the consumer to go away.
             let charge = futures::executor::block_on(async {
@@ -121,8 +135,9 @@ pub(super) fn read_ahead(
             let next = match download.next_chunk(max).transpose() {
                 Some(next) => next,
                 None => {
-                    if let Some(hasher) = hasher {
-                        let _ = digest_tx.send(hasher.digest());
+                    // A hashing error leaves the digest unsent: the call then fails.
+                    if let Some(Ok(tree)) = hasher.map(HashBehind::into_tree) {
+                        let _ = digest_tx.send(tree.root());
                     }
                     break;
                 }
@@ -140,16 +155,15 @@ pub(super) fn read_ahead(
             }
             if let (Some(chunk), Some(hasher)) = (copy, &mut hasher) {
                 let whole = match chunk {
-                    Chunk::Data(bytes) => {
-                        hasher.data(&bytes);
-                        true
-                    }
-                    Chunk::Hole(length) => hasher.zeros_while(length, || {
-                        !tx.is_closed() && !halted.as_ref().is_some_and(Halted::is_set)
+                    Chunk::Data(bytes) => hasher.data(bytes).map(|()| true),
+                    Chunk::Hole(length) => hasher.tree().and_then(|mut tree| {
+                        tree.zeros_while(length, || {
+                            !tx.is_closed() && !halted.as_ref().is_some_and(Halted::is_set)
+                        })
                     }),
                     Chunk::Keep(_) => unreachable!("a volume reads as data and holes"),
                 };
-                if !whole {
+                if !matches!(whole, Ok(true)) {
                     break;
                 }
             }
