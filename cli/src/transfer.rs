@@ -366,7 +366,7 @@ fn write_chunks(
 ) {
     let (tx, mut rx) = mpsc::channel::<Chunk>(AHEAD);
     let task = tokio::task::spawn_blocking(move || {
-        let mut hash = HashBehind::start(TreeHash::default())?;
+        let mut hash = HashBehind::start(TreeHash::default());
         match &sink {
             Sink::File { temp, .. } => {
                 let mut writer = SparseWriter::new(temp.as_file());

@@ -13,10 +13,16 @@
 //! hashed: the chunks waiting here are counted like any other. Small chunks are hashed in
 //! place: below [`MIN_BEHIND`] bytes a wake-up of the other thread costs about what the
 //! hashing does.
+//!
+//! Threads are few: at most twice the cores' count hash at once in a process
+//! ([`max_threads`]); a transfer that finds them all taken hashes on its own thread, one
+//! step after its write, as it did before. So a peer that opens a thousand uploads costs the
+//! node no thousand threads, and the machine's cores are all the parallelism there is anyway.
 
 use std::io::{self, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
@@ -29,8 +35,17 @@ const DEPTH: usize = 2;
 /// The smallest chunk handed to the hashing thread; smaller ones are hashed by the caller.
 const MIN_BEHIND: usize = 64 * 1024;
 
+/// Hashing threads running in this process.
+static THREADS: AtomicUsize = AtomicUsize::new(0);
+
+/// At most this many hashing threads at once: twice the cores.
+pub fn max_threads() -> usize {
+    static MAX: OnceLock<usize> = OnceLock::new();
+    *MAX.get_or_init(|| 2 * std::thread::available_parallelism().map_or(1, usize::from))
+}
+
 /// The content hash of a transfer (with its block hashes going to `W`), fed from the writer's
-/// thread and computed on another.
+/// thread and computed on another when one is free.
 ///
 /// Whoever needs the tree itself (a hole, a KEEP, the root, the commit) takes it with
 /// [`tree`](Self::tree), which first waits until every chunk handed over is hashed, so the
@@ -39,64 +54,69 @@ const MIN_BEHIND: usize = 64 * 1024;
 /// again what is on disk) or aborted.
 pub struct HashBehind<W: Write + Send + 'static> {
     tree: Arc<Mutex<TreeHash<W>>>,
-    /// `None` once dropped, which ends the thread.
-    chunks: Option<SyncSender<Bytes>>,
+    /// The hashing thread, if one was free when the transfer began.
+    worker: Option<Worker>,
+    broken: bool,
+}
+
+/// A hashing thread and the two channels to it; it holds one of [`THREADS`].
+struct Worker {
+    chunks: SyncSender<Bytes>,
     /// One result per chunk handed over, in order.
     hashed: Receiver<io::Result<()>>,
     /// Chunks handed over whose result has not been taken.
     queued: usize,
-    broken: bool,
-    thread: Option<JoinHandle<()>>,
+    thread: JoinHandle<()>,
 }
 
 impl<W: Write + Send + 'static> HashBehind<W> {
-    pub fn start(tree: TreeHash<W>) -> io::Result<Self> {
+    /// Starts hashing on a thread of its own if fewer than [`max_threads`] are running, in
+    /// place otherwise. Never fails: a thread that cannot be started means hashing in place.
+    pub fn start(tree: TreeHash<W>) -> Self {
         let tree = Arc::new(Mutex::new(tree));
-        let (chunks, rx) = mpsc::sync_channel::<Bytes>(DEPTH);
-        let (results, hashed) = mpsc::channel();
-        let shared = Arc::clone(&tree);
-        let thread = std::thread::Builder::new()
-            .name("ferry-hash".into())
-            .spawn(move || {
-                for bytes in rx {
-                    // The writer locks only once this thread's queue is empty, so this lock is
-                    // never contended.
-                    let result = match shared.lock() {
-                        Ok(mut tree) => tree.data(&bytes),
-                        Err(_) => Err(poisoned()),
-                    };
-                    drop(bytes);
-                    if results.send(result).is_err() {
-                        break;
-                    }
+        let worker = THREADS
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max_threads()).then_some(n + 1)
+            })
+            .ok()
+            .and_then(|_| {
+                let worker = Worker::spawn(Arc::clone(&tree));
+                if worker.is_none() {
+                    THREADS.fetch_sub(1, Ordering::AcqRel);
                 }
-            })?;
-        Ok(Self {
+                worker
+            });
+        Self {
             tree,
-            chunks: Some(chunks),
-            hashed,
-            queued: 0,
+            worker,
             broken: false,
-            thread: Some(thread),
-        })
+        }
     }
 
-    /// Hashes `bytes` next, on the hashing thread if it is large enough; returns once it is
-    /// queued (an error is one of an earlier chunk).
+    /// Whether chunks are hashed on a thread of their own.
+    #[cfg(test)]
+    fn behind(&self) -> bool {
+        self.worker.is_some()
+    }
+
+    /// Hashes `bytes` next, on the hashing thread if there is one and the chunk is large
+    /// enough; returns once it is queued (an error may be one of an earlier chunk).
     pub fn data(&mut self, bytes: Bytes) -> io::Result<()> {
-        if bytes.len() < MIN_BEHIND {
+        let Some(worker) = self.worker.as_mut().filter(|_| bytes.len() >= MIN_BEHIND) else {
             return self.tree()?.data(&bytes);
-        }
-        if self.queued == DEPTH {
-            self.take_one()?;
+        };
+        if worker.queued == DEPTH {
+            let result = worker.take_one();
+            self.broken |= result.is_err();
+            result?;
         }
         self.check()?;
-        let sent = self.chunks.as_ref().map(|chunks| chunks.send(bytes));
-        if !matches!(sent, Some(Ok(()))) {
+        let worker = self.worker.as_mut().expect("checked above");
+        if worker.chunks.send(bytes).is_err() {
             self.broken = true;
             return Err(poisoned());
         }
-        self.queued += 1;
+        worker.queued += 1;
         Ok(())
     }
 
@@ -109,7 +129,9 @@ impl<W: Write + Send + 'static> HashBehind<W> {
     /// The tree, with everything handed over hashed into it, once the thread has ended.
     pub fn into_tree(mut self) -> io::Result<TreeHash<W>> {
         self.drain()?;
-        self.stop();
+        if let Some(worker) = self.worker.take() {
+            worker.stop();
+        }
         let tree = Arc::clone(&self.tree);
         drop(self);
         Arc::try_unwrap(tree)
@@ -118,39 +140,26 @@ impl<W: Write + Send + 'static> HashBehind<W> {
             .map_err(|_| poisoned())
     }
 
-    fn drain(&mut self) -> io::Result<()> {
-        while self.queued > 0 {
-            self.take_one()?;
-        }
-        self.check()
-    }
-
-    /// Ends the thread (it finishes what it holds first).
-    fn stop(&mut self) {
-        drop(self.chunks.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-
     /// Makes the hash unusable: content it has taken in did not reach the file.
     pub fn poison(&mut self) {
         self.broken = true;
     }
 
-    fn take_one(&mut self) -> io::Result<()> {
-        let result = self.hashed.recv().unwrap_or_else(|_| Err(poisoned()));
-        self.queued -= 1;
-        if result.is_err() {
-            self.broken = true;
+    fn drain(&mut self) -> io::Result<()> {
+        if let Some(worker) = &mut self.worker {
+            while worker.queued > 0 {
+                let result = worker.take_one();
+                self.broken |= result.is_err();
+                result?;
+            }
         }
-        result
+        self.check()
     }
 
     fn check(&self) -> io::Result<()> {
         if self.broken {
             return Err(io::Error::other(
-                "the upload's hash failed earlier; suspend and resume the upload",
+                "the transfer's hash failed earlier; an upload can be suspended and resumed",
             ));
         }
         Ok(())
@@ -159,12 +168,57 @@ impl<W: Write + Send + 'static> HashBehind<W> {
 
 impl<W: Write + Send + 'static> Drop for HashBehind<W> {
     fn drop(&mut self) {
-        self.stop();
+        if let Some(worker) = self.worker.take() {
+            worker.stop();
+        }
+    }
+}
+
+impl Worker {
+    /// The thread, or `None` if the system would not start one.
+    fn spawn<W: Write + Send + 'static>(tree: Arc<Mutex<TreeHash<W>>>) -> Option<Self> {
+        let (chunks, rx) = mpsc::sync_channel::<Bytes>(DEPTH);
+        let (results, hashed) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("ferry-hash".into())
+            .spawn(move || {
+                for bytes in rx {
+                    // The owner locks only once this thread's queue is empty, so this lock is
+                    // never contended.
+                    let result = match tree.lock() {
+                        Ok(mut tree) => tree.data(&bytes),
+                        Err(_) => Err(poisoned()),
+                    };
+                    drop(bytes);
+                    if results.send(result).is_err() {
+                        break;
+                    }
+                }
+            })
+            .ok()?;
+        Some(Self {
+            chunks,
+            hashed,
+            queued: 0,
+            thread,
+        })
+    }
+
+    fn take_one(&mut self) -> io::Result<()> {
+        self.queued -= 1;
+        self.hashed.recv().unwrap_or_else(|_| Err(poisoned()))
+    }
+
+    /// Ends the thread (it hashes what it holds first) and gives its place back.
+    fn stop(self) {
+        drop(self.chunks);
+        let _ = self.thread.join();
+        THREADS.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 fn poisoned() -> io::Error {
-    io::Error::other("the upload's hashing thread failed")
+    io::Error::other("the transfer's hashing thread failed")
 }
 
 #[cfg(test)]
@@ -182,7 +236,7 @@ mod tests {
     #[test]
     fn keeps_the_order_of_the_content() {
         let dir = tempfile::tempdir().unwrap();
-        let mut behind = HashBehind::start(tree(&dir)).unwrap();
+        let mut behind = HashBehind::start(tree(&dir));
         let content: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 + i / 977) as u8).collect();
         let sizes = [1, 300_000, 4_096, 65_536, 65_535, 1 << 20, 17];
         let mut at = 0;
@@ -201,10 +255,29 @@ mod tests {
         assert_eq!(root, *blake3::hash(&content).as_bytes());
     }
 
+    /// Past [`max_threads`] transfers hash in place, with the same result.
+    #[test]
+    fn threads_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let content = Bytes::from(vec![7; 1 << 20]);
+        let mut all: Vec<_> = (0..max_threads() + 2)
+            .map(|_| HashBehind::start(tree(&dir)))
+            .collect();
+        assert!(THREADS.load(Ordering::Acquire) <= max_threads());
+        assert!(!all.last().unwrap().behind());
+        for behind in &mut all {
+            behind.data(content.clone()).unwrap();
+        }
+        let expected = *blake3::hash(&content).as_bytes();
+        for behind in all {
+            assert_eq!(behind.into_tree().unwrap().root(), expected);
+        }
+    }
+
     #[test]
     fn a_poisoned_hash_refuses_everything_after() {
         let dir = tempfile::tempdir().unwrap();
-        let mut behind = HashBehind::start(tree(&dir)).unwrap();
+        let mut behind = HashBehind::start(tree(&dir));
         behind.data(Bytes::from(vec![1; 1 << 20])).unwrap();
         behind.poison();
         assert!(behind.data(Bytes::from(vec![1; 1 << 20])).is_err());

@@ -576,8 +576,7 @@ pub(crate) fn begin(inner: &Arc<Inner>, name: &str, options: UploadOptions) -> R
         file,
         offset: 0,
         writeback: Writeback::new(0),
-        hash: HashBehind::start(TreeHash::new(BLOCK_SIZE, blocks))
-            .context(|| format!("starting the hashing of upload {name:?}"))?,
+        hash: HashBehind::start(TreeHash::new(BLOCK_SIZE, blocks)),
         base,
         keep_buffer: Vec::new(),
         partial,
@@ -624,8 +623,7 @@ pub(crate) fn resume(inner: &Arc<Inner>, name: &str) -> Result<Upload> {
         .context(|| format!("creating {}", blocks_path.display()))?;
     let hash = rehash(&file, offset, TreeHash::new(BLOCK_SIZE, blocks))
         .context(|| format!("reading back {}", part.display()))?;
-    let hash =
-        HashBehind::start(hash).context(|| format!("starting the hashing of upload {name:?}"))?;
+    let hash = HashBehind::start(hash);
     let mut upload = Upload {
         name: name.to_string(),
         file,

@@ -110,19 +110,7 @@ pub(super) fn read_ahead(
     let (tx, rx) = mpsc::channel(READ_AHEAD);
     let (digest_tx, digest) = oneshot::channel();
     tokio::task::spawn_blocking(move || {
-        let hasher = hash
-            .then(|| HashBehind::start(TreeHash::default()))
-            .transpose();
-        let mut hasher = match hasher {
-            Ok(hasher) => hasher,
-            Err(source) => {
-                let _ = tx.blocking_send(Err(StoreError::Io {
-                    context: "starting the download's hashing".into(),
-                    source,
-                }));
-                return;
-            }
-        };
+        let mut hasher = hash.then(|| HashBehind::start(TreeHash::default()));
         loop {
             // Waits for room in the budget, or for the consumer to go away.
             let charge = futures::executor::block_on(async {
