@@ -422,8 +422,8 @@ if grep -q "dropped" "$tmp/capture.err"; then
   fail "the capture dropped packets: $(grep dropped "$tmp/capture.err")"
 fi
 # Packets sent on both cores at once can reach the capture ring out of order (2 or 3 of ~480
-# packets in two of seven captures of this session; CI once failed the check below on one
-# such packet, a segment that came late, not lost). The file is put in time order (reordercap,
+# packets in two of seven captures on a 2-core VM; CI once failed the check below on one such
+# packet, a segment that came late, not lost). The file is put in time order (reordercap,
 # Wireshark's own tool, installed with tshark) before anything reads it.
 reordercap "$cap" "$tmp/session-ordered.pcapng" >/dev/null
 cap="$tmp/session-ordered.pcapng"

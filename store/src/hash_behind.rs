@@ -15,8 +15,8 @@
 //! hashing does.
 //!
 //! Threads are few: at most twice the cores' count hash at once in a process
-//! ([`max_threads`]); a transfer that finds them all taken hashes on its own thread, one
-//! step after its write, as it did before. So a peer that opens a thousand uploads costs the
+//! ([`max_threads`]); a transfer that finds them all taken hashes on the caller's thread,
+//! after each write, as it did before. So a peer that opens a thousand uploads costs the
 //! node no thousand threads, and the machine's cores are all the parallelism there is anyway.
 
 use std::io::{self, Write};
@@ -102,33 +102,31 @@ impl<W: Write + Send + 'static> HashBehind<W> {
     /// Hashes `bytes` next, on the hashing thread if there is one and the chunk is large
     /// enough; returns once it is queued (an error may be one of an earlier chunk).
     pub fn data(&mut self, bytes: Bytes) -> io::Result<()> {
-        let Some(worker) = self.worker.as_mut().filter(|_| bytes.len() >= MIN_BEHIND) else {
+        if self.worker.is_none() || bytes.len() < MIN_BEHIND {
             return self.tree()?.data(&bytes);
-        };
-        if worker.queued == DEPTH {
-            let result = worker.take_one();
-            self.broken |= result.is_err();
-            result?;
         }
-        self.check()?;
-        let worker = self.worker.as_mut().expect("checked above");
-        if worker.chunks.send(bytes).is_err() {
+        self.wait_until(DEPTH - 1)?;
+        if self
+            .worker
+            .as_mut()
+            .is_some_and(|worker| worker.send(bytes))
+        {
+            Ok(())
+        } else {
             self.broken = true;
-            return Err(poisoned());
+            Err(poisoned())
         }
-        worker.queued += 1;
-        Ok(())
     }
 
     /// The tree with everything handed over hashed into it.
     pub fn tree(&mut self) -> io::Result<MutexGuard<'_, TreeHash<W>>> {
-        self.drain()?;
+        self.wait_until(0)?;
         self.tree.lock().map_err(|_| poisoned())
     }
 
     /// The tree, with everything handed over hashed into it, once the thread has ended.
     pub fn into_tree(mut self) -> io::Result<TreeHash<W>> {
-        self.drain()?;
+        self.wait_until(0)?;
         if let Some(worker) = self.worker.take() {
             worker.stop();
         }
@@ -145,12 +143,15 @@ impl<W: Write + Send + 'static> HashBehind<W> {
         self.broken = true;
     }
 
-    fn drain(&mut self) -> io::Result<()> {
+    /// Waits until at most `queued` chunks are left to hash; fails on a hashing error, this
+    /// one or an earlier one.
+    fn wait_until(&mut self, queued: usize) -> io::Result<()> {
         if let Some(worker) = &mut self.worker {
-            while worker.queued > 0 {
-                let result = worker.take_one();
-                self.broken |= result.is_err();
-                result?;
+            while worker.queued > queued {
+                if let Err(error) = worker.take_one() {
+                    self.broken = true;
+                    return Err(error);
+                }
             }
         }
         self.check()
@@ -204,6 +205,13 @@ impl Worker {
         })
     }
 
+    /// Hands a chunk over; `false` if the thread is gone.
+    fn send(&mut self, bytes: Bytes) -> bool {
+        let sent = self.chunks.send(bytes).is_ok();
+        self.queued += usize::from(sent);
+        sent
+    }
+
     fn take_one(&mut self) -> io::Result<()> {
         self.queued -= 1;
         self.hashed.recv().unwrap_or_else(|_| Err(poisoned()))
@@ -227,16 +235,29 @@ mod tests {
     use crate::blockhash::BLOCK_SIZE;
     use crate::blocks::BlocksWriter;
 
+    /// Held by every test here: they share the process's hashing threads, and each needs to
+    /// know whether it got one.
+    static THREADS_IN_USE: Mutex<()> = Mutex::new(());
+
+    fn serial() -> MutexGuard<'static, ()> {
+        THREADS_IN_USE
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn tree(dir: &tempfile::TempDir) -> TreeHash<BlocksWriter> {
         let blocks = BlocksWriter::create(&dir.path().join("blocks")).unwrap();
         TreeHash::new(BLOCK_SIZE, blocks)
     }
 
-    /// Chunks of every size, some behind and some in place, hash in their order.
+    /// Chunks of every size, some behind and some in place, hash in their order, and the tree
+    /// is taken only once what was handed over is in it.
     #[test]
     fn keeps_the_order_of_the_content() {
+        let _serial = serial();
         let dir = tempfile::tempdir().unwrap();
         let mut behind = HashBehind::start(tree(&dir));
+        assert!(behind.behind());
         let content: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 + i / 977) as u8).collect();
         let sizes = [1, 300_000, 4_096, 65_536, 65_535, 1 << 20, 17];
         let mut at = 0;
@@ -251,13 +272,22 @@ mod tests {
             }
         }
         assert_eq!(behind.tree().unwrap().bytes(), content.len() as u64);
+        // Hashing 16 MiB takes milliseconds: a tree taken without waiting would miss it.
+        let large = vec![3; 16 << 20];
+        behind.data(Bytes::from(large.clone())).unwrap();
+        assert_eq!(
+            behind.tree().unwrap().bytes(),
+            (content.len() + large.len()) as u64
+        );
         let root = behind.into_tree().unwrap().finish().unwrap();
-        assert_eq!(root, *blake3::hash(&content).as_bytes());
+        let whole = [content, large].concat();
+        assert_eq!(root, *blake3::hash(&whole).as_bytes());
     }
 
     /// Past [`max_threads`] transfers hash in place, with the same result.
     #[test]
     fn threads_are_bounded() {
+        let _serial = serial();
         let content = Bytes::from(vec![7; 1 << 20]);
         let mut all: Vec<_> = (0..max_threads() + 2)
             .map(|_| HashBehind::start(TreeHash::default()))
@@ -275,6 +305,7 @@ mod tests {
 
     #[test]
     fn a_poisoned_hash_refuses_everything_after() {
+        let _serial = serial();
         let mut behind = HashBehind::start(TreeHash::default());
         behind.data(Bytes::from(vec![1; 1 << 20])).unwrap();
         behind.poison();

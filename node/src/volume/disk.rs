@@ -89,9 +89,9 @@ impl WriteBehind {
 }
 
 /// Reads a download on the blocking pool, a few chunks ahead of the consumer, and (with
-/// `hash`) hashes it on a thread beside, handing out the digest once all was read and hashed. Dropping the
-/// receiver stops the reading, and so does the end of the call (`halted`) the hashing of a
-/// hole in the middle.
+/// `hash`) hashes it on a thread beside, handing out the digest once all was read and hashed.
+/// Dropping the receiver stops the reading, and so does the end of the call (`halted`) the
+/// hashing of a hole in the middle.
 ///
 /// Each data chunk is charged to `memory` (the connection's budget) before it is read, and
 /// carries that charge until its last byte is written to the socket: credit does not bound
