@@ -114,7 +114,7 @@ impl ServerTls {
         builder.set_ciphersuites(SUITES)?;
         builder.set_options(SslOptions::CIPHER_SERVER_PREFERENCE | SslOptions::PRIORITIZE_CHACHA);
         // Read-ahead lets OpenSSL take what the socket holds in one read instead of a record's
-        // 5-byte header and then its body: a third of the `recvfrom` calls of a TLS stream and
+        // 5-byte header and then its body: about a third as many `recvfrom` calls on a TLS stream and
         // 10-33% less CPU per GB at 64 KiB chunks (docs/BENCHMARKS.md). The frame reader
         // reads until the stream is pending, so bytes OpenSSL holds are never left unread.
         builder.set_read_ahead(true);
